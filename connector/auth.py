@@ -1,0 +1,216 @@
+"""App-only sign-in to Microsoft Graph and what the token says about granted permissions.
+
+azure-identity does the client-credentials flow and caches/refreshes the token; this module
+adds the things a connector's users need: the client secret fetched lazily from Key Vault,
+the granted roles read from the token, and token failures mapped to the exact fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from .config import Settings
+
+log = logging.getLogger("m365_connector")
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+# AADSTS code -> (what it means, what to do). Codes and texts per Microsoft identity platform errors.
+AADSTS_REMEDIES: dict[str, tuple[str, str]] = {
+    "7000215": ("wrong client secret",
+                "The secret is not a valid secret of this app registration. In the Entra admin center open the app "
+                "registration, Certificates & secrets, create a new client secret and store its Value (not its "
+                "Secret ID) in Key Vault (M365_CLIENT_SECRET_NAME) or M365_CLIENT_SECRET."),
+    "7000222": ("expired client secret",
+                "The client secret has expired. Create a new client secret on the app registration (Certificates & "
+                "secrets), store its Value in Key Vault under M365_CLIENT_SECRET_NAME, and set the Key Vault "
+                "secret's expiry date to the new secret's expiry."),
+    "90002": ("unknown tenant",
+              "The tenant in M365_TENANT_ID was not found. Check the Directory (tenant) ID and that M365_CLOUD "
+              "matches the tenant's cloud."),
+    "900023": ("invalid tenant",
+               "M365_TENANT_ID is neither a tenant ID nor a valid domain. Use the Directory (tenant) ID."),
+    "700016": ("application not found in the tenant",
+               "No app with M365_CLIENT_ID exists in this tenant. Check M365_CLIENT_ID and M365_TENANT_ID; for a "
+               "multi-tenant app, an administrator of this tenant must grant admin consent first."),
+    "7000216": ("no client secret sent",
+                "No secret was sent. Set M365_CLIENT_SECRET, or KEY_VAULT_URL and M365_CLIENT_SECRET_NAME."),
+    "70011": ("invalid scope",
+              "The Graph scope was rejected. Check M365_CLOUD and M365_GRAPH_ENDPOINT match the tenant's cloud."),
+    "700024": ("client assertion out of its validity window", "Check the host's clock."),
+}
+
+
+@dataclass
+class TokenFailure(Exception):
+    """No Graph token could be had; carries what the user needs to fix it, never the secret."""
+
+    code: str  # AADSTS code, or a connector code such as "network", "keyvault"
+    reason: str
+    remedy: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        prefix = f"AADSTS{self.code}" if self.code.isdigit() else self.code
+        return f"{prefix} ({self.reason}): {self.remedy}"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code if not self.code.isdigit() else f"AADSTS{self.code}",
+                "reason": self.reason, "remedy": self.remedy, "detail": self.detail}
+
+
+@dataclass
+class SecretInfo:
+    value: str
+    source: str  # "environment" or "keyvault"
+    expires_on: datetime | None = None
+
+    def __repr__(self) -> str:  # never show the value
+        return f"SecretInfo(source={self.source!r}, expires_on={self.expires_on!r})"
+
+
+def _is_loopback(url: str) -> bool:
+    return (urlsplit(url).hostname or "") in _LOOPBACK
+
+
+def read_client_secret(settings: Settings) -> SecretInfo:
+    """The client secret: from the environment for local runs, else from Key Vault (lazily, at run time)."""
+    if settings.client_secret:
+        return SecretInfo(settings.client_secret, "environment")
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+    from azure.identity import DefaultAzureCredential
+    from azure.keyvault.secrets import SecretClient
+
+    vault = settings.key_vault_url or ""
+    # Key Vault clients check that the challenge resource matches the vault's domain; a local
+    # simulator on a loopback address cannot have a *.vault.azure.net name.
+    client = SecretClient(vault, DefaultAzureCredential(), verify_challenge_resource=not _is_loopback(vault))
+    try:
+        with client:
+            secret = client.get_secret(settings.secret_name)
+    except ResourceNotFoundError:
+        raise TokenFailure("keyvault", "secret not found",
+                           f"Key Vault {vault} has no secret named {settings.secret_name!r}. Store the app "
+                           "registration's client secret value there, or set M365_CLIENT_SECRET_NAME to its name.")
+    except ClientAuthenticationError as exc:
+        raise TokenFailure("keyvault", "no identity for Key Vault",
+                           "The Function's managed identity (or your Azure CLI login when local) could not get a "
+                           f"token for Key Vault {vault}: enable the managed identity and grant it the 'Key Vault "
+                           "Secrets User' role on the vault.", detail=_first_line(str(exc)))
+    except HttpResponseError as exc:
+        if exc.status_code == 403:
+            raise TokenFailure("keyvault", "access to Key Vault denied",
+                               f"The identity may not read secrets of {vault}: grant it the 'Key Vault Secrets "
+                               "User' role on the vault (RBAC), or a secret Get access policy.")
+        raise TokenFailure("keyvault", "Key Vault error", f"Reading {settings.secret_name!r} from {vault} failed "
+                           f"with HTTP {exc.status_code}; check KEY_VAULT_URL.", detail=_first_line(str(exc)))
+    except Exception as exc:  # network errors: name the setting to check
+        raise TokenFailure("keyvault", "Key Vault unreachable",
+                           f"Could not reach KEY_VAULT_URL {vault}: check the URL and network access.",
+                           detail=_first_line(str(exc)))
+    if not secret.value:
+        raise TokenFailure("keyvault", "empty secret", f"Secret {settings.secret_name!r} in {vault} is empty.")
+    if secret.value.startswith("@Microsoft.KeyVault("):
+        raise TokenFailure("keyvault", "unresolved Key Vault reference",
+                           "The secret holds an unresolved Key Vault reference; store the secret value itself.")
+    return SecretInfo(secret.value, "keyvault", secret.properties.expires_on)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:300] if text.strip() else ""
+
+
+def token_failure_from(exc: BaseException) -> TokenFailure:
+    """Map an azure-identity error to its AADSTS remedy."""
+    if isinstance(exc, TokenFailure):
+        return exc
+    text = str(exc)
+    match = re.search(r"AADSTS(\d+)", text)
+    if match and match.group(1) in AADSTS_REMEDIES:
+        reason, remedy = AADSTS_REMEDIES[match.group(1)]
+        return TokenFailure(match.group(1), reason, remedy, detail=_first_line(text[match.start():]))
+    if match:
+        return TokenFailure(match.group(1), "sign-in failed",
+                            "See the AADSTS code in Microsoft's error reference (https://login.microsoftonline.com/"
+                            f"error?code={match.group(1)}).", detail=_first_line(text[match.start():]))
+    return TokenFailure("network", "token endpoint unreachable",
+                        "Could not get a token from the authority host; check M365_CLOUD / M365_AUTHORITY_HOST, "
+                        "network access and custom CA settings (SSL_CERT_FILE / REQUESTS_CA_BUNDLE).",
+                        detail=_first_line(text))
+
+
+def token_claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT access token. Not verified: Graph verifies it; we only read `roles`."""
+    try:
+        payload = token.split(".")[1]
+        return orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return {}
+
+
+class GraphCredential:
+    """azure-identity's client-secret credential, callable from asyncio without blocking the loop.
+
+    The sync credential (requests transport) honours REQUESTS_CA_BUNDLE and caches tokens; calls
+    are serialised so a burst of concurrent requests triggers one token request, not many.
+    """
+
+    def __init__(self, settings: Settings, secret: SecretInfo):
+        from azure.identity import ClientSecretCredential
+
+        self._settings = settings
+        self.secret = secret
+        self._credential = ClientSecretCredential(
+            settings.tenant_id,
+            settings.client_id,
+            secret.value,
+            authority=settings.authority_host,
+            disable_instance_discovery=not settings.instance_discovery,
+        )
+        self._lock = threading.Lock()
+        self._alock: asyncio.Lock | None = None
+
+    def get_token_sync(self, *scopes: str, **kwargs: Any):
+        with self._lock:
+            try:
+                return self._credential.get_token(*(scopes or (self._settings.graph_scope,)), **kwargs)
+            except Exception as exc:
+                raise token_failure_from(exc) from None
+
+    async def get_token(self, *scopes: str, **kwargs: Any):
+        kwargs.pop("enable_cae", None)  # app-only tokens: CAE is not used
+        if self._alock is None:
+            self._alock = asyncio.Lock()
+        async with self._alock:
+            return await asyncio.to_thread(self.get_token_sync, *scopes, **kwargs)
+
+    def roles(self) -> tuple[frozenset[str], dict[str, Any]]:
+        token = self.get_token_sync(self._settings.graph_scope)
+        claims = token_claims(token.token)
+        return frozenset(claims.get("roles") or ()), claims
+
+    def close(self) -> None:
+        self._credential.close()
+
+
+def secret_expiry_warning(secret: SecretInfo, now: datetime | None = None, days: int = 30) -> str | None:
+    """A warning when the Key Vault copy of the secret expires soon; the run goes on."""
+    if not secret.expires_on:
+        return None
+    now = now or datetime.now(UTC)
+    left = (secret.expires_on - now).total_seconds() / 86400
+    if left > days:
+        return None
+    when = secret.expires_on.strftime("%Y-%m-%d")
+    return (f"The client secret in Key Vault expires on {when} ({max(left, 0):.0f} days left). Create a new client "
+            "secret on the app registration and store it in Key Vault before then.")

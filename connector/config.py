@@ -1,0 +1,270 @@
+"""Settings from environment variables (Function app settings), validated once at start.
+
+Every problem names the setting, the offending value (never a secret) and the fix, so a
+misconfigured deployment says what to change instead of failing later inside a request.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from .datasets import DATASETS
+
+GUID_HINT = "a GUID such as 00000000-0000-0000-0000-000000000000"
+_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}$", re.I)
+
+DEFAULT_SECRET_NAME = "m365-client-secret"
+DEFAULT_CONTAINER = "m365-snapshots"
+
+
+@dataclass(frozen=True)
+class Cloud:
+    name: str
+    authority_host: str
+    graph_endpoint: str
+
+    @property
+    def graph_resource(self) -> str:
+        return self.graph_endpoint
+
+
+CLOUDS: dict[str, Cloud] = {
+    "global": Cloud("global", "https://login.microsoftonline.com", "https://graph.microsoft.com"),
+    "usgov": Cloud("usgov", "https://login.microsoftonline.us", "https://graph.microsoft.us"),
+    "usgovdod": Cloud("usgovdod", "https://login.microsoftonline.us", "https://dod-graph.microsoft.us"),
+    "china": Cloud("china", "https://login.chinacloudapi.cn", "https://microsoftgraph.chinacloudapi.cn"),
+}
+
+# Every setting the connector reads; the deployment templates are checked against this list.
+SETTING_NAMES: tuple[str, ...] = (
+    "M365_TENANT_ID",
+    "M365_CLIENT_ID",
+    "M365_CLIENT_SECRET",
+    "KEY_VAULT_URL",
+    "M365_CLIENT_SECRET_NAME",
+    "M365_CLOUD",
+    "M365_AUTHORITY_HOST",
+    "M365_GRAPH_ENDPOINT",
+    "M365_DOMAINS",
+    "M365_DATASETS",
+    "M365_MAX_CONCURRENCY",
+    "M365_MAX_RETRIES",
+    "SNAPSHOT_DIR",
+    "SNAPSHOT_CONTAINER",
+    "SNAPSHOT_ACCOUNT_URL",
+    "SNAPSHOT_CONNECTION_STRING",
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    setting: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.setting}: {self.message}"
+
+
+class ConfigError(Exception):
+    """One or more settings are missing or invalid; str() lists each with its fix."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class Settings:
+    tenant_id: str
+    client_id: str
+    client_secret: str | None = field(default=None, repr=False)
+    key_vault_url: str | None = None
+    secret_name: str = DEFAULT_SECRET_NAME
+    cloud: str = "global"
+    authority_host: str = CLOUDS["global"].authority_host
+    graph_endpoint: str = CLOUDS["global"].graph_endpoint
+    graph_resource: str = CLOUDS["global"].graph_resource
+    instance_discovery: bool = True
+    domains: tuple[str, ...] | None = None  # None = every user
+    datasets: tuple[str, ...] | None = None  # None = every dataset
+    max_concurrency: int = 16
+    max_retries: int = 6
+    snapshot_dir: str | None = None
+    snapshot_container: str = DEFAULT_CONTAINER
+    snapshot_account_url: str | None = None
+    snapshot_connection_string: str | None = field(default=None, repr=False)
+
+    @property
+    def graph_scope(self) -> str:
+        return f"{self.graph_resource}/.default"
+
+    @property
+    def selected_datasets(self) -> tuple[str, ...]:
+        return self.datasets if self.datasets is not None else tuple(DATASETS)
+
+
+def _list(value: str) -> list[str]:
+    return [p.strip() for p in re.split(r"[,\n;]", value) if p.strip()]
+
+
+def _is_guid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return len(value) == 36
+
+
+def _https_origin(name: str, value: str, problems: list[Problem], *, allow_path: bool = False) -> str | None:
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname:
+        problems.append(Problem(name, f"{value!r} is not an https:// URL. Give the full URL, for example "
+                                      "https://login.microsoftonline.com, or unset it to use the cloud's default."))
+        return None
+    if (parts.path not in ("", "/") and not allow_path) or parts.query or parts.fragment:
+        problems.append(Problem(name, f"{value!r} must be a host only (scheme, host and optional port, no path)."))
+        return None
+    return value.rstrip("/")
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Read and validate every setting; raise ConfigError listing all problems at once."""
+    env = os.environ if env is None else env
+    problems: list[Problem] = []
+
+    def get(name: str) -> str:
+        return (env.get(name) or "").strip()
+
+    tenant = get("M365_TENANT_ID")
+    if not tenant:
+        problems.append(Problem("M365_TENANT_ID", "is required. Set it to the Directory (tenant) ID from the Entra "
+                                                  "admin center (Overview page) or the tenant's domain, "
+                                                  "such as contoso.onmicrosoft.com."))
+    elif not (_is_guid(tenant) or _DOMAIN_RE.match(tenant)):
+        problems.append(Problem("M365_TENANT_ID", f"{tenant!r} is neither {GUID_HINT} nor a domain name such as "
+                                                  "contoso.onmicrosoft.com. Copy the Directory (tenant) ID from the "
+                                                  "Entra admin center."))
+
+    client_id = get("M365_CLIENT_ID")
+    if not client_id:
+        problems.append(Problem("M365_CLIENT_ID", "is required. Set it to the Application (client) ID of the app "
+                                                  "registration (Entra admin center, App registrations, Overview)."))
+    elif not _is_guid(client_id):
+        problems.append(Problem("M365_CLIENT_ID", f"{client_id!r} is not {GUID_HINT}. Use the Application (client) "
+                                                  "ID, not the app's name or object ID."))
+
+    secret = env.get("M365_CLIENT_SECRET") or None
+    key_vault_url = get("KEY_VAULT_URL") or None
+    if key_vault_url:
+        key_vault_url = _https_origin("KEY_VAULT_URL", key_vault_url, problems, allow_path=False)
+    if not secret and not key_vault_url and "KEY_VAULT_URL" not in {p.setting for p in problems}:
+        problems.append(Problem("KEY_VAULT_URL", "is required when M365_CLIENT_SECRET is not set. Set it to the "
+                                                 "vault that holds the client secret, such as "
+                                                 "https://kv-m365.vault.azure.net, or set M365_CLIENT_SECRET for a "
+                                                 "local run."))
+    secret_name = get("M365_CLIENT_SECRET_NAME") or DEFAULT_SECRET_NAME
+    if not re.fullmatch(r"[0-9A-Za-z-]{1,127}", secret_name):
+        problems.append(Problem("M365_CLIENT_SECRET_NAME", f"{secret_name!r} is not a valid Key Vault secret name "
+                                                           "(letters, digits and '-', at most 127 characters)."))
+
+    cloud_name = (get("M365_CLOUD") or "global").lower()
+    cloud = CLOUDS.get(cloud_name)
+    if cloud is None:
+        problems.append(Problem("M365_CLOUD", f"{cloud_name!r} is not a known cloud. Use one of: "
+                                              f"{', '.join(CLOUDS)}."))
+        cloud = CLOUDS["global"]
+
+    authority = get("M365_AUTHORITY_HOST")
+    graph = get("M365_GRAPH_ENDPOINT")
+    authority_host = _https_origin("M365_AUTHORITY_HOST", authority, problems) if authority else cloud.authority_host
+    graph_endpoint = _https_origin("M365_GRAPH_ENDPOINT", graph, problems) if graph else cloud.graph_endpoint
+
+    domains_raw = get("M365_DOMAINS") or "*"
+    domains: tuple[str, ...] | None = None
+    if domains_raw != "*":
+        items = [d.lower().lstrip("@") for d in _list(domains_raw)]
+        bad = [d for d in items if not _DOMAIN_RE.match(d)]
+        if bad or not items:
+            problems.append(Problem("M365_DOMAINS", f"{', '.join(bad) or domains_raw!r} is not a domain name. Use "
+                                                    "'*' for every user, or domains separated by commas, such as "
+                                                    "contoso.com,fabrikam.com."))
+        domains = tuple(dict.fromkeys(items))
+
+    datasets_raw = get("M365_DATASETS") or "*"
+    datasets: tuple[str, ...] | None = None
+    if datasets_raw != "*":
+        items = _list(datasets_raw)
+        unknown = [d for d in items if d not in DATASETS]
+        if unknown or not items:
+            problems.append(Problem("M365_DATASETS", f"unknown dataset name(s) {', '.join(unknown) or datasets_raw!r}. "
+                                                     f"Use '*' or names from: {', '.join(DATASETS)}."))
+        datasets = tuple(dict.fromkeys(items))
+
+    def integer(name: str, default: int, low: int, high: int) -> int:
+        raw = get(name)
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            problems.append(Problem(name, f"{raw!r} must be a whole number from {low} to {high}."))
+            return default
+        return value
+
+    max_concurrency = integer("M365_MAX_CONCURRENCY", 16, 1, 64)
+    max_retries = integer("M365_MAX_RETRIES", 6, 0, 10)
+
+    snapshot_dir = get("SNAPSHOT_DIR") or None
+    container = get("SNAPSHOT_CONTAINER") or DEFAULT_CONTAINER
+    if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", container):
+        problems.append(Problem("SNAPSHOT_CONTAINER", f"{container!r} is not a valid Blob container name (3-63 "
+                                                      "lower-case letters, digits and single hyphens)."))
+    account_url = get("SNAPSHOT_ACCOUNT_URL") or None
+    if account_url:
+        account_url = _https_origin("SNAPSHOT_ACCOUNT_URL", account_url, problems)
+    connection_string = env.get("SNAPSHOT_CONNECTION_STRING") or None
+
+    if problems:
+        raise ConfigError(problems)
+
+    settings = Settings(
+        tenant_id=tenant,
+        client_id=client_id,
+        client_secret=secret,
+        key_vault_url=key_vault_url,
+        secret_name=secret_name,
+        cloud=cloud.name,
+        authority_host=authority_host or cloud.authority_host,
+        graph_endpoint=graph_endpoint or cloud.graph_endpoint,
+        graph_resource=cloud.graph_resource,
+        instance_discovery=not (authority or graph),
+        domains=domains,
+        datasets=datasets,
+        max_concurrency=max_concurrency,
+        max_retries=max_retries,
+        snapshot_dir=snapshot_dir,
+        snapshot_container=container,
+        snapshot_account_url=account_url,
+        snapshot_connection_string=connection_string,
+    )
+    if overrides:
+        from dataclasses import replace
+
+        settings = replace(settings, **overrides)  # type: ignore[arg-type]
+    return settings
+
+
+def require_destination(settings: Settings) -> None:
+    """A run needs somewhere to write; checked only by commands that write snapshots."""
+    if not (settings.snapshot_dir or settings.snapshot_account_url or settings.snapshot_connection_string):
+        raise ConfigError([Problem("SNAPSHOT_DIR", "no snapshot destination is set. Set SNAPSHOT_DIR to a local "
+                                                   "folder, SNAPSHOT_ACCOUNT_URL to a storage account's blob "
+                                                   "endpoint (managed identity), or SNAPSHOT_CONNECTION_STRING "
+                                                   "(Azurite), or pass --out DIR.")])

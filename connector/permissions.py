@@ -1,0 +1,93 @@
+"""The permission report: can the app get a token, and may it read each dataset?
+
+Granted application permissions come from the token's `roles` claim; licence-dependent
+datasets are probed with one small request, since no claim says what the tenant has bought.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .auth import GraphCredential, read_client_secret, secret_expiry_warning, token_failure_from
+from .config import Settings
+from .datasets import DATASETS, LICENCE_ERROR_CODES
+from .engine import PORTAL_STEP
+
+
+async def _probe(graph: Any, name: str) -> tuple[str, str | None]:
+    """One $top=1 request: tells a missing licence apart from a granted permission."""
+    from .collect import first_url
+    from .graph import GraphError, _error_from
+
+    ds = DATASETS[name]
+    url = first_url(graph, ds).replace(f"$top={ds.top}", "$top=1") if ds.top else first_url(graph, ds)
+    response = await graph.get(ds.builder, url, f"probe:{name}")
+    if response.status_code == 200:
+        return "ok", None
+    err: GraphError = _error_from(response.status_code, response.headers, response.content, ds.path)
+    if err.code in LICENCE_ERROR_CODES:
+        return "missing_licence", f"The tenant needs {ds.licence} ({err.code})."
+    if err.status in (401, 403):
+        return "missing_permission", f"Graph refused access: {err.code}: {err.message}"
+    return "error", str(err)
+
+
+async def permission_report(settings: Settings, probe: bool = True) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "ok": False,
+        "tenantId": settings.tenant_id,
+        "clientId": settings.client_id,
+        "cloud": settings.cloud,
+        "token": {"ok": False},
+        "grantedPermissions": [],
+        "secret": None,
+        "warnings": [],
+        "datasets": {},
+    }
+    credential = None
+    try:
+        secret = await asyncio.to_thread(read_client_secret, settings)
+        report["secret"] = {"source": secret.source,
+                            "expiresOn": secret.expires_on.isoformat() if secret.expires_on else None}
+        warning = secret_expiry_warning(secret)
+        if warning:
+            report["warnings"].append({"code": "secret_expiring", "message": warning})
+        credential = GraphCredential(settings, secret)
+        granted, claims = await asyncio.to_thread(credential.roles)
+    except Exception as exc:
+        failure = token_failure_from(exc)
+        report["token"] = {"ok": False, "error": failure.as_dict()}
+        if credential:
+            credential.close()
+        return report
+    report["token"] = {"ok": True, "tenantId": claims.get("tid"), "appId": claims.get("appid")}
+    report["grantedPermissions"] = sorted(granted)
+
+    graph = None
+    try:
+        for name in settings.selected_datasets:
+            ds = DATASETS[name]
+            missing = ds.missing_roles(granted)
+            entry: dict[str, Any] = {"status": "ok", "requires": [list(g) for g in ds.requires],
+                                     "licence": ds.licence}
+            if missing:
+                perms = " and ".join(missing)
+                entry.update(status="missing_permission", missing=missing,
+                             remedy=f"Grant {perms}. " + PORTAL_STEP.format(perm=perms))
+            elif ds.licence and probe:
+                if graph is None:
+                    from .graph import Graph
+
+                    graph = Graph(settings, credential)
+                status, detail = await _probe(graph, name)
+                entry["status"] = status
+                if detail:
+                    entry["remedy"] = detail
+            report["datasets"][name] = entry
+    finally:
+        if graph is not None:
+            await graph.aclose()
+        credential.close()
+    report["ok"] = all(e["status"] == "ok" for e in report["datasets"].values())
+    return report

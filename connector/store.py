@@ -1,0 +1,260 @@
+"""Snapshot storage: one layout in a local folder or in Blob Storage, written as a stream.
+
+Data files are gzip-compressed JSON Lines written while pages arrive; compressed bytes leave
+in blocks (Blob: stage_block / commit_block_list; local: a `.partial` file renamed at commit),
+so memory stays flat however large the tenant is. A file becomes visible only when committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from .config import Settings
+
+BLOCK_SIZE = 4 * 1024 * 1024
+GZIP_LEVEL = 6
+
+
+@dataclass
+class FileInfo:
+    path: str  # relative to the store root
+    records: int
+    bytes: int
+    sha256: str
+
+
+class Sink(Protocol):
+    def put(self, block: bytes) -> None: ...
+    def commit(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class Store(Protocol):
+    location: str
+
+    def sink(self, relpath: str) -> Sink: ...
+    def write_bytes(self, relpath: str, data: bytes, content_type: str) -> None: ...
+    def read_bytes(self, relpath: str) -> bytes | None: ...
+    def list(self, prefix: str) -> list[str]: ...
+    def url(self, relpath: str) -> str: ...
+
+
+def write_json(store: Store, relpath: str, obj: Any) -> None:
+    store.write_bytes(relpath, orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n", "application/json")
+
+
+def read_json(store: Store, relpath: str) -> Any | None:
+    data = store.read_bytes(relpath)
+    return None if data is None else orjson.loads(data)
+
+
+class JsonlGzWriter:
+    """Streams records to a sink as gzip'd JSON Lines, hashing and counting as it goes."""
+
+    def __init__(self, sink: Sink, relpath: str):
+        self._sink = sink
+        self._relpath = relpath
+        self._zip = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # wbits 31: gzip container
+        self._hash = hashlib.sha256()
+        self._pending: list[bytes] = []
+        self._pending_len = 0
+        self.records = 0
+        self.bytes = 0
+
+    def _emit(self, data: bytes) -> bytes | None:
+        if data:
+            self._pending.append(data)
+            self._pending_len += len(data)
+        if self._pending_len < BLOCK_SIZE:
+            return None
+        block = b"".join(self._pending)
+        self._pending, self._pending_len = [], 0
+        return block
+
+    def _account(self, block: bytes) -> bytes:
+        self._hash.update(block)
+        self.bytes += len(block)
+        return block
+
+    async def write(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        dumps = orjson.dumps
+        data = b"\n".join(map(dumps, records)) + b"\n"
+        self.records += len(records)
+        block = self._emit(self._zip.compress(data))
+        if block is not None:
+            await asyncio.to_thread(self._sink.put, self._account(block))
+
+    async def close(self) -> FileInfo:
+        self._emit(self._zip.flush())
+        block = b"".join(self._pending)
+        self._pending = []
+        if block:
+            await asyncio.to_thread(self._sink.put, self._account(block))
+        await asyncio.to_thread(self._sink.commit)
+        return FileInfo(self._relpath, self.records, self.bytes, self._hash.hexdigest())
+
+    async def abort(self) -> None:
+        await asyncio.to_thread(self._sink.abort)
+
+
+class _LocalSink:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._final = path
+        self._tmp = path.with_name(path.name + ".partial")
+        self._fh = open(self._tmp, "wb")
+
+    def put(self, block: bytes) -> None:
+        self._fh.write(block)
+
+    def commit(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        os.replace(self._tmp, self._final)
+
+    def abort(self) -> None:
+        self._fh.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+class LocalStore:
+    """SNAPSHOT_DIR: the same layout as Blob Storage, in a folder."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root).resolve()
+        self.location = str(self.root)
+
+    def _path(self, relpath: str) -> Path:
+        path = (self.root / relpath).resolve()
+        if self.root not in path.parents:
+            raise ValueError(f"path escapes the snapshot folder: {relpath}")
+        return path
+
+    def sink(self, relpath: str) -> Sink:
+        return _LocalSink(self._path(relpath))
+
+    def write_bytes(self, relpath: str, data: bytes, content_type: str = "") -> None:
+        path = self._path(relpath)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".partial")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)  # atomic: readers see the old or the new file, never half of one
+
+    def read_bytes(self, relpath: str) -> bytes | None:
+        try:
+            return self._path(relpath).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.exists():
+            return []
+        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file()
+                      and not p.name.endswith(".partial"))
+
+    def url(self, relpath: str) -> str:
+        return str(self._path(relpath))
+
+
+class _BlobSink:
+    def __init__(self, blob: Any):
+        self._blob = blob
+        self._ids: list[str] = []
+
+    def put(self, block: bytes) -> None:
+        block_id = base64.b64encode(f"{len(self._ids):08d}".encode()).decode()
+        self._blob.stage_block(block_id, block, length=len(block))
+        self._ids.append(block_id)
+
+    def commit(self) -> None:
+        from azure.storage.blob import BlobBlock, ContentSettings
+
+        self._blob.commit_block_list([BlobBlock(block_id=i) for i in self._ids],
+                                     content_settings=ContentSettings(content_type="application/gzip"))
+
+    def abort(self) -> None:
+        # Staged blocks that are never committed are discarded by the service after 7 days,
+        # and a blob that was never committed does not exist for readers.
+        self._ids.clear()
+
+
+class BlobStore:
+    """Blob Storage: account URL with managed identity in Azure, or a connection string (Azurite)."""
+
+    def __init__(self, container: str, *, account_url: str | None = None, connection_string: str | None = None):
+        from azure.storage.blob import BlobServiceClient
+
+        if connection_string:
+            service = BlobServiceClient.from_connection_string(connection_string)
+        else:
+            from azure.identity import DefaultAzureCredential
+
+            service = BlobServiceClient(account_url or "", credential=DefaultAzureCredential())
+        self.service = service
+        self.container = service.get_container_client(container)
+        self.location = f"{service.url.rstrip('/')}/{container}"
+        self._ensured = False
+
+    def _ensure(self) -> None:
+        if self._ensured:
+            return
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            self.container.create_container()
+        except ResourceExistsError:
+            pass
+        self._ensured = True
+
+    def sink(self, relpath: str) -> Sink:
+        self._ensure()
+        return _BlobSink(self.container.get_blob_client(relpath))
+
+    def write_bytes(self, relpath: str, data: bytes, content_type: str = "application/json") -> None:
+        from azure.storage.blob import ContentSettings
+
+        self._ensure()
+        self.container.upload_blob(relpath, data, overwrite=True,
+                                   content_settings=ContentSettings(content_type=content_type))
+
+    def read_bytes(self, relpath: str) -> bytes | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return self.container.download_blob(relpath).readall()
+        except ResourceNotFoundError:
+            return None
+
+    def list(self, prefix: str) -> list[str]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return sorted(b.name for b in self.container.list_blobs(name_starts_with=prefix))
+        except ResourceNotFoundError:
+            return []
+
+    def url(self, relpath: str) -> str:
+        return f"{self.location}/{relpath}"
+
+
+def open_store(settings: Settings) -> Store:
+    if settings.snapshot_dir:
+        return LocalStore(settings.snapshot_dir)
+    return BlobStore(settings.snapshot_container, account_url=settings.snapshot_account_url,
+                     connection_string=settings.snapshot_connection_string)

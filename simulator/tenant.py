@@ -1,0 +1,659 @@
+"""Deterministic tenant data: organization, subscribed SKUs and users.
+
+Users are generated from ``(seed, index)`` on demand so that a 200,000-user
+tenant costs only a compact per-user index (UPN, licence combination, id) in
+memory. All values use Microsoft Graph v1.0 property names and JSON shapes
+(graph-facts §0, §1, §3); SKU and service-plan GUIDs are the published ones
+where known, otherwise merely plausible.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import datetime as dt
+import hashlib
+import random
+import threading
+import unicodedata
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+DEFAULT_ROLES = frozenset({"User.Read.All", "Organization.Read.All", "AuditLog.Read.All"})
+DEFAULT_DOMAINS = ("contoso.onmicrosoft.com", "contoso.com", "fabrikam.com")
+
+
+@dataclass
+class TenantSpec:
+    """Shape of the simulated tenant plus runtime knobs.
+
+    ``seed``, ``users``, ``domains`` and ``now`` fix the data when the
+    simulator starts; every other field is read per request, so tests may
+    change them on ``sim.spec`` between runs.
+    """
+
+    seed: int = 1
+    users: int = 100
+    roles: frozenset[str] = DEFAULT_ROLES
+    premium: bool = True
+    domains: tuple[str, ...] = DEFAULT_DOMAINS
+    latency: float = 0.0
+    throttle_rate: float = 0.0
+    retry_after: float = 1
+    transient_rate: float = 0.0
+    secret_expired: bool = False
+    foreign_next_link: bool = False
+    token_lifetime: int = 3599
+    secret_expires_in_days: int | None = None
+    rate_limit_ru_per_10s: int | None = None
+    now: dt.datetime | None = None  # reference "today" for generated dates; default: today 00:00 UTC
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _digest(seed: int, label: str) -> bytes:
+    return hashlib.blake2b(f"{seed}:{label}".encode(), digest_size=32).digest()
+
+
+def _guid(data: bytes) -> str:
+    h = bytearray(data[:16])
+    h[6] = (h[6] & 0x0F) | 0x40
+    h[8] = (h[8] & 0x3F) | 0x80
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+DAY = 86400
+_SUCCESSFUL_SIGN_IN_START = 1701388800  # 2023-12-01T00:00:00Z
+
+
+@lru_cache(maxsize=8192)
+def _day(days: int) -> str:
+    return (_EPOCH + dt.timedelta(days=days)).strftime("%Y-%m-%d")
+
+
+def _iso(value: int | None) -> str | None:
+    """Epoch seconds -> Graph's ``2024-05-01T08:00:00Z`` (strftime is too slow for 200k users)."""
+    if value is None:
+        return None
+    days, rem = divmod(value, 86400)
+    return f"{_day(days)}T{rem // 3600:02d}:{rem % 3600 // 60:02d}:{rem % 60:02d}Z"
+
+
+_ASCII_FOLD = str.maketrans({"ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "ß": "ss", "đ": "d", "Đ": "D", "æ": "ae", "Æ": "AE"})
+
+
+def _ascii(text: str) -> str:
+    folded = unicodedata.normalize("NFKD", text.translate(_ASCII_FOLD))
+    return "".join(c for c in folded if c.isascii() and (c.isalnum() or c in "'-")).lower()
+
+
+# (display name, ascii form or None to derive); a few non-ASCII and CJK names on purpose.
+FIRST_NAMES: tuple[tuple[str, str | None], ...] = (
+    ("Adele", None), ("Alex", None), ("Allan", None), ("Bianca", None), ("Brian", None), ("Christie", None),
+    ("Debra", None), ("Diego", None), ("Emily", None), ("Enrico", None), ("Grady", None), ("Henrietta", None),
+    ("Irvin", None), ("Isaiah", None), ("Johanna", None), ("Joni", None), ("Lee", None), ("Lidia", None),
+    ("Lynne", None), ("Megan", None), ("Miriam", None), ("Nestor", None), ("Patti", None), ("Pradeep", None),
+    ("José", None), ("Zoë", None), ("Björn", None), ("Łukasz", None), ("Søren", None), ("François", None),
+    ("Chloé", None), ("Ærin", None), ("Dương", None), ("Ana-María", None), ("Jean-Luc", None), ("Siobhán", None),
+    ("Mohammed", None), ("Fatima", None), ("Olumide", None), ("Kenji", None), ("Priya", None), ("Mateo", None),
+    ("伟", "wei"), ("芳", "fang"), ("Ирина", "irina"), ("Дмитрий", "dmitriy"), ("Noa", None), ("Ingrid", None),
+)
+LAST_NAMES: tuple[tuple[str, str | None], ...] = (
+    ("Vance", None), ("Wilber", None), ("Deyoung", None), ("Pinchon", None), ("Johnson", None), ("Cline", None),
+    ("Berg", None), ("Siciliani", None), ("Braun", None), ("Gallo", None), ("Archie", None), ("Cox", None),
+    ("Muller", None), ("Sherman", None), ("Lauer", None), ("Beaudoin", None), ("Gu", None), ("Holloway", None),
+    ("Robbins", None), ("Bowen", None), ("Hunter", None), ("Kelley", None), ("Fernandez", None), ("Gupta", None),
+    ("Müller", None), ("García", None), ("Øvergaard", None), ("Wójcik", None), ("Nguyễn", None), ("O'Brien", None),
+    ("D'Angelo", None), ("Smith-Jones", None), ("van der Berg", None), ("Strauß", None), ("Ó Súilleabháin", None),
+    ("Okafor", None), ("Tanaka", None), ("Haddad", None), ("Kowalski", None), ("Rossi", None), ("Silva", None),
+    ("王", "wang"), ("李", "li"), ("Иванова", "ivanova"), ("Смирнов", "smirnov"), ("Cohen", None), ("Larsen", None),
+)
+_FIRST = tuple((d, a or _ascii(d)) for d, a in FIRST_NAMES)
+_LAST = tuple((d, (a or _ascii(d)).replace(" ", "")) for d, a in LAST_NAMES)
+GUEST_DOMAINS = ("gmail.com", "outlook.com", "hotmail.co.uk", "partner.example", "yahoo.co.jp", "proton.me")
+SERVICE_ACCOUNTS = ("svc-backup", "svc_sql", "room.", "scan-to-mail", "noreply", "helpdesk", "sync_agent", "kiosk-")
+DEPARTMENTS: dict[str, tuple[str, ...]] = {
+    "Sales": ("Account Executive", "Sales Manager", "Inside Sales Representative"),
+    "Marketing": ("Marketing Manager", "Content Strategist", "Brand Designer"),
+    "Engineering": ("Software Engineer", "Senior Software Engineer", "Engineering Manager", "SRE"),
+    "Finance": ("Accountant", "Financial Analyst", "Controller"),
+    "Human Resources": ("HR Generalist", "Recruiter", "HR Director"),
+    "IT": ("IT Administrator", "Helpdesk Technician", "Security Analyst"),
+    "Legal": ("Counsel", "Paralegal"),
+    "Operations": ("Operations Manager", "Logistics Coordinator", "Facilities Specialist"),
+    "Recherche & Développement": ("Ingénieur R&D", "Chef de projet"),
+}
+# (officeLocation, city, state, country, usageLocation, postalCode, street, phone prefix, preferredLanguage)
+OFFICES = (
+    ("Redmond 18/2116", "Redmond", "WA", "United States", "US", "98052", "One Microsoft Way", "+1 425 555 ", "en-US"),
+    ("New York 5/510", "New York", "NY", "United States", "US", "10001", "11 Times Square", "+1 212 555 ", "en-US"),
+    ("London 3.14", "London", None, "United Kingdom", "GB", "EC2A 2BB", "2 Kingdom Street", "+44 20 7946 ", "en-GB"),
+    ("Paris La Défense", "Paris", None, "France", "FR", "92130", "39 Quai du Président Roosevelt", "+33 1 70 ", "fr-FR"),
+    ("München Schwabing", "München", "BY", "Germany", "DE", "80807", "Walter-Gropius-Straße 5", "+49 89 3176 ", "de-DE"),
+    ("Tokyo Shinagawa", "東京", None, "Japan", "JP", "108-0075", "2-16-3 Konan", "+81 3 4332 ", "ja-JP"),
+    ("São Paulo", "São Paulo", "SP", "Brazil", "BR", "04543-907", "Av. Pres. Juscelino Kubitschek 1909", "+55 11 5504 ", "pt-BR"),
+    ("Remote", None, None, None, "US", None, None, None, None),
+)
+LICENSE_GROUPS = (
+    "3b1b1e1a-58f0-4c6c-8b8f-4d1a2c3e4f50",
+    "9e0d2c51-7a3b-4f8e-a1d2-6c5b4a392817",
+    "c4f7e2a9-1d3b-4e5f-8a7c-2b9d0e1f3a46",
+)
+
+# Service plans: key -> (servicePlanName, servicePlanId, assignedPlan.service)
+PLANS: dict[str, tuple[str, str, str]] = {
+    "EXO": ("EXCHANGE_S_ENTERPRISE", "efb87545-963c-4e0d-99df-69c6916d9eb0", "exchange"),
+    "SPO": ("SHAREPOINTENTERPRISE", "5dbe027f-2339-4123-9542-606e4d348a72", "SharePoint"),
+    "OFFICE": ("OFFICESUBSCRIPTION", "43de0ff5-c92c-492b-9116-175376d08c38", "MicrosoftOffice"),
+    "TEAMS": ("TEAMS1", "57ff2da0-773e-42df-b2af-ffb7a2317929", "TeamspaceAPI"),
+    "SFB": ("MCOSTANDARD", "0feaeb32-d00e-4d66-bd5a-43b5b83db82c", "MicrosoftCommunicationsOnline"),
+    "MCOEV": ("MCOEV", "4828c8ec-dc2e-4779-b502-87ac9ce28ab7", "MicrosoftCommunicationsOnline"),
+    "MCAS": ("ADALLOM_S_O365", "8c098270-9dd4-4350-9b30-ba4703f3b36b", "Adallom"),
+    "AADP1": ("AAD_PREMIUM", "41781fb2-bc02-4b7c-bd55-b576c07bb09d", "AADPremiumService"),
+    "INTUNE": ("INTUNE_A", "c1ec4a95-1f05-45b3-a911-aa3fa01094f5", "SCO"),
+    "RMS": ("RMS_S_PREMIUM", "6c57d4b6-3b23-47a5-9bc9-69f17b4947b3", "RMSOnline"),
+    "MFA": ("MFA_PREMIUM", "8a256a2b-b617-496d-b51b-e76466e88db0", "MultiFactorService"),
+    "PBI": ("BI_AZURE_P0", "2049e525-b859-401b-b2a0-e0a31c4b1fe4", "PowerBI"),
+    "EXOF": ("EXCHANGE_S_FOUNDATION", "113feb6c-3fe4-4440-bddc-54d774bf0318", "exchange"),
+    "FLOW": ("FLOW_P2_VIRAL", "50e68c76-46c6-4674-81f9-75456511b170", "ProcessSimple"),
+    "CDS": ("DYN365_CDS_VIRAL", "17ab22cb-6e5a-4b8c-8e1c-5d2d9ff5c8a0", "CRM"),
+    "CRM": ("CRMSTANDARD", "f9646fb2-e3b2-4309-95de-dc4833737456", "CRM"),
+    "VISIO": ("VISIO_CLIENT_SUBSCRIPTION", "663a804f-1c30-4ff0-9915-9db84f0d1cea", "Visio"),
+    "STREAM": ("MICROSOFTSTREAM", "acffdce6-c30f-4dc2-81c0-372e33c515ec", "MicrosoftStream"),
+    "STORE": ("WINDOWS_STORE", "a420f25f-a7b3-4ff5-a9d0-5d58f73b537d", "WindowsStore"),
+}
+
+
+@dataclass(frozen=True)
+class Sku:
+    """One subscribed SKU; ``key`` is the simulator's short name."""
+
+    key: str
+    part_number: str
+    sku_id: str
+    status: str
+    plans: tuple[str, ...]
+    applies_to: str = "User"
+
+
+def _skus(premium: bool) -> tuple[Sku, ...]:
+    office = ("EXO", "SPO", "OFFICE", "TEAMS", "SFB")
+    skus = [
+        Sku("E3", "SPE_E3", "05e9a617-0261-4cee-bb44-138d3ef5d965", "Enabled", (*office, "AADP1", "INTUNE", "RMS", "MFA"))
+        if premium
+        else Sku("E3", "ENTERPRISEPACK", "6fd2c87f-b296-42f0-b197-1e91e994b900", "Enabled", office),
+        Sku("E5", "ENTERPRISEPREMIUM", "c7df2760-2c81-4ef7-b578-5b5392b571df", "Enabled", (*office, "MCOEV", "MCAS")),
+    ]
+    if premium:
+        skus.append(Sku("EMS", "EMS", "efccb6f7-5641-4e0e-bd10-b4976e1bf68e", "Enabled", ("AADP1", "INTUNE", "RMS", "MFA")))
+    skus += [
+        Sku("PBI", "POWER_BI_STANDARD", "a403ebcc-fae0-4ca2-8c8c-7a907fd6c235", "Enabled", ("PBI", "EXOF")),
+        Sku("FLOW", "FLOW_FREE", "f30db892-07e9-47e9-837c-80727f46fd3d", "Enabled", ("FLOW", "CDS", "EXOF")),
+        Sku("CRM", "CRMSTANDARD", "d17b27af-3f49-4822-99f9-56a661538792", "Suspended", ("CRM",)),
+        Sku("VISIO", "VISIOCLIENT", "c5928f49-12ba-48f7-ada3-0d743a3601d5", "LockedOut", ("VISIO",)),
+        Sku("STREAM", "STREAM", "1f2f344a-700d-42c9-9427-5cea1d5d7ba6", "Warning", ("STREAM", "EXOF")),
+        Sku("STORE", "WINDOWS_STORE", "6470687e-a428-4b7a-bef2-8a291ad947c9", "Enabled", ("STORE",), "Company"),
+    ]
+    return tuple(skus)
+
+
+# Licence combinations for members, chosen by one byte of the user's digest (cumulative thresholds of 256).
+_COMBOS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (110, ("E3",)),
+    (140, ("E3", "EMS")),
+    (165, ("E5",)),
+    (180, ("E5", "EMS", "PBI")),
+    (200, ("E3", "PBI")),
+    (214, ("E3", "FLOW")),
+    (220, ("E3", "VISIO")),
+    (224, ("CRM", "E3")),
+    (230, ("E3", "STREAM")),
+    (238, ("FLOW",)),
+    (256, ()),
+)
+
+KIND_MEMBER, KIND_GUEST, KIND_SERVICE = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class _Core:
+    kind: int
+    first: tuple[str, str]
+    last: tuple[str, str]
+    style: int
+    domain: int
+    combo: tuple[str, ...]
+    id: str
+
+
+class Tenant:
+    """The simulated tenant; immutable after construction, safe to share between threads."""
+
+    def __init__(self, spec: TenantSpec) -> None:
+        self.seed = spec.seed
+        self.user_count = spec.users
+        self.domains = tuple(spec.domains)
+        self.premium_at_start = spec.premium
+        now = spec.now or dt.datetime.now(dt.timezone.utc)
+        self.now = now.replace(hour=0, minute=0, second=0, microsecond=0) if spec.now is None else now
+        self.now_epoch = int(self.now.timestamp())
+        self.tenant_id = _guid(_digest(self.seed, "tenant"))
+        self.client_id = _guid(_digest(self.seed, "client"))
+        self.service_principal_id = _guid(_digest(self.seed, "sp"))
+        self.client_secret = "Sim8Q~" + base64.urlsafe_b64encode(_digest(self.seed, "secret")[:24]).decode().rstrip("=")
+        self.managed_identity_client_id = _guid(_digest(self.seed, "mi-client"))
+        self.managed_identity_principal_id = _guid(_digest(self.seed, "mi-principal"))
+        self.initial_domain = self.domains[0]
+        self.default_domain = self.domains[1] if len(self.domains) > 1 else self.domains[0]
+        self.skus = _skus(spec.premium)
+        self._sku_by_key = {s.key: s for s in self.skus}
+        self._combos = [
+            tuple(k for k in next(c for limit, c in _COMBOS if byte < limit) if k in self._sku_by_key) for byte in range(256)
+        ]
+        self._lock = threading.Lock()
+        self._upns: list[str] | None = None
+        self._ids: dict[str, int] | None = None
+        self._sorted_upns: list[tuple[str, int]] | None = None
+        self._consumed: dict[str, int] | None = None
+
+    # ------------------------------------------------------------------ compact index
+
+    def _core(self, index: int) -> _Core:
+        d = _digest(self.seed, f"user:{index}")
+        kind = KIND_GUEST if d[4] < 14 else KIND_SERVICE if d[4] < 18 else KIND_MEMBER
+        combo: tuple[str, ...] = ()
+        if kind == KIND_MEMBER:
+            combo = self._combos[d[7]]
+        return _Core(
+            kind=kind,
+            first=_FIRST[int.from_bytes(d[0:2], "big") % len(_FIRST)],
+            last=_LAST[int.from_bytes(d[2:4], "big") % len(_LAST)],
+            style=d[5],
+            domain=d[6],
+            combo=combo,
+            id=_guid(d[16:]),
+        )
+
+    def _base_upn(self, index: int, core: _Core) -> tuple[str, str]:
+        """(local part, domain) before de-duplication."""
+        f, lst = core.first[1], core.last[1]
+        if core.kind == KIND_GUEST:
+            ext = GUEST_DOMAINS[core.domain % len(GUEST_DOMAINS)]
+            return f"{f}.{lst}_{ext}#EXT#", self.initial_domain
+        domain = self.domains[0] if core.domain < 40 or len(self.domains) == 1 else self.domains[1 + core.domain % (len(self.domains) - 1)]
+        if core.kind == KIND_SERVICE:
+            return f"{SERVICE_ACCOUNTS[core.style % len(SERVICE_ACCOUNTS)]}{index % 1000:03d}", domain
+        s = core.style
+        if s < 100:
+            local = f"{f}.{lst}"
+        elif s < 150:
+            local = f"{f[0]}{lst}"
+        elif s < 190:
+            local = f"{f}{lst[0]}"
+        elif s < 215:
+            local = f"{f}_{lst}"
+        elif s < 240:
+            local = f"{f}-{lst}"
+        else:
+            local = f"{s % 10}{f}.{lst}"  # UPNs starting with a digit exist in real tenants
+        return local, domain
+
+    def _build_index(self) -> None:
+        with self._lock:
+            if self._upns is not None:
+                return
+            upns: list[str] = []
+            ids: dict[str, int] = {}
+            seen: set[str] = set()
+            consumed = dict.fromkeys(self._sku_by_key, 0)
+            for i in range(self.user_count):
+                core = self._core(i)
+                local, domain = self._base_upn(i, core)
+                upn = f"{local}@{domain}"
+                n = 1
+                while upn.lower() in seen:
+                    n += 1
+                    if core.kind == KIND_GUEST:
+                        head, tail = local.split("_", 1)
+                        upn = f"{head}{n}_{tail}@{domain}"
+                    else:
+                        upn = f"{local}{n}@{domain}"
+                seen.add(upn.lower())
+                upns.append(upn)
+                ids[core.id] = i
+                for key in core.combo:
+                    consumed[key] += 1
+            self._sorted_upns = sorted((u.lower(), i) for i, u in enumerate(upns))
+            self._ids = ids
+            self._consumed = consumed
+            self._upns = upns
+
+    def user_id(self, index: int) -> str:
+        """Object id of user ``index`` (cheap; no index needed)."""
+        return self._core(index).id
+
+    def upn(self, index: int) -> str:
+        """userPrincipalName of user ``index``."""
+        if self._upns is None:
+            self._build_index()
+        assert self._upns is not None
+        return self._upns[index]
+
+    def index_of(self, key: str) -> int | None:
+        """Index of the user with this object id or UPN (case-insensitive), else None."""
+        self._build_index()
+        assert self._ids is not None and self._sorted_upns is not None
+        if key in self._ids:
+            return self._ids[key]
+        lower = key.lower()
+        pos = bisect.bisect_left(self._sorted_upns, (lower, -1))
+        if pos < len(self._sorted_upns) and self._sorted_upns[pos][0] == lower:
+            return self._sorted_upns[pos][1]
+        return None
+
+    @lru_cache(maxsize=256)  # noqa: B019 - the tenant lives as long as the simulator
+    def prefix_matches(self, prefixes: tuple[str, ...]) -> tuple[int, ...]:
+        """Sorted indexes of users whose UPN starts with any prefix (case-insensitive)."""
+        self._build_index()
+        assert self._sorted_upns is not None
+        found: set[int] = set()
+        for prefix in prefixes:
+            p = prefix.lower()
+            pos = bisect.bisect_left(self._sorted_upns, (p, -1))
+            while pos < len(self._sorted_upns) and self._sorted_upns[pos][0].startswith(p):
+                found.add(self._sorted_upns[pos][1])
+                pos += 1
+        return tuple(sorted(found))
+
+    # ------------------------------------------------------------------ users
+
+    def users(self) -> Iterator[dict[str, Any]]:
+        """Every user with every property the simulator serves, in the order Graph pages them."""
+        for i in range(self.user_count):
+            yield self.user(i)
+
+    def user(self, index: int) -> dict[str, Any]:
+        """The full user object for ``index`` (Graph v1.0 names and shapes)."""
+        core = self._core(index)
+        upn = self.upn(index)
+        uid = core.id
+        rnd = random.Random(int.from_bytes(_digest(self.seed, f"user-props:{index}"), "big"))
+        now = self.now_epoch
+        first, last = core.first, core.last
+        local, domain = upn.split("@", 1)
+        guest = core.kind == KIND_GUEST
+        service = core.kind == KIND_SERVICE
+        office = OFFICES[rnd.randrange(len(OFFICES))]
+        dept = rnd.choice(list(DEPARTMENTS))
+        created = now - rnd.randrange(30, 3000) * DAY - rnd.randrange(DAY)
+        licensed = bool(core.combo)
+        has_mailbox = any(k in ("E3", "E5") for k in core.combo)
+        synced = (not guest) and rnd.random() < 0.6
+
+        if guest:
+            ext_local, ext_domain = local.split("#EXT#")[0].rsplit("_", 1)
+            mail: str | None = f"{ext_local}@{ext_domain}"
+            display = f"{first[0]} {last[0]} (Guest)" if rnd.random() < 0.3 else f"{first[0]} {last[0]}"
+            proxies = [f"SMTP:{mail}"]
+        elif service:
+            mail = f"{local}@{domain}" if rnd.random() < 0.4 else None
+            display = local.replace("-", " ").replace("_", " ").replace(".", " ").title()
+            proxies = [f"SMTP:{mail}"] if mail else []
+        else:
+            display = f"{first[0]} {last[0]}"
+            mail = f"{local}@{domain}" if has_mailbox else None
+            proxies = [f"SMTP:{mail}", f"smtp:{local}@{self.initial_domain}"] if mail else []
+            if mail and domain != self.initial_domain and rnd.random() < 0.2:
+                proxies.append(f"smtp:{first[1]}@{domain}")
+            if mail and domain == self.initial_domain:
+                proxies = proxies[:1]
+
+        plan_date = created + rnd.randrange(0, 30) * DAY
+        assigned_licenses: list[dict[str, Any]] = []
+        states: list[dict[str, Any]] = []
+        assigned_plans: list[dict[str, Any]] = []
+        seen_plans: set[str] = set()
+        for key in core.combo:
+            sku = self._sku_by_key[key]
+            disabled = [PLANS[sku.plans[-1]][1]] if len(sku.plans) > 3 and rnd.random() < 0.1 else []
+            assigned_licenses.append({"disabledPlans": disabled, "skuId": sku.sku_id})
+            states.append(
+                {
+                    "assignedByGroup": rnd.choice(LICENSE_GROUPS) if rnd.random() < 0.35 else None,
+                    "disabledPlans": disabled,
+                    "error": "None",
+                    "lastUpdatedDateTime": _iso(plan_date),
+                    "skuId": sku.sku_id,
+                    "state": "Active",
+                }
+            )
+            for plan_key in sku.plans:
+                name, plan_id, svc = PLANS[plan_key]
+                if plan_id in disabled or plan_id in seen_plans:
+                    continue
+                seen_plans.add(plan_id)
+                assigned_plans.append(
+                    {"assignedDateTime": _iso(plan_date), "capabilityStatus": sku.status, "service": svc, "servicePlanId": plan_id}
+                )
+
+        sign_in: dict[str, Any] | None = None
+        if rnd.random() >= 0.12 and not (service and rnd.random() < 0.5):
+            days = int(rnd.expovariate(1 / 25)) if rnd.random() < 0.85 else rnd.randrange(90, 900)
+            last_i = now - days * DAY - rnd.randrange(DAY)
+            last_ni = last_i + rnd.randrange(-72, 72) * 3600 if rnd.random() < 0.9 else None
+            if last_ni is not None and last_ni > now:
+                last_ni = now - rnd.randrange(1, 600) * 60
+            id_i, id_ni = _guid(rnd.randbytes(16)), _guid(rnd.randbytes(16))
+            # the last interactive attempt failed for ~5% of users, so "successful" falls back to non-interactive
+            ok = [(t, rid) for t, rid in ((last_i if rnd.random() < 0.95 else None, id_i), (last_ni, id_ni)) if t is not None]
+            last_ok, id_ok = max(ok) if ok else (None, None)
+            if last_ok is not None and last_ok < _SUCCESSFUL_SIGN_IN_START:
+                last_ok = id_ok = None  # lastSuccessfulSignInDateTime was not backfilled before 1 Dec 2023
+            sign_in = {
+                "lastSignInDateTime": _iso(last_i),
+                "lastSignInRequestId": id_i,
+                "lastNonInteractiveSignInDateTime": _iso(last_ni),
+                "lastNonInteractiveSignInRequestId": id_ni if last_ni is not None else None,
+                "lastSuccessfulSignInDateTime": _iso(last_ok),
+                "lastSuccessfulSignInRequestId": id_ok,
+            }
+
+        sam = (first[1][:1] + last[1])[:20]
+        onprem_domain = "corp." + self.default_domain
+        sid_tail = "-".join(str(rnd.randrange(10**8, 4 * 10**9)) for _ in range(3))
+        object_le = uuid.UUID(uid).bytes_le
+        has_employee_id = not guest and not service and rnd.random() < 0.7
+        phone = office[7]
+        user: dict[str, Any] = {
+            "id": uid,
+            "userPrincipalName": upn,
+            "displayName": display,
+            "givenName": None if service else first[0],
+            "surname": None if service else last[0],
+            "mail": mail,
+            "mailNickname": local.split("#EXT#")[0] if guest else local,
+            "otherMails": [f"{first[1]}.{last[1]}@gmail.com"] if not guest and rnd.random() < 0.05 else [],
+            "proxyAddresses": proxies,
+            "imAddresses": [upn] if any(k in ("E3", "E5") for k in core.combo) else [],
+            "accountEnabled": (rnd.random() < 0.93) if not service else (rnd.random() < 0.7),
+            "userType": "Guest" if guest else "Member",
+            "creationType": "Invitation" if guest else None,
+            "externalUserState": (rnd.choice(("Accepted", "Accepted", "Accepted", "PendingAcceptance")) if guest else None),
+            "externalUserStateChangeDateTime": _iso(created + DAY) if guest else None,
+            "createdDateTime": _iso(created),
+            "deletedDateTime": None,
+            "department": None if guest or service else dept,
+            "jobTitle": None if guest or service else rnd.choice(DEPARTMENTS[dept]),
+            "companyName": None if guest else ("Fabrikam, Inc." if "fabrikam" in domain else "Contoso Ltd."),
+            "officeLocation": None if guest else office[0],
+            "streetAddress": None if guest else office[6],
+            "city": None if guest else office[1],
+            "state": None if guest else office[2],
+            "postalCode": None if guest else office[5],
+            "country": None if guest else office[3],
+            "usageLocation": office[4] if licensed else None,
+            "preferredLanguage": None if guest else office[8],
+            "businessPhones": [f"{phone}{rnd.randrange(100, 9999):04d}"] if phone and not guest and rnd.random() < 0.8 else [],
+            "mobilePhone": f"+1 555 01{rnd.randrange(100):02d} {rnd.randrange(10000):04d}" if not guest and rnd.random() < 0.4 else None,
+            "faxNumber": None,
+            "employeeId": f"{rnd.randrange(10**5, 10**6)}" if has_employee_id else None,
+            "employeeType": (rnd.choice(("Employee", "Employee", "Employee", "Contractor", "Intern")) if has_employee_id else None),
+            "employeeHireDate": _iso(created - rnd.randrange(0, 20) * DAY) if has_employee_id else None,
+            "employeeLeaveDateTime": None,
+            "employeeOrgData": {"division": dept, "costCenter": f"CC-{rnd.randrange(1000, 9999)}"} if has_employee_id else None,
+            "ageGroup": None,
+            "consentProvidedForMinor": None,
+            "legalAgeGroupClassification": None,
+            "isResourceAccount": None,
+            "showInAddressList": None,
+            "passwordPolicies": "DisablePasswordExpiration" if service else None,
+            "lastPasswordChangeDateTime": _iso(created + rnd.randrange(0, 400) * DAY),
+            "securityIdentifier": "S-1-12-1-" + "-".join(str(int.from_bytes(object_le[i : i + 4], "little")) for i in range(0, 16, 4)),
+            "onPremisesSyncEnabled": True if synced else None,
+            "onPremisesLastSyncDateTime": _iso(now - rnd.randrange(5, 180) * 60) if synced else None,
+            "onPremisesImmutableId": base64.b64encode(rnd.randbytes(16)).decode() if synced else None,
+            "onPremisesSamAccountName": sam if synced else None,
+            "onPremisesDomainName": onprem_domain if synced else None,
+            "onPremisesUserPrincipalName": f"{local}@{onprem_domain}" if synced else None,
+            "onPremisesDistinguishedName": (
+                f"CN={display},OU=Users,OU={dept.split()[0]},DC=corp,DC={self.default_domain.split('.')[0]},DC=com" if synced else None
+            ),
+            "onPremisesSecurityIdentifier": f"S-1-5-21-{sid_tail}-{1000 + index}" if synced else None,
+            "onPremisesExtensionAttributes": {
+                f"extensionAttribute{n}": (f"EA{n}-{rnd.randrange(100)}" if synced and n in (1, 7) else None) for n in range(1, 16)
+            },
+            "assignedLicenses": assigned_licenses,
+            "licenseAssignmentStates": states,
+            "assignedPlans": assigned_plans,
+            "provisionedPlans": [
+                {"capabilityStatus": "Enabled", "provisioningStatus": "Success", "service": p["service"]}
+                for p in assigned_plans
+                if p["service"] in ("exchange", "SharePoint", "MicrosoftCommunicationsOnline")
+            ],
+            "signInActivity": sign_in,
+        }
+        return user
+
+    # ------------------------------------------------------------------ organization & SKUs
+
+    def consumed_units(self) -> dict[str, int]:
+        """Users holding each SKU (by simulator key)."""
+        self._build_index()
+        assert self._consumed is not None
+        return dict(self._consumed)
+
+    def subscribed_skus(self) -> list[dict[str, Any]]:
+        """The /subscribedSkus collection, consistent with the users' assignedLicenses."""
+        consumed = self.consumed_units()
+        out = []
+        for sku in self.skus:
+            used = consumed.get(sku.key, 0)
+            seats = used + max(5, used // 10)
+            prepaid = {"enabled": 0, "lockedOut": 0, "suspended": 0, "warning": 0}
+            if sku.key == "FLOW":
+                prepaid["enabled"] = 10000
+            elif sku.status == "Enabled":
+                prepaid["enabled"] = seats if sku.key != "STORE" else 1
+            else:
+                prepaid[{"Suspended": "suspended", "LockedOut": "lockedOut", "Warning": "warning"}[sku.status]] = seats
+            plan_status = "Disabled" if sku.status == "Suspended" else "Success"
+            out.append(
+                {
+                    "accountName": self.display_name.upper().replace(" ", ""),
+                    "accountId": self.tenant_id,
+                    "appliesTo": sku.applies_to,
+                    "capabilityStatus": sku.status,
+                    "consumedUnits": used,
+                    "id": f"{self.tenant_id}_{sku.sku_id}",
+                    "prepaidUnits": prepaid,
+                    "servicePlans": [
+                        {
+                            "servicePlanId": PLANS[p][1],
+                            "servicePlanName": PLANS[p][0],
+                            "provisioningStatus": "PendingProvisioning" if p == "EXOF" and sku.key == "FLOW" else plan_status,
+                            "appliesTo": "Company" if p == "MCAS" or sku.applies_to == "Company" else "User",
+                        }
+                        for p in sku.plans
+                    ],
+                    "skuId": sku.sku_id,
+                    "skuPartNumber": sku.part_number,
+                    "subscriptionIds": [_guid(_digest(self.seed, f"subscription:{sku.key}"))],
+                }
+            )
+        return out
+
+    @property
+    def display_name(self) -> str:
+        """Organization display name, derived from the initial domain."""
+        return self.initial_domain.split(".")[0].capitalize()
+
+    def organization(self) -> dict[str, Any]:
+        """The single /organization object."""
+        created = 1457947613  # 2016-03-14T09:26:53Z
+        domains = []
+        for name in self.domains:
+            initial = name == self.initial_domain
+            domains.append(
+                {
+                    "capabilities": "Email, OfficeCommunicationsOnline" if initial or name == self.default_domain else "Email",
+                    "isDefault": name == self.default_domain,
+                    "isInitial": initial,
+                    "name": name,
+                    "type": "Managed",
+                }
+            )
+        plans = []
+        seen: set[str] = set()
+        for sku in self.skus:
+            for p in sku.plans:
+                name, plan_id, svc = PLANS[p]
+                if plan_id in seen:
+                    continue
+                seen.add(plan_id)
+                plans.append(
+                    {
+                        "assignedDateTime": _iso(created + 30 * DAY),
+                        "capabilityStatus": sku.status,
+                        "service": svc,
+                        "servicePlanId": plan_id,
+                    }
+                )
+        return {
+            "id": self.tenant_id,
+            "deletedDateTime": None,
+            "businessPhones": ["+1 425 555 0100"],
+            "city": "Redmond",
+            "country": None,
+            "countryLetterCode": "US",
+            "createdDateTime": _iso(created),
+            "defaultUsageLocation": None,
+            "displayName": self.display_name,
+            "isMultipleDataLocationsForServicesEnabled": None,
+            "marketingNotificationEmails": [],
+            "onPremisesLastSyncDateTime": _iso(self.now_epoch - 17 * 60),
+            "onPremisesSyncEnabled": True,
+            "partnerTenantType": None,
+            "postalCode": "98052",
+            "preferredLanguage": "en",
+            "securityComplianceNotificationMails": [],
+            "securityComplianceNotificationPhones": [],
+            "state": "WA",
+            "street": "One Microsoft Way",
+            "technicalNotificationMails": [f"admin@{self.default_domain}"],
+            "tenantType": "AAD",
+            "directorySizeQuota": {"used": self.user_count + 40, "total": max(300000, self.user_count * 2)},
+            "privacyProfile": None,
+            "assignedPlans": plans,
+            "provisionedPlans": [
+                {"capabilityStatus": "Enabled", "provisioningStatus": "Success", "service": s}
+                for s in ("exchange", "SharePoint", "MicrosoftCommunicationsOnline")
+            ],
+            "verifiedDomains": domains,
+        }
