@@ -21,6 +21,7 @@ from . import __version__
 from .auth import GraphCredential, TokenFailure, read_client_secret, secret_expiry_warning, token_failure_from
 from .config import Settings
 from .datasets import DATASETS, LICENCE_ERROR_CODES, Dataset
+from .graph import GraphError
 from .store import JsonlGzWriter, Store, write_json
 
 log = logging.getLogger("m365_connector")
@@ -61,6 +62,7 @@ class DatasetResult:
     domainFilter: str = "organisation-wide"
     excludedByDomainFilter: int = 0
     error: dict[str, Any] | None = None
+    plan: dict[str, Any] = field(default_factory=dict)
 
 
 def _warning(code: str, dataset: str | None, message: str) -> dict[str, str]:
@@ -106,20 +108,14 @@ class Run:
         return lambda rec: (rec.get(key) or "").lower().endswith(suffixes)
 
     # -- one dataset ---------------------------------------------------------------------------
-    async def _collect(self, ds: Dataset) -> None:
-        res = self.results[ds.name]
-        res.status = "running"
-        if ds.upn_field:
-            res.domainFilter = "all users" if self.settings.domains is None else "applied"
-        self._notify()
+    async def _write(self, ds: Dataset, records_iter: Any, res: DatasetResult) -> None:
+        """Stream one attempt of a dataset into its file; the file is discarded unless complete."""
         relpath = f"{run_prefix(self.tenant_id, self.run_id)}/{ds.file}"
         writer = JsonlGzWriter(self.store.sink(relpath), relpath)
         accept = self._accepts(ds)
-        t0 = time.perf_counter()
+        res.records = res.excludedByDomainFilter = 0
         try:
-            from .collect import records_of
-
-            async for records in records_of(self.graph, ds):
+            async for records in records_iter:
                 if accept is not None:
                     kept = [r for r in records if accept(r)]
                     res.excludedByDomainFilter += len(records) - len(kept)
@@ -127,13 +123,45 @@ class Run:
                 await writer.write(records)
                 res.records = writer.records
             info = await writer.close()
-            res.status = "succeeded"
-            res.file, res.bytes, res.sha256 = ds.file, info.bytes, info.sha256
-        except asyncio.CancelledError:
+        except BaseException:
             await writer.abort()
             raise
+        res.file, res.bytes, res.sha256 = ds.file, info.bytes, info.sha256
+
+    async def _collect(self, ds: Dataset) -> None:
+        from . import collect
+
+        res = self.results[ds.name]
+        res.status = "running"
+        if ds.upn_field:
+            res.domainFilter = "all users" if self.settings.domains is None else "applied"
+        self._notify()
+        t0 = time.perf_counter()
+        try:
+            kind, total, groups = await collect.plan(self.graph, ds)
+            res.plan = collect.describe(kind, total, groups)
+            try:
+                if kind == "partitioned":
+                    await self._write(ds, collect.partitioned(self.graph, ds, total or 0, groups), res)
+                else:
+                    await self._write(ds, collect.sequential(self.graph, ds), res)
+            except collect.UnionMismatch as exc:
+                res.warnings.append(_warning("partition_fallback", ds.name,
+                                             f"{ds.name}: {exc}; collected again as one sequential chain."))
+                res.plan["fallback"] = "sequential"
+                await self._write(ds, collect.sequential(self.graph, ds), res)
+            except GraphError as exc:
+                if kind != "partitioned" or exc.status != 400:
+                    raise
+                res.warnings.append(_warning("partition_fallback", ds.name,
+                                             f"{ds.name}: Graph refused the partition filter ({exc.code}); "
+                                             "collected as one sequential chain."))
+                res.plan["fallback"] = "sequential"
+                await self._write(ds, collect.sequential(self.graph, ds), res)
+            res.status = "succeeded"
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:
-            await writer.abort()
             self._classify_failure(ds, res, exc)
         finally:
             res.durationSeconds = round(time.perf_counter() - t0, 3)
@@ -143,8 +171,6 @@ class Run:
             self._notify()
 
     def _classify_failure(self, ds: Dataset, res: DatasetResult, exc: Exception) -> None:
-        from .graph import GraphError
-
         res.records = 0
         if isinstance(exc, GraphError) and exc.code in LICENCE_ERROR_CODES:
             res.status = "skipped"

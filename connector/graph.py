@@ -152,22 +152,36 @@ class Graph:
         stats.requests += 1
         return response
 
-    async def pages(self, builder: str, first_url: str, label: str,
-                    headers: dict[str, str] | None = None) -> AsyncIterator[Page]:
-        """Follow @odata.nextLink from first_url, yielding parsed pages."""
+    async def _page(self, builder: str, url: str, label: str, headers: dict[str, str] | None) -> Page:
+        response = await self.get(builder, url, label, headers)
+        content = response.content
+        if response.status_code != 200:
+            raise _error_from(response.status_code, response.headers, content, urlsplit(url).path)
+        body = orjson.loads(content)
+        next_link = body.get("@odata.nextLink")
+        if next_link:
+            self.check_link(next_link, label)
+        value = body.get("value")
+        return Page(value if isinstance(value, list) else [body], next_link, len(content))
+
+    async def pages(self, builder: str, first_url: str, label: str, headers: dict[str, str] | None = None,
+                    prefetch: bool = False) -> AsyncIterator[Page]:
+        """Follow @odata.nextLink from first_url; with prefetch the next page is requested while the
+        caller works on the current one."""
+        pending: asyncio.Future[Page] | None = None
         url: str | None = first_url
-        while url:
-            response = await self.get(builder, url, label, headers)
-            content = response.content
-            if response.status_code != 200:
-                raise _error_from(response.status_code, response.headers, content, urlsplit(url).path)
-            body = orjson.loads(content)
-            url = body.get("@odata.nextLink")
-            if url:
-                self.check_link(url, label)
-            value = body.get("value")
-            records = value if isinstance(value, list) else [body]
-            yield Page(records, url, len(content))
+        try:
+            while url:
+                page = await (pending or self._page(builder, url, label, headers))
+                pending = None
+                url = page.next_link
+                if prefetch and url:
+                    pending = asyncio.ensure_future(self._page(builder, url, label, headers))
+                yield page
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
 
     async def count(self, path: str, label: str, query: str = "") -> int:
         """`$count` of a directory collection (advanced query: ConsistencyLevel eventual)."""
@@ -198,9 +212,13 @@ class _AttemptCounter(BaseMiddleware):
         self._graph = graph
 
     async def send(self, request: httpx.Request, transport: httpx.AsyncBaseTransport) -> httpx.Response:
+        # The last middleware removes the kiota options before sending, and a retry resends the same
+        # request object, so keep the label under a key of our own.
+        label = request.extensions.get(_Label.KEY)
+        if label is None:
+            options = request.extensions.get(REQUEST_OPTIONS_KEY) or {}
+            label = request.extensions[_Label.KEY] = getattr(options.get(_Label.KEY), "label", "other")
         response = await super().send(request, transport)
-        options = request.extensions.get(REQUEST_OPTIONS_KEY) or {}
-        label = getattr(options.get(_Label.KEY), "label", "other")
         stats = self._graph._stats(label)
         stats.by_status[response.status_code] = stats.by_status.get(response.status_code, 0) + 1
         if "Retry-Attempt" in request.headers:

@@ -46,7 +46,7 @@ def _name(common_name: str) -> x509.Name:
 
 def generate(directory: str) -> CertificateFiles:
     """Create a CA and a server certificate (SANs localhost, 127.0.0.1, ::1) in ``directory``."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     not_before = now - dt.timedelta(days=1)
     not_after = now + dt.timedelta(days=30)
 

@@ -7,7 +7,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,10 +42,9 @@ def _azurite_binary() -> str:
 class Azurite:
     def __init__(self) -> None:
         self.blob_port, self.queue_port, self.table_port = _free_port(), _free_port(), _free_port()
-        self.workdir = tempfile.mkdtemp(prefix="azurite-")
         self.proc = subprocess.Popen(
             [_azurite_binary(), "--silent", "--inMemoryPersistence", "--skipApiVersionCheck", "--disableTelemetry",
-             "--location", self.workdir, "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
+             "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
              "--queueHost", "127.0.0.1", "--queuePort", str(self.queue_port),
              "--tableHost", "127.0.0.1", "--tablePort", str(self.table_port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -76,7 +74,6 @@ class Azurite:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

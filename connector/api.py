@@ -1,0 +1,200 @@
+"""The Function app's HTTP API as plain functions: request bytes and parameters in, a Reply out.
+
+function_app.py only turns a Reply into an HttpResponse, so every status code and message is decided
+(and tested) here. Error bodies are `{"error": {"code", "message", ...}}` and never carry secrets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from . import __version__
+from .config import ConfigError
+from .datasets import DATASETS
+from .runs import (
+    RUN_ID_RE,
+    TERMINAL,
+    QueueUnavailable,
+    function_problems,
+    function_settings,
+    list_statuses,
+    read_status,
+    request_run,
+    store_for,
+    tenant_key,
+)
+
+MAX_BODY = 64 * 1024
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+RETRY_AFTER = "30"
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> bytes:
+        return orjson.dumps(self.body, option=orjson.OPT_INDENT_2)
+
+
+def _error(status: int, code: str, message: str, **more: Any) -> Reply:
+    return Reply(status, {"error": {"code": code, "message": message, **more}})
+
+
+def _config_error(exc: ConfigError) -> Reply:
+    return _error(500, "configuration", "The Function app's settings are invalid; fix them in the app settings.",
+                  problems=[{"setting": p.setting, "message": p.message} for p in exc.problems])
+
+
+def runs_url(request_url: str, run_id: str | None = None) -> str:
+    """The runs URL on the caller's host, without the query string (it may hold the function key)."""
+    parts = urlsplit(request_url)
+    path = parts.path
+    marker = path.find("/runs")
+    base = path[:marker] if marker >= 0 else path.rstrip("/")
+    origin = f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
+    return f"{origin}{base}/runs" + (f"/{run_id}" if run_id else "")
+
+
+def _parse_body(body: bytes, valid: list[str]) -> list[str] | None | Reply:
+    """Requested datasets from an optional JSON body, or the error Reply."""
+    if not body.strip():
+        return None
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return _error(400, "malformed_json", f"The body is not valid JSON ({exc}). Send {{\"datasets\": [...]}} "
+                                             "or no body.", validDatasets=valid)
+    if not isinstance(data, dict):
+        return _error(400, "wrong_type", f"The body must be a JSON object such as {{\"datasets\": [\"users\"]}}, "
+                                         f"not {type(data).__name__}.", validDatasets=valid)
+    unknown = sorted(set(data) - {"datasets"})
+    if unknown:
+        return _error(400, "unknown_field", f"Unknown field(s) {', '.join(unknown)}; the only field is "
+                                            "\"datasets\".", validDatasets=valid)
+    datasets = data.get("datasets")
+    if datasets is None:
+        return None
+    if not isinstance(datasets, list) or not all(isinstance(d, str) for d in datasets):
+        return _error(400, "wrong_type", "\"datasets\" must be a list of dataset names (strings).",
+                      validDatasets=valid)
+    if not datasets:
+        return _error(400, "empty_datasets", "\"datasets\" is empty; omit it to collect every dataset.",
+                      validDatasets=valid)
+    bad = [d for d in datasets if d not in valid]
+    if bad:
+        extra = ""
+        outside = [d for d in bad if d in DATASETS]
+        if outside:
+            extra = f" ({', '.join(outside)} exist but are not selected by M365_DATASETS)"
+        return _error(400, "unknown_dataset", f"Unknown dataset name(s): {', '.join(bad)}{extra}. Valid names: "
+                                              f"{', '.join(valid)}.", validDatasets=valid)
+    return list(dict.fromkeys(datasets))
+
+
+def _run_reply(status: int, record: dict[str, Any], url: str, *, existing: bool = False) -> Reply:
+    status_url = runs_url(url, record["runId"])
+    body = {"runId": record["runId"], "status": record["status"], "statusUrl": status_url}
+    if existing:
+        body["existing"] = True
+        body["message"] = "A run of this tenant is already queued or running; no new run was started."
+    return Reply(status, body, {"Location": status_url, "Retry-After": RETRY_AFTER})
+
+
+def post_run(body: bytes, url: str, env: Mapping[str, str] | None = None) -> Reply:
+    """POST /api/runs: queue a run (202), or answer with the tenant's active run."""
+    env = os.environ if env is None else env
+    if len(body) > MAX_BODY:  # before anything else: the body is not even looked at
+        return _error(413, "body_too_large", f"The request body is {len(body)} bytes; the limit is {MAX_BODY}.",
+                      validDatasets=list(DATASETS))
+    try:
+        settings = function_settings(env)
+    except ConfigError as exc:
+        return _config_error(exc)
+    valid = list(settings.selected_datasets)
+    parsed = _parse_body(body, valid)
+    if isinstance(parsed, Reply):
+        return parsed
+    try:
+        result = request_run(settings, "http", parsed, env)
+    except ConfigError as exc:
+        return _config_error(exc)
+    except QueueUnavailable as exc:
+        return _error(503, "queue_unavailable", f"The run could not be queued. {exc}")
+    return _run_reply(202, result.record, url, existing=not result.created)
+
+
+def get_run(run_id: str, url: str, env: Mapping[str, str] | None = None) -> Reply:
+    """GET /api/runs/{runId}: the status record."""
+    env = os.environ if env is None else env
+    if not RUN_ID_RE.match(run_id or ""):
+        return _error(400, "malformed_run_id", f"{run_id[:80]!r} is not a run id; run ids look like "
+                                               "20261122T020000Z-3f9a1c.")
+    try:
+        settings = function_settings(env)
+    except ConfigError as exc:
+        return _config_error(exc)
+    record = read_status(store_for(settings), tenant_key(settings), run_id)
+    if record is None:
+        return _error(404, "unknown_run", f"No run {run_id} for tenant {tenant_key(settings)}.")
+    headers = {} if record["status"] in TERMINAL else {"Retry-After": RETRY_AFTER}
+    return Reply(200, record, headers)
+
+
+def list_runs(limit: str | None, url: str, env: Mapping[str, str] | None = None) -> Reply:
+    """GET /api/runs?limit=N: recent runs, newest first."""
+    env = os.environ if env is None else env
+    if limit in (None, ""):
+        n = DEFAULT_LIMIT
+    else:
+        try:
+            n = int(limit)
+        except ValueError:
+            n = 0
+        if not 1 <= n <= MAX_LIMIT:
+            return _error(400, "bad_limit", f"limit must be a whole number from 1 to {MAX_LIMIT}, not "
+                                            f"{limit[:20]!r}.")
+    try:
+        settings = function_settings(env)
+    except ConfigError as exc:
+        return _config_error(exc)
+    records = list_statuses(store_for(settings), tenant_key(settings), n)
+    for record in records:
+        record["statusUrl"] = runs_url(url, record["runId"])
+    return Reply(200, {"tenant": tenant_key(settings), "runs": records})
+
+
+def permissions(env: Mapping[str, str] | None = None) -> Reply:
+    """GET /api/permissions: 200 (ok true/false) when a token was had, 502 when not."""
+    from .permissions import permission_report
+
+    env = os.environ if env is None else env
+    try:
+        settings = function_settings(env, destination=False)
+    except ConfigError as exc:
+        return _config_error(exc)
+    report = asyncio.run(permission_report(settings))
+    return Reply(200 if report["token"]["ok"] else 502, report)
+
+
+def health(env: Mapping[str, str] | None = None) -> Reply:
+    """GET /api/health: version and whether the configuration is valid (messages only, no values of secrets)."""
+    env = os.environ if env is None else env
+    problems = function_problems(env)
+    body = {
+        "status": "ok" if not problems else "misconfigured",
+        "version": __version__,
+        "configuration": {"valid": not problems,
+                          "problems": [{"setting": p.setting, "message": p.message} for p in problems]},
+    }
+    return Reply(200 if not problems else 503, body)

@@ -1,0 +1,1 @@
+"""Custom checkov checks; checkov loads a directory only when it has this file."""

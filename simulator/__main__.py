@@ -1,0 +1,80 @@
+"""Run the simulator in its own process: ``python -m simulator --users 10000 --latency 0.2``.
+
+The first line on stdout is the JSON object of environment variables pointing a client at
+it (see ``Simulator.env``); it then serves until Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+import orjson
+
+from . import Simulator, TenantSpec
+from .tenant import DEFAULT_ROLES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options mirroring TenantSpec."""
+    p = argparse.ArgumentParser(prog="python -m simulator", description=__doc__)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--users", type=int, default=1000)
+    p.add_argument(
+        "--roles", default=",".join(sorted(DEFAULT_ROLES)), help="granted application permissions, comma-separated"
+    )
+    p.add_argument("--no-premium", action="store_true", help="tenant without Entra ID P1/P2")
+    p.add_argument("--domains", default=None, help="verified domains, comma-separated; the first is the initial one")
+    p.add_argument("--latency", type=float, default=0.0, help="seconds added to each Graph request")
+    p.add_argument("--throttle-rate", type=float, default=0.0)
+    p.add_argument("--retry-after", type=float, default=1)
+    p.add_argument("--transient-rate", type=float, default=0.0)
+    p.add_argument("--rate-limit", type=int, default=None, help="resource units per 10 s (token-bucket throttling)")
+    p.add_argument("--secret-expired", action="store_true")
+    p.add_argument("--foreign-next-link", action="store_true")
+    p.add_argument("--token-lifetime", type=int, default=3599)
+    p.add_argument("--secret-expires-in-days", type=int, default=None)
+    p.add_argument("--secret-in", choices=("env", "keyvault"), default="env")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start, print the environment as JSON, serve until a signal."""
+    args = build_parser().parse_args(argv)
+    spec = TenantSpec(
+        seed=args.seed,
+        users=args.users,
+        roles=frozenset(r.strip() for r in args.roles.split(",") if r.strip()),
+        premium=not args.no_premium,
+        latency=args.latency,
+        throttle_rate=args.throttle_rate,
+        retry_after=args.retry_after,
+        transient_rate=args.transient_rate,
+        rate_limit_ru_per_10s=args.rate_limit,
+        secret_expired=args.secret_expired,
+        foreign_next_link=args.foreign_next_link,
+        token_lifetime=args.token_lifetime,
+        secret_expires_in_days=args.secret_expires_in_days,
+    )
+    if args.domains:
+        spec.domains = tuple(d.strip() for d in args.domains.split(",") if d.strip())
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with Simulator(spec) as sim:
+        sys.stdout.write(orjson.dumps(sim.env(secret_in=args.secret_in)).decode() + "\n")
+        sys.stdout.flush()
+        print(
+            f"simulator: tenant {sim.tenant_id}, {spec.users} users; graph {sim.graph_endpoint}, "
+            f"login {sim.authority_host}, decoy {sim.decoy_endpoint}. Ctrl-C to stop.",
+            file=sys.stderr,
+        )
+        while not stop.wait(0.5):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""The :class:`Simulator`: all simulated services on loopback ports, plus knobs and statistics."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import shutil
+import tempfile
+import threading
+import time
+from typing import Any, Literal
+
+from . import tls
+from .services import DecoyService, GraphService, IdentityService, KeyVaultService, LoginService
+from .tenant import Tenant, TenantSpec
+from .tokens import GRAPH_RESOURCE, TOKEN_EXCHANGE_RESOURCE, VAULT_RESOURCE, TokenIssuer
+from .web import RequestRecord, Service
+
+SECRET_NAME = "m365-client-secret"
+
+
+class Simulator:
+    """Entra token endpoint, managed identity, Key Vault, Graph and a decoy host, started together.
+
+    Use as a context manager (or call :meth:`start` / :meth:`stop`). ``spec`` stays mutable:
+    services read its knobs on every request.
+    """
+
+    def __init__(self, spec: TenantSpec | None = None) -> None:
+        self.spec = spec if spec is not None else TenantSpec()
+        self.tenant = Tenant(self.spec)
+        self.tenant_id = self.tenant.tenant_id
+        self.client_id = self.tenant.client_id
+        self.client_secret = self.tenant.client_secret
+        self.secret_name = SECRET_NAME
+        self.identity_header = hashlib.sha256(f"{self.spec.seed}:identity-header".encode()).hexdigest()[:32].upper()
+        # Resources the managed-identity endpoint hands out tokens for; add to it as needed.
+        self.identity_resources: set[str] = {
+            VAULT_RESOURCE,
+            GRAPH_RESOURCE,
+            TOKEN_EXCHANGE_RESOURCE,
+            "https://management.azure.com",
+            "https://storage.azure.com",
+        }
+        self.issuer = TokenIssuer(self.tenant_id)
+        self.started_at = time.time()
+        self._lock = threading.Lock()
+        self._rng = random.Random(self.spec.seed)
+        self._requests: list[RequestRecord] = []
+        self._counters: dict[str, int] = {"tokens_issued": 0, "identity_tokens_issued": 0, "throttled_count": 0}
+        self._failures: list[dict[str, Any]] = []
+        self._secrets: dict[str, list[dict[str, Any]]] = {}
+        self.set_secret(SECRET_NAME, self.client_secret)
+        self._tmpdir: str | None = None
+        self._services: dict[str, Service] = {}
+        self.ca_file = ""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> Simulator:
+        """Generate the CA, bind every service to 127.0.0.1 on a free port and start serving."""
+        if self._services:
+            return self
+        self._tmpdir = tempfile.mkdtemp(prefix="m365-sim-")
+        certs = tls.generate(self._tmpdir)
+        self.ca_file = certs.ca_file
+        ctx = certs.server_context()
+        ctx.set_alpn_protocols(["http/1.1"])
+        apps = {
+            "login": (LoginService(self), ctx),
+            "identity": (IdentityService(self), None),
+            "keyvault": (KeyVaultService(self), ctx),
+            "decoy": (DecoyService(), ctx),
+        }
+        for name, (app, context) in apps.items():
+            self._services[name] = Service(name, app, self._record, context)
+        # Graph's endpoint URLs (next links) need the other services' ports first.
+        self._services["graph"] = Service("graph", GraphService(self), self._record, ctx)
+        for service in self._services.values():
+            service.start()
+        if self.tenant.user_count > 20000:
+            # Build the UPN index in the background so a large tenant's first page is not slow.
+            threading.Thread(target=self.tenant.upn, args=(0,), name="sim-index", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop every service, cut open connections and remove the certificate files."""
+        for service in self._services.values():
+            service.stop()
+        self._services.clear()
+        if self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ endpoints
+
+    def _origin(self, name: str) -> str:
+        if name not in self._services:
+            raise RuntimeError("the simulator is not started")
+        return self._services[name].origin
+
+    @property
+    def authority_host(self) -> str:
+        """``https://127.0.0.1:<port>`` of the Entra token endpoint (an MSAL authority host)."""
+        return self._origin("login")
+
+    @property
+    def graph_endpoint(self) -> str:
+        """Graph API root; requests go to ``/v1.0/...``."""
+        return self._origin("graph")
+
+    @property
+    def key_vault_url(self) -> str:
+        """Vault URL with a trailing slash, like ``https://name.vault.azure.net/``."""
+        return self._origin("keyvault") + "/"
+
+    @property
+    def identity_endpoint(self) -> str:
+        """App Service ``IDENTITY_ENDPOINT`` (plain HTTP, as on App Service)."""
+        return self._origin("identity") + "/msi/token"
+
+    @property
+    def decoy_endpoint(self) -> str:
+        """A second, foreign HTTPS origin that records what it receives."""
+        return self._origin("decoy")
+
+    def env(self, secret_in: Literal["env", "keyvault"] = "env") -> dict[str, str]:
+        """Environment variables pointing the connector at this simulator.
+
+        ``keyvault``: the secret comes from Key Vault through the managed identity; the caller
+        should also clear any ``AZURE_*`` variables so DefaultAzureCredential picks the identity.
+        """
+        env = {
+            "M365_TENANT_ID": self.tenant_id,
+            "M365_CLIENT_ID": self.client_id,
+            "M365_AUTHORITY_HOST": self.authority_host,
+            "M365_GRAPH_ENDPOINT": self.graph_endpoint,
+            "SSL_CERT_FILE": self.ca_file,
+            "REQUESTS_CA_BUNDLE": self.ca_file,
+        }
+        if secret_in == "env":
+            env["M365_CLIENT_SECRET"] = self.client_secret
+        elif secret_in == "keyvault":
+            env.update(
+                {
+                    "KEY_VAULT_URL": self.key_vault_url,
+                    "M365_CLIENT_SECRET_NAME": self.secret_name,
+                    "IDENTITY_ENDPOINT": self.identity_endpoint,
+                    "IDENTITY_HEADER": self.identity_header,
+                }
+            )
+        else:
+            raise ValueError(f"secret_in must be 'env' or 'keyvault', not {secret_in!r}")
+        return env
+
+    # ------------------------------------------------------------------ Key Vault contents
+
+    def set_secret(self, name: str, value: str, content_type: str = "text/plain") -> str:
+        """Add a new version of a Key Vault secret (it becomes the current one); returns the version."""
+        with self._lock:
+            versions = self._secrets.setdefault(name, [])
+            version = hashlib.sha256(f"{self.spec.seed}:{name}:{len(versions)}".encode()).hexdigest()[:32]
+            created = int(self.started_at) - 30 * 86400 + len(versions)
+            versions.append({"value": value, "version": version, "created": created, "contentType": content_type})
+            return version
+
+    def get_secret_version(self, name: str, version: str | None = None) -> dict[str, Any] | None:
+        """The current (or the given) version of a secret, or None."""
+        with self._lock:
+            versions = self._secrets.get(name) or []
+            if version is None:
+                return dict(versions[-1]) if versions else None
+            return next((dict(v) for v in versions if v["version"] == version), None)
+
+    # ------------------------------------------------------------------ faults
+
+    def fail_next(
+        self, path_prefix: str, status: int, code: str, message: str, times: int = 1, service: str = "graph"
+    ) -> None:
+        """Answer the next ``times`` requests whose path starts with ``path_prefix`` with this error.
+
+        Replaces any earlier rule for the same prefix; ``times=0`` just removes it.
+        """
+        with self._lock:
+            self._failures = [f for f in self._failures if (f["service"], f["prefix"]) != (service, path_prefix)]
+            if times > 0:
+                self._failures.append(
+                    {
+                        "service": service,
+                        "prefix": path_prefix,
+                        "status": status,
+                        "code": code,
+                        "message": message,
+                        "remaining": times,
+                    }
+                )
+
+    def _take_failure(self, service: str, path: str) -> dict[str, Any] | None:
+        with self._lock:
+            for rule in self._failures:
+                if rule["service"] == service and path.lower().startswith(rule["prefix"].lower()):
+                    rule["remaining"] -= 1
+                    if rule["remaining"] <= 0:
+                        self._failures.remove(rule)
+                    return dict(rule)
+        return None
+
+    def _draw(self) -> tuple[float, float]:
+        """Two numbers from the seeded fault RNG (one request's fault decision)."""
+        with self._lock:
+            return self._rng.random(), self._rng.random()
+
+    # ------------------------------------------------------------------ recording & stats
+
+    def _record(self, record: RequestRecord) -> None:
+        with self._lock:
+            self._requests.append(record)
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._counters[name] += 1
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """A snapshot of every request received so far, in arrival order."""
+        with self._lock:
+            return list(self._requests)
+
+    def clear_requests(self) -> None:
+        """Forget recorded requests (counters are kept)."""
+        with self._lock:
+            self._requests.clear()
+
+    def request_count(self, path_prefix: str | None = None, service: str | None = "graph") -> int:
+        """Recorded requests for ``service`` (None = all) whose path starts with ``path_prefix``."""
+        return sum(
+            1
+            for r in self.requests
+            if (service is None or r.service == service) and (path_prefix is None or r.path.startswith(path_prefix))
+        )
+
+    @property
+    def tokens_issued(self) -> int:
+        """Access tokens issued by the Entra token endpoint (not by the managed identity)."""
+        return self._counters["tokens_issued"]
+
+    @property
+    def identity_tokens_issued(self) -> int:
+        """Access tokens issued by the managed-identity endpoint."""
+        return self._counters["identity_tokens_issued"]
+
+    @property
+    def throttled_count(self) -> int:
+        """Graph requests answered 429."""
+        return self._counters["throttled_count"]

@@ -1,0 +1,862 @@
+"""The simulated services: Entra token endpoint, App Service managed identity, Key Vault
+secrets, Microsoft Graph v1.0 and a "foreign" decoy host.
+
+Wire shapes follow docs/graph-facts (the project's fact sheet); section numbers in
+comments refer to it. Each service is a callable ``Request -> Response``.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import math
+import os
+import re
+import time
+from collections import deque
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
+
+from .tokens import GRAPH_RESOURCE, RESOURCE_ALIASES, TOKEN_EXCHANGE_RESOURCE, VAULT_RESOURCE, new_guid
+from .web import Request, Response
+
+if TYPE_CHECKING:
+    from .server import Simulator
+
+ODATA_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
+PLAIN_JSON = "application/json; charset=utf-8"
+OIDC_PATH = "v2.0/.well-known/openid-configuration"
+METADATA = "https://graph.microsoft.com/v1.0/$metadata"
+
+USER_ROLES = frozenset({"User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"})
+ORG_ROLES = frozenset(
+    {"Organization.Read.All", "Directory.Read.All", "Organization.ReadWrite.All", "Directory.ReadWrite.All"}
+)
+DEFAULT_USER_PROPERTIES = (
+    "businessPhones",
+    "displayName",
+    "givenName",
+    "id",
+    "jobTitle",
+    "mail",
+    "mobilePhone",
+    "officeLocation",
+    "preferredLanguage",
+    "surname",
+    "userPrincipalName",
+)
+# §0: valid user properties that cannot be returned in a collection -> 501.
+NOT_LISTABLE_USER_PROPERTIES = frozenset(
+    p.lower()
+    for p in (
+        "aboutMe",
+        "birthday",
+        "hireDate",
+        "interests",
+        "mySite",
+        "pastProjects",
+        "preferredName",
+        "responsibilities",
+        "schools",
+        "skills",
+        "mailboxSettings",
+    )
+)
+
+
+def _graph_date() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _retry_after(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+# --------------------------------------------------------------------------- Entra (login)
+
+
+class LoginService:
+    """Entra ID v2 endpoints for client credentials: OIDC discovery, instance discovery, token (§7)."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    def _known_tenant(self, name: str, allow_common: bool) -> bool:
+        t = self.sim.tenant
+        lowered = name.lower()
+        if lowered == t.tenant_id or lowered in (d.lower() for d in t.domains):
+            return True
+        return allow_common and lowered in ("organizations", "common")
+
+    def _error(self, req: Request, status: int, error: str, code: int, message: str) -> Response:
+        trace = new_guid()
+        correlation = req.headers.get("client-request-id") or new_guid()
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        body = {
+            "error": error,
+            "error_description": f"AADSTS{code}: {message}\r\nTrace ID: {trace}\r\nCorrelation ID: {correlation}"
+            f"\r\nTimestamp: {stamp}",
+            "error_codes": [code],
+            "timestamp": stamp,
+            "trace_id": trace,
+            "correlation_id": correlation,
+            "error_uri": f"{self.sim.authority_host}/error?code={code}",
+        }
+        return Response.json(status, body, PLAIN_JSON, self._headers(req, trace))
+
+    @staticmethod
+    def _headers(req: Request, request_id: str | None = None) -> dict[str, str]:
+        headers = {"Cache-Control": "no-store, no-cache", "x-ms-request-id": request_id or new_guid()}
+        if "client-request-id" in req.headers:
+            headers["client-request-id"] = req.headers["client-request-id"]
+        return headers
+
+    def _tenant_not_found(self, req: Request, tenant: str) -> Response:
+        return self._error(
+            req,
+            400,
+            "invalid_tenant",
+            90002,
+            f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into "
+            "the correct cloud. Check with your subscription administrator, this may happen if there are no active "
+            "subscriptions for the tenant.",
+        )
+
+    def __call__(self, req: Request) -> Response:
+        segments = [s for s in req.path.split("/") if s]
+        if req.method == "GET" and len(segments) == 3 and segments[1:] == ["discovery", "instance"]:
+            return self._instance_discovery(req)
+        if (
+            req.method == "GET"
+            and len(segments) == 4
+            and segments[1:] == ["v2.0", ".well-known", "openid-configuration"]
+        ):
+            if not self._known_tenant(segments[0], allow_common=True):
+                return self._tenant_not_found(req, segments[0])
+            return Response.json(200, self._oidc_document(), PLAIN_JSON, {"Cache-Control": "max-age=86400, private"})
+        if req.method == "POST" and len(segments) == 4 and segments[1:] == ["oauth2", "v2.0", "token"]:
+            return self._token(req, segments[0])
+        return Response.json(404, {"error": "not_found", "error_description": "Unknown endpoint"}, PLAIN_JSON)
+
+    def _oidc_document(self) -> dict[str, Any]:
+        a, tid = self.sim.authority_host, self.sim.tenant_id
+        return {
+            "token_endpoint": f"{a}/{tid}/oauth2/v2.0/token",
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+            "jwks_uri": f"{a}/{tid}/discovery/v2.0/keys",
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "issuer": f"{a}/{tid}/v2.0",
+            "request_uri_parameter_supported": False,
+            "userinfo_endpoint": "https://graph.microsoft.com/oidc/userinfo",
+            "authorization_endpoint": f"{a}/{tid}/oauth2/v2.0/authorize",
+            "device_authorization_endpoint": f"{a}/{tid}/oauth2/v2.0/devicecode",
+            "http_logout_supported": True,
+            "frontchannel_logout_supported": True,
+            "end_session_endpoint": f"{a}/{tid}/oauth2/v2.0/logout",
+            "claims_supported": ["sub", "iss", "cloud_instance_name", "aud", "exp", "iat", "auth_time", "tid", "ver"],
+            "kerberos_endpoint": f"{a}/{tid}/kerberos",
+            "tenant_region_scope": "WW",
+            "cloud_instance_name": "microsoftonline.com",
+            "cloud_graph_host_name": "graph.windows.net",
+            "msgraph_host": "graph.microsoft.com",
+            "rbac_url": "https://pas.windows.net",
+        }
+
+    def _instance_discovery(self, req: Request) -> Response:
+        host = urlsplit(self.sim.authority_host).netloc
+        endpoint = req.query.get("authorization_endpoint", "")
+        path = [s for s in urlsplit(endpoint).path.split("/") if s]
+        tenant = path[0] if path else "common"
+        return Response.json(
+            200,
+            {
+                "tenant_discovery_endpoint": f"{self.sim.authority_host}/{tenant}/{OIDC_PATH}",
+                "api-version": "1.1",
+                "metadata": [{"preferred_network": host, "preferred_cache": host, "aliases": [host]}],
+            },
+            PLAIN_JSON,
+        )
+
+    def _token(self, req: Request, tenant: str) -> Response:
+        sim, spec = self.sim, self.sim.spec
+        if not self._known_tenant(tenant, allow_common=False):
+            return self._tenant_not_found(req, tenant)
+        form = {k: v[-1] for k, v in parse_qs(req.body.decode("utf-8", "replace"), keep_blank_values=True).items()}
+        grant = form.get("grant_type", "")
+        if grant != "client_credentials":
+            return self._error(
+                req, 400, "unsupported_grant_type", 70003, f"The app requested an unsupported grant type '{grant}'."
+            )
+        client_id = form.get("client_id", "")
+        if client_id.lower() != sim.client_id:
+            return self._error(
+                req,
+                400,
+                "unauthorized_client",
+                700016,
+                f"Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can "
+                "happen if the application has not been installed by the administrator of the tenant or consented "
+                "to by any user in the tenant. You may have sent your authentication request to the wrong tenant.",
+            )
+        scopes = [s for s in form.get("scope", "").split() if s not in ("openid", "profile", "offline_access")]
+        audience = None
+        if len(scopes) == 1 and scopes[0].endswith("/.default"):
+            audience = RESOURCE_ALIASES.get(scopes[0][: -len("/.default")].rstrip("/"))
+        if audience is None:
+            shown = " ".join(scopes) or form.get("scope", "")
+            return self._error(
+                req,
+                400,
+                "invalid_scope",
+                70011,
+                f"The provided value for the input parameter 'scope' is not valid. The scope {shown} is not valid.",
+            )
+        secret = form.get("client_secret")
+        assertion = form.get("client_assertion")
+        if assertion is not None:
+            claims, reason = sim.issuer.verify(assertion, (TOKEN_EXCHANGE_RESOURCE,))
+            if reason:
+                return self._error(
+                    req,
+                    401,
+                    "invalid_client",
+                    700211,
+                    "No matching federated identity record found for presented assertion issuer.",
+                )
+        elif not secret:
+            return self._error(
+                req,
+                400,
+                "invalid_request",
+                7000216,
+                "'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type.",
+            )
+        elif not hmac.compare_digest(secret.encode(), sim.client_secret.encode()):
+            return self._error(
+                req,
+                401,
+                "invalid_client",
+                7000215,
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret "
+                f"value, not the client secret ID, for a secret added to app '{sim.client_id}'.",
+            )
+        elif spec.secret_expired:
+            return self._error(
+                req,
+                401,
+                "invalid_client",
+                7000222,
+                f"The provided client secret keys for app '{sim.client_id}' are expired. Visit the Azure portal to "
+                "create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate "
+                "credentials for added security: https://aka.ms/certCreds.",
+            )
+        roles = frozenset(spec.roles) if audience == GRAPH_RESOURCE else frozenset()
+        token, _exp = sim.issuer.issue(
+            audience=audience,
+            app_id=sim.client_id,
+            object_id=sim.tenant.service_principal_id,
+            lifetime=spec.token_lifetime,
+            roles=roles,
+        )
+        sim._count("tokens_issued")
+        body = {
+            "token_type": "Bearer",
+            "expires_in": spec.token_lifetime,
+            "ext_expires_in": spec.token_lifetime,
+            "access_token": token,
+        }
+        return Response.json(200, body, PLAIN_JSON, self._headers(req))
+
+
+# --------------------------------------------------------------------------- managed identity
+
+
+class IdentityService:
+    """App Service managed identity endpoint, protocol 2019-08-01 (what MSAL's
+    ``_obtain_token_on_app_service`` sends: GET ?api-version&resource, header X-IDENTITY-HEADER)."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    @staticmethod
+    def _error(status: int, message: str) -> Response:
+        return Response.json(
+            status, {"statusCode": status, "message": message, "correlationId": new_guid()}, PLAIN_JSON
+        )
+
+    def __call__(self, req: Request) -> Response:
+        sim = self.sim
+        if req.method != "GET":
+            return self._error(405, "Method not allowed.")
+        header = req.headers.get("x-identity-header")
+        if header is None:
+            return self._error(400, "Required header X-IDENTITY-HEADER is missing.")
+        if not hmac.compare_digest(header.encode(), sim.identity_header.encode()):
+            return self._error(401, "The X-IDENTITY-HEADER value is not valid.")
+        if req.query.get("api-version") != "2019-08-01":
+            return self._error(400, "Unsupported or missing api-version; expected 2019-08-01.")
+        resource = req.query.get("resource", "").rstrip("/")
+        if resource.endswith("/.default"):
+            resource = resource[: -len("/.default")]
+        if resource not in sim.identity_resources:
+            return self._error(400, f"Resource '{resource}' is not supported by this managed identity endpoint.")
+        token, exp = sim.issuer.issue(
+            audience=resource,
+            app_id=sim.tenant.managed_identity_client_id,
+            object_id=sim.tenant.managed_identity_principal_id,
+            lifetime=86399,
+        )
+        sim._count("identity_tokens_issued")
+        return Response.json(
+            200,
+            {
+                "access_token": token,
+                "expires_on": str(exp),
+                "resource": resource,
+                "token_type": "Bearer",
+                "client_id": sim.tenant.managed_identity_client_id,
+            },
+            PLAIN_JSON,
+        )
+
+
+# --------------------------------------------------------------------------- Key Vault
+
+
+class KeyVaultService:
+    """Key Vault secrets: ``GET /secrets/{name}[/{version}]`` behind the Bearer challenge."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "Cache-Control": "no-cache",
+            "x-ms-request-id": new_guid(),
+            "x-ms-keyvault-service-version": "1.9.2179.1",
+            "x-ms-keyvault-region": "westeurope",
+        }
+
+    def _unauthorized(self, message: str) -> Response:
+        challenge = (
+            f'Bearer authorization="{self.sim.authority_host}/{self.sim.tenant_id}", resource="{VAULT_RESOURCE}"'
+        )
+        return Response.json(
+            401,
+            {"error": {"code": "Unauthorized", "message": message}},
+            PLAIN_JSON,
+            {**self._headers(), "WWW-Authenticate": challenge},
+        )
+
+    def __call__(self, req: Request) -> Response:
+        auth = req.headers.get("authorization", "")
+        if not auth.lower().startswith("bearer ") or not auth[7:].strip():
+            return self._unauthorized("AKV10000: Request is missing a Bearer or PoP token.")
+        claims, reason = self.sim.issuer.verify(auth[7:].strip(), (VAULT_RESOURCE,))
+        if reason == "audience" and claims is not None:
+            return self._unauthorized(
+                f"AKV10022: Invalid audience. Expected {VAULT_RESOURCE}, found: {claims.get('aud')}."
+            )
+        if reason == "expired":
+            return self._unauthorized("AKV10032: Token is expired.")
+        if reason:
+            return self._unauthorized("AKV10022: Invalid token: signature validation failed.")
+        if not req.query.get("api-version"):
+            return Response.json(
+                400,
+                {"error": {"code": "BadParameter", "message": "The request URI does not contain an api-version."}},
+                PLAIN_JSON,
+                self._headers(),
+            )
+        segments = [s for s in req.path.split("/") if s]
+        if req.method != "GET" or len(segments) not in (2, 3) or segments[0] != "secrets":
+            return Response.json(
+                400,
+                {"error": {"code": "BadParameter", "message": "The request URI is not supported by the simulator."}},
+                PLAIN_JSON,
+                self._headers(),
+            )
+        name = segments[1]
+        version = segments[2] if len(segments) == 3 else None
+        secret = self.sim.get_secret_version(name, version)
+        if secret is None:
+            shown = f"{name}/{version}" if version else name
+            return Response.json(
+                404,
+                {
+                    "error": {
+                        "code": "SecretNotFound",
+                        "message": f"A secret with (name/id) {shown} was not found in this key vault. If you recently "
+                        "deleted this secret you may be able to recover it using the correct recovery command. For "
+                        "help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182",
+                    }
+                },
+                PLAIN_JSON,
+                self._headers(),
+            )
+        attributes: dict[str, Any] = {
+            "enabled": True,
+            "created": secret["created"],
+            "updated": secret["created"],
+            "recoveryLevel": "Recoverable+Purgeable",
+            "recoverableDays": 90,
+        }
+        days = self.sim.spec.secret_expires_in_days
+        if days is not None:
+            attributes["exp"] = int(self.sim.started_at + days * 86400)
+        body = {
+            "value": secret["value"],
+            "contentType": secret["contentType"],
+            "id": f"{self.sim.key_vault_url}secrets/{name}/{secret['version']}",
+            "attributes": attributes,
+            "tags": {},
+        }
+        return Response.json(200, body, PLAIN_JSON, self._headers())
+
+
+# --------------------------------------------------------------------------- decoy
+
+
+class DecoyService:
+    """A foreign host: answers every request with an empty collection (the recording is the point)."""
+
+    def __call__(self, req: Request) -> Response:
+        return Response.json(
+            200, {"@odata.context": f"{METADATA}#users", "value": []}, ODATA_JSON, {"request-id": new_guid()}
+        )
+
+
+# --------------------------------------------------------------------------- Graph
+
+
+class GraphError(Exception):
+    """Raised inside the Graph service to answer with Graph's error shape."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+_STARTSWITH = re.compile(r"\s*startswith\(\s*userprincipalname\s*,\s*'((?:[^']|'')*)'\s*\)", re.IGNORECASE)
+_OR = re.compile(r"\s+or\s+", re.IGNORECASE)
+
+
+def parse_upn_prefix_filter(text: str) -> tuple[str, ...]:
+    """Prefixes of ``startswith(userPrincipalName,'x') [or ...]``; raises ValueError for anything else."""
+    prefixes: list[str] = []
+    pos = 0
+    while True:
+        match = _STARTSWITH.match(text, pos)
+        if not match:
+            raise ValueError(text)
+        prefixes.append(match.group(1).replace("''", "'"))
+        pos = match.end()
+        if not text[pos:].strip():
+            return tuple(prefixes)
+        joiner = _OR.match(text, pos)
+        if not joiner:
+            raise ValueError(text)
+        pos = joiner.end()
+
+
+class GraphService:
+    """Microsoft Graph v1.0: /organization, /subscribedSkus, /users (+ /$count, /{id}) with
+    auth, permissions, paging, faults and throttling (§0, §1, §3, §6)."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self._skiptoken_key = os.urandom(16)
+        self._window: deque[tuple[float, int]] = deque()
+
+    # Property names by lower-case name; lazy because SKUs and users need the tenant's UPN index.
+    @cached_property
+    def user_properties(self) -> dict[str, str]:
+        return {p.lower(): p for p in self.sim.tenant.user(0)} if self.sim.tenant.user_count else {}
+
+    @cached_property
+    def org_properties(self) -> dict[str, str]:
+        return {p.lower(): p for p in self.sim.tenant.organization()}
+
+    @cached_property
+    def sku_properties(self) -> dict[str, str]:
+        return {p.lower(): p for p in self.sim.tenant.subscribed_skus()[0]}
+
+    # ------------------------------------------------------------------ entry
+
+    def __call__(self, req: Request) -> Response:
+        sim = self.sim
+        request_id = new_guid()
+        client_request_id = req.headers.get("client-request-id") or new_guid()
+        headers = {
+            "request-id": request_id,
+            "client-request-id": client_request_id,
+            "Cache-Control": "no-cache",
+            "Strict-Transport-Security": "max-age=31536000",
+            "x-ms-ags-diagnostic": '{"ServerInfo":{"DataCenter":"Simulated","Slice":"E","Ring":"1",'
+            '"ScaleUnit":"000","RoleInstance":"SIM"}}',
+        }
+        if sim.spec.latency > 0:
+            time.sleep(sim.spec.latency)
+        try:
+            claims = self._authenticate(req)
+            self._faults(req, headers)
+            response = self._route(req, claims, headers)
+        except GraphError as err:
+            headers.update(err.headers)
+            if err.status == 429:
+                sim._count("throttled_count")
+                body: dict[str, Any] = {
+                    "error": {
+                        "code": err.code,
+                        "innerError": {
+                            "code": "429",
+                            "date": _graph_date(),
+                            "message": "Please retry after",
+                            "request-id": request_id,
+                            "status": "429",
+                            "client-request-id": client_request_id,
+                        },
+                        "message": err.message,
+                    }
+                }
+            else:
+                body = {
+                    "error": {
+                        "code": err.code,
+                        "message": err.message,
+                        "innerError": {
+                            "date": _graph_date(),
+                            "request-id": request_id,
+                            "client-request-id": client_request_id,
+                        },
+                    }
+                }
+            return Response.json(err.status, body, "application/json", headers)
+        response.headers.update(headers)
+        return response
+
+    # ------------------------------------------------------------------ cross-cutting
+
+    def _authenticate(self, req: Request) -> dict[str, Any]:
+        auth = req.headers.get("authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        challenge = {
+            "WWW-Authenticate": 'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/'
+            'oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"'
+        }
+        if not token:
+            raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.", challenge)
+        claims, reason = self.sim.issuer.verify(token, (GRAPH_RESOURCE, "00000003-0000-0000-c000-000000000000"))
+        messages = {
+            "malformed": "IDX14100: JWT is not well formed, there are no dots (.).",
+            "signature": "Access token validation failure. Invalid signature.",
+            "expired": "Lifetime validation failed, the token is expired.",
+            "tenant": "Access token validation failure. Invalid issuer.",
+            "audience": "Access token validation failure. Invalid audience.",
+        }
+        if reason == "malformed" and token.count(".") == 2:
+            messages["malformed"] = "Access token validation failure. Invalid token."
+        if reason:
+            raise GraphError(401, "InvalidAuthenticationToken", messages[reason], challenge)
+        assert claims is not None
+        return claims
+
+    def _faults(self, req: Request, headers: dict[str, str]) -> None:
+        sim, spec = self.sim, self.sim.spec
+        rule = sim._take_failure("graph", req.path)
+        if rule is not None:
+            extra = {"Retry-After": _retry_after(spec.retry_after)} if rule["status"] in (429, 503) else {}
+            raise GraphError(rule["status"], rule["code"], rule["message"], extra)
+        cost = self._cost(req)
+        headers["x-ms-resource-unit"] = str(cost)
+        limit = spec.rate_limit_ru_per_10s
+        if limit:
+            with sim._lock:
+                now = time.monotonic()
+                while self._window and self._window[0][0] <= now - 10:
+                    self._window.popleft()
+                used = sum(c for _, c in self._window)
+                if used + cost > limit:
+                    freed, wait = 0, 10.0
+                    for stamp, c in self._window:
+                        freed += c
+                        if used - freed + cost <= limit:
+                            wait = stamp + 10 - now
+                            break
+                    raise GraphError(
+                        429,
+                        "TooManyRequests",
+                        "Please retry again later.",
+                        {
+                            "Retry-After": str(max(1, math.ceil(wait))),
+                            "x-ms-throttle-limit-percentage": f"{min(1.8, (used + cost) / limit):.1f}",
+                            "x-ms-throttle-scope": f"Tenant_Application/ReadOnly/{sim.tenant_id}/{sim.client_id}",
+                            "x-ms-throttle-information": "ResourceUnitLimitExceeded",
+                        },
+                    )
+                self._window.append((now, cost))
+                if (used + cost) / limit > 0.8:
+                    headers["x-ms-throttle-limit-percentage"] = f"{(used + cost) / limit:.1f}"
+        draw, second = sim._draw()
+        if draw < spec.throttle_rate:
+            raise GraphError(
+                429, "TooManyRequests", "Please retry again later.", {"Retry-After": _retry_after(spec.retry_after)}
+            )
+        if draw < spec.throttle_rate + spec.transient_rate:
+            if second < 0.5:
+                raise GraphError(
+                    503,
+                    "serviceNotAvailable",
+                    "The service is temporarily unavailable. Try again later.",
+                    {"Retry-After": _retry_after(spec.retry_after)},
+                )
+            raise GraphError(504, "UnknownError", "The gateway did not receive a timely response.")
+
+    @staticmethod
+    def _cost(req: Request) -> int:
+        """Resource units as in §6 "Limits"."""
+        path = req.path.lower().rstrip("/")
+        cost = 2 if path == "/v1.0/users" else 3 if path == "/v1.0/subscribedskus" else 1
+        keys = {k.lower() for k in req.query}
+        if "$select" in keys:
+            cost -= 1
+        if "$expand" in keys:
+            cost += 1
+        top = req.query.get("$top", "")
+        if top.isdigit() and int(top) < 20:
+            cost -= 1
+        return max(1, cost)
+
+    @staticmethod
+    def _require(claims: dict[str, Any], allowed: frozenset[str]) -> None:
+        if not allowed.intersection(claims.get("roles") or ()):
+            raise GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
+
+    @staticmethod
+    def _options(req: Request, allowed: set[str], resource: str) -> dict[str, str]:
+        """System query options (lower-cased names); any other ``$`` option is a 400."""
+        options: dict[str, str] = {}
+        for key, value in req.pairs:
+            name = key.lower()
+            if not name.startswith("$"):
+                continue
+            if name not in allowed:
+                if name == "$skip":
+                    raise GraphError(400, "Request_BadRequest", "'$skip' is not supported by the service.")
+                raise GraphError(
+                    400, "Request_UnsupportedQuery", f"Query option '{key}' is not supported for '{resource}'."
+                )
+            if name in options:
+                raise GraphError(400, "Request_BadRequest", f"Query option '{key}' was specified more than once.")
+            options[name] = value
+        return options
+
+    @staticmethod
+    def _select(raw: str, known: dict[str, str], type_name: str) -> list[str]:
+        names = [p.strip() for p in raw.split(",")]
+        if not raw.strip() or any(not p for p in names):
+            raise GraphError(400, "BadRequest", f"Invalid $select: '{raw}'.")
+        canonical: list[str] = []
+        for name in names:
+            lowered = name.lower()
+            if type_name == "user" and lowered in NOT_LISTABLE_USER_PROPERTIES:
+                raise GraphError(501, "NotImplemented", "This operation target is not yet supported.")
+            if lowered not in known:
+                raise GraphError(
+                    400,
+                    "Request_BadRequest",
+                    f"Could not find a property named '{name}' on type 'microsoft.graph.{type_name}'.",
+                )
+            if known[lowered] not in canonical:
+                canonical.append(known[lowered])
+        return canonical
+
+    def _ok(self, payload: Any) -> Response:
+        return Response.json(200, payload, ODATA_JSON, {"OData-Version": "4.0"})
+
+    # ------------------------------------------------------------------ routes
+
+    def _route(self, req: Request, claims: dict[str, Any], headers: dict[str, str]) -> Response:
+        segments = [s for s in req.path.split("/") if s]
+        if not segments or segments[0] != "v1.0":
+            raise GraphError(400, "BadRequest", f"Invalid version: {segments[0] if segments else ''}")
+        if req.method != "GET":
+            raise GraphError(405, "Request_BadRequest", "Specified HTTP method is not allowed for the request target.")
+        rest = [s.lower() for s in segments[1:]]
+        if rest == ["organization"]:
+            return self._organization(req, claims)
+        if rest == ["subscribedskus"]:
+            return self._subscribed_skus(req, claims)
+        if rest == ["users"]:
+            return self._users(req, claims)
+        if rest == ["users", "$count"]:
+            return self._users_count(req, claims)
+        if len(rest) == 2 and rest[0] == "users":
+            return self._user(req, claims, segments[2])
+        segment = segments[1] if len(segments) > 1 else ""
+        raise GraphError(400, "BadRequest", f"Resource not found for the segment '{segment}'.")
+
+    def _organization(self, req: Request, claims: dict[str, Any]) -> Response:
+        options = self._options(req, {"$select"}, "organization")
+        self._require(claims, ORG_ROLES)
+        org = self.sim.tenant.organization()
+        context = f"{METADATA}#organization"
+        if "$select" in options:
+            props = self._select(options["$select"], self.org_properties, "organization")
+            org = {"id": org["id"], **{p: org[p] for p in props}}
+            context += f"({options['$select']})"
+        return self._ok({"@odata.context": context, "value": [org]})
+
+    def _subscribed_skus(self, req: Request, claims: dict[str, Any]) -> Response:
+        options = self._options(req, {"$select"}, "subscribedSkus")
+        self._require(claims, ORG_ROLES)
+        skus = self.sim.tenant.subscribed_skus()
+        context = f"{METADATA}#subscribedSkus"
+        if "$select" in options:
+            props = self._select(options["$select"], self.sku_properties, "subscribedSku")
+            skus = [{"id": s["id"], **{p: s[p] for p in props}} for s in skus]
+            context += f"({options['$select']})"
+        return self._ok({"@odata.context": context, "value": skus})
+
+    def _candidates(self, options: dict[str, str]) -> tuple[tuple[int, ...] | range, str]:
+        raw = options.get("$filter")
+        if raw is None:
+            return range(self.sim.tenant.user_count), ""
+        try:
+            prefixes = parse_upn_prefix_filter(raw)
+        except ValueError:
+            raise GraphError(
+                400,
+                "Request_UnsupportedQuery",
+                "Unsupported or invalid query filter clause specified (the simulator supports "
+                "startswith(userPrincipalName,'...') joined with 'or').",
+            ) from None
+        return self.sim.tenant.prefix_matches(prefixes), raw
+
+    def _check_count(self, req: Request) -> None:
+        if req.headers.get("consistencylevel", "").lower() != "eventual":
+            raise GraphError(400, "Request_BadRequest", "$count is not currently supported.")
+
+    def _users(self, req: Request, claims: dict[str, Any]) -> Response:
+        sim = self.sim
+        options = self._options(req, {"$select", "$top", "$filter", "$count", "$skiptoken"}, "users")
+        props: list[str] = list(DEFAULT_USER_PROPERTIES)
+        if "$select" in options:
+            props = self._select(options["$select"], self.user_properties, "user")
+            if "id" not in props:
+                props.append("id")
+        size = 100
+        if "$top" in options:
+            top = options["$top"]
+            if not re.fullmatch(r"\d+", top) or not 1 <= int(top) <= 999:
+                raise GraphError(
+                    400,
+                    "Request_UnsupportedQuery",
+                    f"Invalid page size specified: '{top}'. Must be between 1 and 999 inclusive.",
+                )
+            size = int(top)
+        count = options.get("$count", "").lower()
+        if count not in ("", "true", "false"):
+            raise GraphError(400, "Request_BadRequest", f"Invalid value '{options['$count']}' for $count.")
+        if count == "true":
+            self._check_count(req)
+        candidates, filter_text = self._candidates(options)
+        self._require(claims, USER_ROLES)
+        if "signInActivity" in props:
+            if "AuditLog.Read.All" not in (claims.get("roles") or ()):
+                raise GraphError(
+                    403,
+                    "Authentication_MSGraphPermissionMissing",
+                    "Calling principal does not have required MSGraph permissions AuditLog.Read.All",
+                )
+            if not sim.spec.premium:
+                raise GraphError(
+                    403,
+                    "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
+                    "Neither tenant is B2C or tenant doesn't have premium license",
+                )
+            size = min(size, 120)
+        start = 0
+        if "$skiptoken" in options:
+            start = self._read_skiptoken(options["$skiptoken"], filter_text)
+        page = candidates[start : start + size]
+        context = f"{METADATA}#users" + (f"({options['$select']})" if "$select" in options else "")
+        body: dict[str, Any] = {"@odata.context": context}
+        if count == "true":
+            body["@odata.count"] = len(candidates)
+        end = start + len(page)
+        if end < len(candidates):
+            body["@odata.nextLink"] = self._next_link(req, self._make_skiptoken(end, filter_text))
+        tenant = sim.tenant
+        body["value"] = [tenant.user(i, props) for i in page]
+        return self._ok(body)
+
+    def _users_count(self, req: Request, claims: dict[str, Any]) -> Response:
+        options = self._options(req, {"$filter"}, "users/$count")
+        self._check_count(req)
+        candidates, _ = self._candidates(options)
+        self._require(claims, USER_ROLES)
+        return Response(200, str(len(candidates)).encode(), {"Content-Type": "text/plain;charset=utf-8"})
+
+    def _user(self, req: Request, claims: dict[str, Any], key: str) -> Response:
+        options = self._options(req, {"$select"}, "user")
+        props: list[str] = list(DEFAULT_USER_PROPERTIES)
+        if "$select" in options:
+            props = self._select(options["$select"], self.user_properties, "user")
+            if "id" not in props:
+                props.append("id")
+        self._require(claims, USER_ROLES)
+        index = self.sim.tenant.index_of(key)
+        if index is None:
+            raise GraphError(
+                404,
+                "Request_ResourceNotFound",
+                f"Resource '{key}' does not exist or one of its queried reference-property objects are not present.",
+            )
+        if "signInActivity" in props and "AuditLog.Read.All" not in (claims.get("roles") or ()):
+            raise GraphError(
+                403,
+                "Authentication_MSGraphPermissionMissing",
+                "Calling principal does not have required MSGraph permissions AuditLog.Read.All",
+            )
+        context = f"{METADATA}#users" + (f"({options['$select']})" if "$select" in options else "") + "/$entity"
+        return self._ok({"@odata.context": context, **self.sim.tenant.user(index, props)})
+
+    # ------------------------------------------------------------------ paging
+
+    def _mac(self, position: int, salt: bytes, filter_text: str) -> bytes:
+        return hmac.new(self._skiptoken_key, f"{position}|{filter_text}".encode() + salt, hashlib.sha256).digest()[:12]
+
+    def _make_skiptoken(self, position: int, filter_text: str) -> str:
+        """Opaque, tamper-evident: RFNwdA-like base64 of position, salt and MAC."""
+        salt = os.urandom(6)
+        raw = b"DSpt" + position.to_bytes(4, "big") + salt + self._mac(position, salt, filter_text)
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    def _read_skiptoken(self, token: str, filter_text: str) -> int:
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except ValueError:
+            raw = b""
+        if len(raw) == 26 and raw[:4] == b"DSpt":
+            position = int.from_bytes(raw[4:8], "big")
+            if hmac.compare_digest(raw[14:], self._mac(position, raw[8:14], filter_text)):
+                return position
+        raise GraphError(400, "Request_BadRequest", "The specified page token value has expired or is invalid.")
+
+    def _next_link(self, req: Request, token: str) -> str:
+        base = self.sim.decoy_endpoint if self.sim.spec.foreign_next_link else self.sim.graph_endpoint
+        kept = [
+            part
+            for part in req.raw_query.split("&")
+            if part and (parse_qsl(part, keep_blank_values=True) or [("", "")])[0][0].lower() != "$skiptoken"
+        ]
+        kept.append(f"$skiptoken={quote(token, safe='')}")
+        return f"{base}{req.path}?{'&'.join(kept)}"
