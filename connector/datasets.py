@@ -87,6 +87,7 @@ _DECLARATIONS = (
         select=USER_FIELDS,
         top=999,
         upn_field="userPrincipalName",
+        partition="upn_prefix",
         record="one user (Graph `user` resource, selected properties)",
     ),
     Dataset(

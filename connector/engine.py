@@ -138,13 +138,13 @@ class Run:
         self._notify()
         t0 = time.perf_counter()
         try:
-            kind, total, groups = await collect.plan(self.graph, ds)
+            kind, total, groups, first = await collect.plan(self.graph, ds)
             res.plan = collect.describe(kind, total, groups)
             try:
                 if kind == "partitioned":
                     await self._write(ds, collect.partitioned(self.graph, ds, total or 0, groups), res)
                 else:
-                    await self._write(ds, collect.sequential(self.graph, ds), res)
+                    await self._write(ds, collect.sequential(self.graph, ds, first), res)
             except collect.UnionMismatch as exc:
                 res.warnings.append(_warning("partition_fallback", ds.name,
                                              f"{ds.name}: {exc}; collected again as one sequential chain."))

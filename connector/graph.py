@@ -62,6 +62,57 @@ class ForeignLinkError(GraphError):
     """Graph handed back a next link to another origin; following it would leak the token."""
 
 
+class AdaptiveLimiter:
+    """Concurrency that adapts to throttling: halves on a 429 and pauses new requests for the
+    Retry-After, then grows back by one slot per `limit` successful answers (slow recovery)."""
+
+    def __init__(self, maximum: int):
+        self.maximum = maximum
+        self.limit = maximum
+        self.in_flight = 0
+        self.lowest = maximum
+        self._successes = 0
+        self._resume_at = 0.0
+        self._cond = asyncio.Condition()
+
+    async def __aenter__(self) -> None:
+        loop = asyncio.get_running_loop()
+        async with self._cond:
+            while True:
+                wait = self._resume_at - loop.time()
+                if wait > 0:
+                    self._cond.release()
+                    try:
+                        await asyncio.sleep(wait)
+                    finally:
+                        await self._cond.acquire()
+                    continue
+                if self.in_flight < self.limit:
+                    break
+                await self._cond.wait()
+            self.in_flight += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self._cond:
+            self.in_flight -= 1
+            self._cond.notify_all()
+
+    def throttled(self, retry_after: float) -> None:
+        loop = asyncio.get_running_loop()
+        self.limit = max(1, self.limit // 2)
+        self.lowest = min(self.lowest, self.limit)
+        self._successes = 0
+        self._resume_at = max(self._resume_at, loop.time() + retry_after)
+
+    def succeeded(self) -> None:
+        if self.limit >= self.maximum:
+            return
+        self._successes += 1
+        if self._successes >= self.limit:
+            self._successes = 0
+            self.limit += 1
+
+
 @dataclass
 class RequestStats:
     requests: int = 0
@@ -75,6 +126,7 @@ class Page:
     records: list[dict[str, Any]]
     next_link: str | None
     raw_bytes: int
+    count: int | None = None
 
 
 def _origin(url: str) -> tuple[str, str, int]:
@@ -120,7 +172,7 @@ class Graph:
         adapter.base_url = self.base
         self.client = GraphServiceClient(request_adapter=adapter)
         self._http = http
-        self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self.limiter = AdaptiveLimiter(settings.max_concurrency)
         self.stats: dict[str, RequestStats] = {}
 
     async def aclose(self) -> None:
@@ -146,11 +198,14 @@ class Graph:
         for name, value in (headers or {}).items():
             info.headers.try_add(name, value)
         info.add_request_options([ResponseHandlerOption(NativeResponseHandler()), _Label(label)])
-        async with self._slots:
+        async with self.limiter:
             response = await self.client.request_adapter.send_async(info, None, {})
         stats = self._stats(label)
         stats.requests += 1
         return response
+
+    async def first_page(self, builder: str, url: str, label: str, headers: dict[str, str] | None = None) -> Page:
+        return await self._page(builder, url, label, headers)
 
     async def _page(self, builder: str, url: str, label: str, headers: dict[str, str] | None) -> Page:
         response = await self.get(builder, url, label, headers)
@@ -162,14 +217,19 @@ class Graph:
         if next_link:
             self.check_link(next_link, label)
         value = body.get("value")
-        return Page(value if isinstance(value, list) else [body], next_link, len(content))
+        return Page(value if isinstance(value, list) else [body], next_link, len(content), body.get("@odata.count"))
 
-    async def pages(self, builder: str, first_url: str, label: str, headers: dict[str, str] | None = None,
-                    prefetch: bool = False) -> AsyncIterator[Page]:
-        """Follow @odata.nextLink from first_url; with prefetch the next page is requested while the
-        caller works on the current one."""
+    async def pages(self, builder: str, first_url: str | None, label: str, headers: dict[str, str] | None = None,
+                    prefetch: bool = False, first: Page | None = None) -> AsyncIterator[Page]:
+        """Follow @odata.nextLink from first_url (or from an already fetched first page); with prefetch
+        the next page is requested while the caller works on the current one."""
         pending: asyncio.Future[Page] | None = None
         url: str | None = first_url
+        if first is not None:
+            url = first.next_link
+            if prefetch and url:
+                pending = asyncio.ensure_future(self._page(builder, url, label, headers))
+            yield first
         try:
             while url:
                 page = await (pending or self._page(builder, url, label, headers))
@@ -184,7 +244,7 @@ class Graph:
                 await asyncio.gather(pending, return_exceptions=True)
 
     async def count(self, path: str, label: str, query: str = "") -> int:
-        """`$count` of a directory collection (advanced query: ConsistencyLevel eventual)."""
+        """`$count` of a directory collection (an advanced query: ConsistencyLevel eventual)."""
         url = f"{self.base}{path}/$count" + (f"?{query}" if query else "")
         response = await self.get(path.strip("/").split("/")[0], url, label, {"ConsistencyLevel": "eventual"})
         if response.status_code != 200:
@@ -225,4 +285,14 @@ class _AttemptCounter(BaseMiddleware):
             stats.retries += 1
         if response.status_code == 429:
             stats.throttled += 1
+            self._graph.limiter.throttled(_retry_after_seconds(response.headers.get("retry-after")))
+        elif response.status_code < 400:
+            self._graph.limiter.succeeded()
         return response
+
+
+def _retry_after_seconds(value: str | None) -> float:
+    try:
+        return max(0.0, float(value)) if value else 1.0
+    except ValueError:
+        return 1.0

@@ -555,7 +555,7 @@ class _Reporter:
     def save(self) -> None:
         with self._lock:
             run = self.run
-            if run is not None:
+            if run is not None and self.record["status"] not in TERMINAL:
                 if _GUID_RE.match(run.tenant_id or ""):
                     self.record["tenantId"] = run.tenant_id
                 self.record["datasets"] = {n: {"status": r.status, "records": r.records,
@@ -705,6 +705,8 @@ def process_message(body: str | bytes, dequeue_count: int = 1, env: Mapping[str,
             raise
         finally:
             renewer.stop.set()
+        if renewer.is_alive():
+            renewer.join(timeout=30)  # no heartbeat may land after the final record
         prefix = f"tenants/{manifest['tenantId']}/runs/{run_id}"
         with reporter._lock:
             record.update(
@@ -716,8 +718,6 @@ def process_message(body: str | bytes, dequeue_count: int = 1, env: Mapping[str,
                           for n, d in manifest["datasets"].items()},
             )
             _write_status(store, record)
-        if renewer.is_alive():
-            renewer.join(timeout=5)
         return "collected"
     finally:
         lock.release()

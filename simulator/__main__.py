@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-premium", action="store_true", help="tenant without Entra ID P1/P2")
     p.add_argument("--domains", default=None, help="verified domains, comma-separated; the first is the initial one")
-    p.add_argument("--latency", type=float, default=0.0, help="seconds added to each Graph request")
+    p.add_argument("--latency", type=float, default=0.0, help="seconds each Graph request takes, answer included")
     p.add_argument("--throttle-rate", type=float, default=0.0)
     p.add_argument("--retry-after", type=float, default=1)
     p.add_argument("--transient-rate", type=float, default=0.0)

@@ -118,7 +118,7 @@ def test_missing_premium_licence_keeps_users(sim5000, sim_env, tmp_path):
 
 def test_throttling_storm_is_absorbed(sim5000, sim_env, tmp_path):
     sim5000.spec.throttle_rate = 0.3
-    sim5000.spec.retry_after = 0
+    sim5000.spec.retry_after = 1
     manifest, store = run(sim_env, SNAPSHOT_DIR=str(tmp_path), M365_MAX_RETRIES="10")
     assert manifest["status"] == "succeeded", manifest["warnings"]
     assert sum(d["throttled"] for d in manifest["datasets"].values()) > 0

@@ -452,7 +452,8 @@ def test_startswith_filters_partition_the_tenant(sim, http):
     token = token_request(sim, http).json()["access_token"]
     headers = {"ConsistencyLevel": "eventual"}
     for group in groups:
-        flt = " or ".join(f"startswith(userPrincipalName,'{c.upper() if i % 2 else c}')" for i, c in enumerate(group))
+        quoted = [(c.upper() if i % 2 else c).replace("'", "''") for i, c in enumerate(group)]  # mixed case
+        flt = " or ".join(f"startswith(userPrincipalName,'{c}')" for c in quoted)
         pages = fetch_all(sim, http, {"$top": "999", "$select": "id,userPrincipalName", "$filter": flt})
         got = [u for p in pages for u in p["value"]]
         assert all(u["userPrincipalName"][0].lower() in group for u in got)

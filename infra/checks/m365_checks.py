@@ -47,17 +47,17 @@ def _get(conf: dict[str, Any], *path: str) -> Any:
 
 
 class _LiteralCheck(BaseResourceCheck):
-    path: tuple[str, ...] = ()
-    expected: Any = None
+    key_path: tuple[str, ...] = ()
+    expected_value: Any = None
 
     def scan_resource_conf(self, conf: dict[str, Any]) -> CheckResult:
-        self.evaluated_keys = ["/".join(self.path)]
-        return CheckResult.PASSED if _get(conf, *self.path) is self.expected else CheckResult.FAILED
+        self.evaluated_keys = ["/".join(self.key_path)]
+        return CheckResult.PASSED if _get(conf, *self.key_path) is self.expected_value else CheckResult.FAILED
 
 
 class StorageSharedKeyDisabled(_LiteralCheck):
-    path = ("properties", "allowSharedKeyAccess")
-    expected = False
+    key_path = ("properties", "allowSharedKeyAccess")
+    expected_value = False
 
     def __init__(self) -> None:
         super().__init__(name="Storage accounts disable shared key access (allowSharedKeyAccess: false)",
@@ -66,8 +66,8 @@ class StorageSharedKeyDisabled(_LiteralCheck):
 
 
 class KeyVaultRbacAuthorization(_LiteralCheck):
-    path = ("properties", "enableRbacAuthorization")
-    expected = True
+    key_path = ("properties", "enableRbacAuthorization")
+    expected_value = True
 
     def __init__(self) -> None:
         super().__init__(name="Key Vaults use Azure RBAC, not access policies (enableRbacAuthorization: true)",
@@ -76,18 +76,19 @@ class KeyVaultRbacAuthorization(_LiteralCheck):
 
 
 class AppInsightsLocalAuthDisabled(_LiteralCheck):
-    path = ("properties", "DisableLocalAuth")
-    expected = True
+    key_path = ("properties", "DisableLocalAuth")
+    expected_value = True
 
     def __init__(self) -> None:
-        super().__init__(name="Application Insights accepts only Entra-authenticated telemetry (DisableLocalAuth: true)",
+        super().__init__(name="Application Insights accepts only Entra-authenticated telemetry "
+                              "(DisableLocalAuth: true)",
                          id="CKV_M365_3", categories=(CheckCategories.IAM,),
                          supported_resources=("Microsoft.Insights/components",))
 
 
 class LogAnalyticsLocalAuthDisabled(_LiteralCheck):
-    path = ("properties", "features", "disableLocalAuth")
-    expected = True
+    key_path = ("properties", "features", "disableLocalAuth")
+    expected_value = True
 
     def __init__(self) -> None:
         super().__init__(name="Log Analytics workspaces disable local (shared key) auth",
@@ -97,8 +98,8 @@ class LogAnalyticsLocalAuthDisabled(_LiteralCheck):
 
 class FunctionAppIdentityOnlySettings(BaseResourceCheck):
     def __init__(self) -> None:
-        super().__init__(name="Function apps carry no storage keys or connection strings, nor settings Flex Consumption "
-                              "forbids, and deploy with a managed identity",
+        super().__init__(name="Function apps carry no storage keys or connection strings, nor settings "
+                              "Flex Consumption forbids, and deploy with a managed identity",
                          id="CKV_M365_5", categories=(CheckCategories.SECRETS,),
                          supported_resources=("Microsoft.Web/sites",))
 
