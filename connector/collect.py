@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -41,6 +42,25 @@ QUEUE_PAGES = 4
 def group_count(pages: int, top: int) -> int:
     """How many letter/digit groups to page concurrently; below 2 the plain chain is used."""
     return max(0, min(len(_ALNUM), int(WASTE_SHARE * pages - 4), RECORDS_IN_FLIGHT // top))
+
+
+@dataclass
+class Context:
+    """What a strategy may use beyond Graph: settings, granted roles, and the dataset's manifest entry
+    (`extra` fields are merged into it, `warnings` are added to it)."""
+
+    settings: Any
+    graph: Graph
+    granted: frozenset[str]
+    extra: dict[str, Any] = field(default_factory=dict)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+
+    def warn(self, code: str, dataset: str, message: str) -> None:
+        self.warnings.append({"code": code, "dataset": dataset, "message": message})
+
+
+# Strategies other than plain paging: name -> function(context, dataset) yielding lists of records.
+STRATEGIES: dict[str, Callable[[Context, Dataset], AsyncIterator[list[dict[str, Any]]]]] = {}
 
 
 class UnionMismatch(Exception):

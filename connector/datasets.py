@@ -31,6 +31,7 @@ class Dataset:
     licence: str | None = None
     upn_field: str | None = None  # the domain filter applies to this field; None = organisation-wide
     partition: str | None = None  # "upn_prefix": may be collected as concurrent startswith() partitions
+    strategy: str = "pages"  # how records are fetched: a key of connector.collect.STRATEGIES
     record: str = ""  # what one output record is, for the documentation
 
     @property

@@ -63,6 +63,14 @@ class DatasetResult:
     excludedByDomainFilter: int = 0
     error: dict[str, Any] | None = None
     plan: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # strategy-specific facts, merged into the entry
+
+
+def _entry(res: DatasetResult) -> dict[str, Any]:
+    entry = asdict(res)
+    extra = entry.pop("extra")
+    entry.update(extra)
+    return entry
 
 
 def _warning(code: str, dataset: str | None, message: str) -> dict[str, str]:
@@ -138,6 +146,15 @@ class Run:
         self._notify()
         t0 = time.perf_counter()
         try:
+            if ds.strategy != "pages":
+                ctx = collect.Context(self.settings, self.graph, self.granted)
+                try:
+                    await self._write(ds, collect.STRATEGIES[ds.strategy](ctx, ds), res)
+                finally:
+                    res.extra.update(ctx.extra)
+                    res.warnings.extend(ctx.warnings)
+                res.status = "succeeded"
+                return
             kind, total, groups, first = await collect.plan(self.graph, ds)
             res.plan = collect.describe(kind, total, groups)
             try:
@@ -299,7 +316,7 @@ class Run:
             "grantedPermissions": sorted(self.granted),
             "warnings": self.warnings,
             "error": self.error,
-            "datasets": {name: asdict(res) for name, res in self.results.items()},
+            "datasets": {name: _entry(res) for name, res in self.results.items()},
         }
 
     def _log_summary(self) -> None:

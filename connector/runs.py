@@ -88,10 +88,6 @@ def _parse_iso(value: str | None) -> datetime | None:
         return None
 
 
-def _dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n"
-
-
 # -- schedule -------------------------------------------------------------------------------------------
 
 _NCRONTAB_FIELD = re.compile(r"^[0-9A-Za-z*/,\-]+$")

@@ -231,7 +231,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           type: 'blobContainer'
           value: '${blobEndpoint}${deploymentContainerName}'
           authentication: {
-            type: 'StorageAccountConnectionString'
+            type: 'UserAssignedIdentity'
             userAssignedIdentityResourceId: identityId
           }
         }
