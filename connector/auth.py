@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import re
 import threading
 from dataclasses import dataclass
@@ -48,6 +49,27 @@ AADSTS_REMEDIES: dict[str, tuple[str, str]] = {
     "70011": ("invalid scope",
               "The Graph scope was rejected. Check M365_CLOUD and M365_GRAPH_ENDPOINT match the tenant's cloud."),
     "700024": ("client assertion out of its validity window", "Check the host's clock."),
+    "700027": ("certificate not accepted",
+               "The app registration does not hold this certificate's public key (or the signature is invalid). "
+               "Upload the certificate (.cer) under Certificates & secrets, Certificates, or point "
+               "M365_CLIENT_CERTIFICATE_NAME at the certificate that is registered."),
+    "700211": ("no matching federated credential",
+               "The app registration has no federated credential for this managed identity. Add one (Certificates "
+               "& secrets, Federated credentials, 'Managed identity'): issuer https://login.microsoftonline.com/"
+               "<tenant id>/v2.0, subject = the identity's object (principal) ID, audience "
+               "api://AzureADTokenExchange; see docs/deploy.md."),
+    "700213": ("no matching federated credential subject",
+               "The federated credential's subject must be the managed identity's object (principal) ID."),
+    "70021": ("no matching federated credential",
+              "Add a federated credential for the Function's managed identity to the app registration."),
+}
+
+# Audience of the managed identity's token that the app registration's federated credential trusts.
+TOKEN_EXCHANGE_AUDIENCE = {
+    "global": "api://AzureADTokenExchange",
+    "usgov": "api://AzureADTokenExchangeUSGov",
+    "usgovdod": "api://AzureADTokenExchangeUSGov",
+    "china": "api://AzureADTokenExchangeChina",
 }
 
 
@@ -71,12 +93,16 @@ class TokenFailure(Exception):
 
 @dataclass
 class SecretInfo:
+    """The credential material of the app registration; never shown, logged or stored."""
+
     value: str
-    source: str  # "environment" or "keyvault"
+    source: str  # "environment", "keyvault" or "managed identity"
     expires_on: datetime | None = None
+    kind: str = "secret"  # secret, certificate (PEM or base64 PFX) or federated (no value)
+    content_type: str | None = None
 
     def __repr__(self) -> str:  # never show the value
-        return f"SecretInfo(source={self.source!r}, expires_on={self.expires_on!r})"
+        return f"SecretInfo(kind={self.kind!r}, source={self.source!r}, expires_on={self.expires_on!r})"
 
 
 def _is_loopback(url: str) -> bool:
@@ -84,9 +110,15 @@ def _is_loopback(url: str) -> bool:
 
 
 def read_client_secret(settings: Settings) -> SecretInfo:
-    """The client secret: from the environment for local runs, else from Key Vault (lazily, at run time)."""
-    if settings.client_secret:
+    """The app's credential for the configured sign-in mode, read lazily at run time: the secret from
+    the environment (local runs) or Key Vault, a certificate from Key Vault, or nothing (federated)."""
+    if settings.auth_mode == "federated":
+        return SecretInfo("", "managed identity", kind="federated")
+    if settings.auth_mode == "secret" and settings.client_secret:
         return SecretInfo(settings.client_secret, "environment")
+    name = settings.certificate_name if settings.auth_mode == "certificate" else settings.secret_name
+    setting = "M365_CLIENT_CERTIFICATE_NAME" if settings.auth_mode == "certificate" else "M365_CLIENT_SECRET_NAME"
+    what = "certificate" if settings.auth_mode == "certificate" else "client secret"
     from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
     from azure.identity import DefaultAzureCredential
     from azure.keyvault.secrets import SecretClient
@@ -97,11 +129,11 @@ def read_client_secret(settings: Settings) -> SecretInfo:
     client = SecretClient(vault, DefaultAzureCredential(), verify_challenge_resource=not _is_loopback(vault))
     try:
         with client:
-            secret = client.get_secret(settings.secret_name)
+            secret = client.get_secret(name or "")
     except ResourceNotFoundError:
-        raise TokenFailure("keyvault", "secret not found",
-                           f"Key Vault {vault} has no secret named {settings.secret_name!r}. Store the app "
-                           "registration's client secret value there, or set M365_CLIENT_SECRET_NAME to its name.")
+        raise TokenFailure("keyvault", f"{what} not found",
+                           f"Key Vault {vault} has no {what} named {name!r}. Store the app registration's {what} "
+                           f"there, or set {setting} to its name.")
     except ClientAuthenticationError as exc:
         raise TokenFailure("keyvault", "no identity for Key Vault",
                            "The Function's managed identity (or your Azure CLI login when local) could not get a "
@@ -111,19 +143,33 @@ def read_client_secret(settings: Settings) -> SecretInfo:
         if exc.status_code == 403:
             raise TokenFailure("keyvault", "access to Key Vault denied",
                                f"The identity may not read secrets of {vault}: grant it the 'Key Vault Secrets "
-                               "User' role on the vault (RBAC), or a secret Get access policy.")
-        raise TokenFailure("keyvault", "Key Vault error", f"Reading {settings.secret_name!r} from {vault} failed "
-                           f"with HTTP {exc.status_code}; check KEY_VAULT_URL.", detail=_first_line(str(exc)))
+                               "User' role on the vault (RBAC).")
+        raise TokenFailure("keyvault", "Key Vault error", f"Reading {name!r} from {vault} failed with HTTP "
+                           f"{exc.status_code}; check KEY_VAULT_URL.", detail=_first_line(str(exc)))
     except Exception as exc:  # network errors: name the setting to check
         raise TokenFailure("keyvault", "Key Vault unreachable",
                            f"Could not reach KEY_VAULT_URL {vault}: check the URL and network access.",
                            detail=_first_line(str(exc)))
     if not secret.value:
-        raise TokenFailure("keyvault", "empty secret", f"Secret {settings.secret_name!r} in {vault} is empty.")
+        raise TokenFailure("keyvault", f"empty {what}", f"{name!r} in {vault} is empty.")
     if secret.value.startswith("@Microsoft.KeyVault("):
         raise TokenFailure("keyvault", "unresolved Key Vault reference",
-                           "The secret holds an unresolved Key Vault reference; store the secret value itself.")
-    return SecretInfo(secret.value, "keyvault", secret.properties.expires_on)
+                           f"{name!r} holds an unresolved Key Vault reference; store the value itself.")
+    return SecretInfo(secret.value, "keyvault", secret.properties.expires_on,
+                      kind="certificate" if settings.auth_mode == "certificate" else "secret",
+                      content_type=secret.properties.content_type)
+
+
+def _certificate_bytes(secret: SecretInfo) -> bytes:
+    """Key Vault hands out a certificate's secret as PEM text or as base64 PKCS#12."""
+    if "BEGIN" in secret.value:
+        return secret.value.encode()
+    try:
+        return base64.b64decode(secret.value)
+    except ValueError:
+        raise TokenFailure("keyvault", "unreadable certificate",
+                           "M365_CLIENT_CERTIFICATE_NAME must name a Key Vault certificate (PEM or PKCS#12) with its "
+                           "private key.")
 
 
 def _first_line(text: str) -> str:
@@ -135,6 +181,9 @@ def token_failure_from(exc: BaseException) -> TokenFailure:
     if isinstance(exc, TokenFailure):
         return exc
     text = str(exc)
+    if "Unable to get authority configuration" in text:
+        # MSAL reads the tenant's OpenID configuration first; an unknown tenant fails there (AADSTS90002).
+        text = "AADSTS90002: " + text
     match = re.search(r"AADSTS(\d+)", text)
     if match and match.group(1) in AADSTS_REMEDIES:
         reason, remedy = AADSTS_REMEDIES[match.group(1)]
@@ -166,19 +215,38 @@ class GraphCredential:
     """
 
     def __init__(self, settings: Settings, secret: SecretInfo):
-        from azure.identity import ClientSecretCredential
+        from azure.identity import CertificateCredential, ClientAssertionCredential, ClientSecretCredential
 
         self._settings = settings
         self.secret = secret
-        self._credential = ClientSecretCredential(
-            settings.tenant_id,
-            settings.client_id,
-            secret.value,
-            authority=settings.authority_host,
-            disable_instance_discovery=not settings.instance_discovery,
-        )
+        common = {"authority": settings.authority_host,
+                  "disable_instance_discovery": not settings.instance_discovery}
+        self._identity = None
+        if secret.kind == "federated":
+            from azure.identity import ManagedIdentityCredential
+
+            # AZURE_CLIENT_ID selects the user-assigned identity, as for every Azure SDK client.
+            self._identity = ManagedIdentityCredential(client_id=os.environ.get("AZURE_CLIENT_ID") or None)
+            audience = TOKEN_EXCHANGE_AUDIENCE.get(settings.cloud, TOKEN_EXCHANGE_AUDIENCE["global"])
+            self._credential = ClientAssertionCredential(
+                settings.tenant_id, settings.client_id, lambda: self._assertion(audience), **common)
+        elif secret.kind == "certificate":
+            self._credential = CertificateCredential(
+                settings.tenant_id, settings.client_id, certificate_data=_certificate_bytes(secret), **common)
+        else:
+            self._credential = ClientSecretCredential(settings.tenant_id, settings.client_id, secret.value, **common)
         self._lock = threading.Lock()
         self._alock: asyncio.Lock | None = None
+
+    def _assertion(self, audience: str) -> str:
+        try:
+            return self._identity.get_token(f"{audience}/.default").token
+        except Exception as exc:
+            raise TokenFailure("managed_identity", "no managed identity token",
+                               "M365_AUTH_MODE=federated signs in with the Function's managed identity, which could "
+                               "not give a token: enable the identity (and set AZURE_CLIENT_ID to a user-assigned "
+                               "identity's client ID), or use M365_AUTH_MODE=secret for local runs.",
+                               detail=_first_line(str(exc)))
 
     def get_token_sync(self, *scopes: str, **kwargs: Any):
         with self._lock:
@@ -201,10 +269,12 @@ class GraphCredential:
 
     def close(self) -> None:
         self._credential.close()
+        if self._identity is not None:
+            self._identity.close()
 
 
 def secret_expiry_warning(secret: SecretInfo, now: datetime | None = None, days: int = 30) -> str | None:
-    """A warning when the Key Vault copy of the secret expires soon; the run goes on."""
+    """A warning when the Key Vault copy of the credential expires soon; the run goes on."""
     if not secret.expires_on:
         return None
     now = now or datetime.now(UTC)
@@ -212,5 +282,8 @@ def secret_expiry_warning(secret: SecretInfo, now: datetime | None = None, days:
     if left > days:
         return None
     when = secret.expires_on.strftime("%Y-%m-%d")
-    return (f"The client secret in Key Vault expires on {when} ({max(left, 0):.0f} days left). Create a new client "
-            "secret on the app registration and store it in Key Vault before then.")
+    what = "certificate" if secret.kind == "certificate" else "secret"
+    state = "expired on" if left <= 0 else "expires on"
+    return (f"The client {what} in Key Vault {state} {when} ({max(left, 0):.0f} days left). Create a new client "
+            f"{what} on the app registration (Certificates & secrets) and store it in Key Vault, with its expiry "
+            "date, before then.")

@@ -19,6 +19,7 @@ GUID_HINT = "a GUID such as 00000000-0000-0000-0000-000000000000"
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}$", re.I)
 
 DEFAULT_SECRET_NAME = "m365-client-secret"
+AUTH_MODES = ("secret", "certificate", "federated")
 DEFAULT_CONTAINER = "m365-snapshots"
 
 
@@ -47,6 +48,8 @@ SETTING_NAMES: tuple[str, ...] = (
     "M365_CLIENT_SECRET",
     "KEY_VAULT_URL",
     "M365_CLIENT_SECRET_NAME",
+    "M365_AUTH_MODE",
+    "M365_CLIENT_CERTIFICATE_NAME",
     "M365_CLOUD",
     "M365_AUTHORITY_HOST",
     "M365_GRAPH_ENDPOINT",
@@ -85,6 +88,8 @@ class Settings:
     client_secret: str | None = field(default=None, repr=False)
     key_vault_url: str | None = None
     secret_name: str = DEFAULT_SECRET_NAME
+    auth_mode: str = "secret"
+    certificate_name: str | None = None
     cloud: str = "global"
     authority_host: str = CLOUDS["global"].authority_host
     graph_endpoint: str = CLOUDS["global"].graph_endpoint
@@ -158,20 +163,38 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         problems.append(Problem("M365_CLIENT_ID", f"{client_id!r} is not {GUID_HINT}. Use the Application (client) "
                                                   "ID, not the app's name or object ID."))
 
+    auth_mode = (get("M365_AUTH_MODE") or "secret").lower()
+    if auth_mode not in AUTH_MODES:
+        problems.append(Problem("M365_AUTH_MODE", f"{auth_mode!r} is not a sign-in mode. Use secret (client secret), "
+                                                  "certificate (a certificate in Key Vault) or federated (the "
+                                                  "Function's managed identity, no secret at all)."))
     secret = env.get("M365_CLIENT_SECRET") or None
     key_vault_url = get("KEY_VAULT_URL") or None
     if key_vault_url:
         key_vault_url = _https_origin("KEY_VAULT_URL", key_vault_url, problems, allow_path=False)
-    if not secret and not key_vault_url and "KEY_VAULT_URL" not in {p.setting for p in problems}:
+    vault_bad = "KEY_VAULT_URL" in {p.setting for p in problems}
+    if auth_mode == "secret" and not secret and not key_vault_url and not vault_bad:
         problems.append(Problem("KEY_VAULT_URL", "is required when M365_CLIENT_SECRET is not set. Set it to the "
                                                  "vault that holds the client secret, such as "
                                                  "https://kv-m365.vault.azure.net, or set M365_CLIENT_SECRET for a "
                                                  "local run."))
+    certificate_name = get("M365_CLIENT_CERTIFICATE_NAME") or None
+    if auth_mode == "certificate":
+        if not key_vault_url and not vault_bad:
+            problems.append(Problem("KEY_VAULT_URL", "is required with M365_AUTH_MODE=certificate: set it to the "
+                                                     "vault that holds the certificate."))
+        if not certificate_name:
+            problems.append(Problem("M365_CLIENT_CERTIFICATE_NAME", "is required with M365_AUTH_MODE=certificate: "
+                                                                    "set it to the name of the certificate in Key "
+                                                                    "Vault whose public key is on the app "
+                                                                    "registration."))
     secret_name = get("M365_CLIENT_SECRET_NAME") or DEFAULT_SECRET_NAME
     if not re.fullmatch(r"[0-9A-Za-z-]{1,127}", secret_name):
         problems.append(Problem("M365_CLIENT_SECRET_NAME", f"{secret_name!r} is not a valid Key Vault secret name "
                                                            "(letters, digits and '-', at most 127 characters)."))
-
+    if certificate_name and not re.fullmatch(r"[0-9A-Za-z-]{1,127}", certificate_name):
+        problems.append(Problem("M365_CLIENT_CERTIFICATE_NAME", f"{certificate_name!r} is not a valid Key Vault "
+                                                                "certificate name (letters, digits and '-')."))
     cloud_name = (get("M365_CLOUD") or "global").lower()
     cloud = CLOUDS.get(cloud_name)
     if cloud is None:
@@ -240,6 +263,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         client_secret=secret,
         key_vault_url=key_vault_url,
         secret_name=secret_name,
+        auth_mode=auth_mode,
+        certificate_name=certificate_name,
         cloud=cloud.name,
         authority_host=authority_host or cloud.authority_host,
         graph_endpoint=graph_endpoint or cloud.graph_endpoint,

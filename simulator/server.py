@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import shutil
-import tempfile
 import threading
 import time
 from typing import Any, Literal
@@ -17,6 +15,7 @@ from .tokens import GRAPH_RESOURCE, TOKEN_EXCHANGE_RESOURCE, VAULT_RESOURCE, Tok
 from .web import RequestRecord, Service
 
 SECRET_NAME = "m365-client-secret"
+CERTIFICATE_NAME = "m365-client-certificate"
 
 
 class Simulator:
@@ -51,7 +50,10 @@ class Simulator:
         self._failures: list[dict[str, Any]] = []
         self._secrets: dict[str, list[dict[str, Any]]] = {}
         self.set_secret(SECRET_NAME, self.client_secret)
-        self._tmpdir: str | None = None
+        # A Key Vault certificate is readable as a secret: PEM (key + certificate) for a PEM policy.
+        self.certificate_name = CERTIFICATE_NAME
+        self.app_certificate = tls.app_certificate()
+        self.set_secret(CERTIFICATE_NAME, self.app_certificate.pem, "application/x-pem-file")
         self._services: dict[str, Service] = {}
         self.ca_file = ""
 
@@ -61,8 +63,7 @@ class Simulator:
         """Generate the CA, bind every service to 127.0.0.1 on a free port and start serving."""
         if self._services:
             return self
-        self._tmpdir = tempfile.mkdtemp(prefix="m365-sim-")
-        certs = tls.generate(self._tmpdir)
+        certs = tls.shared()
         self.ca_file = certs.ca_file
         ctx = certs.server_context()
         ctx.set_alpn_protocols(["http/1.1"])
@@ -84,13 +85,10 @@ class Simulator:
         return self
 
     def stop(self) -> None:
-        """Stop every service, cut open connections and remove the certificate files."""
+        """Stop every service and cut open connections (the CA stays for the process)."""
         for service in self._services.values():
             service.stop()
         self._services.clear()
-        if self._tmpdir:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
 
     def __enter__(self) -> Simulator:
         return self.start()
@@ -130,11 +128,13 @@ class Simulator:
         """A second, foreign HTTPS origin that records what it receives."""
         return self._origin("decoy")
 
-    def env(self, secret_in: Literal["env", "keyvault"] = "env") -> dict[str, str]:
+    def env(self, secret_in: Literal["env", "keyvault", "certificate", "federated"] = "env") -> dict[str, str]:
         """Environment variables pointing the connector at this simulator.
 
-        ``keyvault``: the secret comes from Key Vault through the managed identity; the caller
-        should also clear any ``AZURE_*`` variables so DefaultAzureCredential picks the identity.
+        ``env``: the secret itself; ``keyvault``: the secret from Key Vault through the managed
+        identity; ``certificate``: a certificate from Key Vault (M365_AUTH_MODE=certificate);
+        ``federated``: no secret at all, the managed identity's token as client assertion. For all
+        but ``env`` the caller should clear ``AZURE_*`` variables so the managed identity is used.
         """
         env = {
             "M365_TENANT_ID": self.tenant_id,
@@ -144,19 +144,18 @@ class Simulator:
             "SSL_CERT_FILE": self.ca_file,
             "REQUESTS_CA_BUNDLE": self.ca_file,
         }
+        identity = {"IDENTITY_ENDPOINT": self.identity_endpoint, "IDENTITY_HEADER": self.identity_header}
         if secret_in == "env":
             env["M365_CLIENT_SECRET"] = self.client_secret
         elif secret_in == "keyvault":
-            env.update(
-                {
-                    "KEY_VAULT_URL": self.key_vault_url,
-                    "M365_CLIENT_SECRET_NAME": self.secret_name,
-                    "IDENTITY_ENDPOINT": self.identity_endpoint,
-                    "IDENTITY_HEADER": self.identity_header,
-                }
-            )
+            env.update({"KEY_VAULT_URL": self.key_vault_url, "M365_CLIENT_SECRET_NAME": self.secret_name, **identity})
+        elif secret_in == "certificate":
+            env.update({"M365_AUTH_MODE": "certificate", "KEY_VAULT_URL": self.key_vault_url,
+                        "M365_CLIENT_CERTIFICATE_NAME": self.certificate_name, **identity})
+        elif secret_in == "federated":
+            env.update({"M365_AUTH_MODE": "federated", **identity})
         else:
-            raise ValueError(f"secret_in must be 'env' or 'keyvault', not {secret_in!r}")
+            raise ValueError(f"secret_in must be env, keyvault, certificate or federated, not {secret_in!r}")
         return env
 
     # ------------------------------------------------------------------ Key Vault contents

@@ -11,6 +11,7 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+import json
 import math
 import os
 import re
@@ -220,7 +221,11 @@ class LoginService:
             )
         secret = form.get("client_secret")
         assertion = form.get("client_assertion")
-        if assertion is not None:
+        if assertion is not None and _assertion_header(assertion).keys() & {"x5t", "x5t#S256"}:
+            problem = _check_certificate_assertion(sim, assertion)
+            if problem:
+                return self._error(req, 401, "invalid_client", problem[0], problem[1])
+        elif assertion is not None:
             claims, reason = sim.issuer.verify(assertion, (TOKEN_EXCHANGE_RESOURCE,))
             if reason:
                 return self._error(
@@ -273,6 +278,49 @@ class LoginService:
             "access_token": token,
         }
         return Response.json(200, body, PLAIN_JSON, self._headers(req))
+
+
+def _assertion_header(assertion: str) -> dict[str, Any]:
+    try:
+        head = assertion.split(".")[0]
+        value = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except (ValueError, IndexError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _check_certificate_assertion(sim: Simulator, assertion: str) -> tuple[int, str] | None:
+    """Entra's checks of a certificate client assertion: known key (by x5t / x5t#S256 thumbprint),
+    valid RS256/PS256 signature, iss = sub = client id, not expired. None when it is accepted."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    header = _assertion_header(assertion)
+    cert = sim.app_certificate
+    presented = (header.get("x5t#S256") or header.get("x5t") or "").rstrip("=")
+    known = {_b64url(cert.sha256), _b64url(cert.sha1)} if sim.spec.certificate_registered else set()
+    if presented not in known:
+        return 700027, ("Client assertion contains an invalid signature. [Reason - The key was not found., "
+                        f"Thumbprint of key used by client: '{presented}'].")
+    head, body, sig = assertion.split(".")
+    try:
+        signature = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
+        pad = padding.PKCS1v15() if header.get("alg") == "RS256" else padding.PSS(
+            mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
+        cert.certificate.public_key().verify(signature, f"{head}.{body}".encode(), pad, hashes.SHA256())
+        claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (InvalidSignature, ValueError):
+        return 700027, "Client assertion contains an invalid signature. [Reason - The signature is invalid.]"
+    if claims.get("iss") != sim.client_id or claims.get("sub") != sim.client_id:
+        return 700023, "Client assertion audience claim does not match Realm issuer."
+    if claims.get("exp", 0) <= time.time():
+        return 700024, "Client assertion is not within its valid time range."
+    return None
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 # --------------------------------------------------------------------------- managed identity

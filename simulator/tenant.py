@@ -47,6 +47,7 @@ class TenantSpec:
     foreign_next_link: bool = False
     token_lifetime: int = 3599
     secret_expires_in_days: int | None = None
+    certificate_registered: bool = True  # the app certificate's public key is on the app registration
     rate_limit_ru_per_10s: int | None = None
     now: dt.datetime | None = None  # reference "today" for generated dates; default: today 00:00 UTC
     extra: dict[str, Any] = field(default_factory=dict)

@@ -7,15 +7,19 @@ simulator serves TLS with a CA generated per run; clients trust it through
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import ipaddress
 import os
+import shutil
 import ssl
+import tempfile
+import threading
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
@@ -139,3 +143,64 @@ def generate(directory: str) -> CertificateFiles:
             )
         )
     return files
+
+
+_shared: CertificateFiles | None = None
+_shared_lock = threading.Lock()
+
+
+def shared() -> CertificateFiles:
+    """One CA per process: clients that build their TLS context once per process (aiohttp does, at
+    first use) keep trusting every simulator started later in that process."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            directory = tempfile.mkdtemp(prefix="m365-sim-ca-")
+            atexit.register(shutil.rmtree, directory, True)
+            _shared = generate(directory)
+        return _shared
+
+
+@dataclass(frozen=True)
+class AppCertificate:
+    """The app registration's certificate credential: PEM (key + certificate) as Key Vault hands out
+    a certificate's secret, and the thumbprints Entra matches a client assertion's header against."""
+
+    pem: str
+    certificate: x509.Certificate
+
+    @property
+    def sha1(self) -> bytes:
+        return self.certificate.fingerprint(hashes.SHA1())  # noqa: S303 - x5t is SHA-1 by definition
+
+    @property
+    def sha256(self) -> bytes:
+        return self.certificate.fingerprint(hashes.SHA256())
+
+
+_app_cert: AppCertificate | None = None
+
+
+def app_certificate() -> AppCertificate:
+    """One RSA certificate per process (RSA key generation is the slow part)."""
+    global _app_cert
+    with _shared_lock:
+        if _app_cert is None:
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            now = dt.datetime.now(dt.UTC)
+            name = _name("m365-connector-app")
+            cert = (
+                x509.CertificateBuilder()
+                .subject_name(name)
+                .issuer_name(name)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(days=1))
+                .not_valid_after(now + dt.timedelta(days=365))
+                .sign(key, hashes.SHA256())
+            )
+            pem = key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ) + cert.public_bytes(serialization.Encoding.PEM)
+            _app_cert = AppCertificate(pem.decode(), cert)
+        return _app_cert

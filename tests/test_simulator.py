@@ -7,6 +7,7 @@ import collections
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -56,7 +57,7 @@ def env(sim, monkeypatch):
 
 @pytest.fixture
 def http(sim):
-    with httpx.Client(verify=sim.ca_file, timeout=30) as client:
+    with httpx.Client(verify=ssl.create_default_context(cafile=sim.ca_file), timeout=30) as client:
         yield client
 
 
@@ -500,6 +501,9 @@ def test_msgraph_sdk_reads_the_simulator(sim, env):
             sim.client_secret,
             authority=sim.authority_host,
             disable_instance_discovery=True,
+            # aiohttp builds its default TLS context once per process, possibly before
+            # SSL_CERT_FILE pointed at the simulator's CA; name the CA explicitly.
+            connection_verify=sim.ca_file,
         )
         auth = AzureIdentityAuthenticationProvider(cred, scopes=[GRAPH_SCOPE], allowed_hosts=["127.0.0.1"])
         adapter = GraphRequestAdapter(auth)
@@ -580,7 +584,7 @@ def test_latency_overlaps_under_concurrency(sim, http):
     token = token_request(sim, http).json()["access_token"]
     sim.spec.latency = 0.2
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    with httpx.Client(verify=sim.ca_file, limits=limits, timeout=30) as client:
+    with httpx.Client(verify=ssl.create_default_context(cafile=sim.ca_file), limits=limits, timeout=30) as client:
         url = f"{sim.graph_endpoint}/v1.0/organization"
         started = time.perf_counter()
         with ThreadPoolExecutor(50) as pool:
@@ -599,7 +603,7 @@ def test_large_tenant_starts_fast_and_serves(http):
     started = time.perf_counter()
     with Simulator(TenantSpec(seed=9, users=200_000)) as big:
         assert time.perf_counter() - started < 1.0
-        with httpx.Client(verify=big.ca_file, timeout=60) as client:
+        with httpx.Client(verify=ssl.create_default_context(cafile=big.ca_file), timeout=60) as client:
             token = token_request(big, client).json()["access_token"]
             r = graph(
                 big,
@@ -626,7 +630,7 @@ def test_command_line_prints_env_and_stops_on_sigterm(tmp_path):
         assert {"M365_TENANT_ID", "KEY_VAULT_URL", "IDENTITY_ENDPOINT", "SSL_CERT_FILE"} <= set(env)
         doc = httpx.get(
             f"{env['M365_AUTHORITY_HOST']}/{env['M365_TENANT_ID']}/v2.0/.well-known/openid-configuration",
-            verify=env["SSL_CERT_FILE"],
+            verify=ssl.create_default_context(cafile=env["SSL_CERT_FILE"]),
         )
         assert doc.status_code == 200
     finally:

@@ -113,7 +113,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource site 'Microsoft.Web/sites@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_17:Client certificates are not used; callers authenticate with function keys (Flex does not support the certificate features).
+  // checkov:skip=CKV_AZURE_17:Client certificates (mutual TLS) are not used: callers authenticate with function keys.
   // checkov:skip=CKV_AZURE_222:The run-now and status endpoints must be reachable by the operators' tools; restrict with access restrictions or a private endpoint per deployment.
   // checkov:skip=CKV_AZURE_212:Flex Consumption scales from zero by design (no minimum instance count); alwaysReady can be added to scaleAndConcurrency when cold starts matter.
   // checkov:skip=CKV_AZURE_213:No App Service health check: Flex instances scale per event from zero, so there is no fixed pool to heal; GET /api/health (anonymous) is there for availability tests.
