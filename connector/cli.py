@@ -116,6 +116,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    from .docgen import stale_files, write
+
+    if args.check:
+        stale = stale_files()
+        for name in stale:
+            print(f"{name} is out of date with the dataset registry: run python -m connector docs", file=sys.stderr)
+        return 1 if stale else 0
+    for name in write():
+        print(f"updated {name}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m connector", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -131,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--users", type=int, default=2000, help="users in the simulated tenant (default 2000)")
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--datasets", nargs="+", choices=list(DATASETS), metavar="NAME")
+    docs = sub.add_parser("docs", help="regenerate the permission tables in README.md and docs/ from the registry")
+    docs.add_argument("--check", action="store_true", help="only report out-of-date files (exit 1)")
     return parser
 
 
@@ -141,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "azure", "msal", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        return {"run": cmd_run, "check": cmd_check, "demo": cmd_demo}[args.command](args)
+        return {"run": cmd_run, "check": cmd_check, "demo": cmd_demo, "docs": cmd_docs}[args.command](args)
     except ConfigError as exc:
         print("Configuration error:", file=sys.stderr)
         for problem in exc.problems:

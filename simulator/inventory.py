@@ -16,7 +16,7 @@ from collections import deque
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from .tenant import DAY, KIND_GUEST, KIND_MEMBER, KIND_SERVICE, LICENSE_GROUPS, PLANS, _digest, _guid, _iso
+from .tenant import DAY, KIND_GUEST, KIND_MEMBER, KIND_SERVICE, LICENSE_GROUPS, _digest, _guid, _iso
 
 if TYPE_CHECKING:
     from .tenant import Tenant, TenantSpec
@@ -387,7 +387,7 @@ class Inventory:
                 name, publisher, platform, _ = APP_CATALOG[a]
                 detected.append({
                     "@odata.type": "#microsoft.graph.detectedApp",
-                    "id": _digest(self.seed, f"app:{a}:{version}").hex() + _digest(self.seed, f"app2:{a}").hex()[:0],
+                    "id": _digest(self.seed, f"app:{a}:{version}").hex(),
                     "displayName": name,
                     "version": version,
                     "sizeInByte": (a + 1) * 7340032 if platform == "windows" else 0,
@@ -533,4 +533,4 @@ class Inventory:
         return out
 
 
-__all__ = ["Inventory", "PLANS", "role_assignment_id"]
+__all__ = ["Inventory", "role_assignment_id"]

@@ -21,7 +21,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-DEFAULT_ROLES = frozenset({"User.Read.All", "Organization.Read.All", "AuditLog.Read.All"})
+# Least-privileged application permissions for every dataset the connector collects.
+DEFAULT_ROLES = frozenset({
+    "User.Read.All", "Organization.Read.All", "AuditLog.Read.All", "Reports.Read.All", "ReportSettings.Read.All",
+    "GroupMember.Read.All", "RoleManagement.Read.Directory", "Device.Read.All",
+    "DeviceManagementManagedDevices.Read.All",
+})
 DEFAULT_DOMAINS = ("contoso.onmicrosoft.com", "contoso.com", "fabrikam.com")
 
 
@@ -50,6 +55,11 @@ class TenantSpec:
     certificate_registered: bool = True  # the app certificate's public key is on the app registration
     rate_limit_ru_per_10s: int | None = None
     now: dt.datetime | None = None  # reference "today" for generated dates; default: today 00:00 UTC
+    groups: int | None = None  # default: users // 25, at least 12
+    devices: int | None = None  # Entra devices; default: 60% of users (about three quarters Intune-managed)
+    report_names_concealed: bool = True  # Microsoft's default since 2021 (graph-facts §4)
+    report_settings_wrapped: bool = False  # answer /admin/reportSettings in the doc sample's {"value": {...}} shape
+    report_rate_limit: int = 14  # usage-report requests per 10 minutes per report API (0 = unlimited)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

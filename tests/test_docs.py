@@ -1,0 +1,27 @@
+"""Documentation that is generated from the code stays in step with it."""
+
+from __future__ import annotations
+
+from connector.datasets import DATASETS
+from connector.docgen import ROOT, least_privileged_roles, permission_table, stale_files
+
+
+def test_generated_blocks_are_up_to_date():
+    assert stale_files() == [], "run: python -m connector docs"
+
+
+def test_permission_table_lists_every_dataset_with_its_least_privileged_role():
+    table = permission_table()
+    for ds in DATASETS.values():
+        row = next(line for line in table.splitlines() if line.startswith(f"| `{ds.name}` |"))
+        for group in ds.requires:
+            assert f"`{group[0]}`" in row
+    assert set(least_privileged_roles()) == {g[0] for ds in DATASETS.values() for g in ds.requires}
+
+
+def test_every_setting_is_documented_in_the_readme():
+    from connector.config import SETTING_NAMES
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [name for name in SETTING_NAMES if f"`{name}`" not in readme]
+    assert missing == []
