@@ -34,7 +34,7 @@ _SYMBOLS = "_-'!#^~$%&*+=?{}|`/"
 # the expected waste near 4% of the minimum: alnum groups = 8% of the pages, less 4.
 WASTE_SHARE = 0.08
 # Groups page concurrently, so pages in flight grow with them; cap records in flight per dataset.
-RECORDS_IN_FLIGHT = 6000
+RECORDS_IN_FLIGHT = 4000
 # Parsed pages waiting for the writer.
 QUEUE_PAGES = 4
 
@@ -47,13 +47,15 @@ def group_count(pages: int, top: int) -> int:
 @dataclass
 class Context:
     """What a strategy may use beyond Graph: settings, granted roles, and the dataset's manifest entry
-    (`extra` fields are merged into it, `warnings` are added to it)."""
+    (`extra` fields are merged into it, `warnings` are added to it). A strategy clears `domain_filter`
+    when its records cannot be filtered by user principal name (concealed report names)."""
 
     settings: Any
     graph: Graph
     granted: frozenset[str]
     extra: dict[str, Any] = field(default_factory=dict)
     warnings: list[dict[str, str]] = field(default_factory=list)
+    domain_filter: bool = True
 
     def warn(self, code: str, dataset: str, message: str) -> None:
         self.warnings.append({"code": code, "dataset": dataset, "message": message})
@@ -77,11 +79,10 @@ def _literal(ch: str) -> str:
 
 
 def prefix_groups(count: int) -> list[str]:
-    """Split the start characters into `count` groups (the symbols always form one more)."""
+    """Split the start characters into `count` groups (the symbols always form one more). Characters
+    are dealt round-robin, so each group mixes common and rare initials and the chains end together."""
     count = max(1, min(count, len(_ALNUM)))
-    size = -(-len(_ALNUM) // count)
-    groups = [_ALNUM[i:i + size] for i in range(0, len(_ALNUM), size)]
-    return groups + [_SYMBOLS]
+    return [_ALNUM[i::count] for i in range(count)] + [_SYMBOLS]
 
 
 def group_filter(field: str, chars: str) -> str:
@@ -163,3 +164,16 @@ def describe(kind: str, total: int | None, groups: list[str]) -> dict[str, Any]:
     if groups:
         out["partitions"] = len(groups)
     return out
+
+
+def _register() -> None:
+    from . import batch, reports
+
+    STRATEGIES.update({
+        "report": reports.report,
+        "group_members": batch.group_members,
+        "role_assignments": batch.role_assignments,
+    })
+
+
+_register()

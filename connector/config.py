@@ -21,6 +21,7 @@ _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[
 DEFAULT_SECRET_NAME = "m365-client-secret"
 AUTH_MODES = ("secret", "certificate", "federated")
 DEFAULT_CONTAINER = "m365-snapshots"
+REPORT_PERIODS = ("D7", "D30", "D90", "D180")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ SETTING_NAMES: tuple[str, ...] = (
     "M365_DATASETS",
     "M365_MAX_CONCURRENCY",
     "M365_MAX_RETRIES",
+    "M365_REPORT_PERIOD",
     "SNAPSHOT_DIR",
     "SNAPSHOT_CONTAINER",
     "SNAPSHOT_ACCOUNT_URL",
@@ -99,6 +101,7 @@ class Settings:
     datasets: tuple[str, ...] | None = None  # None = every dataset
     max_concurrency: int = 16
     max_retries: int = 6
+    report_period: str = "D30"  # usage reports: D7, D30, D90 or D180
     snapshot_dir: str | None = None
     snapshot_container: str = DEFAULT_CONTAINER
     snapshot_account_url: str | None = None
@@ -244,6 +247,12 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
     max_concurrency = integer("M365_MAX_CONCURRENCY", 16, 1, 64)
     max_retries = integer("M365_MAX_RETRIES", 6, 0, 10)
 
+    report_period = (get("M365_REPORT_PERIOD") or "D30").upper()
+    if report_period not in REPORT_PERIODS:
+        problems.append(Problem("M365_REPORT_PERIOD", f"{get('M365_REPORT_PERIOD')!r} is not a report period. Use "
+                                                      "D7, D30, D90 or D180 (days of usage the reports cover)."))
+        report_period = "D30"
+
     snapshot_dir = get("SNAPSHOT_DIR") or None
     container = get("SNAPSHOT_CONTAINER") or DEFAULT_CONTAINER
     if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", container):
@@ -274,6 +283,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         datasets=datasets,
         max_concurrency=max_concurrency,
         max_retries=max_retries,
+        report_period=report_period,
         snapshot_dir=snapshot_dir,
         snapshot_container=container,
         snapshot_account_url=account_url,

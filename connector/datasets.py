@@ -13,8 +13,21 @@ from dataclasses import dataclass
 USER_READ = ("User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All")
 ORG_READ = ("Organization.Read.All", "Directory.Read.All", "Organization.ReadWrite.All", "Directory.ReadWrite.All")
 AUDIT_READ = ("AuditLog.Read.All",)
+# /directory/subscriptions: newer permission tables list LicenseAssignment.Read.All too (not verified).
+SUBSCRIPTION_READ = ("Organization.Read.All", "LicenseAssignment.Read.All", "Directory.Read.All",
+                     "Organization.ReadWrite.All", "Directory.ReadWrite.All")
+REPORTS_READ = ("Reports.Read.All",)
+GROUP_READ = ("GroupMember.Read.All", "Group.Read.All", "Directory.Read.All", "GroupMember.ReadWrite.All",
+              "Group.ReadWrite.All", "Directory.ReadWrite.All")
+ROLE_READ = ("RoleManagement.Read.Directory", "RoleManagement.Read.All", "Directory.Read.All",
+             "RoleManagement.ReadWrite.Directory", "Directory.ReadWrite.All")
+DEVICE_READ = ("Device.Read.All", "Directory.Read.All", "Device.ReadWrite.All", "Directory.ReadWrite.All")
+INTUNE_READ = ("DeviceManagementManagedDevices.Read.All", "DeviceManagementManagedDevices.ReadWrite.All")
+# Optional: lets report datasets confirm concealed names from /admin/reportSettings.
+REPORT_SETTINGS_READ = ("ReportSettings.Read.All", "ReportSettings.ReadWrite.All")
 
 ENTRA_PREMIUM = "Microsoft Entra ID P1 or P2"
+INTUNE = "Microsoft Intune"
 # Graph error codes meaning "the tenant lacks the licence", as opposed to a missing permission.
 LICENCE_ERROR_CODES = frozenset({"Authentication_RequestFromNonPremiumTenantOrB2CTenant"})
 
@@ -28,11 +41,14 @@ class Dataset:
     requires: tuple[tuple[str, ...], ...]  # every group is needed; any one role of a group suffices
     select: tuple[str, ...] = ()
     top: int | None = None
+    expand: tuple[str, ...] = ()
     licence: str | None = None
     upn_field: str | None = None  # the domain filter applies to this field; None = organisation-wide
     partition: str | None = None  # "upn_prefix": may be collected as concurrent startswith() partitions
     strategy: str = "pages"  # how records are fetched: a key of connector.collect.STRATEGIES
     record: str = ""  # what one output record is, for the documentation
+    report: str | None = None  # usage-report function (strategy "report"), e.g. getMailboxUsageDetail
+    report_period: bool = True  # the report function takes (period='D30'); getOffice365ActivationsUserDetail not
 
     @property
     def file(self) -> str:
@@ -44,6 +60,8 @@ class Dataset:
             parts.append("$select=" + ",".join(self.select))
         if self.top:
             parts.append(f"$top={self.top}")
+        if self.expand:
+            parts.append("$expand=" + ",".join(self.expand))
         return "&".join(parts)
 
     def missing_roles(self, granted: set[str] | frozenset[str]) -> list[str]:
@@ -103,6 +121,193 @@ _DECLARATIONS = (
         upn_field="userPrincipalName",
         partition="upn_prefix",
         record="{id, userPrincipalName, signInActivity}; join to users on id",
+    ),
+    Dataset(
+        name="subscriptions",
+        description="Commercial subscriptions behind the SKUs: status, trial flag, total licences, next lifecycle "
+                    "(renewal or expiry) date.",
+        path="/directory/subscriptions",
+        builder="directory.subscriptions",
+        requires=(SUBSCRIPTION_READ,),
+        record="one companySubscription (Graph resource, every property)",
+    ),
+    Dataset(
+        name="report_office365_active_user_detail",
+        description="Per user: licences held per workload (Exchange, OneDrive, SharePoint, Skype, Yammer, "
+                    "Teams), last activity and licence assignment date per workload, assigned products.",
+        path="/reports/getOffice365ActiveUserDetail",
+        builder="reports.get_office365_active_user_detail_with_period",
+        requires=(REPORTS_READ,),
+        upn_field="userPrincipalName",
+        strategy="report",
+        report="getOffice365ActiveUserDetail",
+        report_period=True,
+        record="one CSV row of getOffice365ActiveUserDetail, typed, fields named as in Graph's JSON reports",
+    ),
+    Dataset(
+        name="report_m365_app_user_detail",
+        description="Per user: which Microsoft 365 apps (Outlook, Word, Excel, PowerPoint, OneNote, Teams) were "
+                    "used on which platform.",
+        path="/reports/getM365AppUserDetail",
+        builder="reports.get_m365_app_user_detail_with_period",
+        requires=(REPORTS_READ,),
+        upn_field="userPrincipalName",
+        strategy="report",
+        report="getM365AppUserDetail",
+        report_period=True,
+        record="one CSV row of getM365AppUserDetail, typed, fields named as in Graph's JSON reports",
+    ),
+    Dataset(
+        name="report_office365_activations_user_detail",
+        description="Per user and product: Office activations on Windows, Mac, mobile and shared computers.",
+        path="/reports/getOffice365ActivationsUserDetail",
+        builder="reports.get_office365_activations_user_detail",
+        requires=(REPORTS_READ,),
+        upn_field="userPrincipalName",
+        strategy="report",
+        report="getOffice365ActivationsUserDetail",
+        report_period=False,
+        record="one CSV row of getOffice365ActivationsUserDetail (no period: the current state), typed, "
+               "fields named as in Graph's JSON reports",
+    ),
+    Dataset(
+        name="report_email_activity_user_detail",
+        description="Per user: e-mails sent, received and read, meetings created and interacted with.",
+        path="/reports/getEmailActivityUserDetail",
+        builder="reports.get_email_activity_user_detail_with_period",
+        requires=(REPORTS_READ,),
+        upn_field="userPrincipalName",
+        strategy="report",
+        report="getEmailActivityUserDetail",
+        report_period=True,
+        record="one CSV row of getEmailActivityUserDetail, typed, fields named as in Graph's JSON reports",
+    ),
+    Dataset(
+        name="report_mailbox_usage_detail",
+        description="Per mailbox: items, storage used, quotas, archive.",
+        path="/reports/getMailboxUsageDetail",
+        builder="reports.get_mailbox_usage_detail_with_period",
+        requires=(REPORTS_READ,),
+        upn_field="userPrincipalName",
+        strategy="report",
+        report="getMailboxUsageDetail",
+        report_period=True,
+        record="one CSV row of getMailboxUsageDetail, typed, fields named as in Graph's JSON reports",
+    ),
+    Dataset(
+        name="report_onedrive_usage_account_detail",
+        description="Per OneDrive: owner, files, active files, storage used and allocated.",
+        path="/reports/getOneDriveUsageAccountDetail",
+        builder="reports.get_one_drive_usage_account_detail_with_period",
+        requires=(REPORTS_READ,),
+        upn_field="ownerPrincipalName",
+        strategy="report",
+        report="getOneDriveUsageAccountDetail",
+        report_period=True,
+        record="one CSV row of getOneDriveUsageAccountDetail, typed, fields named as in Graph's JSON reports",
+    ),
+    Dataset(
+        name="report_sharepoint_activity_user_detail",
+        description="Per user: SharePoint files viewed or edited, synced, shared internally and externally, "
+                    "pages visited.",
+        path="/reports/getSharePointActivityUserDetail",
+        builder="reports.get_share_point_activity_user_detail_with_period",
+        requires=(REPORTS_READ,),
+        upn_field="userPrincipalName",
+        strategy="report",
+        report="getSharePointActivityUserDetail",
+        report_period=True,
+        record="one CSV row of getSharePointActivityUserDetail, typed, fields named as in Graph's JSON reports",
+    ),
+    Dataset(
+        name="report_teams_user_activity_user_detail",
+        description="Per user: Teams chat messages, calls, meetings organised and attended, "
+                    "audio/video/screen-share time.",
+        path="/reports/getTeamsUserActivityUserDetail",
+        builder="reports.get_teams_user_activity_user_detail_with_period",
+        requires=(REPORTS_READ,),
+        upn_field="userPrincipalName",
+        strategy="report",
+        report="getTeamsUserActivityUserDetail",
+        report_period=True,
+        record="one CSV row of getTeamsUserActivityUserDetail, typed, fields named as in Graph's JSON reports",
+    ),
+    Dataset(
+        name="mfa_registration",
+        description="Per user: MFA, SSPR and passwordless registration and capability, methods registered, "
+                    "admin flag.",
+        path="/reports/authenticationMethods/userRegistrationDetails",
+        builder="reports.authentication_methods.user_registration_details",
+        requires=(AUDIT_READ,),
+        licence=ENTRA_PREMIUM,
+        upn_field="userPrincipalName",
+        record="one userRegistrationDetails (Graph resource; `id` is the user id)",
+    ),
+    Dataset(
+        name="groups",
+        description="Every group: type (Microsoft 365, security, dynamic), membership rule, licences assigned "
+                    "through the group (group-based licensing).",
+        path="/groups",
+        builder="groups",
+        requires=(GROUP_READ,),
+        select=("id", "displayName", "description", "groupTypes", "mailEnabled", "securityEnabled", "mail",
+                "mailNickname", "membershipRule", "membershipRuleProcessingState", "onPremisesSyncEnabled",
+                "isAssignableToRole", "assignedLicenses", "createdDateTime", "visibility",
+                "resourceProvisioningOptions"),
+        top=999,
+        record="one group (Graph `group` resource, selected properties)",
+    ),
+    Dataset(
+        name="group_members",
+        description="Group memberships, direct and through nested groups, listed with JSON batching.",
+        path="/groups/{id}/members",
+        builder="groups",
+        requires=(GROUP_READ,),
+        strategy="group_members",
+        record="{groupId, memberId, memberType, membership: direct|transitive}",
+    ),
+    Dataset(
+        name="role_assignments",
+        description="Directory role assignments with the role's name and the principal (user, group or service "
+                    "principal).",
+        path="/roleManagement/directory/roleAssignments",
+        builder="role_management.directory.role_assignments",
+        requires=(ROLE_READ,),
+        expand=("principal",),
+        strategy="role_assignments",
+        record="one unifiedRoleAssignment with `principal` (expanded) and `roleDefinition` {id, displayName, "
+               "templateId, isBuiltIn}",
+    ),
+    Dataset(
+        name="devices",
+        description="Entra ID device objects: join type, OS, compliance and management flags, last sign-in.",
+        path="/devices",
+        builder="devices",
+        requires=(DEVICE_READ,),
+        select=("id", "deviceId", "displayName", "accountEnabled", "operatingSystem", "operatingSystemVersion",
+                "approximateLastSignInDateTime", "registrationDateTime", "createdDateTime", "trustType",
+                "profileType", "deviceOwnership", "enrollmentType", "isCompliant", "isManaged", "managementType",
+                "manufacturer", "model", "onPremisesSyncEnabled", "onPremisesLastSyncDateTime", "mdmAppId"),
+        top=999,
+        record="one device (Graph `device` resource, selected properties)",
+    ),
+    Dataset(
+        name="managed_devices",
+        description="Intune managed devices: owner, compliance, OS version, encryption, storage, last sync.",
+        path="/deviceManagement/managedDevices",
+        builder="device_management.managed_devices",
+        requires=(INTUNE_READ,),
+        licence=INTUNE,
+        record="one managedDevice (Graph resource, every property, with `@odata.type`)",
+    ),
+    Dataset(
+        name="detected_apps",
+        description="Software inventory from Intune: application, version, publisher, platform, device count.",
+        path="/deviceManagement/detectedApps",
+        builder="device_management.detected_apps",
+        requires=(INTUNE_READ,),
+        licence=INTUNE,
+        record="one detectedApp (Graph resource, with `@odata.type`)",
     ),
 )
 

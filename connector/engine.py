@@ -116,7 +116,7 @@ class Run:
         return lambda rec: (rec.get(key) or "").lower().endswith(suffixes)
 
     # -- one dataset ---------------------------------------------------------------------------
-    async def _write(self, ds: Dataset, records_iter: Any, res: DatasetResult) -> None:
+    async def _write(self, ds: Dataset, records_iter: Any, res: DatasetResult, ctx: Any = None) -> None:
         """Stream one attempt of a dataset into its file; the file is discarded unless complete."""
         relpath = f"{run_prefix(self.tenant_id, self.run_id)}/{ds.file}"
         writer = JsonlGzWriter(self.store.sink(relpath), relpath)
@@ -124,6 +124,9 @@ class Run:
         res.records = res.excludedByDomainFilter = 0
         try:
             async for records in records_iter:
+                if accept is not None and ctx is not None and not ctx.domain_filter:
+                    accept = None  # the strategy found no user names to filter on (concealed reports)
+                    res.domainFilter = "not applied"
                 if accept is not None:
                     kept = [r for r in records if accept(r)]
                     res.excludedByDomainFilter += len(records) - len(kept)
@@ -149,7 +152,7 @@ class Run:
             if ds.strategy != "pages":
                 ctx = collect.Context(self.settings, self.graph, self.granted)
                 try:
-                    await self._write(ds, collect.STRATEGIES[ds.strategy](ctx, ds), res)
+                    await self._write(ds, collect.STRATEGIES[ds.strategy](ctx, ds), res, ctx)
                 finally:
                     res.extra.update(ctx.extra)
                     res.warnings.extend(ctx.warnings)

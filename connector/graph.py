@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any
@@ -18,7 +21,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import orjson
+from kiota_abstractions.method import Method
 from kiota_abstractions.native_response_handler import NativeResponseHandler
+from kiota_abstractions.request_information import RequestInformation
+from kiota_abstractions.request_option import RequestOption
 from kiota_authentication_azure.azure_identity_authentication_provider import AzureIdentityAuthenticationProvider
 from kiota_http.kiota_client_factory import KiotaClientFactory
 from kiota_http.middleware.middleware import REQUEST_OPTIONS_KEY, BaseMiddleware
@@ -60,6 +66,48 @@ class GraphError(Exception):
 
 class ForeignLinkError(GraphError):
     """Graph handed back a next link to another origin; following it would leak the token."""
+
+
+class BudgetExceeded(GraphError):
+    """A request would break a documented rate limit (usage reports: 14 per 10 minutes); not sent."""
+
+
+class RequestBudget:
+    """At most `limit` attempts per `window` seconds, retries included, for every run in this process.
+
+    Graph's usage-report limit (14 requests per 10 minutes per app, tenant and report API) is
+    counted per attempt by the service, so the gate sits in the innermost middleware where
+    every attempt, retried or not, passes. Refusing is better than sending: a 429 from the
+    reports service costs more of the window than waiting for the next run.
+    """
+
+    def __init__(self, name: str, limit: int, window: float):
+        self.name, self.limit, self.window = name, limit, window
+        self._calls: deque[float] = deque()
+
+    def take(self) -> None:
+        now = time.monotonic()
+        while self._calls and self._calls[0] <= now - self.window:
+            self._calls.popleft()
+        if len(self._calls) >= self.limit:
+            wait = int(self._calls[0] + self.window - now) + 1
+            raise BudgetExceeded(
+                429, "ReportRateLimitReached",
+                f"{self.name}: this process already made {self.limit} requests to this report in the last "
+                f"{int(self.window // 60)} minutes (Graph's limit per app and tenant); not sent, to keep within it. "
+                f"Run again in {wait} s.")
+        self._calls.append(now)
+
+
+_BUDGETS: dict[tuple[str, ...], RequestBudget] = {}
+
+
+def request_budget(key: tuple[str, ...], limit: int, window: float) -> RequestBudget:
+    """The process-wide budget for one (endpoint, tenant, app, API) key."""
+    budget = _BUDGETS.get(key)
+    if budget is None:
+        budget = _BUDGETS[key] = RequestBudget(key[-1], limit, window)
+    return budget
 
 
 class AdaptiveLimiter:
@@ -174,6 +222,7 @@ class Graph:
         self._http = http
         self.limiter = AdaptiveLimiter(settings.max_concurrency)
         self.stats: dict[str, RequestStats] = {}
+        self.shared: dict[str, asyncio.Future[Any]] = {}  # run-wide lookups several datasets need once
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -202,6 +251,38 @@ class Graph:
             response = await self.client.request_adapter.send_async(info, None, {})
         stats = self._stats(label)
         stats.requests += 1
+        return response
+
+    def _prepare(self, info: RequestInformation, label: str, options: Iterable[RequestOption]) -> None:
+        info.add_request_options([ResponseHandlerOption(NativeResponseHandler()), _Label(label), *options])
+        self.client.request_adapter.set_base_url_for_request_information(info)
+
+    @asynccontextmanager
+    async def stream(self, info: RequestInformation, label: str,
+                     options: Iterable[RequestOption] = ()) -> AsyncIterator[httpx.Response]:
+        """Send a request built by an SDK request builder through the same pipeline (auth, retry,
+        redirect, counters) but leave the body unread, so a large download is read in chunks."""
+        self._prepare(info, label, options)
+        adapter = self.client.request_adapter
+        async with self.limiter:
+            request = await adapter.convert_to_native_async(info)
+            response = await self._http.send(request, stream=True)
+        self._stats(label).requests += 1
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def post_json(self, path: str, body: bytes, label: str) -> httpx.Response:
+        """POST a JSON body (JSON batching: `$batch`) through the SDK pipeline; raw response back."""
+        info = RequestInformation(Method.POST)
+        info.url = f"{self.base}{path}"
+        info.headers.try_add("Accept", "application/json")
+        info.set_stream_content(body, "application/json")  # not octet-stream: the retry handler may resend it
+        self._prepare(info, label, ())
+        async with self.limiter:
+            response = await self.client.request_adapter.send_async(info, None, {})
+        self._stats(label).requests += 1
         return response
 
     async def first_page(self, builder: str, url: str, label: str, headers: dict[str, str] | None = None) -> Page:
@@ -264,6 +345,22 @@ class _Label:
         return self.KEY
 
 
+class _Budget:
+    """Request option: every attempt of this request to Graph takes a slot of the budget first."""
+
+    KEY = "m365_connector.budget"
+
+    def __init__(self, budget: RequestBudget):
+        self.budget = budget
+
+    def get_key(self) -> str:
+        return self.KEY
+
+
+def budget_option(budget: RequestBudget) -> RequestOption:
+    return _Budget(budget)  # type: ignore[return-value]
+
+
 class _AttemptCounter(BaseMiddleware):
     """Innermost middleware: sees every attempt, including ones the retry handler repeats."""
 
@@ -278,6 +375,12 @@ class _AttemptCounter(BaseMiddleware):
         if label is None:
             options = request.extensions.get(REQUEST_OPTIONS_KEY) or {}
             label = request.extensions[_Label.KEY] = getattr(options.get(_Label.KEY), "label", "other")
+            budget = getattr(options.get(_Budget.KEY), "budget", None)
+            if budget is not None:
+                request.extensions[_Budget.KEY] = budget
+        budget = request.extensions.get(_Budget.KEY)
+        if budget is not None and _origin(str(request.url)) == self._graph._origin:
+            budget.take()  # only Graph's own answers count; the download host is another origin
         response = await super().send(request, transport)
         stats = self._graph._stats(label)
         stats.by_status[response.status_code] = stats.by_status.get(response.status_code, 0) + 1

@@ -130,7 +130,8 @@ class Inventory:
             else:
                 gid = _guid(_digest(self.seed, f"group-id:{g}"))
                 draw = rnd.random()
-                kind = ("all" if g == 3 else "dynamic" if g == 4 else "unified" if draw < 0.4 else
+                kind = ("all" if g == 3 else "dynamic" if g == 4 else "security" if g in (5, 6, 7) else
+                        "unified" if draw < 0.4 else
                         "security" if draw < 0.85 else "mailsecurity" if draw < 0.95 else "roleassignable")
             kinds.append(kind)
             nick = {"licence": f"lic-{['m365-e3', 'm365-e5', 'ems'][g % 3]}", "all": "allcompany",
@@ -175,13 +176,17 @@ class Inventory:
             else:
                 k = min(users, int(rnd.expovariate(1 / 12)) + (5 if kind == "licence" else 0))
                 direct = [(USER_TYPE, t.user_id(i)) for i in sorted(rnd.sample(range(users), k))]
-                if kind in ("security", "mailsecurity") and self.device_count and rnd.random() < 0.1:
+                if kind in ("security", "mailsecurity") and self.device_count and (g == 5 or rnd.random() < 0.1):
                     direct += [(DEVICE_TYPE, self.device(i)["id"])
                                for i in sorted(rnd.sample(range(self.device_count), min(3, self.device_count)))]
             groups.append(group)
             members.append(direct)
-        # Nesting: security groups may contain security groups with a higher index (no cycles).
-        for g in range(5, n):
+        # Nesting: security groups may contain security groups with a higher index (no cycles);
+        # groups 5 > 6 > 7 always form a two-level chain.
+        for g, c in ((5, 6), (6, 7)):
+            if c < n:
+                members[g].append((GROUP_TYPE, groups[c]["id"]))
+        for g in range(8, n):
             rnd = self._rnd(f"nest:{g}")
             if kinds[g] not in ("security", "mailsecurity") or rnd.random() >= 0.15:
                 continue

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import os
 import random
 import threading
 import time
 from typing import Any, Literal
 
 from . import tls
-from .services import DecoyService, GraphService, IdentityService, KeyVaultService, LoginService
+from .inventory import Inventory
+from .services import DecoyService, DownloadService, GraphService, IdentityService, KeyVaultService, LoginService
 from .tenant import Tenant, TenantSpec
 from .tokens import GRAPH_RESOURCE, TOKEN_EXCHANGE_RESOURCE, VAULT_RESOURCE, TokenIssuer
+from .usage import UsageReports
 from .web import RequestRecord, Service
 
 SECRET_NAME = "m365-client-secret"
@@ -29,6 +33,10 @@ class Simulator:
         self.spec = spec if spec is not None else TenantSpec()
         self.tenant = Tenant(self.spec)
         self.tenant_id = self.tenant.tenant_id
+        self.inventory = Inventory(self.tenant, self.spec)
+        self.usage = UsageReports(self.tenant)
+        # Pre-authenticated report downloads: token -> {report, period, concealed, expires}
+        self._downloads: dict[str, dict[str, Any]] = {}
         self.client_id = self.tenant.client_id
         self.client_secret = self.tenant.client_secret
         self.secret_name = SECRET_NAME
@@ -72,6 +80,7 @@ class Simulator:
             "identity": (IdentityService(self), None),
             "keyvault": (KeyVaultService(self), ctx),
             "decoy": (DecoyService(), ctx),
+            "download": (DownloadService(self), ctx),
         }
         for name, (app, context) in apps.items():
             self._services[name] = Service(name, app, self._record, context)
@@ -127,6 +136,26 @@ class Simulator:
     def decoy_endpoint(self) -> str:
         """A second, foreign HTTPS origin that records what it receives."""
         return self._origin("decoy")
+
+    @property
+    def download_endpoint(self) -> str:
+        """The usage-report download host (``reports.office.com`` in the real service): another origin."""
+        return self._origin("download")
+
+    def register_download(self, report: str, period: str | None, concealed: bool, lifetime: float = 300) -> str:
+        """A short-lived pre-authenticated download URL for one report file."""
+        token = base64.urlsafe_b64encode(os.urandom(18)).decode()
+        with self._lock:
+            now = time.time()
+            self._downloads = {k: v for k, v in self._downloads.items() if v["expires"] > now}
+            self._downloads[token] = {"report": report, "period": period, "concealed": concealed,
+                                      "expires": now + lifetime}
+        return f"{self.download_endpoint}/data/download/{token}"
+
+    def take_download(self, token: str) -> dict[str, Any] | None:
+        with self._lock:
+            entry = self._downloads.get(token)
+            return dict(entry) if entry and entry["expires"] > time.time() else None
 
     def env(self, secret_in: Literal["env", "keyvault", "certificate", "federated"] = "env") -> dict[str, str]:
         """Environment variables pointing the connector at this simulator.

@@ -21,6 +21,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
 
+import orjson
+
 from .tokens import GRAPH_RESOURCE, RESOURCE_ALIASES, TOKEN_EXCHANGE_RESOURCE, VAULT_RESOURCE, new_guid
 from .web import Request, Response
 
@@ -36,6 +38,19 @@ USER_ROLES = frozenset({"User.Read.All", "User.ReadWrite.All", "Directory.Read.A
 ORG_ROLES = frozenset(
     {"Organization.Read.All", "Directory.Read.All", "Organization.ReadWrite.All", "Directory.ReadWrite.All"}
 )
+# §3: /directory/subscriptions. LicenseAssignment.Read.All is listed by newer docs [UNVERIFIED].
+SUBSCRIPTION_ROLES = ORG_ROLES | {"LicenseAssignment.Read.All"}
+GROUP_ROLES = frozenset({"GroupMember.Read.All", "Group.Read.All", "Directory.Read.All", "GroupMember.ReadWrite.All",
+                         "Group.ReadWrite.All", "Directory.ReadWrite.All"})
+ROLE_MANAGEMENT_ROLES = frozenset({"RoleManagement.Read.Directory", "RoleManagement.Read.All", "Directory.Read.All",
+                                   "RoleManagement.ReadWrite.Directory", "Directory.ReadWrite.All"})
+DEVICE_ROLES = frozenset({"Device.Read.All", "Device.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"})
+INTUNE_ROLES = frozenset({"DeviceManagementManagedDevices.Read.All", "DeviceManagementManagedDevices.ReadWrite.All"})
+REPORT_ROLES = frozenset({"Reports.Read.All"})
+REPORT_SETTINGS_ROLES = frozenset({"ReportSettings.Read.All", "ReportSettings.ReadWrite.All"})
+REPORT_WINDOW = 600.0  # §6: usage reports, 14 requests per 10 minutes per app and tenant, per report API
+BATCH_LIMIT = 20  # §10
+_REPORT_CALL = re.compile(r"^(?:microsoft\.graph\.)?(get[A-Za-z0-9]+)(?:\((.*)\))?$")
 DEFAULT_USER_PROPERTIES = (
     "businessPhones",
     "displayName",
@@ -472,6 +487,29 @@ class KeyVaultService:
 # --------------------------------------------------------------------------- decoy
 
 
+class DownloadService:
+    """The pre-authenticated report download host (§4): serves each report file once it is
+    registered; it needs no token and, like a host that must never see one, rejects any
+    request carrying an Authorization header."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    def __call__(self, req: Request) -> Response:
+        if "authorization" in req.headers:
+            return Response(401, b"Authorization header not accepted on pre-authenticated download URLs.",
+                            {"Content-Type": "text/plain"})
+        segments = [s for s in req.path.split("/") if s]
+        if req.method != "GET" or len(segments) != 3 or segments[:2] != ["data", "download"]:
+            return Response(404, b"Not found", {"Content-Type": "text/plain"})
+        entry = self.sim.take_download(segments[2])
+        if entry is None:
+            return Response(403, b"The download link has expired.", {"Content-Type": "text/plain"})
+        usage = self.sim.usage
+        rows = usage.rows(entry["report"], entry["period"], entry["concealed"])
+        return Response(200, usage.render(entry["report"], rows), {"Content-Type": "application/octet-stream"})
+
+
 class DecoyService:
     """A foreign host: answers every request with an empty collection (the recording is the point)."""
 
@@ -522,6 +560,7 @@ class GraphService:
         self.sim = sim
         self._skiptoken_key = os.urandom(16)
         self._window: deque[tuple[float, int]] = deque()
+        self._report_calls: dict[str, deque[float]] = {}
 
     # Property names by lower-case name; lazy because SKUs and users need the tenant's UPN index.
     @cached_property
@@ -680,6 +719,10 @@ class GraphService:
         """Resource units as in §6 "Limits"."""
         path = req.path.lower().rstrip("/")
         cost = 2 if path == "/v1.0/users" else 3 if path == "/v1.0/subscribedskus" else 1
+        if path.endswith("/transitivemembers"):
+            cost = 5
+        elif path.startswith("/v1.0/groups/") and path.endswith("/members"):
+            cost = 3
         keys = {k.lower() for k in req.query}
         if "$select" in keys:
             cost -= 1
@@ -743,9 +786,14 @@ class GraphService:
         segments = [s for s in req.path.split("/") if s]
         if not segments or segments[0] != "v1.0":
             raise GraphError(400, "BadRequest", f"Invalid version: {segments[0] if segments else ''}")
+        rest = [s.lower() for s in segments[1:]]
+        if rest == ["$batch"] and req.method == "POST":
+            return self._batch(req)
         if req.method != "GET":
             raise GraphError(405, "Request_BadRequest", "Specified HTTP method is not allowed for the request target.")
-        rest = [s.lower() for s in segments[1:]]
+        routed = self._route_inventory(req, claims, segments[1:], rest)
+        if routed is not None:
+            return routed
         if rest == ["organization"]:
             return self._organization(req, claims)
         if rest == ["subscribedskus"]:
@@ -846,7 +894,7 @@ class GraphService:
         context = f"{METADATA}#users" + (f"({options['$select']})" if "$select" in options else "")
         body: dict[str, Any] = {"@odata.context": context}
         if count == "true":
-            body["@odata.count"] = len(candidates)
+            body["@odata.count"] = len(candidates) + self.sim.spec.count_lag
         end = start + len(page)
         if end < len(candidates):
             body["@odata.nextLink"] = self._next_link(req, self._make_skiptoken(end, filter_text))
@@ -859,7 +907,8 @@ class GraphService:
         self._check_count(req)
         candidates, _ = self._candidates(options)
         self._require(claims, USER_ROLES)
-        return Response(200, str(len(candidates)).encode(), {"Content-Type": "text/plain;charset=utf-8"})
+        count = len(candidates) + self.sim.spec.count_lag
+        return Response(200, str(count).encode(), {"Content-Type": "text/plain;charset=utf-8"})
 
     def _user(self, req: Request, claims: dict[str, Any], key: str) -> Response:
         options = self._options(req, {"$select"}, "user")
@@ -916,3 +965,217 @@ class GraphService:
         ]
         kept.append(f"$skiptoken={quote(token, safe='')}")
         return f"{base}{req.path}?{'&'.join(kept)}"
+
+    # ------------------------------------------------------------------ $batch (§10)
+
+    def _batch(self, req: Request) -> Response:
+        try:
+            body = orjson.loads(req.body or b"null")
+            items = body["requests"]
+            if not isinstance(items, list):
+                raise TypeError
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise GraphError(400, "BadRequest", "Invalid batch payload format.") from None
+        if not items:
+            raise GraphError(400, "BadRequest", "Batch request must contain at least one request.")
+        if len(items) > BATCH_LIMIT:
+            raise GraphError(400, "BadRequest", f"Number of batch requests exceeds the maximum of {BATCH_LIMIT}.")
+        ids = [str(i.get("id", "")).lower() if isinstance(i, dict) else "" for i in items]
+        if "" in ids or len(set(ids)) != len(ids):
+            raise GraphError(400, "BadRequest", "Batch request ids must be present and unique.")
+        responses = []
+        for item in items:
+            responses.append(self._batch_item(req, item))
+        # "Responses may be in any order": answer in a scrambled but deterministic order.
+        responses.sort(key=lambda r: hashlib.sha256(str(r["id"]).encode()).digest())
+        return self._ok({"responses": responses})
+
+    def _batch_item(self, outer: Request, item: dict[str, Any]) -> dict[str, Any]:
+        method = str(item.get("method", "")).upper()
+        url = str(item.get("url", ""))
+        if not url or "://" in url or url.lstrip("/").lower().startswith("$batch"):
+            return {"id": item["id"], "status": 400, "headers": {"Content-Type": "application/json"},
+                    "body": {"error": {"code": "BadRequest", "message": "Invalid request URL.",
+                                       "innerError": {"date": _graph_date(), "request-id": new_guid(),
+                                                      "client-request-id": new_guid()}}}}
+        parts = urlsplit("/" + url.lstrip("/"))
+        headers = {"authorization": outer.headers.get("authorization", "")}
+        headers.update({str(k).lower(): str(v) for k, v in (item.get("headers") or {}).items()})
+        inner = Request(method=method, path="/v1.0" + parts.path, raw_query=parts.query,
+                        query=dict(parse_qsl(parts.query, keep_blank_values=True)), headers=headers, body=b"")
+        response = self._handle(inner)
+        kept = {k: v for k, v in response.headers.items()
+                if k.lower() in ("content-type", "retry-after", "cache-control", "x-ms-resource-unit",
+                                 "odata-version", "location")}
+        ctype = response.headers.get("Content-Type", "")
+        payload: Any = orjson.loads(response.body) if "json" in ctype and response.body else \
+            response.body.decode("utf-8", "replace")
+        return {"id": item["id"], "status": response.status, "headers": kept, "body": payload}
+
+    # ------------------------------------------------------------------ inventory routes
+
+    def _deny(self, claims: dict[str, Any], allowed: frozenset[str], code: str = "Authorization_RequestDenied",
+              message: str = "Insufficient privileges to complete the operation.") -> None:
+        if not allowed.intersection(claims.get("roles") or ()):
+            raise GraphError(403, code, message)
+
+    def _route_inventory(self, req: Request, claims: dict[str, Any], raw: list[str], rest: list[str]):
+        inv = self.sim.inventory
+        if rest == ["directory", "subscriptions"]:
+            self._options(req, {"$select", "$top", "$skiptoken"}, "subscriptions")
+            self._deny(claims, SUBSCRIPTION_ROLES)
+            return self._list(req, inv.subscriptions, "directory/subscriptions", 100, 999)
+        if rest == ["groups"]:
+            self._options(req, {"$select", "$top", "$skiptoken"}, "groups")
+            self._deny(claims, GROUP_ROLES)
+            return self._list(req, inv.groups, "groups", 100, 999, type_name="group")
+        if len(rest) == 3 and rest[0] == "groups" and rest[2] in ("members", "transitivemembers"):
+            self._options(req, {"$select", "$top", "$skiptoken"}, rest[2])
+            self._deny(claims, GROUP_ROLES)
+            index = inv.group_index(raw[1])
+            if index is None:
+                raise GraphError(404, "Request_ResourceNotFound", f"Resource '{raw[1]}' does not exist or one of "
+                                 "its queried reference-property objects are not present.")
+            pairs = inv.direct_members(index) if rest[2] == "members" else inv.transitive_members(index)
+            return self._list(req, lambda: pairs, "directoryObjects", 100, 999,
+                              render=lambda pair: inv.directory_object(*pair), odata_type=True)
+        if rest[:2] == ["rolemanagement", "directory"] and rest[2:] == ["roledefinitions"]:
+            self._options(req, {"$select", "$top", "$skiptoken"}, "roleDefinitions")
+            self._deny(claims, ROLE_MANAGEMENT_ROLES)
+            return self._list(req, inv.role_definitions, "roleManagement/directory/roleDefinitions", 100, 999)
+        if rest[:2] == ["rolemanagement", "directory"] and rest[2:] == ["roleassignments"]:
+            return self._role_assignments(req, claims)
+        if rest == ["devices"]:
+            self._options(req, {"$select", "$top", "$skiptoken"}, "devices")
+            self._deny(claims, DEVICE_ROLES)
+            return self._list(req, inv.devices, "devices", 100, 999, type_name="device")
+        if rest[:1] == ["devicemanagement"] and rest[1:] in (["manageddevices"], ["detectedapps"]):
+            self._options(req, {"$select", "$top", "$skiptoken"}, raw[1])
+            scopes = ", ".join(sorted(INTUNE_ROLES))
+            self._deny(claims, INTUNE_ROLES, "Forbidden", "Application is not authorized to perform this operation. "
+                       f"Application must have one of the following scopes: {scopes}")
+            items = inv.managed_devices if rest[1] == "manageddevices" else inv.detected_apps
+            name = "managedDevices" if rest[1] == "manageddevices" else "detectedApps"
+            return self._list(req, items, f"deviceManagement/{name}", 1000, 1000, odata_type=True)
+        if rest == ["reports", "authenticationmethods", "userregistrationdetails"]:
+            self._options(req, {"$select", "$top", "$skiptoken", "$filter", "$orderby"}, "userRegistrationDetails")
+            if "AuditLog.Read.All" not in (claims.get("roles") or ()):
+                raise GraphError(403, "Authentication_MSGraphPermissionMissing",
+                                 "Calling principal does not have required MSGraph permissions AuditLog.Read.All")
+            if not self.sim.spec.premium:
+                raise GraphError(403, "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
+                                 "Neither tenant is B2C or tenant doesn't have premium license")
+            return self._list(req, inv.registration_details, "reports/authenticationMethods/userRegistrationDetails",
+                              100, 999)
+        if rest == ["admin", "reportsettings"]:
+            self._options(req, {"$select"}, "reportSettings")
+            self._deny(claims, REPORT_SETTINGS_ROLES)
+            entity = {"@odata.type": "#microsoft.graph.adminReportSettings",
+                      "displayConcealedNames": self.sim.spec.report_names_concealed}
+            if self.sim.spec.report_settings_wrapped:  # the v1.0 doc sample's shape
+                return self._ok({"value": entity})
+            return self._ok({"@odata.context": f"{METADATA}#admin/reportSettings/$entity", "id": "default",
+                             "displayConcealedNames": self.sim.spec.report_names_concealed})
+        if len(rest) == 2 and rest[0] == "reports" and _REPORT_CALL.match(raw[1]):
+            return self._report(req, claims, raw[1])
+        return None
+
+    def _list(self, req: Request, items: Any, context: str, page: int, max_top: int, *, type_name: str = "",
+              render: Any = None, odata_type: bool = False) -> Response:
+        """One page of a collection: $select, $top, opaque $skiptoken bound to the query."""
+        options = {k.lower(): v for k, v in req.pairs if k.startswith("$")}
+        size = page
+        if "$top" in options:
+            top = options["$top"]
+            if not re.fullmatch(r"\d+", top) or not 1 <= int(top) <= max_top:
+                raise GraphError(400, "Request_UnsupportedQuery",
+                                 f"Invalid page size specified: '{top}'. Must be between 1 and {max_top} inclusive.")
+            size = int(top)
+        all_items = items()
+        select = options.get("$select")
+        bound = f"{req.path.lower()}|{select or ''}"
+        start = self._read_skiptoken(options["$skiptoken"], bound) if "$skiptoken" in options else 0
+        chunk = all_items[start : start + size]
+        objects = [render(x) for x in chunk] if render else list(chunk)
+        if select is not None:
+            names = [p.strip() for p in select.split(",")]
+            if not select.strip() or any(not n for n in names):
+                raise GraphError(400, "BadRequest", f"Invalid $select: '{select}'.")
+            if type_name and objects:
+                known = {p.lower() for p in objects[0]}
+                for n in names:
+                    if n.lower() not in known:
+                        raise GraphError(400, "Request_BadRequest", f"Could not find a property named '{n}' on "
+                                         f"type 'microsoft.graph.{type_name}'.")
+            wanted = {n.lower() for n in names} | {"id"}
+            objects = [{k: v for k, v in o.items() if k.lower() in wanted or (odata_type and k == "@odata.type")}
+                       for o in objects]
+        body: dict[str, Any] = {"@odata.context": f"{METADATA}#{context}" + (f"({select})" if select else "")}
+        if start + len(chunk) < len(all_items):
+            body["@odata.nextLink"] = self._next_link(req, self._make_skiptoken(start + len(chunk), bound))
+        body["value"] = objects
+        return self._ok(body)
+
+    def _role_assignments(self, req: Request, claims: dict[str, Any]) -> Response:
+        options = self._options(req, {"$select", "$top", "$skiptoken", "$expand"}, "roleAssignments")
+        self._deny(claims, ROLE_MANAGEMENT_ROLES)
+        inv = self.sim.inventory
+        expand = [e.strip().lower() for e in options.get("$expand", "").split(",") if e.strip()]
+        for e in expand:
+            if e not in ("principal", "roledefinition"):
+                raise GraphError(400, "BadRequest", f"Could not find a property named '{e}' on type "
+                                 "'microsoft.graph.unifiedRoleAssignment'.")
+        definitions = {d["id"]: d for d in inv.role_definitions()}
+
+        def render(pair: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
+            assignment, principal = pair
+            out = dict(assignment)
+            if "principal" in expand:
+                out["principal"] = dict(principal)
+            if "roledefinition" in expand:
+                out["roleDefinition"] = definitions[assignment["roleDefinitionId"]]
+            return out
+
+        context = "roleManagement/directory/roleAssignments"
+        if expand:
+            names = ("principal()" if e == "principal" else "roleDefinition()" for e in expand)
+            context += "(" + ",".join(names) + ")"
+        return self._list(req, inv.role_assignments, context, 100, 999, render=render)
+
+    def _report(self, req: Request, claims: dict[str, Any], segment: str) -> Response:
+        """§4: 302 to a pre-authenticated download URL on another host; 14 requests per 10 min per report."""
+        from .usage import PERIODS, REPORT_NAMES, REPORTS
+
+        match = _REPORT_CALL.match(segment)
+        assert match is not None
+        name = REPORT_NAMES.get(match.group(1).lower())
+        if name is None:
+            raise GraphError(400, "BadRequest", f"Resource not found for the segment '{match.group(1)}'.")
+        _columns, takes_period = REPORTS[name]
+        args = (match.group(2) or "").strip()
+        period = None
+        if takes_period:
+            found = re.fullmatch(r"period\s*=\s*'([^']*)'", args)
+            if not found:
+                raise GraphError(400, "BadRequest", f"The parameter 'period' is required for {name}.")
+            period = found.group(1)
+            if period not in PERIODS:
+                raise GraphError(400, "BadRequest", f"Invalid value '{period}' for parameter 'period'. Supported "
+                                 "values are D7, D30, D90 and D180.")
+        elif args:
+            raise GraphError(400, "BadRequest", f"{name} takes no parameters.")
+        self._options(req, {"$format"}, name)
+        self._deny(claims, REPORT_ROLES, "S2SUnauthorized", "Invalid permissions.")
+        limit = self.sim.spec.report_rate_limit
+        if limit:
+            with self.sim._lock:
+                now = time.monotonic()
+                calls = self._report_calls.setdefault(name, deque())
+                while calls and calls[0] <= now - REPORT_WINDOW:
+                    calls.popleft()
+                if len(calls) >= limit:
+                    wait = max(1, math.ceil(calls[0] + REPORT_WINDOW - now))
+                    raise GraphError(429, "TooManyRequests", "Please retry again later.", {"Retry-After": str(wait)})
+                calls.append(now)
+        url = self.sim.register_download(name, period, self.sim.spec.report_names_concealed)
+        return Response(302, b"", {"Content-Type": "text/plain", "Location": url})

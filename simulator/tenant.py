@@ -53,6 +53,7 @@ class TenantSpec:
     token_lifetime: int = 3599
     secret_expires_in_days: int | None = None
     certificate_registered: bool = True  # the app certificate's public key is on the app registration
+    count_lag: int = 0  # $count is eventually consistent: added to every count it answers
     rate_limit_ru_per_10s: int | None = None
     now: dt.datetime | None = None  # reference "today" for generated dates; default: today 00:00 UTC
     groups: int | None = None  # default: users // 25, at least 12

@@ -11,10 +11,13 @@ import pytest
 from connector.datasets import DATASETS, USER_FIELDS
 from connector.store import read_json
 from simulator import Simulator, TenantSpec
+from simulator.tenant import DEFAULT_ROLES
 from tests.conftest import apply_env
 from tests.helpers import blob_env, latest, read_dataset, run
 
-ALL_ROLES = frozenset({"User.Read.All", "Organization.Read.All", "AuditLog.Read.All"})
+ALL_ROLES = DEFAULT_ROLES  # every dataset's least-privileged permissions
+# Most tests here are about the core engine; the full-collection test runs every dataset.
+CORE = "organization,subscribed_skus,users,user_sign_in_activity"
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +34,7 @@ def sim_env(sim5000, monkeypatch):
     sim5000.spec.foreign_next_link = False
     sim5000.spec.secret_expired = False
     env = sim5000.env(secret_in="env")
+    env["M365_DATASETS"] = CORE
     apply_env(monkeypatch, env)
     return env
 
@@ -45,7 +49,7 @@ def _expected_users(sim, domains=None):
 @pytest.mark.parametrize("where", ["blob", "folder"])
 def test_full_collection_is_complete_and_verifiable(sim5000, sim_env, azurite, tmp_path, where):
     dest = blob_env(azurite) if where == "blob" else {"SNAPSHOT_DIR": str(tmp_path)}
-    manifest, store = run(sim_env, **dest)
+    manifest, store = run(sim_env, **dest, M365_DATASETS="*")
 
     assert manifest["status"] == "succeeded", manifest["warnings"]
     assert manifest["tenantId"] == sim5000.tenant_id

@@ -50,3 +50,27 @@ def test_partitioned_sign_in_chain_has_every_user_once(big_sim, monkeypatch, tmp
     # Requests stay near the minimum: pages at 120 plus about half a page per partition and the count.
     minimum = -(-len(expected) // 120)
     assert ds["requests"] <= minimum * 1.05
+
+
+def test_count_mismatch_falls_back_to_the_plain_chain(big_sim, monkeypatch, tmp_path):
+    """An eventually consistent $count that is off: the split result is discarded, not published."""
+    env = big_sim.env()
+    apply_env(monkeypatch, env)
+    big_sim.spec.count_lag = 3
+    try:
+        manifest, store = run(env, SNAPSHOT_DIR=str(tmp_path), M365_DATASETS="user_sign_in_activity")
+    finally:
+        big_sim.spec.count_lag = 0
+    ds = manifest["datasets"]["user_sign_in_activity"]
+    assert manifest["status"] == "succeeded"
+    assert ds["plan"]["strategy"] == "partitioned" and ds["plan"]["fallback"] == "sequential"
+    assert any(w["code"] == "partition_fallback" for w in manifest["warnings"])
+    records = read_dataset(store, manifest, "user_sign_in_activity")
+    ids = [r["id"] for r in records]
+    assert len(ids) == len(set(ids)) == big_sim.tenant.user_count
+
+
+def test_round_robin_groups_are_balanced_for_this_tenant(big_sim):
+    groups = prefix_groups(4)[:-1]
+    sizes = [sum(1 for u in big_sim.tenant.users() if u["userPrincipalName"][0].lower() in g) for g in groups]
+    assert max(sizes) < 2 * min(sizes), sizes
