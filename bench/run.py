@@ -69,9 +69,10 @@ def measure(users: int, latency: float, compare: int, extra: list[str], datasets
         full["simulatorCpu"] = sim.cpu() - before
         only_users = worker({**sim.env, "M365_DATASETS": "users"}, "collect")
         model = worker(sim.env, "model", str(min(compare, users))) if compare else None
+        cold = worker({**sim.env, "M365_DATASETS": "organization"}, "coldstart")
     finally:
         sim.stop()
-    return {"users": users, "full": full, "usersOnly": only_users, "model": model}
+    return {"users": users, "full": full, "usersOnly": only_users, "model": model, "coldStart": cold}
 
 
 def report(r: dict, latency: float) -> str:
@@ -93,6 +94,9 @@ def report(r: dict, latency: float) -> str:
                      f"{model['users']:,} users of the same tenant: CPU {model['cpu']:.1f} s = "
                      f"{per_model * 1000:.2f} ms per user, wall {model['wall']:.1f} s; "
                      f"**{per_model / per_ours:.0f}x** the connector's CPU per user")
+    cold = r["coldStart"]
+    lines.append(f"- cold start in a fresh process: `import function_app` {cold['importSeconds']:.2f} s, then "
+                 f"invocation to the first Graph request {cold['firstRequestSeconds']:.2f} s (token included)")
     lines += ["",
               "| dataset | status | records | requests | minimum | over minimum | retries | 429s | seconds | plan |",
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]

@@ -221,6 +221,7 @@ class Graph:
         self.client = GraphServiceClient(request_adapter=adapter)
         self._http = http
         self.limiter = AdaptiveLimiter(settings.max_concurrency)
+        self.first_request_at: float | None = None  # perf_counter() of the first Graph request (cold start)
         self.stats: dict[str, RequestStats] = {}
         self.shared: dict[str, asyncio.Future[Any]] = {}  # run-wide lookups several datasets need once
 
@@ -247,6 +248,8 @@ class Graph:
         for name, value in (headers or {}).items():
             info.headers.try_add(name, value)
         info.add_request_options([ResponseHandlerOption(NativeResponseHandler()), _Label(label)])
+        if self.first_request_at is None:
+            self.first_request_at = time.perf_counter()
         async with self.limiter:
             response = await self.client.request_adapter.send_async(info, None, {})
         stats = self._stats(label)

@@ -30,11 +30,12 @@ from connector.config import SETTING_NAMES, ConfigError, load_settings
 from connector.datasets import DATASETS
 from connector.store import read_json
 from simulator import Simulator, TenantSpec
+from simulator.tenant import DEFAULT_ROLES
 from tests.conftest import ROOT, apply_env
 
 FUNCTION_KEY = "k3y-" + "x" * 20  # must never come back in a response
 BASE = "http://localhost:7071/api"
-ALL_ROLES = frozenset({"User.Read.All", "Organization.Read.All", "AuditLog.Read.All"})
+ALL_ROLES = DEFAULT_ROLES  # every dataset's least-privileged permission (simulator default)
 
 
 # -- fixtures ---------------------------------------------------------------------------------------------------
