@@ -21,6 +21,22 @@ EXIT = {"succeeded": 0, "partial": 3, "failed": 1}
 EXIT_CONFIG = 2
 
 
+def _warning_lines(warnings: list[dict[str, str]]) -> list[str]:
+    """One line per distinct warning: the same advice for several datasets is printed once."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for w in warnings:
+        name, text = w.get("dataset"), w["message"]
+        if name and text.startswith(f"{name}: "):
+            text = text[len(name) + 2:]
+        grouped.setdefault((w["code"], text), []).append(name or "")
+    lines = []
+    for (code, text), names in grouped.items():
+        names = [n for n in names if n]
+        where = f" ({', '.join(names)})" if names else ""
+        lines.append(f"warning [{code}]{where}: {text}")
+    return lines
+
+
 def _print_summary(manifest: dict[str, Any], location: str, out=sys.stdout) -> None:
     rows = [("dataset", "status", "records", "seconds")]
     for name, ds in manifest["datasets"].items():
@@ -32,8 +48,8 @@ def _print_summary(manifest: dict[str, Any], location: str, out=sys.stdout) -> N
         if i == 0:
             print("  ".join("-" * w for w in widths), file=out)
     print(f"\nrun {manifest['runId']}: {manifest['status']}", file=out)
-    for w in manifest["warnings"]:
-        print(f"warning [{w['code']}]: {w['message']}", file=out)
+    for line in _warning_lines(manifest["warnings"]):
+        print(line, file=out)
     print(f"manifest: {location}", file=out)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import math
+import ssl
 
 import pytest
 
@@ -234,7 +235,8 @@ def test_report_requests_never_exceed_14_per_10_minutes(monkeypatch, tmp_path):
 def test_simulator_report_rate_limit_answers_429_after_14():
     import httpx
 
-    with Simulator(TenantSpec(seed=2, users=10)) as s, httpx.Client(verify=s.ca_file) as http:
+    with Simulator(TenantSpec(seed=2, users=10)) as s, \
+            httpx.Client(verify=ssl.create_default_context(cafile=s.ca_file)) as http:
         form = {"grant_type": "client_credentials", "client_id": s.client_id, "client_secret": s.client_secret,
                 "scope": "https://graph.microsoft.com/.default"}
         token = http.post(f"{s.authority_host}/{s.tenant_id}/oauth2/v2.0/token", data=form).json()["access_token"]
@@ -262,7 +264,8 @@ def test_simulator_report_rate_limit_answers_429_after_14():
 def test_simulator_batch_rules():
     import httpx
 
-    with Simulator(TenantSpec(seed=2, users=10)) as s, httpx.Client(verify=s.ca_file) as http:
+    with Simulator(TenantSpec(seed=2, users=10)) as s, \
+            httpx.Client(verify=ssl.create_default_context(cafile=s.ca_file)) as http:
         form = {"grant_type": "client_credentials", "client_id": s.client_id, "client_secret": s.client_secret,
                 "scope": "https://graph.microsoft.com/.default"}
         token = http.post(f"{s.authority_host}/{s.tenant_id}/oauth2/v2.0/token", data=form).json()["access_token"]
