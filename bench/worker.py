@@ -34,8 +34,8 @@ def collect(env: dict[str, str]) -> dict:
         wall = time.perf_counter() - t0
         cpu1, rss = _usage()
     return {"mode": "collect", "status": manifest["status"], "wall": wall, "cpu": cpu1 - cpu0, "maxrssMiB": rss,
-            "datasets": {n: {k: d[k] for k in ("status", "records", "requests", "retries", "throttled",
-                                                  "durationSeconds", "plan", "bytes")}
+            "datasets": {n: {k: d.get(k) for k in ("status", "records", "requests", "retries", "throttled",
+                                                      "durationSeconds", "plan", "bytes", "groups")}
                          for n, d in manifest["datasets"].items()},
             "warnings": manifest["warnings"]}
 

@@ -309,12 +309,12 @@ class Graph:
         the next page is requested while the caller works on the current one."""
         pending: asyncio.Future[Page] | None = None
         url: str | None = first_url
-        if first is not None:
-            url = first.next_link
-            if prefetch and url:
-                pending = asyncio.ensure_future(self._page(builder, url, label, headers))
-            yield first
         try:
+            if first is not None:
+                url = first.next_link
+                if prefetch and url:
+                    pending = asyncio.ensure_future(self._page(builder, url, label, headers))
+                yield first
             while url:
                 page = await (pending or self._page(builder, url, label, headers))
                 pending = None
