@@ -69,6 +69,16 @@ class Dataset:
         return [group[0] for group in self.requires if not granted.intersection(group)]
 
 
+def _report(name: str, function: str, builder: str, description: str, *, upn_field: str = "userPrincipalName",
+            period: bool = True, note: str = "") -> Dataset:
+    """A Microsoft 365 usage report (CSV through a pre-authenticated download), declared in one call."""
+    return Dataset(name=name, description=description, path=f"/reports/{function}", builder=builder,
+                   requires=(REPORTS_READ,), upn_field=upn_field, strategy="report", report=function,
+                   report_period=period,
+                   record=f"one CSV row of {function}{' ' + note if note else ''}, typed, fields named as in "
+                          "Graph's JSON reports")
+
+
 USER_FIELDS = (
     "id", "userPrincipalName", "displayName", "mail", "accountEnabled", "userType", "createdDateTime",
     "department", "jobTitle", "companyName", "officeLocation", "city", "country", "usageLocation",
@@ -131,107 +141,36 @@ _DECLARATIONS = (
         requires=(SUBSCRIPTION_READ,),
         record="one companySubscription (Graph resource, every property)",
     ),
-    Dataset(
-        name="report_office365_active_user_detail",
-        description="Per user: licences held per workload (Exchange, OneDrive, SharePoint, Skype, Yammer, "
-                    "Teams), last activity and licence assignment date per workload, assigned products.",
-        path="/reports/getOffice365ActiveUserDetail",
-        builder="reports.get_office365_active_user_detail_with_period",
-        requires=(REPORTS_READ,),
-        upn_field="userPrincipalName",
-        strategy="report",
-        report="getOffice365ActiveUserDetail",
-        report_period=True,
-        record="one CSV row of getOffice365ActiveUserDetail, typed, fields named as in Graph's JSON reports",
-    ),
-    Dataset(
-        name="report_m365_app_user_detail",
-        description="Per user: which Microsoft 365 apps (Outlook, Word, Excel, PowerPoint, OneNote, Teams) were "
-                    "used on which platform.",
-        path="/reports/getM365AppUserDetail",
-        builder="reports.get_m365_app_user_detail_with_period",
-        requires=(REPORTS_READ,),
-        upn_field="userPrincipalName",
-        strategy="report",
-        report="getM365AppUserDetail",
-        report_period=True,
-        record="one CSV row of getM365AppUserDetail, typed, fields named as in Graph's JSON reports",
-    ),
-    Dataset(
-        name="report_office365_activations_user_detail",
-        description="Per user and product: Office activations on Windows, Mac, mobile and shared computers.",
-        path="/reports/getOffice365ActivationsUserDetail",
-        builder="reports.get_office365_activations_user_detail",
-        requires=(REPORTS_READ,),
-        upn_field="userPrincipalName",
-        strategy="report",
-        report="getOffice365ActivationsUserDetail",
-        report_period=False,
-        record="one CSV row of getOffice365ActivationsUserDetail (no period: the current state), typed, "
-               "fields named as in Graph's JSON reports",
-    ),
-    Dataset(
-        name="report_email_activity_user_detail",
-        description="Per user: e-mails sent, received and read, meetings created and interacted with.",
-        path="/reports/getEmailActivityUserDetail",
-        builder="reports.get_email_activity_user_detail_with_period",
-        requires=(REPORTS_READ,),
-        upn_field="userPrincipalName",
-        strategy="report",
-        report="getEmailActivityUserDetail",
-        report_period=True,
-        record="one CSV row of getEmailActivityUserDetail, typed, fields named as in Graph's JSON reports",
-    ),
-    Dataset(
-        name="report_mailbox_usage_detail",
-        description="Per mailbox: items, storage used, quotas, archive.",
-        path="/reports/getMailboxUsageDetail",
-        builder="reports.get_mailbox_usage_detail_with_period",
-        requires=(REPORTS_READ,),
-        upn_field="userPrincipalName",
-        strategy="report",
-        report="getMailboxUsageDetail",
-        report_period=True,
-        record="one CSV row of getMailboxUsageDetail, typed, fields named as in Graph's JSON reports",
-    ),
-    Dataset(
-        name="report_onedrive_usage_account_detail",
-        description="Per OneDrive: owner, files, active files, storage used and allocated.",
-        path="/reports/getOneDriveUsageAccountDetail",
-        builder="reports.get_one_drive_usage_account_detail_with_period",
-        requires=(REPORTS_READ,),
-        upn_field="ownerPrincipalName",
-        strategy="report",
-        report="getOneDriveUsageAccountDetail",
-        report_period=True,
-        record="one CSV row of getOneDriveUsageAccountDetail, typed, fields named as in Graph's JSON reports",
-    ),
-    Dataset(
-        name="report_sharepoint_activity_user_detail",
-        description="Per user: SharePoint files viewed or edited, synced, shared internally and externally, "
-                    "pages visited.",
-        path="/reports/getSharePointActivityUserDetail",
-        builder="reports.get_share_point_activity_user_detail_with_period",
-        requires=(REPORTS_READ,),
-        upn_field="userPrincipalName",
-        strategy="report",
-        report="getSharePointActivityUserDetail",
-        report_period=True,
-        record="one CSV row of getSharePointActivityUserDetail, typed, fields named as in Graph's JSON reports",
-    ),
-    Dataset(
-        name="report_teams_user_activity_user_detail",
-        description="Per user: Teams chat messages, calls, meetings organised and attended, "
-                    "audio/video/screen-share time.",
-        path="/reports/getTeamsUserActivityUserDetail",
-        builder="reports.get_teams_user_activity_user_detail_with_period",
-        requires=(REPORTS_READ,),
-        upn_field="userPrincipalName",
-        strategy="report",
-        report="getTeamsUserActivityUserDetail",
-        report_period=True,
-        record="one CSV row of getTeamsUserActivityUserDetail, typed, fields named as in Graph's JSON reports",
-    ),
+    _report("report_office365_active_user_detail", "getOffice365ActiveUserDetail",
+            "reports.get_office365_active_user_detail_with_period",
+            "Per user: licences held per workload (Exchange, OneDrive, SharePoint, Skype, Yammer, Teams), last "
+            "activity and licence assignment date per workload, assigned products."),
+    _report("report_m365_app_user_detail", "getM365AppUserDetail",
+            "reports.get_m365_app_user_detail_with_period",
+            "Per user: which Microsoft 365 apps (Outlook, Word, Excel, PowerPoint, OneNote, Teams) were used on "
+            "which platform."),
+    _report("report_office365_activations_user_detail", "getOffice365ActivationsUserDetail",
+            "reports.get_office365_activations_user_detail",
+            "Per user and product: Office activations on Windows, Mac, mobile and shared computers.",
+            period=False, note="(no period: the current state)"),
+    _report("report_email_activity_user_detail", "getEmailActivityUserDetail",
+            "reports.get_email_activity_user_detail_with_period",
+            "Per user: e-mails sent, received and read, meetings created and interacted with."),
+    _report("report_mailbox_usage_detail", "getMailboxUsageDetail",
+            "reports.get_mailbox_usage_detail_with_period",
+            "Per mailbox: items, storage used, quotas, archive."),
+    _report("report_onedrive_usage_account_detail", "getOneDriveUsageAccountDetail",
+            "reports.get_one_drive_usage_account_detail_with_period",
+            "Per OneDrive: owner, files, active files, storage used and allocated.",
+            upn_field="ownerPrincipalName"),
+    _report("report_sharepoint_activity_user_detail", "getSharePointActivityUserDetail",
+            "reports.get_share_point_activity_user_detail_with_period",
+            "Per user: SharePoint files viewed or edited, synced, shared internally and externally, pages "
+            "visited."),
+    _report("report_teams_user_activity_user_detail", "getTeamsUserActivityUserDetail",
+            "reports.get_teams_user_activity_user_detail_with_period",
+            "Per user: Teams chat messages, calls, meetings organised and attended, audio/video/screen-share "
+            "time."),
     Dataset(
         name="mfa_registration",
         description="Per user: MFA, SSPR and passwordless registration and capability, methods registered, "
