@@ -178,3 +178,12 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # e.g. the snapshot destination refused the manifest: say what, not a traceback
+        logging.getLogger("m365_connector").debug("command failed", exc_info=exc)
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(f"error: {type(exc).__name__}: {first}", file=sys.stderr)
+        print("  (check SNAPSHOT_DIR / SNAPSHOT_ACCOUNT_URL / SNAPSHOT_CONNECTION_STRING and network access; "
+              "-v shows details)", file=sys.stderr)
+        return 1

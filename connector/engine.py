@@ -198,7 +198,7 @@ class Run:
             msg = (f"{ds.name} needs {res.missingLicence} in the tenant; Graph answered {exc.code}. The other "
                    "datasets were collected.")
             res.warnings.append(_warning("missing_licence", ds.name, msg))
-        elif isinstance(exc, GraphError) and exc.status in (401, 403):
+        elif isinstance(exc, GraphError) and exc.status == 403:  # 401 is a token problem, not a permission
             res.status = "skipped"
             res.missingPermissions = ds.missing_roles(self.granted) or [group[0] for group in ds.requires]
             perms = " and ".join(res.missingPermissions)
@@ -223,6 +223,7 @@ class Run:
 
     # -- the run ---------------------------------------------------------------------------
     async def execute(self) -> dict[str, Any]:
+        await asyncio.to_thread(self.store.prepare)  # an unusable destination fails before any Graph request
         credential = None
         try:
             try:

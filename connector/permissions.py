@@ -28,7 +28,7 @@ async def _probe(graph: Any, name: str) -> tuple[str, str | None]:
     err: GraphError = _error_from(response.status_code, response.headers, response.content, ds.path)
     if err.code in LICENCE_ERROR_CODES:
         return "missing_licence", f"The tenant needs {ds.licence} ({err.code})."
-    if err.status in (401, 403):
+    if err.status == 403:
         return "missing_permission", f"Graph refused access: {err.code}: {err.message}"
     return "error", str(err)
 

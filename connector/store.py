@@ -41,6 +41,7 @@ class Sink(Protocol):
 class Store(Protocol):
     location: str
 
+    def prepare(self) -> None: ...
     def sink(self, relpath: str) -> Sink: ...
     def write_bytes(self, relpath: str, data: bytes, content_type: str) -> None: ...
     def read_bytes(self, relpath: str) -> bytes | None: ...
@@ -142,6 +143,9 @@ class LocalStore:
             raise ValueError(f"path escapes the snapshot folder: {relpath}")
         return path
 
+    def prepare(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
     def sink(self, relpath: str) -> Sink:
         return _LocalSink(self._path(relpath))
 
@@ -198,18 +202,26 @@ class BlobStore:
     """Blob Storage: account URL with managed identity in Azure, or a connection string (Azurite)."""
 
     def __init__(self, container: str, *, account_url: str | None = None, connection_string: str | None = None):
-        from azure.storage.blob import BlobServiceClient
+        from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
+        # Storage's default retry waits 15 s, then 45 s, ...; a run should say within seconds that its
+        # destination is unusable, and Blob answers quickly when it is up.
+        retry = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3)
         if connection_string:
-            service = BlobServiceClient.from_connection_string(connection_string)
+            service = BlobServiceClient.from_connection_string(connection_string, retry_policy=retry)
         else:
             from azure.identity import DefaultAzureCredential
 
-            service = BlobServiceClient(account_url or "", credential=DefaultAzureCredential())
+            service = BlobServiceClient(account_url or "", credential=DefaultAzureCredential(), retry_policy=retry)
         self.service = service
         self.container = service.get_container_client(container)
         self.location = f"{service.url.rstrip('/')}/{container}"
         self._ensured = False
+
+    def prepare(self) -> None:
+        """Create the container if needed: a destination that cannot be written fails the run before
+        any Graph request is spent."""
+        self._ensure()
 
     def _ensure(self) -> None:
         if self._ensured:

@@ -41,3 +41,18 @@ def test_unknown_dataset_on_the_command_line_is_refused(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "connector", "run", "--datasets", "mailboxes"], cwd=ROOT,
                           env=_env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "mailboxes" in proc.stderr
+
+
+def test_unreachable_snapshot_storage_is_a_clear_error(tmp_path):
+    """Blob Storage that cannot be reached: exit 1 with a one-line reason, no traceback."""
+    from simulator import Simulator, TenantSpec
+
+    with Simulator(TenantSpec(seed=3, users=50)) as sim:
+        env = {**_env(), **sim.env(), "M365_DATASETS": "organization",
+               "SNAPSHOT_CONNECTION_STRING": "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+               "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+               "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;"}
+        proc = subprocess.run([sys.executable, "-m", "connector", "run"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "SNAPSHOT_CONNECTION_STRING" in proc.stderr
