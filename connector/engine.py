@@ -139,9 +139,42 @@ class Run:
             raise
         res.file, res.bytes, res.sha256 = ds.file, info.bytes, info.sha256
 
-    async def _collect(self, ds: Dataset) -> None:
+    async def _paged(self, ds: Dataset, res: DatasetResult) -> None:
+        """Plain @odata.nextLink paging, split into concurrent chains when the plan says so; a split
+        that does not add up (or a filter Graph refuses) is discarded and paged as one chain."""
         from . import collect
 
+        kind, total, groups, first = await collect.plan(self.graph, ds)
+        res.plan = collect.describe(kind, total, groups)
+        if kind != "partitioned":
+            await self._write(ds, collect.sequential(self.graph, ds, first), res)
+            return
+        try:
+            await self._write(ds, collect.partitioned(self.graph, ds, total or 0, groups), res)
+            return
+        except collect.UnionMismatch as exc:
+            reason = str(exc)
+        except GraphError as exc:
+            if exc.status != 400:
+                raise
+            reason = f"Graph refused the partition filter ({exc.code})"
+        res.warnings.append(_warning("partition_fallback", ds.name,
+                                     f"{ds.name}: {reason}; collected again as one sequential chain."))
+        res.plan["fallback"] = "sequential"
+        await self._write(ds, collect.sequential(self.graph, ds), res)
+
+    async def _by_strategy(self, ds: Dataset, res: DatasetResult) -> None:
+        """Datasets that are not plain paging (reports, $batch memberships, ...)."""
+        from . import collect
+
+        ctx = collect.Context(self.settings, self.graph, self.granted)
+        try:
+            await self._write(ds, collect.STRATEGIES[ds.strategy](ctx, ds), res, ctx)
+        finally:
+            res.extra.update(ctx.extra)
+            res.warnings.extend(ctx.warnings)
+
+    async def _collect(self, ds: Dataset) -> None:
         res = self.results[ds.name]
         res.status = "running"
         if ds.upn_field:
@@ -149,35 +182,7 @@ class Run:
         self._notify()
         t0 = time.perf_counter()
         try:
-            if ds.strategy != "pages":
-                ctx = collect.Context(self.settings, self.graph, self.granted)
-                try:
-                    await self._write(ds, collect.STRATEGIES[ds.strategy](ctx, ds), res, ctx)
-                finally:
-                    res.extra.update(ctx.extra)
-                    res.warnings.extend(ctx.warnings)
-                res.status = "succeeded"
-                return
-            kind, total, groups, first = await collect.plan(self.graph, ds)
-            res.plan = collect.describe(kind, total, groups)
-            try:
-                if kind == "partitioned":
-                    await self._write(ds, collect.partitioned(self.graph, ds, total or 0, groups), res)
-                else:
-                    await self._write(ds, collect.sequential(self.graph, ds, first), res)
-            except collect.UnionMismatch as exc:
-                res.warnings.append(_warning("partition_fallback", ds.name,
-                                             f"{ds.name}: {exc}; collected again as one sequential chain."))
-                res.plan["fallback"] = "sequential"
-                await self._write(ds, collect.sequential(self.graph, ds), res)
-            except GraphError as exc:
-                if kind != "partitioned" or exc.status != 400:
-                    raise
-                res.warnings.append(_warning("partition_fallback", ds.name,
-                                             f"{ds.name}: Graph refused the partition filter ({exc.code}); "
-                                             "collected as one sequential chain."))
-                res.plan["fallback"] = "sequential"
-                await self._write(ds, collect.sequential(self.graph, ds), res)
+            await (self._paged(ds, res) if ds.strategy == "pages" else self._by_strategy(ds, res))
             res.status = "succeeded"
         except asyncio.CancelledError:
             raise
