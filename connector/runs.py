@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from .config import ConfigError, Problem, Settings, load_settings, require_destination
-from .store import BlobStore, LocalStore, Store, read_json, write_json
+from .store import Store, read_json, write_json
 
 log = logging.getLogger("m365_connector")
 
@@ -241,62 +241,6 @@ def _lock_path(key: str) -> str:
 
 # -- conditional blobs and the lock --------------------------------------------------------------------------
 
-class _Cells:
-    """Create-if-absent and delete-if-unchanged on the snapshot store (Blob conditions or local files)."""
-
-    def __init__(self, store: Store):
-        self.store = store
-
-    def create(self, relpath: str, data: bytes) -> bool:
-        if isinstance(self.store, BlobStore):
-            from azure.core.exceptions import ResourceExistsError
-            from azure.storage.blob import ContentSettings
-
-            self.store._ensure()
-            try:
-                self.store.container.upload_blob(relpath, data, overwrite=False,
-                                                 content_settings=ContentSettings(content_type="application/json"))
-            except ResourceExistsError:
-                return False
-            return True
-        if isinstance(self.store, LocalStore):
-            path = self.store._path(relpath)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with open(path, "xb") as fh:
-                    fh.write(data)
-            except FileExistsError:
-                return False
-            return True
-        raise TypeError(f"unsupported store {type(self.store).__name__}")
-
-    def read(self, relpath: str) -> tuple[bytes, str] | None:
-        if isinstance(self.store, BlobStore):
-            from azure.core.exceptions import ResourceNotFoundError
-
-            try:
-                downloader = self.store.container.download_blob(relpath)
-                return downloader.readall(), downloader.properties.etag
-            except ResourceNotFoundError:
-                return None
-        data = self.store.read_bytes(relpath)
-        return None if data is None else (data, data.decode("utf-8", "replace"))
-
-    def delete(self, relpath: str, etag: str) -> None:
-        if isinstance(self.store, BlobStore):
-            from azure.core import MatchConditions
-            from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-
-            try:
-                self.store.container.delete_blob(relpath, etag=etag, match_condition=MatchConditions.IfNotModified)
-            except (ResourceModifiedError, ResourceNotFoundError):
-                pass
-            return
-        current = self.read(relpath)
-        if current is not None and current[1] == etag:
-            self.store._path(relpath).unlink(missing_ok=True)  # type: ignore[union-attr]
-
-
 class TenantLock:
     """A lease on `tenants/<tenant>/run.lock`: held while collecting, renewed, and expiring if the holder dies."""
 
@@ -305,42 +249,10 @@ class TenantLock:
         self.path = _lock_path(key)
         self.seconds = seconds
         self._lease: Any = None
-        self._fh: Any = None
 
     def acquire(self) -> bool:
-        if isinstance(self.store, BlobStore):
-            from azure.core.exceptions import HttpResponseError, ResourceExistsError
-            from azure.storage.blob import BlobLeaseClient
-
-            self.store._ensure()
-            blob = self.store.container.get_blob_client(self.path)
-            try:
-                blob.upload_blob(b"", overwrite=False)
-            except (ResourceExistsError, HttpResponseError):
-                pass  # exists (perhaps leased by another run)
-            lease = BlobLeaseClient(blob)
-            try:
-                lease.acquire(lease_duration=self.seconds)
-            except HttpResponseError as exc:
-                if exc.status_code == 409:
-                    return False
-                raise
-            self._lease = lease
-            return True
-        if isinstance(self.store, LocalStore):
-            import fcntl
-
-            path = self.store._path(self.path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fh = open(path, "a+b")
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                fh.close()
-                return False
-            self._fh = fh  # released by the OS if the process dies
-            return True
-        raise TypeError(f"unsupported store {type(self.store).__name__}")
+        self._lease = self.store.lease(self.path, self.seconds)
+        return self._lease is not None
 
     def renew(self) -> None:
         if self._lease is not None:
@@ -353,9 +265,6 @@ class TenantLock:
             except Exception:
                 log.warning("could not release the tenant lock; it expires within %d s", self.seconds)
             self._lease = None
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
 
 
 # -- status records ----------------------------------------------------------------------------------------
@@ -447,7 +356,6 @@ def request_run(settings: Settings, trigger: str, datasets: list[str] | None = N
 
     env = os.environ if env is None else env
     store = store_for(settings)
-    cells = _Cells(store)
     key = tenant_key(settings)
     pointer = _pointer_path(key)
     wanted = list(datasets) if datasets else list(settings.selected_datasets)
@@ -455,7 +363,7 @@ def request_run(settings: Settings, trigger: str, datasets: list[str] | None = N
         run_id = new_run_id()
         requested_at = now_iso()
         claim = {"runId": run_id, "trigger": trigger, "requestedAt": requested_at}
-        if cells.create(pointer, orjson.dumps(claim)):
+        if store.create(pointer, orjson.dumps(claim)):
             record = new_record(run_id, key, trigger, wanted, requested_at)
             _write_status(store, record)
             message = {"v": 1, "runId": run_id, "tenant": key, "trigger": trigger,
@@ -466,14 +374,14 @@ def request_run(settings: Settings, trigger: str, datasets: list[str] | None = N
                 remedy = ("Check the AzureWebJobsStorage connection (queue endpoint and the identity's "
                           "'Storage Queue Data Contributor' role), then request the run again.")
                 _fail(store, record, f"the run could not be queued ({type(exc).__name__})", remedy)
-                current = cells.read(pointer)
+                current = store.read_tagged(pointer)
                 if current is not None:
-                    cells.delete(pointer, current[1])
+                    store.delete_if_unchanged(pointer, current[1])
                 raise QueueUnavailable(remedy) from exc
             log.info("run %s queued (trigger %s, datasets %s)", run_id, trigger, ",".join(wanted),
                      extra={"run_id": run_id, "trigger": trigger, "event": "run_queued"})
             return RunRequest(record, True)
-        current = cells.read(pointer)
+        current = store.read_tagged(pointer)
         if current is None:
             continue  # finished and cleared in between: try again
         data, etag = current
@@ -481,14 +389,14 @@ def request_run(settings: Settings, trigger: str, datasets: list[str] | None = N
             active = orjson.loads(data)
             active_id = active["runId"]
         except (ValueError, KeyError, TypeError):
-            cells.delete(pointer, etag)
+            store.delete_if_unchanged(pointer, etag)
             continue
         record = read_status(store, key, active_id)
         if record is None:
             # The winner has not written its status yet, or died before it did.
             claimed = _parse_iso(active.get("requestedAt"))
             if claimed is not None and datetime.now(UTC) - claimed > timedelta(minutes=5):
-                cells.delete(pointer, etag)
+                store.delete_if_unchanged(pointer, etag)
                 continue
             record = new_record(active_id, key, active.get("trigger", trigger), wanted,
                                 active.get("requestedAt") or now_iso())
@@ -500,7 +408,7 @@ def request_run(settings: Settings, trigger: str, datasets: list[str] | None = N
         if record["status"] in ACTIVE:
             _fail(store, record, f"the run was abandoned (still {record['status']} with no progress)",
                   "A newer run was requested in its place; check the Function's logs for why this one stopped.")
-        cells.delete(pointer, etag)
+        store.delete_if_unchanged(pointer, etag)
     raise RuntimeError("could not claim the tenant's active run after 5 attempts")
 
 
@@ -594,8 +502,7 @@ class _Renewer(threading.Thread):
 
 
 def _clear_pointer(store: Store, key: str, run_id: str) -> None:
-    cells = _Cells(store)
-    current = cells.read(_pointer_path(key))
+    current = store.read_tagged(_pointer_path(key))
     if current is None:
         return
     try:
@@ -603,7 +510,7 @@ def _clear_pointer(store: Store, key: str, run_id: str) -> None:
     except (ValueError, AttributeError):
         active = None
     if active in (run_id, None):
-        cells.delete(_pointer_path(key), current[1])
+        store.delete_if_unchanged(_pointer_path(key), current[1])
 
 
 def _final_error(manifest: dict[str, Any]) -> dict[str, Any] | None:

@@ -38,10 +38,22 @@ class Sink(Protocol):
     def abort(self) -> None: ...
 
 
+class Lease(Protocol):
+    def renew(self) -> None: ...
+    def release(self) -> None: ...
+
+
 class Store(Protocol):
+    """Where snapshots go. Besides files, the Function app needs three primitives that Blob Storage
+    offers natively (create-if-absent, delete-if-unchanged, leases) and a local folder emulates."""
+
     location: str
 
     def prepare(self) -> None: ...
+    def create(self, relpath: str, data: bytes) -> bool: ...
+    def read_tagged(self, relpath: str) -> tuple[bytes, str] | None: ...
+    def delete_if_unchanged(self, relpath: str, tag: str) -> None: ...
+    def lease(self, relpath: str, seconds: int) -> Lease | None: ...
     def sink(self, relpath: str) -> Sink: ...
     def write_bytes(self, relpath: str, data: bytes, content_type: str) -> None: ...
     def read_bytes(self, relpath: str) -> bytes | None: ...
@@ -175,6 +187,52 @@ class LocalStore:
     def url(self, relpath: str) -> str:
         return str(self._path(relpath))
 
+    def create(self, relpath: str, data: bytes) -> bool:
+        """Write only if absent (exclusive create); False when the file exists."""
+        path = self._path(relpath)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(path, "xb") as fh:
+                fh.write(data)
+        except FileExistsError:
+            return False
+        return True
+
+    def read_tagged(self, relpath: str) -> tuple[bytes, str] | None:
+        """Content and a tag that changes with it (the content itself: files have no ETag)."""
+        data = self.read_bytes(relpath)
+        return None if data is None else (data, hashlib.sha256(data).hexdigest())
+
+    def delete_if_unchanged(self, relpath: str, tag: str) -> None:
+        current = self.read_tagged(relpath)
+        if current is not None and current[1] == tag:
+            self._path(relpath).unlink(missing_ok=True)
+
+    def lease(self, relpath: str, seconds: int) -> Lease | None:
+        """An exclusive lock on a file (flock); the OS releases it if the process dies."""
+        import fcntl
+
+        path = self._path(relpath)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+b")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            return None
+        return _FileLease(fh)
+
+
+class _FileLease:
+    def __init__(self, fh: Any):
+        self._fh = fh
+
+    def renew(self) -> None:
+        """A file lock does not expire."""
+
+    def release(self) -> None:
+        self._fh.close()
+
 
 class _BlobSink:
     def __init__(self, blob: Any):
@@ -263,6 +321,57 @@ class BlobStore:
 
     def url(self, relpath: str) -> str:
         return f"{self.location}/{relpath}"
+
+    def create(self, relpath: str, data: bytes) -> bool:
+        from azure.core.exceptions import ResourceExistsError
+        from azure.storage.blob import ContentSettings
+
+        self._ensure()
+        try:
+            self.container.upload_blob(relpath, data, overwrite=False,
+                                       content_settings=ContentSettings(content_type="application/json"))
+        except ResourceExistsError:
+            return False
+        return True
+
+    def read_tagged(self, relpath: str) -> tuple[bytes, str] | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            downloader = self.container.download_blob(relpath)
+            return downloader.readall(), downloader.properties.etag
+        except ResourceNotFoundError:
+            return None
+
+    def delete_if_unchanged(self, relpath: str, tag: str) -> None:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        try:
+            self.container.delete_blob(relpath, etag=tag, match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            pass
+
+    def lease(self, relpath: str, seconds: int) -> Lease | None:
+        """A Blob lease (15-60 s, renewable); one that is not renewed expires, so a crashed holder
+        does not block the next one for long."""
+        from azure.core.exceptions import HttpResponseError, ResourceExistsError
+        from azure.storage.blob import BlobLeaseClient
+
+        self._ensure()
+        blob = self.container.get_blob_client(relpath)
+        try:
+            blob.upload_blob(b"", overwrite=False)
+        except (ResourceExistsError, HttpResponseError):
+            pass  # exists (perhaps leased by another run)
+        lease = BlobLeaseClient(blob)
+        try:
+            lease.acquire(lease_duration=seconds)
+        except HttpResponseError as exc:
+            if exc.status_code == 409:
+                return None
+            raise
+        return lease
 
 
 def open_store(settings: Settings) -> Store:
