@@ -4,7 +4,8 @@ Listing members one group at a time costs a request per group. `$batch` carries 
 request, so `group_members` costs one request per 20 groups, plus one per extra member page
 (also batched) and the pages of the group list. Only direct members are asked for; members
 through nested groups are derived from them (Graph's transitiveMembers = direct members plus
-everything reachable through nested groups), which avoids a second request per group.
+everything reachable through nested groups), which avoids a second request per group. The direct
+memberships wait in a temporary SQLite file, not in memory, until the transitive ones are derived.
 
 Inside a batch every request is throttled on its own: a 429 item carries its own Retry-After
 and is sent again in a later batch after that wait. Items that fail for good fail the dataset
@@ -41,6 +42,45 @@ def _member_type(obj: dict[str, Any]) -> str | None:
     return odata.rsplit(".", 1)[-1] or None
 
 
+class _Spool:
+    """Direct memberships on disk (a temporary SQLite file), so deriving transitive ones keeps
+    memory flat however many memberships the tenant has; only one group's closure is in memory."""
+
+    def __init__(self) -> None:
+        import sqlite3
+        import tempfile
+
+        self._dir = tempfile.TemporaryDirectory(prefix="m365-members-")
+        self._db: Any = sqlite3.connect(f"{self._dir.name}/members.db")
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("CREATE TABLE m (grp TEXT, member TEXT, type TEXT)")
+        self._indexed = False
+
+    def add(self, rows: list[tuple[str, str, str | None]]) -> None:
+        self._db.executemany("INSERT INTO m VALUES (?, ?, ?)", rows)
+
+    def parents(self) -> list[str]:
+        """Groups with at least one group among their direct members (the only ones to expand)."""
+        self._index()
+        return [g for (g,) in self._db.execute("SELECT DISTINCT grp FROM m WHERE type = 'group' ORDER BY grp")]
+
+    def members(self, group: str) -> list[tuple[str, str | None]]:
+        self._index()
+        return self._db.execute("SELECT member, type FROM m WHERE grp = ?", (group,)).fetchall()
+
+    def _index(self) -> None:
+        if not self._indexed:
+            self._db.execute("CREATE INDEX m_grp ON m (grp)")
+            self._indexed = True
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+            self._dir.cleanup()
+
+
 class _Item:
     __slots__ = ("group", "url", "attempts", "not_before")
 
@@ -65,8 +105,7 @@ async def group_members(ctx: Context, ds: Dataset) -> AsyncIterator[list[dict[st
     groups: list[str] = []
     async for page in graph.pages("groups", f"{graph.base}/groups?$select=id&$top=999", ds.name, prefetch=True):
         groups.extend(sys.intern(r["id"]) for r in page.records)
-    direct: dict[str, list[str]] = {}
-    types: dict[str, str | None] = {}
+    spool = _Spool()
     pending = deque(_Item(g, f"/groups/{g}/members?{MEMBER_QUERY}") for g in groups)
     running: set[asyncio.Future[tuple[list[_Item], Any]]] = set()
     batches = vanished = direct_count = 0
@@ -104,13 +143,10 @@ async def group_members(ctx: Context, ds: Dataset) -> AsyncIterator[list[dict[st
                     status = int(answer.get("status") or 0)
                     body = answer.get("body") or {}
                     if status == 200:
-                        members = direct.setdefault(item.group, [])
-                        for obj in body.get("value") or []:
-                            mid = sys.intern(obj["id"])
-                            kind = types.setdefault(mid, _member_type(obj))
-                            members.append(mid)
-                            out.append({"groupId": item.group, "memberId": mid, "memberType": kind,
-                                        "membership": "direct"})
+                        rows = [(item.group, obj["id"], _member_type(obj)) for obj in body.get("value") or []]
+                        spool.add(rows)
+                        out.extend({"groupId": g, "memberId": m, "memberType": t, "membership": "direct"}
+                                   for g, m, t in rows)
                         next_link = body.get("@odata.nextLink")
                         if next_link:
                             graph.check_link(next_link, ds.name)
@@ -138,6 +174,9 @@ async def group_members(ctx: Context, ds: Dataset) -> AsyncIterator[list[dict[st
             direct_count += len(out)
             if out:
                 yield out
+    except BaseException:
+        spool.close()
+        raise
     finally:
         for task in running:
             task.cancel()
@@ -146,30 +185,30 @@ async def group_members(ctx: Context, ds: Dataset) -> AsyncIterator[list[dict[st
 
     transitive = 0
     out = []
-    for group in groups:
-        members = direct.get(group) or []
-        nested = [m for m in members if types.get(m) == "group"]
-        if not nested:
-            continue
-        seen = set(members)
-        seen.add(group)
-        stack, visited = list(nested), {group}
-        while stack:
-            child = stack.pop()
-            if child in visited:
-                continue
-            visited.add(child)
-            for member in direct.get(child) or ():
-                if member not in seen:
-                    seen.add(member)
-                    out.append({"groupId": group, "memberId": member, "memberType": types.get(member),
-                                "membership": "transitive"})
-                if types.get(member) == "group" and member not in visited:
-                    stack.append(member)
-        if len(out) >= 5000:
-            transitive += len(out)
-            yield out
-            out = []
+    try:
+        for group in spool.parents():
+            members = spool.members(group)
+            seen = {m for m, _ in members}
+            seen.add(group)
+            stack, visited = [m for m, t in members if t == "group"], {group}
+            while stack:
+                child = stack.pop()
+                if child in visited:
+                    continue
+                visited.add(child)
+                for member, kind in spool.members(child):
+                    if member not in seen:
+                        seen.add(member)
+                        out.append({"groupId": group, "memberId": member, "memberType": kind,
+                                    "membership": "transitive"})
+                    if kind == "group" and member not in visited:
+                        stack.append(member)
+            if len(out) >= 5000:
+                transitive += len(out)
+                yield out
+                out = []
+    finally:
+        spool.close()
     if out:
         transitive += len(out)
         yield out
