@@ -20,16 +20,14 @@ import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 
 from .datasets import Dataset
-from .graph import GraphError, _error_from
-
-if TYPE_CHECKING:
-    from .collect import Context
+from .graph import GraphError, error_from
+from .strategy import Context, first_url, register
 
 BATCH_SIZE = 20  # Graph's maximum requests per $batch
 BATCHES_IN_FLIGHT = 4
@@ -98,6 +96,7 @@ def _retry_after(headers: dict[str, Any], attempts: int) -> float:
     return min(30.0, 0.5 * 2 ** attempts) + random.random() / 2
 
 
+@register("group_members")
 async def group_members(ctx: Context, ds: Dataset) -> AsyncIterator[list[dict[str, Any]]]:
     """One record per (group, member): `direct`, or `transitive` when reached only through nested groups."""
     graph, settings = ctx.graph, ctx.settings
@@ -116,7 +115,7 @@ async def group_members(ctx: Context, ds: Dataset) -> AsyncIterator[list[dict[st
                                           for i, item in enumerate(items)]})
         response = await graph.post_json("/$batch", body, ds.name)
         if response.status_code != 200:
-            raise _error_from(response.status_code, response.headers, response.content, "/$batch")
+            raise error_from(response.status_code, response.headers, response.content, "/$batch")
         return items, orjson.loads(response.content)
 
     try:
@@ -166,7 +165,7 @@ async def group_members(ctx: Context, ds: Dataset) -> AsyncIterator[list[dict[st
                         item.not_before = time.monotonic() + wait
                         pending.append(item)
                     else:
-                        raise _error_from(status, answer.get("headers") or {}, orjson.dumps(body),
+                        raise error_from(status, answer.get("headers") or {}, orjson.dumps(body),
                                           f"/$batch: {item.url.split('?')[0]}")
                 if len(items) != len(payload.get("responses") or []):
                     raise GraphError(502, "BatchIncomplete", f"$batch answered {len(payload.get('responses') or [])} "
@@ -218,11 +217,10 @@ async def group_members(ctx: Context, ds: Dataset) -> AsyncIterator[list[dict[st
         ctx.extra["groupsDeletedDuringRun"] = vanished
 
 
+@register("role_assignments")
 async def role_assignments(ctx: Context, ds: Dataset) -> AsyncIterator[list[dict[str, Any]]]:
     """Assignments with the principal expanded and the role's name joined from roleDefinitions
     (one extra paged list of about a hundred roles)."""
-    from .collect import first_url
-
     graph = ctx.graph
     definitions: dict[str, dict[str, Any]] = {}
     url = f"{graph.base}/roleManagement/directory/roleDefinitions?$select=id,displayName,templateId,isBuiltIn"

@@ -140,99 +140,24 @@ def _https_origin(name: str, value: str, problems: list[Problem], *, allow_path:
     return value.rstrip("/")
 
 
-def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-    """Read and validate every setting; raise ConfigError listing all problems at once."""
-    env = os.environ if env is None else env
-    problems: list[Problem] = []
+class _Reader:
+    """Reads the environment one concern at a time, collecting every problem instead of stopping at the first."""
 
-    def get(name: str) -> str:
-        return (env.get(name) or "").strip()
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
+        self.problems: list[Problem] = []
 
-    tenant = get("M365_TENANT_ID")
-    if not tenant:
-        problems.append(Problem("M365_TENANT_ID", "is required. Set it to the Directory (tenant) ID from the Entra "
-                                                  "admin center (Overview page) or the tenant's domain, "
-                                                  "such as contoso.onmicrosoft.com."))
-    elif not (_is_guid(tenant) or _DOMAIN_RE.match(tenant)):
-        problems.append(Problem("M365_TENANT_ID", f"{tenant!r} is neither {GUID_HINT} nor a domain name such as "
-                                                  "contoso.onmicrosoft.com. Copy the Directory (tenant) ID from the "
-                                                  "Entra admin center."))
+    def get(self, name: str) -> str:
+        return (self.env.get(name) or "").strip()
 
-    client_id = get("M365_CLIENT_ID")
-    if not client_id:
-        problems.append(Problem("M365_CLIENT_ID", "is required. Set it to the Application (client) ID of the app "
-                                                  "registration (Entra admin center, App registrations, Overview)."))
-    elif not _is_guid(client_id):
-        problems.append(Problem("M365_CLIENT_ID", f"{client_id!r} is not {GUID_HINT}. Use the Application (client) "
-                                                  "ID, not the app's name or object ID."))
+    def problem(self, setting: str, message: str) -> None:
+        self.problems.append(Problem(setting, message))
 
-    auth_mode = (get("M365_AUTH_MODE") or "secret").lower()
-    if auth_mode not in AUTH_MODES:
-        problems.append(Problem("M365_AUTH_MODE", f"{auth_mode!r} is not a sign-in mode. Use secret (client secret), "
-                                                  "certificate (a certificate in Key Vault) or federated (the "
-                                                  "Function's managed identity, no secret at all)."))
-    secret = env.get("M365_CLIENT_SECRET") or None
-    key_vault_url = get("KEY_VAULT_URL") or None
-    if key_vault_url:
-        key_vault_url = _https_origin("KEY_VAULT_URL", key_vault_url, problems, allow_path=False)
-    vault_bad = "KEY_VAULT_URL" in {p.setting for p in problems}
-    if auth_mode == "secret" and not secret and not key_vault_url and not vault_bad:
-        problems.append(Problem("KEY_VAULT_URL", "is required when M365_CLIENT_SECRET is not set. Set it to the "
-                                                 "vault that holds the client secret, such as "
-                                                 "https://kv-m365.vault.azure.net, or set M365_CLIENT_SECRET for a "
-                                                 "local run."))
-    certificate_name = get("M365_CLIENT_CERTIFICATE_NAME") or None
-    if auth_mode == "certificate":
-        if not key_vault_url and not vault_bad:
-            problems.append(Problem("KEY_VAULT_URL", "is required with M365_AUTH_MODE=certificate: set it to the "
-                                                     "vault that holds the certificate."))
-        if not certificate_name:
-            problems.append(Problem("M365_CLIENT_CERTIFICATE_NAME", "is required with M365_AUTH_MODE=certificate: "
-                                                                    "set it to the name of the certificate in Key "
-                                                                    "Vault whose public key is on the app "
-                                                                    "registration."))
-    secret_name = get("M365_CLIENT_SECRET_NAME") or DEFAULT_SECRET_NAME
-    if not re.fullmatch(r"[0-9A-Za-z-]{1,127}", secret_name):
-        problems.append(Problem("M365_CLIENT_SECRET_NAME", f"{secret_name!r} is not a valid Key Vault secret name "
-                                                           "(letters, digits and '-', at most 127 characters)."))
-    if certificate_name and not re.fullmatch(r"[0-9A-Za-z-]{1,127}", certificate_name):
-        problems.append(Problem("M365_CLIENT_CERTIFICATE_NAME", f"{certificate_name!r} is not a valid Key Vault "
-                                                                "certificate name (letters, digits and '-')."))
-    cloud_name = (get("M365_CLOUD") or "global").lower()
-    cloud = CLOUDS.get(cloud_name)
-    if cloud is None:
-        problems.append(Problem("M365_CLOUD", f"{cloud_name!r} is not a known cloud. Use one of: "
-                                              f"{', '.join(CLOUDS)}."))
-        cloud = CLOUDS["global"]
+    def has_problem(self, setting: str) -> bool:
+        return any(p.setting == setting for p in self.problems)
 
-    authority = get("M365_AUTHORITY_HOST")
-    graph = get("M365_GRAPH_ENDPOINT")
-    authority_host = _https_origin("M365_AUTHORITY_HOST", authority, problems) if authority else cloud.authority_host
-    graph_endpoint = _https_origin("M365_GRAPH_ENDPOINT", graph, problems) if graph else cloud.graph_endpoint
-
-    domains_raw = get("M365_DOMAINS") or "*"
-    domains: tuple[str, ...] | None = None
-    if domains_raw != "*":
-        items = [d.lower().lstrip("@") for d in _list(domains_raw)]
-        bad = [d for d in items if not _DOMAIN_RE.match(d)]
-        if bad or not items:
-            problems.append(Problem("M365_DOMAINS", f"{', '.join(bad) or domains_raw!r} is not a domain name. Use "
-                                                    "'*' for every user, or domains separated by commas, such as "
-                                                    "contoso.com,fabrikam.com."))
-        domains = tuple(dict.fromkeys(items))
-
-    datasets_raw = get("M365_DATASETS") or "*"
-    datasets: tuple[str, ...] | None = None
-    if datasets_raw != "*":
-        items = _list(datasets_raw)
-        unknown = [d for d in items if d not in DATASETS]
-        if unknown or not items:
-            problems.append(Problem("M365_DATASETS", f"unknown dataset name(s) {', '.join(unknown) or datasets_raw!r}. "
-                                                     f"Use '*' or names from: {', '.join(DATASETS)}."))
-        datasets = tuple(dict.fromkeys(items))
-
-    def integer(name: str, default: int, low: int, high: int) -> int:
-        raw = get(name)
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.get(name)
         if not raw:
             return default
         try:
@@ -240,60 +165,132 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         except ValueError:
             value = low - 1
         if not low <= value <= high:
-            problems.append(Problem(name, f"{raw!r} must be a whole number from {low} to {high}."))
+            self.problem(name, f"{raw!r} must be a whole number from {low} to {high}.")
             return default
         return value
 
-    max_concurrency = integer("M365_MAX_CONCURRENCY", 16, 1, 64)
-    max_retries = integer("M365_MAX_RETRIES", 6, 0, 10)
+    def identity(self) -> dict[str, object]:
+        tenant = self.get("M365_TENANT_ID")
+        if not tenant:
+            self.problem("M365_TENANT_ID", "is required. Set it to the Directory (tenant) ID from the Entra admin "
+                                           "center (Overview page) or the tenant's domain, such as "
+                                           "contoso.onmicrosoft.com.")
+        elif not (_is_guid(tenant) or _DOMAIN_RE.match(tenant)):
+            self.problem("M365_TENANT_ID", f"{tenant!r} is neither {GUID_HINT} nor a domain name such as "
+                                           "contoso.onmicrosoft.com. Copy the Directory (tenant) ID from the Entra "
+                                           "admin center.")
+        client_id = self.get("M365_CLIENT_ID")
+        if not client_id:
+            self.problem("M365_CLIENT_ID", "is required. Set it to the Application (client) ID of the app "
+                                           "registration (Entra admin center, App registrations, Overview).")
+        elif not _is_guid(client_id):
+            self.problem("M365_CLIENT_ID", f"{client_id!r} is not {GUID_HINT}. Use the Application (client) ID, not "
+                                           "the app's name or object ID.")
+        return {"tenant_id": tenant, "client_id": client_id}
 
-    report_period = (get("M365_REPORT_PERIOD") or "D30").upper()
-    if report_period not in REPORT_PERIODS:
-        problems.append(Problem("M365_REPORT_PERIOD", f"{get('M365_REPORT_PERIOD')!r} is not a report period. Use "
-                                                      "D7, D30, D90 or D180 (days of usage the reports cover)."))
-        report_period = "D30"
+    def credential(self) -> dict[str, object]:
+        auth_mode = (self.get("M365_AUTH_MODE") or "secret").lower()
+        if auth_mode not in AUTH_MODES:
+            self.problem("M365_AUTH_MODE", f"{auth_mode!r} is not a sign-in mode. Use secret (client secret), "
+                                           "certificate (a certificate in Key Vault) or federated (the Function's "
+                                           "managed identity, no secret at all).")
+        secret = self.env.get("M365_CLIENT_SECRET") or None
+        key_vault_url = self.get("KEY_VAULT_URL") or None
+        if key_vault_url:
+            key_vault_url = _https_origin("KEY_VAULT_URL", key_vault_url, self.problems, allow_path=False)
+        vault_bad = self.has_problem("KEY_VAULT_URL")
+        if auth_mode == "secret" and not secret and not key_vault_url and not vault_bad:
+            self.problem("KEY_VAULT_URL", "is required when M365_CLIENT_SECRET is not set. Set it to the vault that "
+                                          "holds the client secret, such as https://kv-m365.vault.azure.net, or set "
+                                          "M365_CLIENT_SECRET for a local run.")
+        certificate_name = self.get("M365_CLIENT_CERTIFICATE_NAME") or None
+        if auth_mode == "certificate":
+            if not key_vault_url and not vault_bad:
+                self.problem("KEY_VAULT_URL", "is required with M365_AUTH_MODE=certificate: set it to the vault that "
+                                              "holds the certificate.")
+            if not certificate_name:
+                self.problem("M365_CLIENT_CERTIFICATE_NAME", "is required with M365_AUTH_MODE=certificate: set it to "
+                                                             "the name of the certificate in Key Vault whose public "
+                                                             "key is on the app registration.")
+        secret_name = self.get("M365_CLIENT_SECRET_NAME") or DEFAULT_SECRET_NAME
+        if not re.fullmatch(r"[0-9A-Za-z-]{1,127}", secret_name):
+            self.problem("M365_CLIENT_SECRET_NAME", f"{secret_name!r} is not a valid Key Vault secret name (letters, "
+                                                    "digits and '-', at most 127 characters).")
+        if certificate_name and not re.fullmatch(r"[0-9A-Za-z-]{1,127}", certificate_name):
+            self.problem("M365_CLIENT_CERTIFICATE_NAME", f"{certificate_name!r} is not a valid Key Vault certificate "
+                                                         "name (letters, digits and '-').")
+        return {"client_secret": secret, "key_vault_url": key_vault_url, "secret_name": secret_name,
+                "auth_mode": auth_mode, "certificate_name": certificate_name}
 
-    snapshot_dir = get("SNAPSHOT_DIR") or None
-    container = get("SNAPSHOT_CONTAINER") or DEFAULT_CONTAINER
-    if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", container):
-        problems.append(Problem("SNAPSHOT_CONTAINER", f"{container!r} is not a valid Blob container name (3-63 "
-                                                      "lower-case letters, digits and single hyphens)."))
-    account_url = get("SNAPSHOT_ACCOUNT_URL") or None
-    if account_url:
-        account_url = _https_origin("SNAPSHOT_ACCOUNT_URL", account_url, problems)
-    connection_string = env.get("SNAPSHOT_CONNECTION_STRING") or None
+    def cloud(self) -> dict[str, object]:
+        cloud_name = (self.get("M365_CLOUD") or "global").lower()
+        cloud = CLOUDS.get(cloud_name)
+        if cloud is None:
+            self.problem("M365_CLOUD", f"{cloud_name!r} is not a known cloud. Use one of: {', '.join(CLOUDS)}.")
+            cloud = CLOUDS["global"]
+        authority = self.get("M365_AUTHORITY_HOST")
+        graph = self.get("M365_GRAPH_ENDPOINT")
+        authority_host = (_https_origin("M365_AUTHORITY_HOST", authority, self.problems) if authority
+                          else cloud.authority_host)
+        graph_endpoint = _https_origin("M365_GRAPH_ENDPOINT", graph, self.problems) if graph else cloud.graph_endpoint
+        return {"cloud": cloud.name, "authority_host": authority_host or cloud.authority_host,
+                "graph_endpoint": graph_endpoint or cloud.graph_endpoint, "graph_resource": cloud.graph_resource,
+                "instance_discovery": not (authority or graph)}
 
-    if problems:
-        raise ConfigError(problems)
+    def scope(self) -> dict[str, object]:
+        domains_raw = self.get("M365_DOMAINS") or "*"
+        domains: tuple[str, ...] | None = None
+        if domains_raw != "*":
+            items = [d.lower().lstrip("@") for d in _list(domains_raw)]
+            bad = [d for d in items if not _DOMAIN_RE.match(d)]
+            if bad or not items:
+                self.problem("M365_DOMAINS", f"{', '.join(bad) or domains_raw!r} is not a domain name. Use '*' for "
+                                             "every user, or domains separated by commas, such as "
+                                             "contoso.com,fabrikam.com.")
+            domains = tuple(dict.fromkeys(items))
+        datasets_raw = self.get("M365_DATASETS") or "*"
+        datasets: tuple[str, ...] | None = None
+        if datasets_raw != "*":
+            items = _list(datasets_raw)
+            unknown = [d for d in items if d not in DATASETS]
+            if unknown or not items:
+                self.problem("M365_DATASETS", f"unknown dataset name(s) {', '.join(unknown) or datasets_raw!r}. Use "
+                                              f"'*' or names from: {', '.join(DATASETS)}.")
+            datasets = tuple(dict.fromkeys(items))
+        report_period = (self.get("M365_REPORT_PERIOD") or "D30").upper()
+        if report_period not in REPORT_PERIODS:
+            self.problem("M365_REPORT_PERIOD", f"{self.get('M365_REPORT_PERIOD')!r} is not a report period. Use D7, "
+                                               "D30, D90 or D180 (days of usage the reports cover).")
+            report_period = "D30"
+        return {"domains": domains, "datasets": datasets, "report_period": report_period}
 
-    settings = Settings(
-        tenant_id=tenant,
-        client_id=client_id,
-        client_secret=secret,
-        key_vault_url=key_vault_url,
-        secret_name=secret_name,
-        auth_mode=auth_mode,
-        certificate_name=certificate_name,
-        cloud=cloud.name,
-        authority_host=authority_host or cloud.authority_host,
-        graph_endpoint=graph_endpoint or cloud.graph_endpoint,
-        graph_resource=cloud.graph_resource,
-        instance_discovery=not (authority or graph),
-        domains=domains,
-        datasets=datasets,
-        max_concurrency=max_concurrency,
-        max_retries=max_retries,
-        report_period=report_period,
-        snapshot_dir=snapshot_dir,
-        snapshot_container=container,
-        snapshot_account_url=account_url,
-        snapshot_connection_string=connection_string,
-    )
-    if overrides:
-        from dataclasses import replace
+    def limits(self) -> dict[str, object]:
+        return {"max_concurrency": self.integer("M365_MAX_CONCURRENCY", 16, 1, 64),
+                "max_retries": self.integer("M365_MAX_RETRIES", 6, 0, 10)}
 
-        settings = replace(settings, **overrides)  # type: ignore[arg-type]
-    return settings
+    def destination(self) -> dict[str, object]:
+        container = self.get("SNAPSHOT_CONTAINER") or DEFAULT_CONTAINER
+        if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", container):
+            self.problem("SNAPSHOT_CONTAINER", f"{container!r} is not a valid Blob container name (3-63 lower-case "
+                                               "letters, digits and single hyphens).")
+        account_url = self.get("SNAPSHOT_ACCOUNT_URL") or None
+        if account_url:
+            account_url = _https_origin("SNAPSHOT_ACCOUNT_URL", account_url, self.problems)
+        return {"snapshot_dir": self.get("SNAPSHOT_DIR") or None, "snapshot_container": container,
+                "snapshot_account_url": account_url,
+                "snapshot_connection_string": self.env.get("SNAPSHOT_CONNECTION_STRING") or None}
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Read and validate every setting; raise ConfigError listing all problems at once."""
+    reader = _Reader(os.environ if env is None else env)
+    values: dict[str, object] = {}
+    for part in (reader.identity, reader.credential, reader.cloud, reader.scope, reader.limits, reader.destination):
+        values.update(part())
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
 
 
 def require_destination(settings: Settings) -> None:

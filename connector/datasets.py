@@ -33,6 +33,23 @@ LICENCE_ERROR_CODES = frozenset({"Authentication_RequestFromNonPremiumTenantOrB2
 
 
 @dataclass(frozen=True)
+class Field:
+    """One property of a dataset's records: the source of the published JSON Schema and of the one
+    normalisation the format makes (Graph's `""` for an unset date-time becomes null).
+
+    `type` is one of string, boolean, integer, number, datetime (ISO 8601 date-time), date
+    (YYYY-MM-DD), uuid, object (properties in `fields`) or array (elements in `items`: a type name,
+    or a tuple of Fields for objects).
+    """
+
+    name: str
+    type: str
+    description: str = ""
+    fields: tuple[Field, ...] = ()
+    items: str | tuple[Field, ...] | None = None
+
+
+@dataclass(frozen=True)
 class Dataset:
     name: str
     description: str
@@ -45,10 +62,11 @@ class Dataset:
     licence: str | None = None
     upn_field: str | None = None  # the domain filter applies to this field; None = organisation-wide
     partition: str | None = None  # "upn_prefix": may be collected as concurrent startswith() partitions
-    strategy: str = "pages"  # how records are fetched: a key of connector.collect.STRATEGIES
+    strategy: str = "pages"  # how records are fetched: a strategy registered in connector.strategy
     record: str = ""  # what one output record is, for the documentation
     report: str | None = None  # usage-report function (strategy "report"), e.g. getMailboxUsageDetail
     report_period: bool = True  # the report function takes (period='D30'); getOffice365ActivationsUserDetail not
+    fields: tuple[Field, ...] = ()  # the record's properties (names, types, descriptions)
 
     @property
     def file(self) -> str:

@@ -23,6 +23,7 @@ from .config import Settings
 from .datasets import DATASETS, LICENCE_ERROR_CODES, Dataset
 from .graph import GraphError
 from .store import JsonlGzWriter, Store, write_json
+from .strategy import RESTART, Context, strategy_for
 
 log = logging.getLogger("m365_connector")
 
@@ -116,15 +117,21 @@ class Run:
         return lambda rec: (rec.get(key) or "").lower().endswith(suffixes)
 
     # -- one dataset ---------------------------------------------------------------------------
-    async def _write(self, ds: Dataset, records_iter: Any, res: DatasetResult, ctx: Any = None) -> None:
-        """Stream one attempt of a dataset into its file; the file is discarded unless complete."""
+    async def _write(self, ds: Dataset, ctx: Context, res: DatasetResult) -> None:
+        """Stream the dataset's strategy into its file; the file is discarded unless complete, and
+        started again when the strategy yields RESTART."""
         relpath = f"{run_prefix(self.tenant_id, self.run_id)}/{ds.file}"
         writer = JsonlGzWriter(self.store.sink(relpath), relpath)
         accept = self._accepts(ds)
         res.records = res.excludedByDomainFilter = 0
         try:
-            async for records in records_iter:
-                if accept is not None and ctx is not None and not ctx.domain_filter:
+            async for records in strategy_for(ds)(ctx, ds):
+                if records is RESTART:
+                    await writer.abort()
+                    writer = JsonlGzWriter(self.store.sink(relpath), relpath)
+                    res.records = res.excludedByDomainFilter = 0
+                    continue
+                if accept is not None and not ctx.domain_filter:
                     accept = None  # the strategy found no user names to filter on (concealed reports)
                     res.domainFilter = "not applied"
                 if accept is not None:
@@ -139,41 +146,6 @@ class Run:
             raise
         res.file, res.bytes, res.sha256 = ds.file, info.bytes, info.sha256
 
-    async def _paged(self, ds: Dataset, res: DatasetResult) -> None:
-        """Plain @odata.nextLink paging, split into concurrent chains when the plan says so; a split
-        that does not add up (or a filter Graph refuses) is discarded and paged as one chain."""
-        from . import collect
-
-        kind, total, groups, first = await collect.plan(self.graph, ds)
-        res.plan = collect.describe(kind, total, groups)
-        if kind != "partitioned":
-            await self._write(ds, collect.sequential(self.graph, ds, first), res)
-            return
-        try:
-            await self._write(ds, collect.partitioned(self.graph, ds, total or 0, groups), res)
-            return
-        except collect.UnionMismatch as exc:
-            reason = str(exc)
-        except GraphError as exc:
-            if exc.status != 400:
-                raise
-            reason = f"Graph refused the partition filter ({exc.code})"
-        res.warnings.append(_warning("partition_fallback", ds.name,
-                                     f"{ds.name}: {reason}; collected again as one sequential chain."))
-        res.plan["fallback"] = "sequential"
-        await self._write(ds, collect.sequential(self.graph, ds), res)
-
-    async def _by_strategy(self, ds: Dataset, res: DatasetResult) -> None:
-        """Datasets that are not plain paging (reports, $batch memberships, ...)."""
-        from . import collect
-
-        ctx = collect.Context(self.settings, self.graph, self.granted)
-        try:
-            await self._write(ds, collect.STRATEGIES[ds.strategy](ctx, ds), res, ctx)
-        finally:
-            res.extra.update(ctx.extra)
-            res.warnings.extend(ctx.warnings)
-
     async def _collect(self, ds: Dataset) -> None:
         res = self.results[ds.name]
         res.status = "running"
@@ -181,14 +153,18 @@ class Run:
             res.domainFilter = "all users" if self.settings.domains is None else "applied"
         self._notify()
         t0 = time.perf_counter()
+        ctx = Context(self.settings, self.graph, self.granted)
         try:
-            await (self._paged(ds, res) if ds.strategy == "pages" else self._by_strategy(ds, res))
+            await self._write(ds, ctx, res)
             res.status = "succeeded"
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self._classify_failure(ds, res, exc)
         finally:
+            res.plan.update(ctx.plan)
+            res.extra.update(ctx.extra)
+            res.warnings.extend(ctx.warnings)
             res.durationSeconds = round(time.perf_counter() - t0, 3)
             stats = self.graph.stats.get(ds.name)
             if stats:

@@ -183,7 +183,7 @@ def _origin(url: str) -> tuple[str, str, int]:
     return parts.scheme.lower(), (parts.hostname or "").lower(), port
 
 
-def _error_from(status: int, headers: Any, content: bytes, path: str) -> GraphError:
+def error_from(status: int, headers: Any, content: bytes, path: str) -> GraphError:
     code, message = f"HTTP{status}", ""
     try:
         body = orjson.loads(content) if content else {}
@@ -295,7 +295,7 @@ class Graph:
         response = await self.get(builder, url, label, headers)
         content = response.content
         if response.status_code != 200:
-            raise _error_from(response.status_code, response.headers, content, urlsplit(url).path)
+            raise error_from(response.status_code, response.headers, content, urlsplit(url).path)
         body = orjson.loads(content)
         next_link = body.get("@odata.nextLink")
         if next_link:
@@ -332,7 +332,7 @@ class Graph:
         url = f"{self.base}{path}/$count" + (f"?{query}" if query else "")
         response = await self.get(path.strip("/").split("/")[0], url, label, {"ConsistencyLevel": "eventual"})
         if response.status_code != 200:
-            raise _error_from(response.status_code, response.headers, response.content, path)
+            raise error_from(response.status_code, response.headers, response.content, path)
         return int(response.content.decode().strip().lstrip("\ufeff"))
 
 

@@ -17,15 +17,15 @@ from .engine import PORTAL_STEP
 
 async def _probe(graph: Any, name: str) -> tuple[str, str | None]:
     """One $top=1 request: tells a missing licence apart from a granted permission."""
-    from .collect import first_url
-    from .graph import GraphError, _error_from
+    from .graph import GraphError, error_from
+    from .strategy import first_url
 
     ds = DATASETS[name]
     url = first_url(graph, ds).replace(f"$top={ds.top}", "$top=1") if ds.top else first_url(graph, ds)
     response = await graph.get(ds.builder, url, f"probe:{name}")
     if response.status_code == 200:
         return "ok", None
-    err: GraphError = _error_from(response.status_code, response.headers, response.content, ds.path)
+    err: GraphError = error_from(response.status_code, response.headers, response.content, ds.path)
     if err.code in LICENCE_ERROR_CODES:
         return "missing_licence", f"The tenant needs {ds.licence} ({err.code})."
     if err.status == 403:

@@ -23,16 +23,14 @@ import csv
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from kiota_http.middleware.options import RetryHandlerOption
 
 from .datasets import REPORT_SETTINGS_READ, Dataset
-from .graph import GraphError, _error_from, _origin, budget_option, request_budget
-
-if TYPE_CHECKING:
-    from .collect import Context
+from .graph import GraphError, _origin, budget_option, error_from, request_budget
+from .strategy import Context, register
 
 log = logging.getLogger("m365_connector")
 
@@ -178,7 +176,7 @@ async def _read_report_settings(ctx: Context) -> bool | None:
         log.warning("reading /admin/reportSettings failed: %s", exc)
         return None
     if response.status_code != 200:
-        log.warning("reading /admin/reportSettings: %s", _error_from(response.status_code, response.headers,
+        log.warning("reading /admin/reportSettings: %s", error_from(response.status_code, response.headers,
                                                                       response.content, "/admin/reportSettings"))
         return None
     body = orjson.loads(response.content)
@@ -196,6 +194,7 @@ def _request(ctx: Context, ds: Dataset) -> Any:
     return builder.to_get_request_information()
 
 
+@register("report")
 async def report(ctx: Context, ds: Dataset) -> AsyncIterator[list[dict[str, Any]]]:
     """One usage report, streamed from its download into typed records."""
     graph, settings = ctx.graph, ctx.settings
@@ -214,7 +213,7 @@ async def report(ctx: Context, ds: Dataset) -> AsyncIterator[list[dict[str, Any]
         if response.status_code != 200:
             content = await response.aread()
             if _origin(str(response.url)) == _origin(graph.base):
-                raise _error_from(response.status_code, response.headers, content, ds.path)
+                raise error_from(response.status_code, response.headers, content, ds.path)
             raise GraphError(502, "ReportDownloadFailed",
                              f"the report's download host answered HTTP {response.status_code}: "
                              f"{content[:200].decode('utf-8', 'replace')}", path=ds.path)

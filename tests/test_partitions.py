@@ -6,7 +6,7 @@ import collections
 
 import pytest
 
-from connector.collect import group_count, group_filter, prefix_groups
+from connector.paging import group_count, group_filter, prefix_groups
 from simulator import Simulator, TenantSpec
 from tests.conftest import apply_env
 from tests.helpers import read_dataset, run

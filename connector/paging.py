@@ -1,4 +1,4 @@
-"""How a dataset's records are fetched: one strategy per request shape, chosen by the declaration.
+"""Plain paging (the "pages" strategy): one @odata.nextLink chain, or concurrent chains.
 
 `sequential` follows @odata.nextLink; the next page is requested while the current one is
 written, so gzip and Blob work overlap with Graph's latency.
@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
 from .datasets import Dataset
 from .graph import Graph, GraphError, Page
+from .strategy import RESTART, Context, Records, first_url, register
 
 log = logging.getLogger("m365_connector")
 
@@ -44,34 +44,8 @@ def group_count(pages: int, top: int) -> int:
     return max(0, min(len(_ALNUM), int(WASTE_SHARE * pages - 4), RECORDS_IN_FLIGHT // top))
 
 
-@dataclass
-class Context:
-    """What a strategy may use beyond Graph: settings, granted roles, and the dataset's manifest entry
-    (`extra` fields are merged into it, `warnings` are added to it). A strategy clears `domain_filter`
-    when its records cannot be filtered by user principal name (concealed report names)."""
-
-    settings: Any
-    graph: Graph
-    granted: frozenset[str]
-    extra: dict[str, Any] = field(default_factory=dict)
-    warnings: list[dict[str, str]] = field(default_factory=list)
-    domain_filter: bool = True
-
-    def warn(self, code: str, dataset: str, message: str) -> None:
-        self.warnings.append({"code": code, "dataset": dataset, "message": message})
-
-
-# Strategies other than plain paging: name -> function(context, dataset) yielding lists of records.
-STRATEGIES: dict[str, Callable[[Context, Dataset], AsyncIterator[list[dict[str, Any]]]]] = {}
-
-
 class UnionMismatch(Exception):
     """The partitions did not add up to the user count; the caller falls back to the plain chain."""
-
-
-def first_url(graph: Graph, ds: Dataset, extra: str = "") -> str:
-    query = "&".join(q for q in (ds.query(), extra) if q)
-    return f"{graph.base}{ds.path}" + (f"?{query}" if query else "")
 
 
 def _literal(ch: str) -> str:
@@ -166,14 +140,29 @@ def describe(kind: str, total: int | None, groups: list[str]) -> dict[str, Any]:
     return out
 
 
-def _register() -> None:
-    from . import batch, reports
-
-    STRATEGIES.update({
-        "report": reports.report,
-        "group_members": batch.group_members,
-        "role_assignments": batch.role_assignments,
-    })
-
-
-_register()
+@register("pages")
+async def pages(ctx: Context, ds: Dataset) -> AsyncIterator[Records]:
+    """Plain @odata.nextLink paging, split into concurrent chains when the plan says so; a split
+    that does not add up (or a filter Graph refuses) is discarded and paged as one chain."""
+    graph = ctx.graph
+    kind, total, groups, first = await plan(graph, ds)
+    ctx.plan.update(describe(kind, total, groups))
+    if kind != "partitioned":
+        async for records in sequential(graph, ds, first):
+            yield records
+        return
+    try:
+        async for records in partitioned(graph, ds, total or 0, groups):
+            yield records
+        return
+    except UnionMismatch as exc:
+        reason = str(exc)
+    except GraphError as exc:
+        if exc.status != 400:
+            raise
+        reason = f"Graph refused the partition filter ({exc.code})"
+    ctx.warn("partition_fallback", ds.name, f"{ds.name}: {reason}; collected again as one sequential chain.")
+    ctx.plan["fallback"] = "sequential"
+    yield RESTART
+    async for records in sequential(graph, ds):
+        yield records
