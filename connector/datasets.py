@@ -8,6 +8,7 @@ Adding a dataset is adding a declaration here; nothing else should need to chang
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import quote
 
 # Roles that let an app read every user (least privileged first).
 USER_READ = ("User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All")
@@ -25,11 +26,41 @@ DEVICE_READ = ("Device.Read.All", "Directory.Read.All", "Device.ReadWrite.All", 
 INTUNE_READ = ("DeviceManagementManagedDevices.Read.All", "DeviceManagementManagedDevices.ReadWrite.All")
 # Optional: lets report datasets confirm concealed names from /admin/reportSettings.
 REPORT_SETTINGS_READ = ("ReportSettings.Read.All", "ReportSettings.ReadWrite.All")
+# Application.ReadWrite.OwnedBy also lists every application and service principal (api/application-list.md,
+# include permissions-applicationreadwriteownedby-disclaimer.md) but is a write permission and the owner and
+# assignment tables do not promise all objects with it: not accepted here.
+# Sources: includes/permissions/application-list, application-list-owners, serviceprincipal-list,
+# serviceprincipal-list-owners, serviceprincipal-list-approleassignedto; learn serviceprincipal-list-memberof.
+APP_READ = ("Application.Read.All", "Application.ReadWrite.All", "Directory.Read.All")
+# /oauth2PermissionGrants [CONFLICT]: the list API's table (learn, 2026-05) names Directory.Read.All as least
+# privileged, DelegatedPermissionGrant.ReadWrite.All and Directory.ReadWrite.All higher; the narrower
+# application permission DelegatedPermissionGrant.Read.All ("read all delegated permission grants", app role
+# 81b4724a-58aa-41c1-8a55-84ef97466587) is what tools use for this list. It is listed first, Directory.Read.All
+# is accepted as well.
+GRANT_READ = ("DelegatedPermissionGrant.Read.All", "Directory.Read.All", "DelegatedPermissionGrant.ReadWrite.All",
+              "Directory.ReadWrite.All")
+# api/rbacapplication-list-roleeligibilityschedules.md (application row, least first).
+ELIGIBILITY_READ = ("RoleEligibilitySchedule.Read.Directory", "RoleManagement.Read.Directory",
+                    "RoleManagement.Read.All", "RoleEligibilitySchedule.ReadWrite.Directory",
+                    "RoleManagement.ReadWrite.Directory")
+# includes/permissions/rbacapplication-list-roleassignmentschedules (application: RoleManagement.Read.All,
+# RoleManagement.Read.Directory, RoleManagement.ReadWrite.Directory); RoleAssignmentSchedule.Read.Directory
+# became an application permission with the PIM GA (microsoft-graph-docs PR #20913).
+ASSIGNMENT_SCHEDULE_READ = ("RoleAssignmentSchedule.Read.Directory", "RoleManagement.Read.Directory",
+                            "RoleManagement.Read.All", "RoleAssignmentSchedule.ReadWrite.Directory",
+                            "RoleManagement.ReadWrite.Directory")
+# "To list the members of a hidden membership group, the Member.Read.Hidden permission is also required."
+# (api/group-list-members.md)
+MEMBER_READ_HIDDEN = ("Member.Read.Hidden",)
 
 ENTRA_PREMIUM = "Microsoft Entra ID P1 or P2"
+# Privileged Identity Management (eligible and time-bound role assignments) needs P2 or ID Governance.
+ENTRA_P2 = "Microsoft Entra ID P2 (or Microsoft Entra ID Governance)"
 INTUNE = "Microsoft Intune"
 # Graph error codes meaning "the tenant lacks the licence", as opposed to a missing permission.
-LICENCE_ERROR_CODES = frozenset({"Authentication_RequestFromNonPremiumTenantOrB2CTenant"})
+# AadPremiumLicenseRequired: PIM APIs on a tenant without P2 [observed in third-party reports, e.g.
+# Galvnyz/M365-Assess#117; the status code is not documented].
+LICENCE_ERROR_CODES = frozenset({"Authentication_RequestFromNonPremiumTenantOrB2CTenant", "AadPremiumLicenseRequired"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +81,52 @@ class Field:
 
 
 @dataclass(frozen=True)
+class OptionalPermission:
+    """A permission a dataset does not need but uses when granted: without it the dataset is still
+    collected, minus `adds`, and the run says so in a warning."""
+
+    roles: tuple[str, ...]  # any one suffices, least privileged first
+    adds: str  # what it adds, e.g. "members of groups with hidden membership"
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One $batch fan-out: a GET per parent object (or per seed URL), 20 per $batch, every extra page
+    (@odata.nextLink) batched the same way. Rows are built from `row`, (output name, source) pairs;
+    a source is `parent.<property>`, `parent.kind`, `child.<property>` (dotted for nested objects),
+    `child.@type` or `child.<nested>.@type` (the last part of @odata.type, e.g. `user`), `child.*`
+    (every property of the child, in Graph's names) or `=<literal>`."""
+
+    name: str  # names the leg in the manifest, e.g. "servicePrincipalMemberships"
+    child: str  # relative URL per parent, `{id}` = the parent's id; for seeds, unused
+    row: tuple[tuple[str, str], ...]
+    parents: str = ""  # collection listing the parents, e.g. "/groups"
+    parent_builder: str = ""  # GraphServiceClient attribute chain for the parent list
+    parent_kind: str = ""  # what a parent is, e.g. "group" (for parent.kind and messages)
+    parent_top: int | None = 999  # page size of the parent list (None: the service's default)
+    keep: tuple[str, ...] = ()  # parent properties carried into the rows (besides id)
+    seeds: tuple[str, ...] = ()  # item URLs with no parent: concurrent paged chains
+    child_types: tuple[str, ...] = ()  # keep only children of these types (child.@type)
+    provides: str = ""  # this leg is the source of children of this type: other legs drop them
+    when: str = ""  # emit a row only when this source is set, e.g. "child.manager"
+    requires: tuple[tuple[str, ...], ...] = ()  # an optional leg: skipped with a warning unless granted
+    adds: str = ""  # what the leg adds (warnings)
+    forbidden_if: tuple[str, str] = ()  # (parent property, value): a 403 on such a parent skips it with a warning
+    forbidden_hint: str = ""  # ... naming this permission
+    forbidden_code: str = ""  # the warning's code
+    count_as: str = ""  # manifest field for the number of parents, e.g. "groups"
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """A dataset collected by one or more $batch fan-out legs (strategy "fan_out")."""
+
+    legs: tuple[Leg, ...]
+    derive: str = ""  # "transitive": add memberships reached through nested groups (spooled to disk)
+    count: str = ""  # check the children seen against GET {count}/$count, e.g. "/users"
+
+
+@dataclass(frozen=True)
 class Dataset:
     name: str
     description: str
@@ -67,6 +144,8 @@ class Dataset:
     report: str | None = None  # usage-report function (strategy "report"), e.g. getMailboxUsageDetail
     report_period: bool = True  # the report function takes (period='D30'); getOffice365ActivationsUserDetail not
     fields: tuple[Field, ...] = ()  # the record's properties (names, types, descriptions)
+    optional: tuple[OptionalPermission, ...] = ()  # used when granted, never required
+    fan_out: FanOut | None = None  # strategy "fan_out": the $batch legs
 
     @property
     def file(self) -> str:
@@ -93,8 +172,165 @@ def _report(name: str, function: str, builder: str, description: str, *, upn_fie
     return Dataset(name=name, description=description, path=f"/reports/{function}", builder=builder,
                    requires=(REPORTS_READ,), upn_field=upn_field, strategy="report", report=function,
                    report_period=period,
+                   optional=(OptionalPermission(REPORT_SETTINGS_READ, "confirmation from /admin/reportSettings that "
+                                                "user names are concealed"),),
                    record=f"one CSV row of {function}{' ' + note if note else ''}, typed, fields named as in "
                           "Graph's JSON reports")
+
+
+# ----------------------------------------------------------------------------------------- $batch fan-outs
+# Directory relationships page at most 999 objects ($top; default 100): api/group-list-members.md ("The default
+# and maximum page size is 100 and 999"), serviceprincipal-list-memberof.md ("100 and 999"). Owners and
+# appRoleAssignedTo accept $top (group-list-owners.md) but name no maximum [UNVERIFIED: 999 assumed, as for every
+# directory collection]; an over-large $top would be a 400, which fails the dataset loudly rather than quietly.
+MEMBER_QUERY = "$select=id&$top=999"
+
+GROUP_MEMBERS = FanOut(
+    legs=(
+        Leg(name="groupMembers", parents="/groups", parent_builder="groups", parent_kind="group",
+            child="/groups/{id}/members?" + MEMBER_QUERY, count_as="groups",
+            row=(("groupId", "parent.id"), ("memberId", "child.id"), ("memberType", "child.@type"),
+                 ("membership", "=direct")),
+            keep=("visibility",), forbidden_if=("visibility", "HiddenMembership"),
+            forbidden_hint="Member.Read.Hidden", forbidden_code="hidden_membership",
+            adds="members of groups with hidden membership"),
+        # v1.0 GET /groups/{id}/members does not list service principals (known issue on that page and in
+        # concepts/known-issues.md, "GET /groups/{id}/members doesn't return service principals in v1.0"); the
+        # documented v1.0 route from the other side is /servicePrincipals/{id}/memberOf (groups and directory
+        # roles the service principal is a direct member of; Application.Read.All).
+        Leg(name="servicePrincipalMemberships", parents="/servicePrincipals", parent_builder="service_principals",
+            parent_kind="servicePrincipal", child="/servicePrincipals/{id}/memberOf?" + MEMBER_QUERY,
+            row=(("groupId", "child.id"), ("memberId", "parent.id"), ("memberType", "parent.kind"),
+                 ("membership", "=direct")),
+            child_types=("group",), provides="servicePrincipal", requires=(APP_READ,),
+            adds="service principals' group memberships (v1.0 /groups/{id}/members does not list service "
+                 "principals)"),
+    ),
+    derive="transitive",
+)
+
+# Entra allows these characters in the local part of a userPrincipalName: A-Z a-z 0-9 ' . - _ ! # ^ ~
+# (resources/user.md, userPrincipalName). startswith() is case-insensitive, so one chain per character
+# below covers every user exactly once.
+UPN_INITIALS = "abcdefghijklmnopqrstuvwxyz0123456789'.-_!#^~"
+
+
+def _initial_chain(ch: str) -> str:
+    """`/users?...&$filter=startswith(userPrincipalName,'x')`, quoted for a $batch item's relative URL."""
+    literal = "'" + ch.replace("'", "''") + "'"
+    return ("/users?$select=id&$expand=manager&$top=100&$filter="
+            + quote(f"startswith(userPrincipalName,{literal})", safe="(),'"))
+
+
+USER_MANAGERS = FanOut(
+    # GET /users?$expand=manager is documented (api/user-list-manager.md); $select inside $expand needs
+    # $levels, and $levels needs $count + ConsistencyLevel, which $expand does not support (concepts/
+    # query-parameters.md: "$expand is not currently supported with advanced queries"), so the manager comes
+    # with its default properties. $expand on directory objects returns at most 100 objects per page (Graph
+    # known issue 13635; microsoft-graph-docs PR #21506 "Max page size with $expand is 100"): 100,000 users are
+    # 1,000 pages, sent as concurrent chains per initial character, 20 pages per $batch.
+    legs=(Leg(name="usersByInitial", child="", seeds=tuple(_initial_chain(c) for c in UPN_INITIALS),
+              row=(("userId", "child.id"), ("managerId", "child.manager.id"), ("managerType", "child.manager.@type")),
+              when="child.manager"),),
+    count="/users",
+)
+
+OWNER_ROW = (("objectId", "parent.id"), ("objectType", "parent.kind"), ("ownerId", "child.id"),
+             ("ownerType", "child.@type"))
+APP_OWNERS = FanOut(legs=(
+    Leg(name="applicationOwners", parents="/applications", parent_builder="applications", parent_kind="application",
+        child="/applications/{id}/owners?" + MEMBER_QUERY, row=OWNER_ROW, count_as="applications"),
+    Leg(name="servicePrincipalOwners", parents="/servicePrincipals", parent_builder="service_principals",
+        parent_kind="servicePrincipal", child="/servicePrincipals/{id}/owners?" + MEMBER_QUERY, row=OWNER_ROW,
+        count_as="servicePrincipals"),
+))
+
+GROUP_OWNERS = FanOut(legs=(
+    Leg(name="groupOwners", parents="/groups", parent_builder="groups", parent_kind="group",
+        child="/groups/{id}/owners?" + MEMBER_QUERY, count_as="groups",
+        row=(("groupId", "parent.id"), ("ownerId", "child.id"), ("ownerType", "child.@type"))),
+    # "Currently, service principals are not listed as group owners" (api/group-list-owners.md, v1.0). From
+    # the other side: /servicePrincipals/{id}/ownedObjects ("could include applications or groups",
+    # api/serviceprincipal-list-ownedobjects.md, Application.Read.All).
+    Leg(name="servicePrincipalOwnerships", parents="/servicePrincipals", parent_builder="service_principals",
+        parent_kind="servicePrincipal", child="/servicePrincipals/{id}/ownedObjects?" + MEMBER_QUERY,
+        row=(("groupId", "child.id"), ("ownerId", "parent.id"), ("ownerType", "parent.kind")),
+        child_types=("group",), provides="servicePrincipal", requires=(APP_READ,),
+        adds="service principals that own groups (v1.0 /groups/{id}/owners does not list service principals)"),
+))
+
+APP_ROLE_ASSIGNMENTS = FanOut(legs=(
+    # api/serviceprincipal-list-approleassignedto.md: users, groups and client service principals holding an
+    # app role of this (resource) service principal; for Microsoft Graph's own service principal these are
+    # the application permissions granted to apps.
+    Leg(name="appRoleAssignedTo", parents="/servicePrincipals", parent_builder="service_principals",
+        parent_kind="servicePrincipal", child="/servicePrincipals/{id}/appRoleAssignedTo?$top=999",
+        row=(("*", "child.*"),), count_as="servicePrincipals"),
+))
+
+DETECTED_APP_DEVICES = FanOut(legs=(
+    # GET /deviceManagement/detectedApps/{detectedAppId}/managedDevices (api/intune-devices-manageddevice-list.md,
+    # v1.0). The per-device route (managedDevices/{id}/detectedApps) is beta only. Intune page sizes are not
+    # documented; nextLinks are followed.
+    Leg(name="detectedAppDevices", parents="/deviceManagement/detectedApps",
+        parent_builder="device_management.detected_apps", parent_kind="detectedApp", parent_top=None,
+        keep=("displayName", "version", "platform"), count_as="detectedApps",
+        child="/deviceManagement/detectedApps/{id}/managedDevices?$select=id,deviceName",
+        row=(("appId", "parent.id"), ("appDisplayName", "parent.displayName"), ("appVersion", "parent.version"),
+             ("platform", "parent.platform"), ("deviceId", "child.id"), ("deviceName", "child.deviceName"))),
+))
+
+# ------------------------------------------------------------------------------------------- record shapes
+MEMBERSHIP_FIELDS = (
+    Field("groupId", "uuid", "the group's id (groups.id)"),
+    Field("memberId", "uuid", "the member's id: users.id, groups.id, devices.id, service_principals.id, ..."),
+    Field("memberType", "string", "user, group, device, orgContact or servicePrincipal"),
+    Field("membership", "string", "direct, or transitive (reached only through nested groups)"),
+)
+_CREDENTIAL_COMMON = (
+    Field("keyId", "uuid", "the credential's id"),
+    Field("displayName", "string", "friendly name"),
+    Field("startDateTime", "datetime", "valid from"),
+    Field("endDateTime", "datetime", "expires at"),
+    Field("customKeyIdentifier", "string", "custom key identifier (base64), e.g. a certificate thumbprint"),
+)
+PASSWORD_CREDENTIAL = (*_CREDENTIAL_COMMON,
+                       Field("hint", "string", "the first three characters of the secret (never the secret)"))
+KEY_CREDENTIAL = (*_CREDENTIAL_COMMON,
+                  Field("type", "string", "AsymmetricX509Cert, X509CertAndPassword, Symmetric"),
+                  Field("usage", "string", "Verify or Sign"))
+CREDENTIAL_FIELDS = (
+    Field("passwordCredentials", "array", "client secrets: hints, ids and dates only (the connector removes any "
+          "secretText)", items=PASSWORD_CREDENTIAL),
+    Field("keyCredentials", "array", "certificates and keys: ids, thumbprints and dates (the public key itself, "
+          "`key`, is removed)", items=KEY_CREDENTIAL),
+)
+APPLICATION_SELECT = ("id", "appId", "displayName", "createdDateTime", "signInAudience", "publisherDomain",
+                      "passwordCredentials", "keyCredentials", "requiredResourceAccess", "identifierUris", "tags",
+                      "notes", "disabledByMicrosoftStatus", "verifiedPublisher")
+SERVICE_PRINCIPAL_SELECT = ("id", "appId", "displayName", "appDisplayName", "servicePrincipalType",
+                            "appOwnerOrganizationId", "appRoleAssignmentRequired", "accountEnabled", "signInAudience",
+                            "preferredSingleSignOnMode", "tags", "appRoles", "passwordCredentials", "keyCredentials",
+                            "disabledByMicrosoftStatus", "verifiedPublisher")
+_ROLE_SCHEDULE_COMMON = (
+    Field("id", "string", "the schedule's id"),
+    Field("principalId", "uuid", "the user, group or service principal"),
+    Field("roleDefinitionId", "string", "the role (role_assignments.roleDefinition.id)"),
+    Field("directoryScopeId", "string", "'/' for the whole tenant, else the scope object"),
+    Field("appScopeId", "string", "app-specific scope, or null"),
+    Field("memberType", "string", "Direct, Group or Inherited"),
+    Field("status", "string", "Provisioned, ..."),
+    Field("createdDateTime", "datetime", ""),
+    Field("modifiedDateTime", "datetime", ""),
+    Field("createdUsing", "string", "the request that created the schedule"),
+    Field("scheduleInfo", "object", "start and expiration", fields=(
+        Field("startDateTime", "datetime", ""),
+        Field("expiration", "object", "", fields=(Field("type", "string", "noExpiration, afterDateTime, "
+                                                                          "afterDuration"),
+                                                  Field("endDateTime", "datetime", ""),
+                                                  Field("duration", "string", "ISO 8601 duration"))),
+        Field("recurrence", "object", "recurrence pattern, usually null"))),
+)
 
 
 USER_FIELDS = (
@@ -216,12 +452,18 @@ _DECLARATIONS = (
     ),
     Dataset(
         name="group_members",
-        description="Group memberships, direct and through nested groups, listed with JSON batching.",
+        description="Group memberships, direct and through nested groups, listed with JSON batching; service "
+                    "principals' memberships through /servicePrincipals/{id}/memberOf.",
         path="/groups/{id}/members",
         builder="groups",
         requires=(GROUP_READ,),
-        strategy="group_members",
+        strategy="fan_out",
+        fan_out=GROUP_MEMBERS,
+        optional=(OptionalPermission(MEMBER_READ_HIDDEN, "members of groups with hidden membership"),
+                  OptionalPermission(APP_READ, "service principals' group memberships (v1.0 /groups/{id}/members "
+                                               "does not list service principals)")),
         record="{groupId, memberId, memberType, membership: direct|transitive}",
+        fields=MEMBERSHIP_FIELDS,
     ),
     Dataset(
         name="role_assignments",
@@ -265,6 +507,183 @@ _DECLARATIONS = (
         requires=(INTUNE_READ,),
         licence=INTUNE,
         record="one detectedApp (Graph resource, with `@odata.type`)",
+    ),
+    Dataset(
+        name="detected_app_devices",
+        description="Which detected application (name, version) is on which Intune managed device: the software "
+                    "inventory link for software-asset tools.",
+        path="/deviceManagement/detectedApps/{id}/managedDevices",
+        builder="device_management.detected_apps",
+        requires=(INTUNE_READ,),
+        licence=INTUNE,
+        strategy="fan_out",
+        fan_out=DETECTED_APP_DEVICES,
+        record="{appId, appDisplayName, appVersion, platform, deviceId, deviceName}; join deviceId to "
+               "managed_devices.id and appId to detected_apps.id",
+        fields=(Field("appId", "string", "detected_apps.id"), Field("appDisplayName", "string", ""),
+                Field("appVersion", "string", ""), Field("platform", "string", "windows, macOS, ios, ..."),
+                Field("deviceId", "uuid", "managed_devices.id"), Field("deviceName", "string", "")),
+    ),
+    Dataset(
+        name="applications",
+        description="App registrations: sign-in audience, API permissions requested, and secrets and certificates "
+                    "(hints, ids and dates only, never secret values).",
+        path="/applications",
+        builder="applications",
+        requires=(APP_READ,),
+        # $select=keyCredentials returns the public key (`key`) and is limited to 150 requests a minute per
+        # tenant (api/application-list.md); at 999 per page that is far away. `key` is dropped from the records.
+        select=APPLICATION_SELECT,
+        top=999,
+        strategy="app_credentials",
+        record="one application (Graph resource, selected properties; secretText and key removed)",
+        fields=(Field("id", "uuid", "object id"), Field("appId", "uuid", "application (client) id"),
+                Field("displayName", "string", ""), Field("createdDateTime", "datetime", ""),
+                Field("signInAudience", "string", "AzureADMyOrg, AzureADMultipleOrgs, ..."),
+                Field("publisherDomain", "string", ""), *CREDENTIAL_FIELDS,
+                Field("requiredResourceAccess", "array", "API permissions the app requests", items=(
+                    Field("resourceAppId", "uuid", "the API (e.g. Microsoft Graph 00000003-0000-0000-c000-"
+                                                   "000000000000)"),
+                    Field("resourceAccess", "array", "", items=(Field("id", "uuid", "app role or scope id"),
+                                                                Field("type", "string", "Role (application) or Scope "
+                                                                                        "(delegated)"))))),
+                Field("identifierUris", "array", "", items="string"), Field("tags", "array", "", items="string"),
+                Field("notes", "string", ""), Field("disabledByMicrosoftStatus", "string", ""),
+                Field("verifiedPublisher", "object", "", fields=(Field("displayName", "string", ""),
+                                                                 Field("verifiedPublisherId", "string", ""),
+                                                                 Field("addedDateTime", "datetime", "")))),
+    ),
+    Dataset(
+        name="service_principals",
+        description="Service principals (enterprise apps, managed identities, Microsoft apps): type, owning "
+                    "organisation, assignment required, enabled, app roles, credentials' dates.",
+        path="/servicePrincipals",
+        builder="service_principals",
+        requires=(APP_READ,),
+        select=SERVICE_PRINCIPAL_SELECT,
+        top=999,  # api/serviceprincipal-list.md: default 100, maximum 999
+        strategy="app_credentials",
+        record="one servicePrincipal (Graph resource, selected properties; secretText and key removed)",
+        fields=(Field("id", "uuid", "object id"), Field("appId", "uuid", "application (client) id"),
+                Field("displayName", "string", ""), Field("appDisplayName", "string", ""),
+                Field("servicePrincipalType", "string", "Application, ManagedIdentity, Legacy, SocialIdp, ..."),
+                Field("appOwnerOrganizationId", "uuid", "tenant where the app is registered (yours, Microsoft's "
+                                                        "f8cdef31-a31e-4b4a-93e4-5f571e91255a, a vendor's)"),
+                Field("appRoleAssignmentRequired", "boolean", "users need an assignment to sign in"),
+                Field("accountEnabled", "boolean", ""), Field("signInAudience", "string", ""),
+                Field("preferredSingleSignOnMode", "string", "saml, password, oidc, notSupported or null"),
+                Field("tags", "array", "", items="string"),
+                Field("appRoles", "array", "roles the app defines: join app_role_assignments.appRoleId", items=(
+                    Field("id", "uuid", ""), Field("value", "string", "e.g. User.Read.All"),
+                    Field("displayName", "string", ""), Field("allowedMemberTypes", "array", "", items="string"),
+                    Field("isEnabled", "boolean", ""), Field("description", "string", ""),
+                    Field("origin", "string", ""))),
+                *CREDENTIAL_FIELDS, Field("disabledByMicrosoftStatus", "string", ""),
+                Field("verifiedPublisher", "object", "", fields=(Field("displayName", "string", ""),
+                                                                 Field("verifiedPublisherId", "string", ""),
+                                                                 Field("addedDateTime", "datetime", "")))),
+    ),
+    Dataset(
+        name="app_owners",
+        description="Owners of app registrations and service principals, listed with JSON batching.",
+        path="/applications/{id}/owners",
+        builder="applications",
+        requires=(APP_READ,),
+        strategy="fan_out",
+        fan_out=APP_OWNERS,
+        record="{objectId, objectType: application|servicePrincipal, ownerId, ownerType}",
+        fields=(Field("objectId", "uuid", "applications.id or service_principals.id"),
+                Field("objectType", "string", "application or servicePrincipal"),
+                Field("ownerId", "uuid", "users.id or service_principals.id"),
+                Field("ownerType", "string", "user or servicePrincipal")),
+    ),
+    Dataset(
+        name="oauth2_grants",
+        description="Delegated permission grants (consents): which client app may call which API with which "
+                    "scopes, for all users or for one user.",
+        path="/oauth2PermissionGrants",
+        builder="oauth2_permission_grants",
+        requires=(GRANT_READ,),
+        # api/oauth2permissiongrant-list.md: only $filter (eq) is supported, no $select or $top.
+        record="one oAuth2PermissionGrant: clientId and resourceId are service_principals.id; consentType "
+               "AllPrincipals (principalId null) or Principal (principalId = users.id); scope is space-separated",
+        fields=(Field("id", "string", ""), Field("clientId", "uuid", "the client service principal"),
+                Field("resourceId", "uuid", "the API's service principal"),
+                Field("consentType", "string", "AllPrincipals or Principal"),
+                Field("principalId", "uuid", "the user, for consentType Principal; else null"),
+                Field("scope", "string", "delegated permissions, space-separated")),
+    ),
+    Dataset(
+        name="app_role_assignments",
+        description="App role assignments: which users, groups and apps hold which role of which app, including "
+                    "the application permissions granted to apps (Microsoft Graph's own service principal).",
+        path="/servicePrincipals/{id}/appRoleAssignedTo",
+        builder="service_principals",
+        requires=(APP_READ,),
+        strategy="fan_out",
+        fan_out=APP_ROLE_ASSIGNMENTS,
+        record="one appRoleAssignment (Graph resource): principalId/principalType hold appRoleId of resourceId; "
+               "join appRoleId to service_principals.appRoles.id for the role's value (00000000-... = default "
+               "access)",
+        fields=(Field("id", "string", ""), Field("appRoleId", "uuid", "the role (service_principals.appRoles.id)"),
+                Field("principalId", "uuid", "users.id, groups.id or service_principals.id"),
+                Field("principalType", "string", "User, Group or ServicePrincipal"),
+                Field("principalDisplayName", "string", ""),
+                Field("resourceId", "uuid", "the resource service principal"),
+                Field("resourceDisplayName", "string", ""), Field("createdDateTime", "datetime", ""),
+                Field("deletedDateTime", "datetime", "")),
+    ),
+    Dataset(
+        name="group_owners",
+        description="Group owners, listed with JSON batching; service principals that own groups through "
+                    "/servicePrincipals/{id}/ownedObjects.",
+        path="/groups/{id}/owners",
+        builder="groups",
+        requires=(GROUP_READ,),
+        strategy="fan_out",
+        fan_out=GROUP_OWNERS,
+        optional=(OptionalPermission(APP_READ, "service principals that own groups (v1.0 /groups/{id}/owners "
+                                               "does not list service principals)"),),
+        record="{groupId, ownerId, ownerType: user|servicePrincipal}",
+        fields=(Field("groupId", "uuid", "groups.id"), Field("ownerId", "uuid", "users.id or "
+                                                                                "service_principals.id"),
+                Field("ownerType", "string", "user or servicePrincipal")),
+    ),
+    Dataset(
+        name="user_managers",
+        description="Each user's manager (users with none are not listed), read with JSON batching.",
+        path="/users?$expand=manager",
+        builder="users",
+        requires=(USER_READ,),
+        strategy="fan_out",
+        fan_out=USER_MANAGERS,
+        record="{userId, managerId, managerType: user|orgContact}",
+        fields=(Field("userId", "uuid", "users.id"), Field("managerId", "uuid", "users.id (or an orgContact)"),
+                Field("managerType", "string", "user or orgContact")),
+    ),
+    Dataset(
+        name="role_eligibilities",
+        description="Eligible directory role assignments (Privileged Identity Management): who may activate "
+                    "which role, where, until when.",
+        path="/roleManagement/directory/roleEligibilitySchedules",
+        builder="role_management.directory.role_eligibility_schedules",
+        requires=(ELIGIBILITY_READ,),
+        licence=ENTRA_P2,
+        # Supports $select, $filter and $expand, not $top (api/rbacapplication-list-roleeligibilityschedules.md).
+        record="one unifiedRoleEligibilitySchedule (Graph resource)",
+        fields=_ROLE_SCHEDULE_COMMON,
+    ),
+    Dataset(
+        name="role_assignment_schedules",
+        description="Active directory role assignments with their schedule (Privileged Identity Management): "
+                    "permanent, time-bound or activated from an eligibility.",
+        path="/roleManagement/directory/roleAssignmentSchedules",
+        builder="role_management.directory.role_assignment_schedules",
+        requires=(ASSIGNMENT_SCHEDULE_READ,),
+        licence=ENTRA_P2,
+        record="one unifiedRoleAssignmentSchedule (Graph resource)",
+        fields=(*_ROLE_SCHEDULE_COMMON,
+                Field("assignmentType", "string", "Assigned or Activated")),
     ),
 )
 

@@ -18,7 +18,7 @@ from .datasets import Dataset
 from .graph import Graph
 
 # Modules that register strategies; importing them fills STRATEGIES.
-STRATEGY_MODULES = ("connector.paging", "connector.batch", "connector.reports")
+STRATEGY_MODULES = ("connector.paging", "connector.batch", "connector.reports", "connector.apps")
 
 Records = list[dict[str, Any]]
 Strategy = Callable[["Context", Dataset], AsyncIterator[Records]]

@@ -25,6 +25,7 @@ USER_TYPE = "#microsoft.graph.user"
 GROUP_TYPE = "#microsoft.graph.group"
 DEVICE_TYPE = "#microsoft.graph.device"
 SP_TYPE = "#microsoft.graph.servicePrincipal"
+APP_TYPE = "#microsoft.graph.application"
 
 # Built-in directory roles: (displayName, templateId). The template ids are Microsoft's published ones.
 ROLE_TEMPLATES: tuple[tuple[str, str], ...] = (
@@ -93,6 +94,7 @@ class Inventory:
 
     def __init__(self, tenant: Tenant, spec: TenantSpec) -> None:
         self.tenant = tenant
+        self.tenant_spec = spec
         self.seed = tenant.seed
         users = tenant.user_count
         self.group_count = spec.groups if spec.groups is not None else max(12, users // 25)
@@ -164,7 +166,7 @@ class Inventory:
                 "resourceProvisioningOptions": ["Team"] if unified and rnd.random() < 0.6 else [],
                 "securityEnabled": not unified or kind == "all",
                 "securityIdentifier": "S-1-12-1-" + "-".join(str(rnd.randrange(2**32)) for _ in range(4)),
-                "visibility": ("Public" if rnd.random() < 0.5 else "Private") if unified else None,
+                "visibility": self._visibility(g, rnd.random()) if unified else None,
                 "assignedLicenses": [{"disabledPlans": [], "skuId": sku_ids[g % len(sku_ids)]}]
                 if kind == "licence" else [],
             }
@@ -193,7 +195,31 @@ class Inventory:
             children = [c for c in range(g + 1, min(n, g + 40)) if kinds[c] in ("security", "roleassignable")]
             for c in rnd.sample(children, min(len(children), 1 + (rnd.random() < 0.3))):
                 members[g].append((GROUP_TYPE, groups[c]["id"]))
+        # Service principals are members of some security groups (group 7, the end of the 5 > 6 > 7 chain,
+        # always: their memberships of 5 and 6 are transitive). v1.0 /groups/{id}/members does not list them
+        # (see access.py); /servicePrincipals/{id}/memberOf does.
+        sp_ids = self.apps.sp_ids
+        for g in range(5, n):
+            if kinds[g] not in ("security", "mailsecurity") or not sp_ids:
+                continue
+            rnd = self._rnd(f"sp-member:{g}")
+            if g == 7 or rnd.random() < 0.06:
+                members[g].append((SP_TYPE, sp_ids[rnd.randrange(len(sp_ids))]))
         return groups, members
+
+    def _visibility(self, g: int, draw: float) -> str:
+        """Microsoft 365 groups: Public, Private, or HiddenMembership for about one in twelve (resources/group.md:
+        members of a hidden-membership group are visible to owners, members and Member.Read.Hidden only)."""
+        if self._rnd(f"hidden:{g}").random() < 0.08:
+            return "HiddenMembership"
+        return "Public" if draw < 0.5 else "Private"
+
+    @cached_property
+    def apps(self) -> Any:
+        """Applications, service principals, owners, grants, PIM schedules and managers (simulator/access.py)."""
+        from .access import AppDirectory
+
+        return AppDirectory(self)
 
     def groups(self) -> list[dict[str, Any]]:
         return self._groups[0]
@@ -243,6 +269,15 @@ class Inventory:
             return {"@odata.type": DEVICE_TYPE, "id": oid, "displayName": d["displayName"],
                     "deviceId": d["deviceId"], "operatingSystem": d["operatingSystem"],
                     "accountEnabled": d["accountEnabled"]}
+        if odata_type == SP_TYPE:
+            sp = self.apps.service_principal_by_id(oid)
+            if sp is not None:
+                return {"@odata.type": SP_TYPE, "id": oid, "appId": sp["appId"], "displayName": sp["displayName"],
+                        "servicePrincipalType": sp["servicePrincipalType"], "accountEnabled": sp["accountEnabled"]}
+        if odata_type == APP_TYPE:
+            app = self.apps.application_by_id(oid)
+            if app is not None:
+                return {"@odata.type": APP_TYPE, "id": oid, "appId": app["appId"], "displayName": app["displayName"]}
         return {"@odata.type": odata_type, "id": oid}
 
     # ------------------------------------------------------------------ devices
@@ -311,11 +346,11 @@ class Inventory:
         return {d["id"]: i for i, d in enumerate(self._devices)}
 
     @cached_property
-    def _managed(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """(managed devices, detected apps), consistent with each other."""
+    def _managed(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, list[int]]]:
+        """(managed devices, detected apps, detected app id -> indexes of its managed devices), consistent."""
         with self._lock:
             managed: list[dict[str, Any]] = []
-            app_devices: dict[tuple[int, str], int] = {}
+            app_devices: dict[tuple[int, str], list[int]] = {}
             for i, dev in enumerate(self._devices):
                 if not dev["isManaged"]:
                     continue
@@ -386,13 +421,17 @@ class Inventory:
                 for a in apps:
                     if rnd.random() < 0.6:
                         version = rnd.choice(APP_CATALOG[a][3])
-                        app_devices[(a, version)] = app_devices.get((a, version), 0) + 1
+                        app_devices.setdefault((a, version), []).append(len(managed) - 1)
             detected = []
-            for (a, version), count in sorted(app_devices.items()):
+            devices_of: dict[str, list[int]] = {}
+            for (a, version), on in sorted(app_devices.items()):
                 name, publisher, platform, _ = APP_CATALOG[a]
+                count = len(on)
+                app_id = _digest(self.seed, f"app:{a}:{version}").hex()
+                devices_of[app_id] = on
                 detected.append({
                     "@odata.type": "#microsoft.graph.detectedApp",
-                    "id": _digest(self.seed, f"app:{a}:{version}").hex(),
+                    "id": app_id,
                     "displayName": name,
                     "version": version,
                     "sizeInByte": (a + 1) * 7340032 if platform == "windows" else 0,
@@ -400,13 +439,18 @@ class Inventory:
                     "publisher": publisher,
                     "platform": platform,
                 })
-            return managed, detected
+            return managed, detected, devices_of
 
     def managed_devices(self) -> list[dict[str, Any]]:
         return self._managed[0]
 
     def detected_apps(self) -> list[dict[str, Any]]:
         return self._managed[1]
+
+    def detected_app_devices(self, app_id: str) -> list[dict[str, Any]] | None:
+        """The managed devices a detected app is on (None: no such detected app)."""
+        on = self._managed[2].get(app_id)
+        return None if on is None else [self._managed[0][i] for i in on]
 
     # ------------------------------------------------------------------ roles
 

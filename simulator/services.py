@@ -791,6 +791,10 @@ class GraphService:
             return self._batch(req)
         if req.method != "GET":
             raise GraphError(405, "Request_BadRequest", "Specified HTTP method is not allowed for the request target.")
+        # Applications, service principals, group members and owners, grants, PIM, managers: simulator/access.py
+        routed = self.sim.inventory.apps.route(self, req, claims, segments[1:], rest)
+        if routed is not None:
+            return routed
         routed = self._route_inventory(req, claims, segments[1:], rest)
         if routed is not None:
             return routed
@@ -1029,16 +1033,6 @@ class GraphService:
             self._options(req, {"$select", "$top", "$skiptoken"}, "groups")
             self._deny(claims, GROUP_ROLES)
             return self._list(req, inv.groups, "groups", 100, 999, type_name="group")
-        if len(rest) == 3 and rest[0] == "groups" and rest[2] in ("members", "transitivemembers"):
-            self._options(req, {"$select", "$top", "$skiptoken"}, rest[2])
-            self._deny(claims, GROUP_ROLES)
-            index = inv.group_index(raw[1])
-            if index is None:
-                raise GraphError(404, "Request_ResourceNotFound", f"Resource '{raw[1]}' does not exist or one of "
-                                 "its queried reference-property objects are not present.")
-            pairs = inv.direct_members(index) if rest[2] == "members" else inv.transitive_members(index)
-            return self._list(req, lambda: pairs, "directoryObjects", 100, 999,
-                              render=lambda pair: inv.directory_object(*pair), odata_type=True)
         if rest[:2] == ["rolemanagement", "directory"] and rest[2:] == ["roledefinitions"]:
             self._options(req, {"$select", "$top", "$skiptoken"}, "roleDefinitions")
             self._deny(claims, ROLE_MANAGEMENT_ROLES)

@@ -25,7 +25,8 @@ from typing import Any, NamedTuple
 DEFAULT_ROLES = frozenset({
     "User.Read.All", "Organization.Read.All", "AuditLog.Read.All", "Reports.Read.All", "ReportSettings.Read.All",
     "GroupMember.Read.All", "RoleManagement.Read.Directory", "Device.Read.All",
-    "DeviceManagementManagedDevices.Read.All",
+    "DeviceManagementManagedDevices.Read.All", "Application.Read.All", "DelegatedPermissionGrant.Read.All",
+    "Member.Read.Hidden",
 })
 DEFAULT_DOMAINS = ("contoso.onmicrosoft.com", "contoso.com", "fabrikam.com")
 
@@ -57,6 +58,9 @@ class TenantSpec:
     rate_limit_ru_per_10s: int | None = None
     now: dt.datetime | None = None  # reference "today" for generated dates; default: today 00:00 UTC
     groups: int | None = None  # default: users // 25, at least 12
+    applications: int | None = None  # app registrations; default: users // 50, at least 8
+    p2: bool = True  # Entra ID P2 (PIM) on top of `premium`
+    own_secret_days: int = 200  # days until the connector's own app registration's secret expires (< 0: expired)
     devices: int | None = None  # Entra devices; default: 60% of users (about three quarters Intune-managed)
     report_names_concealed: bool = True  # Microsoft's default since 2021 (graph-facts §4)
     report_settings_wrapped: bool = False  # answer /admin/reportSettings in the doc sample's {"value": {...}} shape

@@ -154,8 +154,9 @@ def test_concealment_without_report_settings_permission_is_detected_from_the_dat
 @pytest.mark.parametrize(("removed", "premium", "skipped", "reason"), [
     ({"Reports.Read.All"}, True, [n for n in REPORT_OF], ("missingPermissions", ["Reports.Read.All"])),
     ({"Device.Read.All", "DeviceManagementManagedDevices.Read.All"}, True,
-     ["devices", "managed_devices", "detected_apps"], None),
-    (set(), False, ["mfa_registration", "user_sign_in_activity"], ("missingLicence", "Microsoft Entra ID P1 or P2")),
+     ["devices", "managed_devices", "detected_apps", "detected_app_devices"], None),
+    (set(), False, ["mfa_registration", "user_sign_in_activity", "role_eligibilities", "role_assignment_schedules"],
+     ("missingLicence", None)),
 ])
 def test_missing_permission_or_licence_skips_only_those_datasets(sim, env, tmp_path, removed, premium, skipped,
                                                                  reason):
@@ -166,7 +167,7 @@ def test_missing_permission_or_licence_skips_only_those_datasets(sim, env, tmp_p
         if name in skipped:
             assert entry["status"] == "skipped" and entry["file"] is None, name
             if reason:
-                assert entry[reason[0]] == reason[1], name
+                assert entry[reason[0]] == (reason[1] or DATASETS[name].licence), name
             else:
                 assert entry["missingPermissions"] in (["Device.Read.All"],
                                                        ["DeviceManagementManagedDevices.Read.All"]), name
@@ -186,11 +187,14 @@ def test_group_members_for_2000_groups_within_one_request_per_20_groups(monkeypa
         entry = manifest["datasets"]["group_members"]
         batches = big.request_count("/v1.0/$batch")
         list_pages = big.request_count("/v1.0/groups")
-        # member pages beyond the first: one batch item each (the 300-member "All Company" fits in one page)
+        sps = len(big.inventory.apps.service_principals)
+        sp_pages = big.request_count("/v1.0/servicePrincipals")
+        # member pages beyond the first: one batch item each (the 300-member "All Company" fits in one page);
+        # plus one item per service principal for its memberOf (v1.0 group members omit service principals)
         extra_pages = sum(max(0, math.ceil(len(big.inventory.direct_members(i)) / 999) - 1) for i in range(2000))
-        assert list_pages == math.ceil(2000 / 999)
-        assert batches <= math.ceil((2000 + extra_pages) / 20) + 1
-        assert entry["requests"] == batches + list_pages
+        assert list_pages == math.ceil(2000 / 999) and sp_pages == math.ceil(sps / 999)
+        assert batches <= math.ceil((2000 + sps + extra_pages) / 20) + 2
+        assert entry["requests"] == batches + list_pages + sp_pages
         members = read_dataset(store, manifest, "group_members")
         got = sorted((m["groupId"], m["memberId"], m["memberType"], m["membership"]) for m in members)
         assert got == _expected_members(big)
@@ -357,6 +361,6 @@ def test_report_period_setting_is_validated():
 def test_request_counts_are_recorded_per_dataset(sim, env, tmp_path):
     manifest, _ = run(env, SNAPSHOT_DIR=str(tmp_path), M365_DATASETS=CORE + ",groups,group_members,mfa_registration")
     counts = collections.Counter({n: d["requests"] for n, d in manifest["datasets"].items()})
-    assert counts["group_members"] == 1 + manifest["datasets"]["group_members"]["batches"]
+    assert counts["group_members"] == 2 + manifest["datasets"]["group_members"]["batches"]  # groups, service principals
     assert counts["mfa_registration"] == math.ceil(400 / 100)
     assert counts["groups"] == 1
