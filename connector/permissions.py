@@ -22,6 +22,9 @@ async def _probe(graph: Any, name: str) -> tuple[str, str | None]:
 
     ds = DATASETS[name]
     url = first_url(graph, ds).replace(f"$top={ds.top}", "$top=1") if ds.top else first_url(graph, ds)
+    parents = next((leg for leg in ds.fan_out.legs if leg.parents), None) if ds.fan_out else None
+    if parents is not None:  # a fan-out's path has {id} in it: probe the parent list instead
+        url = f"{graph.base}{parents.parents}" + ("?$top=1" if parents.parent_top else "")
     response = await graph.get(ds.builder, url, f"probe:{name}")
     if response.status_code == 200:
         return "ok", None

@@ -195,6 +195,9 @@ class Inventory:
             children = [c for c in range(g + 1, min(n, g + 40)) if kinds[c] in ("security", "roleassignable")]
             for c in rnd.sample(children, min(len(children), 1 + (rnd.random() < 0.3))):
                 members[g].append((GROUP_TYPE, groups[c]["id"]))
+        unified = [g for g in range(8, n) if kinds[g] == "unified"]
+        if unified and not any(groups[g]["visibility"] == "HiddenMembership" for g in unified):
+            groups[unified[0]]["visibility"] = "HiddenMembership"  # every tenant of a few groups has one
         # Service principals are members of some security groups (group 7, the end of the 5 > 6 > 7 chain,
         # always: their memberships of 5 and 6 are transitive). v1.0 /groups/{id}/members does not list them
         # (see access.py); /servicePrincipals/{id}/memberOf does.
