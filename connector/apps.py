@@ -107,13 +107,15 @@ class ExpiryFinding:
                          "then remove the old one.")
         others = [i for i in self.items if not i["connectorOwnApp"]]
         if others:
+            objects = len({i["objectId"] for i in others})
             broken = len({i["objectId"] for i in others if not i["otherValidCredential"]})
-            noun = "app registrations" if self.kind == "application" else "service principals"
+            noun = {"application": "app registration", "servicePrincipal": "service principal"}.get(self.kind,
+                                                                                                   self.kind)
             ctx.warn("credentials_expiring", ds.name,
-                     f"{ds.name}: {len({i['objectId'] for i in others})} {noun} have secrets or certificates that "
+                     f"{ds.name}: {objects} {noun}{'s' if objects != 1 else ''} with secrets or certificates that "
                      f"expired or expire within {EXPIRY_DAYS} days ({sum(i['status'] == 'expired' for i in others)} "
-                     f"expired, {sum(i['status'] == 'expiring' for i in others)} expiring); {broken} of them have no "
-                     "other credential valid for longer. They are listed under credentialExpiry in the manifest.")
+                     f"expired, {sum(i['status'] == 'expiring' for i in others)} expiring); {broken} with no other "
+                     "credential valid for longer. Each is listed under credentialExpiry in the manifest.")
 
 
 @register("app_credentials")
