@@ -287,9 +287,13 @@ async def fan_out(ctx: Context, ds: Dataset) -> AsyncIterator[list[dict[str, Any
     provided = {leg.provides for leg in legs if leg.provides}
     items: list[Item] = []
     parent_counts: dict[str, int] = {}
+    total = await _count(ctx, ds, spec.count) if spec.count else None
+    fine = bool(spec.fine_from and total is not None and total >= spec.fine_from)
     for leg in legs:
         if leg.seeds:
-            items.extend(Item(leg, None, url) for url in leg.seeds)
+            seeds = leg.fine_seeds if fine and leg.fine_seeds else leg.seeds
+            items.extend(Item(leg, None, url) for url in seeds)
+            ctx.plan.update({"strategy": "chains", "chains": len(seeds)})
             continue
         parents = await _parents(ctx, ds, leg)
         parent_counts[leg.name] = len(parents)
@@ -335,7 +339,14 @@ async def fan_out(ctx: Context, ds: Dataset) -> AsyncIterator[list[dict[str, Any
                 ctx.extra[f"{leg.count_as}DeletedDuringRun"] = batcher.vanished[leg.name]
     ctx.extra["batches"] = batcher.batches
     if spec.count:
-        await _check_count(ctx, ds, spec.count, children)
+        ctx.extra["objectsRead"] = children
+        if total is not None:
+            ctx.extra["objectCount"] = total
+            if total != children:
+                ctx.warn("count_mismatch", ds.name,
+                         f"{ds.name}: read {children} objects but {spec.count}/$count said {total} (eventually "
+                         "consistent: objects created or deleted during the run, or names starting with a character "
+                         "Entra does not allow).")
 
 
 async def _transitive(spool: _Spool) -> AsyncIterator[list[dict[str, Any]]]:
@@ -365,19 +376,15 @@ async def _transitive(spool: _Spool) -> AsyncIterator[list[dict[str, Any]]]:
         yield out
 
 
-async def _check_count(ctx: Context, ds: Dataset, path: str, seen: int) -> None:
-    """Seed chains cover a collection by construction (every allowed first character); say so if the
-    collection's own count differs (objects created or deleted during the run, or unexpected names)."""
+async def _count(ctx: Context, ds: Dataset, path: str) -> int | None:
+    """The collection's size before reading it: it chooses coarse or fine chains, and the chains, which
+    cover the collection by construction (every allowed first character), are checked against it."""
     try:
-        total = await ctx.graph.count(path, ds.name)
+        return await ctx.graph.count(path, ds.name)
     except GraphError as exc:
-        ctx.warn("count_unavailable", ds.name, f"{ds.name}: {path}/$count failed ({exc.code}); read {seen}.")
-        return
-    ctx.extra.update({"objectsRead": seen, "objectCount": total})
-    if total != seen:
-        ctx.warn("count_mismatch", ds.name,
-                 f"{ds.name}: read {seen} objects but {path}/$count says {total} (eventually consistent; objects "
-                 "created or deleted during the run, or names starting with a character Entra does not allow).")
+        ctx.warn("count_unavailable", ds.name, f"{ds.name}: {path}/$count failed ({exc.code}); the chains were read "
+                 "without a count to check them against.")
+        return None
 
 
 @register("role_assignments")

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token-lifetime", type=int, default=3599)
     p.add_argument("--secret-expires-in-days", type=int, default=None)
     p.add_argument("--secret-in", choices=("env", "keyvault"), default="env")
+    p.add_argument("--groups", type=int, default=None, help="groups (default: users / 25)")
+    p.add_argument("--devices", type=int, default=None, help="Entra devices (default: 60%% of users)")
+    p.add_argument("--applications", type=int, default=None, help="app registrations (default: users / 50)")
     return p
 
 
@@ -57,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         foreign_next_link=args.foreign_next_link,
         token_lifetime=args.token_lifetime,
         secret_expires_in_days=args.secret_expires_in_days,
+        groups=args.groups,
+        devices=args.devices,
+        applications=args.applications,
     )
     if args.domains:
         spec.domains = tuple(d.strip() for d in args.domains.split(",") if d.strip())

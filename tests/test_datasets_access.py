@@ -5,6 +5,7 @@ end to end against the simulator, each compared with what the simulated tenant h
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import math
 import ssl
@@ -368,3 +369,16 @@ def test_scrub_removes_secret_text_and_keys_whatever_graph_sends():
     record = {"passwordCredentials": [{"hint": "abc", "secretText": "abc-the-whole-secret"}],
               "keyCredentials": [{"keyId": "k", "key": "MIIB..."}]}
     assert scrub(record) == {"passwordCredentials": [{"hint": "abc"}], "keyCredentials": [{"keyId": "k"}]}
+
+
+def test_large_tenants_read_managers_in_two_character_chains(sim, env, tmp_path, monkeypatch):
+    """From FanOut.fine_from users on (here lowered to 1,000), every letter gets a chain per second character;
+    the chains still cover every user exactly once."""
+    ds = DATASETS["user_managers"]
+    monkeypatch.setitem(DATASETS, "user_managers",
+                        dataclasses.replace(ds, fan_out=dataclasses.replace(ds.fan_out, fine_from=1000)))
+    manifest, store = run(env, SNAPSHOT_DIR=str(tmp_path), M365_DATASETS="user_managers")
+    entry = manifest["datasets"]["user_managers"]
+    assert entry["status"] == "succeeded" and entry["plan"] == {"strategy": "chains", "chains": 26 * 45 + 18}
+    assert collected(store, manifest, "user_managers") == expected(sim, "user_managers")
+    assert entry["objectsRead"] == entry["objectCount"] == 1100 and not entry["warnings"]
