@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         if out.returncode:
             raise SystemExit(out.stderr.decode()[-3000:])
         r = orjson.loads(out.stdout.splitlines()[-1])
+        fields = Path(f"/proc/{sim.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        sim_cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     finally:
         sim.terminate()
         sim.wait(30)
@@ -108,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
           f"--groups {args.groups} --latency {args.latency}" + (f" --rate-limit {args.rate_limit}" if extra else ""))
     print(f"\nload average at the start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} CPUs)")
     print(f"run status **{r['status']}**, wall **{r['wall']:.1f} s**, CPU {r['cpu']:.1f} s, peak RSS "
-          f"**{r['maxrssMiB']:.0f} MiB**; warnings: {', '.join(sorted(set(r['warnings']))) or 'none'}\n")
+          f"**{r['maxrssMiB']:.0f} MiB** (the simulator, in its own process, used {sim_cpu:.1f} s of CPU); warnings: "
+          f"{', '.join(sorted(set(r['warnings']))) or 'none'}\n")
     print("| dataset | status | records | requests | minimum | $batch | retries | 429s | seconds |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, d in r["datasets"].items():
