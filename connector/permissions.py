@@ -74,6 +74,9 @@ async def permission_report(settings: Settings, probe: bool = True) -> dict[str,
             missing = ds.missing_roles(granted)
             entry: dict[str, Any] = {"status": "ok", "requires": [list(g) for g in ds.requires],
                                      "licence": ds.licence}
+            if ds.optional:  # used when granted; without them the dataset is collected minus `adds`
+                entry["optional"] = [{"roles": list(o.roles), "adds": o.adds,
+                                      "granted": bool(granted.intersection(o.roles))} for o in ds.optional]
             if missing:
                 perms = " and ".join(missing)
                 entry.update(status="missing_permission", missing=missing,

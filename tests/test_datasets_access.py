@@ -382,3 +382,27 @@ def test_large_tenants_read_managers_in_two_character_chains(sim, env, tmp_path,
     assert entry["status"] == "succeeded" and entry["plan"] == {"strategy": "chains", "chains": 26 * 45 + 18}
     assert collected(store, manifest, "user_managers") == expected(sim, "user_managers")
     assert entry["objectsRead"] == entry["objectCount"] == 1100 and not entry["warnings"]
+
+
+def test_permission_report_shows_optional_permissions_and_probes_a_fan_outs_parent_list(sim, env):
+    import asyncio
+
+    from connector.config import load_settings
+    from connector.permissions import permission_report
+
+    sim.spec.roles = DEFAULT_ROLES - {"Member.Read.Hidden"}
+    settings = load_settings({**env, "M365_DATASETS": "group_members,detected_app_devices,role_eligibilities"})
+    sim.clear_requests()
+    report = asyncio.run(permission_report(settings))
+    members = report["datasets"]["group_members"]
+    assert members["status"] == "ok"
+    assert {o["roles"][0]: o["granted"] for o in members["optional"]} == {"Member.Read.Hidden": False,
+                                                                          "Application.Read.All": True}
+    # licence-dependent datasets are probed with one small request; a fan-out's probe is its parent list
+    assert report["datasets"]["detected_app_devices"]["status"] == "ok"
+    assert report["datasets"]["role_eligibilities"]["status"] == "ok" and report["ok"]
+    paths = [r.path for r in sim.requests if r.service == "graph"]
+    assert "/v1.0/deviceManagement/detectedApps" in paths and not [p for p in paths if "{id}" in p]
+    sim.spec.p2 = False
+    report = asyncio.run(permission_report(settings))
+    assert report["datasets"]["role_eligibilities"]["status"] == "missing_licence" and not report["ok"]

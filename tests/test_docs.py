@@ -30,3 +30,18 @@ def test_every_setting_is_documented_in_the_readme():
     readme = (ROOT / "README.md").read_text()
     missing = [name for name in SETTING_NAMES if f"`{name}`" not in readme]
     assert missing == []
+
+
+def test_optional_permissions_are_rendered_apart_from_the_required_ones():
+    from connector.docgen import optional_roles
+
+    table = permission_table()
+    row = next(line for line in table.splitlines() if line.startswith("| `group_members` |"))
+    assert "optional: `Member.Read.Hidden` (members of groups with hidden membership)" in row
+    roles = dict(optional_roles())
+    assert "Member.Read.Hidden" in roles and "ReportSettings.Read.All" in roles
+    assert "Member.Read.Hidden" not in least_privileged_roles()
+    for name in ("README.md", "docs/setup-app-registration.md"):
+        text = (ROOT / name).read_text()
+        block = text.split("<!-- generated:optional-roles -->")[1].split("<!-- end generated -->")[0]
+        assert "`Member.Read.Hidden`: members of groups with hidden membership (`group_members`)" in block, name
