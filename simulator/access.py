@@ -11,6 +11,7 @@ do not state (the simulator then does the conservative thing and says so).
 from __future__ import annotations
 
 import base64
+import bisect
 import math
 import random
 import re
@@ -465,8 +466,8 @@ class AppDirectory:
                 return svc._list(req, lambda: items, f"servicePrincipals('{obj_id}')/appRoleAssignedTo", 100, 999)
             else:
                 return None
-            return svc._list(req, lambda: pairs, "directoryObjects", 100, 999,
-                             render=lambda pair: inv.directory_object(*pair), odata_type=True)
+            return svc._list(req, lambda: pairs, "directoryObjects", 100, 999, render=_renderer(inv, req),
+                             odata_type=True)
         if len(rest) == 3 and rest[0] == "groups" and rest[2] in ("members", "transitivemembers", "owners"):
             return self._group_relation(svc, req, claims, raw, rest, GROUP_ROLES)
         if rest == ["oauth2permissiongrants"]:
@@ -543,10 +544,13 @@ class AppDirectory:
             if inv.groups()[index]["visibility"] == "HiddenMembership" and \
                     "Member.Read.Hidden" not in (claims.get("roles") or ()):
                 raise _error(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
-            members = inv.direct_members(index) if rest[2] == "members" else inv.transitive_members(index)
-            pairs = [p for p in members if p[0] != SP_TYPE]
-        return svc._list(req, lambda: pairs, "directoryObjects", 100, 999,
-                         render=lambda pair: inv.directory_object(*pair), odata_type=True)
+            cache = self.__dict__.setdefault("_without_sps", {})
+            pairs = cache.get((index, rest[2]))
+            if pairs is None:  # computed once per group: the largest have every user as a member
+                members = inv.direct_members(index) if rest[2] == "members" else inv.transitive_members(index)
+                pairs = cache[(index, rest[2])] = [p for p in members if p[0] != SP_TYPE]
+        return svc._list(req, lambda: pairs, "directoryObjects", 100, 999, render=_renderer(inv, req),
+                         odata_type=True)
 
     def _schedules(self, svc: GraphService, req: Request, claims: dict[str, Any], which: str) -> Response:
         """PIM schedules (api/rbacapplication-list-roleeligibilityschedules.md, -roleassignmentschedules.md):
@@ -565,6 +569,30 @@ class AppDirectory:
         items = self.eligibility_schedules if eligibility else self.assignment_schedules
         name = "roleEligibilitySchedules" if eligibility else "roleAssignmentSchedules"
         return svc._list(req, lambda: items, f"roleManagement/directory/{name}", 100, 100)
+
+    @cached_property
+    def _sorted_upns(self) -> tuple[list[str], list[int]]:
+        """Lower-case UPNs in sorted order with their user indexes: a prefix is a contiguous range."""
+        t = self.tenant
+        pairs = sorted((t.upn(i).lower(), i) for i in range(t.user_count))
+        return [u for u, _ in pairs], [i for _, i in pairs]
+
+    def _prefix_matches(self, prefixes: tuple[str, ...]) -> tuple[int, ...]:
+        """Same answer as Tenant.prefix_matches (indexes in paging order), by bisection and cached per
+        filter: thousands of two-character chains would each scan every UPN on every page otherwise."""
+        cache = self.__dict__.setdefault("_prefix_cache", {})
+        found = cache.get(prefixes)
+        if found is None:
+            upns, indexes = self._sorted_upns
+            hits: list[int] = []
+            for prefix in {p.lower() for p in prefixes}:
+                lo = bisect.bisect_left(upns, prefix)
+                hi = lo
+                while hi < len(upns) and upns[hi].startswith(prefix):
+                    hi += 1
+                hits.extend(indexes[lo:hi])
+            found = cache[prefixes] = tuple(sorted(set(hits)))
+        return found
 
     def _users_with_manager(self, svc: GraphService, req: Request, claims: dict[str, Any],
                             user_roles: frozenset[str]) -> Response:
@@ -588,7 +616,7 @@ class AppDirectory:
         tenant = self.tenant
         if "$filter" in options:
             try:
-                candidates: Any = tenant.prefix_matches(parse_upn_prefix_filter(options["$filter"]))
+                candidates: Any = self._prefix_matches(parse_upn_prefix_filter(options["$filter"]))
             except ValueError:
                 raise _error(400, "Request_UnsupportedQuery", "Unsupported or invalid query filter clause.") from None
         else:
@@ -620,6 +648,15 @@ class AppDirectory:
             body["@odata.nextLink"] = svc._next_link(req, svc._make_skiptoken(start + len(page), bound))
         body["value"] = values
         return svc._ok(body)
+
+
+def _renderer(inv: Inventory, req: Request) -> Any:
+    """directoryObject rendering; with $select=id only the id and @odata.type survive the selection, so
+    the full object (a user's default properties) is not built for every member of a 100,000-member group."""
+    select = {p.strip().lower() for k, v in req.pairs if k.lower() == "$select" for p in v.split(",")}
+    if select == {"id"}:
+        return lambda pair: {"@odata.type": pair[0], "id": pair[1]}
+    return lambda pair: inv.directory_object(*pair)
 
 
 def role_id(seed: int, value: str) -> str:
