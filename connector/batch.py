@@ -24,7 +24,7 @@ import random
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -134,10 +134,22 @@ class Batcher:
         return f"{path}?{parts.query}" if parts.query else path
 
     async def run(self, items: Iterable[Item]) -> AsyncIterator[list[tuple[Item, dict[str, Any]]]]:
-        pending = deque(items)
+        """`items` is consumed lazily: only the items of the batches in flight, retries and next pages wait
+        in memory, however many parents there are."""
+        source = iter(items)
+        pending: deque[Item] = deque()
         running: set[asyncio.Future[tuple[list[Item], Any]]] = set()
         settings = self.ctx.settings
+
+        def refill() -> None:
+            while len(pending) < BATCH_SIZE * 4:
+                item = next(source, None)
+                if item is None:
+                    return
+                pending.append(item)
+
         try:
+            refill()
             while pending or running:
                 now = time.monotonic()
                 while len(running) < BATCHES_IN_FLIGHT and pending:
@@ -148,6 +160,7 @@ class Batcher:
                         break
                     self.batches += 1
                     running.add(asyncio.ensure_future(self._send(chosen)))
+                    refill()
                 if not running:
                     await asyncio.sleep(max(0.0, min(i.not_before for i in pending) - time.monotonic()))
                     continue
@@ -232,6 +245,14 @@ async def _parents(ctx: Context, ds: Dataset, leg: Leg) -> list[dict[str, Any]]:
     return parents
 
 
+def _items(leg: Leg, parents: list[dict[str, Any]] | None = None, seeds: tuple[str, ...] = ()) -> Iterator[Item]:
+    """A leg's items, made when the batcher asks for them."""
+    for url in seeds:
+        yield Item(leg, None, url)
+    for parent in parents or ():
+        yield Item(leg, parent, leg.child.replace("{id}", parent["id"]))
+
+
 def _active_legs(ctx: Context, ds: Dataset, spec: FanOut) -> list[Leg]:
     """The legs to run: an optional leg whose permission is not granted is skipped with a warning."""
     legs = []
@@ -285,21 +306,22 @@ async def fan_out(ctx: Context, ds: Dataset) -> AsyncIterator[list[dict[str, Any
     assert spec is not None, f"{ds.name}: strategy fan_out needs a FanOut declaration"
     legs = _active_legs(ctx, ds, spec)
     provided = {leg.provides for leg in legs if leg.provides}
-    items: list[Item] = []
+    items: list[Iterable[Item]] = []  # per leg, made lazily: an Item exists only while it is pending
     parent_counts: dict[str, int] = {}
     total = await _count(ctx, ds, spec.count) if spec.count else None
     fine = bool(spec.fine_from and total is not None and total >= spec.fine_from)
     for leg in legs:
         if leg.seeds:
             seeds = leg.fine_seeds if fine and leg.fine_seeds else leg.seeds
-            items.extend(Item(leg, None, url) for url in seeds)
+            items.append(_items(leg, seeds=seeds))
             ctx.plan.update({"strategy": "chains", "chains": len(seeds)})
             continue
         parents = await _parents(ctx, ds, leg)
         parent_counts[leg.name] = len(parents)
-        items.extend(Item(leg, p, leg.child.replace("{id}", p["id"])) for p in parents)
+        items.append(_items(leg, parents=parents))
     refusals = _Refusals(ctx, ds)
     batcher = Batcher(ctx, ds, refusals)
+    items = (item for parts in items for item in parts)
     spool = _Spool() if spec.derive == "transitive" else None
     children = rows_out = 0
     try:
