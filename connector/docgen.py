@@ -1,13 +1,16 @@
-"""Documentation generated from the dataset registry, so permission tables cannot drift from the code.
+"""Documentation generated from the registries, so tables and lists cannot drift from the code.
 
-`python -m connector docs` rewrites the marked blocks in README.md and
-docs/setup-app-registration.md; a test fails when they differ from what the registry says.
+`python -m connector docs` rewrites the marked blocks (`<!-- generated:NAME -->` ... `<!-- end generated -->`)
+in FILES and the JSON Schema of every dataset in docs/schema/; `python -m connector docs --check`
+and a test fail when any of them differs from what the code says.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+import orjson
 
 from .datasets import DATASETS
 
@@ -55,14 +58,48 @@ def render(text: str) -> str:
     return _BLOCK.sub(lambda m: m.group(1) + BLOCKS[m.group("name")]() + m.group(4), text)
 
 
+SCHEMA_DIR = "docs/schema"
+
+
+def schema_files() -> dict[str, bytes]:
+    """docs/schema/<dataset>.schema.json for every dataset, as written."""
+    from .schema import json_schema
+
+    return {f"{SCHEMA_DIR}/{ds.name}.schema.json": orjson.dumps(json_schema(ds), option=orjson.OPT_INDENT_2) + b"\n"
+            for ds in DATASETS.values()}
+
+
+def _wanted(root: Path) -> dict[str, bytes | None]:
+    """Every generated path with its content; None = a stale schema file to delete."""
+    wanted: dict[str, bytes | None] = {name: render((root / name).read_text()).encode()
+                                       for name in FILES if (root / name).exists()}
+    schemas = schema_files()
+    wanted.update(schemas)
+    for path in sorted((root / SCHEMA_DIR).glob("*.schema.json")):
+        rel = path.relative_to(root).as_posix()
+        if rel not in schemas:
+            wanted[rel] = None
+    return wanted
+
+
 def stale_files(root: Path = ROOT) -> list[str]:
-    return [name for name in FILES if (root / name).exists()
-            and render((root / name).read_text()) != (root / name).read_text()]
+    stale = []
+    for name, content in _wanted(root).items():
+        path = root / name
+        current = path.read_bytes() if path.exists() else None
+        if current != content:
+            stale.append(name)
+    return stale
 
 
 def write(root: Path = ROOT) -> list[str]:
     changed = stale_files(root)
+    wanted = _wanted(root)
     for name in changed:
         path = root / name
-        path.write_text(render(path.read_text()))
+        if wanted[name] is None:
+            path.unlink()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(wanted[name])
     return changed

@@ -22,6 +22,7 @@ from .auth import GraphCredential, TokenFailure, read_client_secret, secret_expi
 from .config import Settings
 from .datasets import DATASETS, LICENCE_ERROR_CODES, Dataset
 from .graph import GraphError
+from .schema import normaliser_for
 from .store import JsonlGzWriter, Store, write_json
 from .strategy import RESTART, Context, strategy_for
 
@@ -121,14 +122,15 @@ class Run:
         """Stream the dataset's strategy into its file; the file is discarded unless complete, and
         started again when the strategy yields RESTART."""
         relpath = f"{run_prefix(self.tenant_id, self.run_id)}/{ds.file}"
-        writer = JsonlGzWriter(self.store.sink(relpath), relpath)
+        normalise = normaliser_for(ds)  # Graph's "" for an unset date becomes null (docs/snapshot-format.md)
+        writer = JsonlGzWriter(self.store.sink(relpath), relpath, normalise)
         accept = self._accepts(ds)
         res.records = res.excludedByDomainFilter = 0
         try:
             async for records in strategy_for(ds)(ctx, ds):
                 if records is RESTART:
                     await writer.abort()
-                    writer = JsonlGzWriter(self.store.sink(relpath), relpath)
+                    writer = JsonlGzWriter(self.store.sink(relpath), relpath, normalise)
                     res.records = res.excludedByDomainFilter = 0
                     continue
                 if accept is not None and not ctx.domain_filter:
