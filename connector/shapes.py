@@ -222,6 +222,8 @@ ROLE_ASSIGNMENT = (
     F("directoryScopeId", "string", "/ for the whole directory, or /administrativeUnits/<id>, /<object id>."),
     F("principalId", "string", "Who holds the role."),
     F("principalOrganizationId", "string", "Tenant of the principal."),
+    F("resourceScope", "string", "Legacy scope (/ for the directory); in Graph's responses, not in its v1.0 "
+                                 "metadata."),
     F("roleDefinitionId", "string", "The role (its template id for built-in roles)."),
     _o("principal", "The principal, expanded: its `@odata.type` says which kind, and it carries that kind's "
                     "properties (users: userPrincipalName; service principals: appId).", (
@@ -229,8 +231,13 @@ ROLE_ASSIGNMENT = (
                                    "#microsoft.graph.servicePrincipal."),
         ID,
         F("displayName", "string", "Name."),
+        F("accountEnabled", "boolean", "Users and service principals: account enabled."),
         F("userPrincipalName", "string", "Users: sign-in name."),
+        F("userType", "string", "Users: Member or Guest."),
+        F("securityEnabled", "boolean", "Groups: security group."),
+        F("isAssignableToRole", "boolean", "Groups: role-assignable."),
         F("appId", "string", "Service principals: the application id."),
+        F("servicePrincipalType", "string", "Service principals: Application, ManagedIdentity, Legacy, ..."),
     )),
     _o("roleDefinition", "The role's name, joined from roleDefinitions; null when the role is unknown.", (
         ID,
