@@ -45,12 +45,49 @@ def az_permission_commands() -> str:
     return "\n".join(lines)
 
 
+def _request(ds) -> str:
+    query = ds.query()
+    if ds.strategy == "report":
+        call = f"{ds.path}(period='D30')" if ds.report_period else f"{ds.path}()"
+        return f"`GET {call}`"
+    text = f"`GET {ds.path}{'?' + query if query else ''}`"
+    return text if ds.strategy == "pages" else f"{text} (strategy `{ds.strategy}`)"
+
+
+def dataset_table() -> str:
+    """docs/snapshot-format.md: what one record of each dataset is, its fields and its schema."""
+    rows = ["| dataset | one record is | fields (all, with types: the schema) | Graph request |", "|---|---|---|---|"]
+    for ds in DATASETS.values():
+        names = [f"`{f.name}`" for f in ds.fields]
+        shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
+        schema = f"[{ds.name}.schema.json](schema/{ds.name}.schema.json)"
+        rows.append(f"| `{ds.name}` | {ds.record} | {shown}; {schema} | {_request(ds)} |")
+    return "\n".join(rows)
+
+
+def dataset_names() -> str:
+    return ", ".join(f"`{name}`" for name in DATASETS)
+
+
+def exit_codes() -> str:
+    """README: exit codes of the commands, from connector.cli.EXIT_CODES."""
+    from .cli import EXIT_CODES
+
+    rows = ["| command | exit code | meaning |", "|---|---|---|"]
+    for command in ("run", "check"):
+        rows += [f"| `{command}` | `{code}` | {text} |" for code, text in EXIT_CODES[command]]
+    return "\n".join(rows)
+
+
 BLOCKS = {
     "permissions": permission_table,
+    "datasets": dataset_table,
+    "dataset-names": dataset_names,
+    "exit-codes": exit_codes,
     "roles": lambda: "\n".join(f"- `{r}`" for r in least_privileged_roles()),
     "az-permissions": lambda: f"```bash\n{az_permission_commands()}\n```",
 }
-FILES = ("README.md", "docs/setup-app-registration.md")
+FILES = ("README.md", "docs/setup-app-registration.md", "docs/snapshot-format.md", "docs/function-app.md")
 _BLOCK = re.compile(r"(<!-- generated:(?P<name>[a-z-]+) -->\n)(?P<body>.*?)(\n<!-- end generated -->)", re.S)
 
 

@@ -22,6 +22,7 @@ from .auth import GraphCredential, TokenFailure, read_client_secret, secret_expi
 from .config import Settings
 from .datasets import DATASETS, LICENCE_ERROR_CODES, Dataset
 from .graph import GraphError
+from .progress import PROGRESS_LOG_SECONDS, log_progress
 from .schema import normaliser_for
 from .store import JsonlGzWriter, Store, write_json
 from .strategy import RESTART, Context, strategy_for
@@ -86,12 +87,14 @@ class Run:
     """One collection: owns the Graph session, the results and the manifest."""
 
     def __init__(self, settings: Settings, store: Store, *, trigger: str = "cli", run_id: str | None = None,
-                 progress: Callable[[Run], None] | None = None):
+                 progress: Callable[[Run], None] | None = None, progress_every: float | None = PROGRESS_LOG_SECONDS):
         self.settings = settings
         self.store = store
         self.trigger = trigger
         self.run_id = run_id or new_run_id()
         self.progress = progress
+        self.progress_every = progress_every  # seconds between progress log lines; None: none
+        self.dataset_started: dict[str, float] = {}
         self.tenant_id = settings.tenant_id
         self.results: dict[str, DatasetResult] = {n: DatasetResult() for n in settings.selected_datasets}
         self.warnings: list[dict[str, str]] = []
@@ -116,6 +119,15 @@ class Run:
         suffixes = tuple("@" + d for d in self.settings.domains)
         key = ds.upn_field
         return lambda rec: (rec.get(key) or "").lower().endswith(suffixes)
+
+    async def _log_progress(self) -> None:
+        """A progress line every `progress_every` seconds while datasets run (logs, Application Insights)."""
+        while True:
+            await asyncio.sleep(self.progress_every or PROGRESS_LOG_SECONDS)
+            try:
+                log_progress(self)
+            except Exception:  # progress reporting must never break a collection
+                log.exception("progress log failed")
 
     # -- one dataset ---------------------------------------------------------------------------
     async def _write(self, ds: Dataset, ctx: Context, res: DatasetResult) -> None:
@@ -153,8 +165,8 @@ class Run:
         res.status = "running"
         if ds.upn_field:
             res.domainFilter = "all users" if self.settings.domains is None else "applied"
+        t0 = self.dataset_started[ds.name] = time.perf_counter()
         self._notify()
-        t0 = time.perf_counter()
         ctx = Context(self.settings, self.graph, self.granted)
         try:
             await self._write(ds, ctx, res)
@@ -245,7 +257,12 @@ class Run:
                         continue
                     tasks.append(self._collect(ds))
                 self._notify()
-                await asyncio.gather(*tasks)
+                ticker = asyncio.ensure_future(self._log_progress()) if self.progress_every else None
+                try:
+                    await asyncio.gather(*tasks)
+                finally:
+                    if ticker is not None:
+                        ticker.cancel()
             finally:
                 await self.graph.aclose()
             return self._finish()
@@ -317,9 +334,11 @@ class Run:
 
 
 async def collect(settings: Settings, store: Store, *, trigger: str = "cli", run_id: str | None = None,
-                  progress: Callable[[Run], None] | None = None) -> dict[str, Any]:
+                  progress: Callable[[Run], None] | None = None,
+                  progress_every: float | None = PROGRESS_LOG_SECONDS) -> dict[str, Any]:
     """Run one collection and return its manifest (already written to the store)."""
-    return await Run(settings, store, trigger=trigger, run_id=run_id, progress=progress).execute()
+    return await Run(settings, store, trigger=trigger, run_id=run_id, progress=progress,
+                     progress_every=progress_every).execute()
 
 
 def collect_sync(settings: Settings, store: Store, **kwargs: Any) -> dict[str, Any]:
