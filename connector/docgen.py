@@ -106,10 +106,16 @@ def schema_files() -> dict[str, bytes]:
             for ds in DATASETS.values()}
 
 
+OPENAPI_FILE = "docs/openapi.json"
+
+
 def _wanted(root: Path) -> dict[str, bytes | None]:
     """Every generated path with its content; None = a stale schema file to delete."""
+    from .openapi import document
+
     wanted: dict[str, bytes | None] = {name: render((root / name).read_text()).encode()
                                        for name in FILES if (root / name).exists()}
+    wanted[OPENAPI_FILE] = orjson.dumps(document(), option=orjson.OPT_INDENT_2) + b"\n"
     schemas = schema_files()
     wanted.update(schemas)
     for path in sorted((root / SCHEMA_DIR).glob("*.schema.json")):
