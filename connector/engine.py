@@ -236,7 +236,7 @@ class Run:
             expiry = secret_expiry_warning(secret)
             if expiry:
                 self.warnings.append(_warning("secret_expiring", None, expiry))
-                log.warning(expiry)
+                log.warning(expiry, extra={"event": "secret_expiring"})  # alerted on (infra/core/alerts.bicep)
 
             from .graph import Graph
 
@@ -328,7 +328,8 @@ class Run:
             "event": "collection_finished", "runId": self.run_id, "tenantId": self.tenant_id,
             "trigger": self.trigger, "status": self.status,
             "seconds": round((self.finished or time.time()) - self.started, 3),
-            "datasets": {n: {"status": r.status, "records": r.records, "seconds": r.durationSeconds}
+            "datasets": {n: {"status": r.status, "records": r.records, "seconds": r.durationSeconds,
+                             "requests": r.requests, "retries": r.retries, "throttled": r.throttled}
                          for n, r in self.results.items()},
         }})
 

@@ -93,7 +93,8 @@ def configure(env: Mapping[str, str] | None = None) -> str:
             _configured = True
             return "missing-package"
         try:
-            configure_azure_monitor(logger_name=LOGGER_NAME)
+            configure_azure_monitor(logger_name=LOGGER_NAME,
+                                    connection_string=env["APPLICATIONINSIGHTS_CONNECTION_STRING"])
         except Exception as exc:  # telemetry must never stop a collection
             log.warning("Application Insights could not be configured: %s", type(exc).__name__)
             return "failed"
