@@ -10,7 +10,9 @@ import uuid
 from urllib.parse import parse_qs
 
 import azure.functions as func
+import jsonschema
 import pytest
+import schemathesis  # requirements-dev.txt; scripts/test installs it
 
 from connector import runs
 from connector.openapi import RUN_ID_PATTERN, document
@@ -51,7 +53,6 @@ def test_description_matches_the_function_index(indexed):
 
 
 def test_description_is_valid_and_served_keyed(indexed):
-    jsonschema = pytest.importorskip("jsonschema")
     doc = document()
     for name, schema in doc["components"]["schemas"].items():
         jsonschema.Draft202012Validator.check_schema(schema), name
@@ -113,7 +114,6 @@ def api_env(azurite):
 
 
 def test_replies_match_the_description(indexed, api_env, monkeypatch):
-    schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is in requirements-dev.txt")
     from hypothesis import HealthCheck, given, settings
 
     for name in runs.FUNCTION_SETTING_NAMES:

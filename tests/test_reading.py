@@ -15,7 +15,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import duckdb  # requirements-dev.txt (with pandas and jsonschema); scripts/test installs them
+import jsonschema
 import orjson
+import pandas as pd
 import pytest
 
 from connector.datasets import DATASETS
@@ -25,8 +28,6 @@ from connector.shapes import Field
 from simulator import Simulator, TenantSpec
 from tests.conftest import apply_env
 from tests.helpers import read_dataset, run
-
-duckdb = pytest.importorskip("duckdb", reason="duckdb is in requirements-dev.txt: run scripts/test")
 
 DUCKDB_SAMPLE = 20480  # read_json's default sample_size
 # Datasets that exceed the sample in the large tenant (users and sign-ins: one record per user;
@@ -198,7 +199,6 @@ def undeclared_keys(value: Any, fields: tuple[Field, ...], where: str) -> set[st
 
 @pytest.mark.parametrize("name", list(DATASETS))
 def test_records_match_the_published_schema(name, snapshots):
-    jsonschema = pytest.importorskip("jsonschema")
     schema = orjson.loads((ROOT / "docs" / "schema" / f"{name}.schema.json").read_bytes())
     checker = jsonschema.FormatChecker(formats=())
     checker.checks("date-time")(lambda v: not isinstance(v, str) or bool(_ISO_DATETIME.match(v)))
@@ -233,7 +233,6 @@ def pandas_recipe() -> dict[str, Any]:
 @pytest.mark.parametrize("name", ["users", "user_sign_in_activity", "managed_devices", "report_mailbox_usage_detail",
                                   "role_assignments", "subscribed_skus", "report_teams_user_activity_user_detail"])
 def test_pandas_recipe_gives_timestamps_nullable_integers_and_flat_columns(name, snapshots, tmp_path):
-    pd = pytest.importorskip("pandas")
     read_dataset = pandas_recipe()["read_dataset"]
     records = snapshots[name]
     file = write_jsonl_gz(tmp_path / DATASETS[name].file, records)
