@@ -311,8 +311,9 @@ def _common(parser: argparse.ArgumentParser, *, sub: bool) -> None:
                        help="print the version and exit")
 
 
-def _epilog(command: str) -> str:
-    return "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES[command])
+def _epilog(command: str) -> str | None:
+    codes = EXIT_CODES.get(command)
+    return "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in codes) if codes else None
 
 
 def _collection_options(parser: argparse.ArgumentParser) -> None:

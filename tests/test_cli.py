@@ -113,6 +113,19 @@ def _actions(parser):
             yield "/".join(action.option_strings) or action.dest, action.help
 
 
+def test_every_command_documents_its_exit_codes():
+    import argparse
+
+    from connector.cli import COMMANDS, EXIT_CODES, build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(COMMANDS)
+    missing = sorted(set(COMMANDS) - set(EXIT_CODES))
+    assert missing == [], f"add the exit codes of {missing} to connector.cli.EXIT_CODES (shown in --help and README)"
+    for name, parser in sub.choices.items():
+        assert "exit codes:" in (parser.epilog or ""), name
+
+
 def test_every_option_has_help():
     from connector.cli import build_parser
 
