@@ -74,10 +74,11 @@ def read_json(store: Store, relpath: str) -> Any | None:
 class JsonlGzWriter:
     """Streams records to a sink as gzip'd JSON Lines, hashing and counting as it goes.
 
-    `normalise` (connector.schema) fixes records in place; it runs only on a batch whose JSON holds
-    an empty string at all, which one scan of the serialised bytes tells cheaply."""
+    `normalise` (connector.schema) fixes records in place and says how many values it changed; it runs
+    only on a batch whose JSON holds an empty string at all (one scan of the serialised bytes tells),
+    and the batch is serialised again only when it changed something."""
 
-    def __init__(self, sink: Sink, relpath: str, normalise: Callable[[list[dict[str, Any]]], None] | None = None):
+    def __init__(self, sink: Sink, relpath: str, normalise: Callable[[list[dict[str, Any]]], int] | None = None):
         self._sink = sink
         self._normalise = normalise
         self._relpath = relpath
@@ -108,8 +109,7 @@ class JsonlGzWriter:
             return
         dumps = orjson.dumps
         data = b"\n".join(map(dumps, records)) + b"\n"
-        if self._normalise is not None and b'":""' in data:
-            self._normalise(records)
+        if self._normalise is not None and b'":""' in data and self._normalise(records):
             data = b"\n".join(map(dumps, records)) + b"\n"
         self.records += len(records)
         block = self._emit(self._zip.compress(data))

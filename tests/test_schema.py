@@ -75,7 +75,8 @@ def test_normaliser_nulls_empty_dates_and_nothing_else():
               "tags": ["", "a"]}
     kept = {"when": "0001-01-01T00:00:00Z", "day": None, "activity": None, "plans": None, "tags": []}
     batch = [record, copy.deepcopy(kept)]
-    normalise(batch)
+    assert normalise(batch) == 4  # when, day, activity.last, plans[0].assigned
+    assert normalise(batch) == 0
     assert batch[0] == {"when": None, "day": None, "name": "", "count": 0, "extra": "",
                         "activity": {"last": None, "requestId": ""},
                         "plans": [{"assigned": None, "service": ""}, {"assigned": "2024-01-01T00:00:00Z",
@@ -88,3 +89,33 @@ def test_datasets_without_dates_cost_nothing():
     assert normaliser_for(DATASETS["group_members"]) is None
     assert normaliser_for(DATASETS["users"]) is not None
     assert compile_normaliser((Field("a", "string"), Field("o", "object", fields=(Field("b", "integer"),)))) is None
+
+
+def test_writer_applies_the_normaliser_only_where_graph_sent_empty_dates(tmp_path):
+    import asyncio
+    import gzip
+
+    import orjson
+
+    from connector.store import JsonlGzWriter, _LocalSink
+
+    ds = DATASETS["user_sign_in_activity"]
+    path = tmp_path / ds.file
+    writer = JsonlGzWriter(_LocalSink(path), ds.file, normaliser_for(ds))
+    graph = [
+        {"id": "1", "userPrincipalName": "a@x", "signInActivity": {"lastSignInDateTime": "2024-05-01T08:00:00Z",
+                                                                   "lastSuccessfulSignInDateTime": "",
+                                                                   "lastSuccessfulSignInRequestId": ""}},
+        {"id": "2", "userPrincipalName": "", "signInActivity": None},
+    ]
+
+    async def write() -> None:
+        await writer.write(copy.deepcopy(graph))
+        await writer.write([{"id": "3", "userPrincipalName": "", "signInActivity": None}])  # "" but no date
+        await writer.close()
+
+    asyncio.run(write())
+    lines = [orjson.loads(line) for line in gzip.decompress(path.read_bytes()).splitlines()]
+    assert lines[0]["signInActivity"] == {"lastSignInDateTime": "2024-05-01T08:00:00Z",
+                                          "lastSuccessfulSignInDateTime": None, "lastSuccessfulSignInRequestId": ""}
+    assert lines[1] == graph[1] and lines[2]["userPrincipalName"] == ""
