@@ -155,7 +155,14 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
 
     with Simulator(TenantSpec(seed=5, users=600, latency=0.15)) as sim:
         env = {**_env(), **sim.env(), "SNAPSHOT_DIR": str(tmp_path)}
-        proc = _cli("run", "--datasets", "users,user_sign_in_activity", "--progress-every", "0.3", env=env)
+        args = ("run", "--datasets", "users,user_sign_in_activity", "--progress-every", "0.3")
+        proc = _cli(*args, env=env)
+        as_json = _cli(*args, "--json", env=env)
+        quiet = _cli("-q", *args, env=env)
+    # The same slow run: progress lines, except with --json or -q.
+    assert (as_json.returncode, quiet.returncode) == (0, 0)
+    assert "collection progress" not in as_json.stderr and json.loads(as_json.stdout)["status"] == "succeeded"
+    assert (quiet.stdout, quiet.stderr) == ("", "")
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if "collection progress" in line]
     assert lines, proc.stderr
@@ -168,27 +175,30 @@ def test_live_table_on_a_terminal(tmp_path):
     import pty
     import select
 
+    from simulator import Simulator, TenantSpec
+
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "connector", "demo", "--users", "900", "--out", str(tmp_path),
-                             "--datasets", "users,user_sign_in_activity"], cwd=ROOT, env=_env(),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
-    os.close(slave)
-    screen = b""
-    while True:
-        ready, _, _ = select.select([master], [], [], 0.5)
-        if ready:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
+    with Simulator(TenantSpec(seed=5, users=600, latency=0.15)) as sim:  # slow enough for several frames
+        env = {**_env(), **sim.env(), "SNAPSHOT_DIR": str(tmp_path)}
+        proc = subprocess.Popen([sys.executable, "-m", "connector", "run", "--datasets", "users,user_sign_in_activity"],
+                                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        screen = b""
+        while True:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                screen += chunk
+            elif proc.poll() is not None:
                 break
-            if not chunk:
-                break
-            screen += chunk
-        elif proc.poll() is not None:
-            break
-    os.close(master)
-    out = proc.stdout.read().decode()
-    assert proc.wait(timeout=60) == 0
+        os.close(master)
+        out = proc.stdout.read().decode()
+        assert proc.wait(timeout=60) == 0
     text = screen.decode(errors="replace")
     assert "records/s" in text and "429s" in text and "running" in text and "users" in text
     assert "collection progress" not in text  # the table replaces the log lines
