@@ -143,3 +143,16 @@ def test_replies_match_the_description(indexed, api_env, monkeypatch):
     # schemathesis leaves out the document's own path; test_description_is_valid_and_served_keyed covers it
     assert set(operations) == described - {"GET /openapi.json"}
     assert not failures, "\n".join(failures[:5])
+
+
+def test_readme_and_function_docs_list_every_endpoint_and_function(indexed):
+    from connector.docgen import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    guide = (ROOT / "docs/function-app.md").read_text()
+    for path, item in document()["paths"].items():
+        for method in item:
+            assert f"`{method.upper()} /api{path}" in readme, f"README's HTTP API table lacks {method.upper()} {path}"
+            assert f"`{method.upper()} /api{path}" in guide, f"docs/function-app.md lacks {method.upper()} {path}"
+    for name in indexed:
+        assert f"| `{name}` |" in guide, f"docs/function-app.md's function table lacks {name}"
