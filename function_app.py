@@ -53,6 +53,13 @@ def permissions(req: func.HttpRequest) -> func.HttpResponse:
     return _response(api.permissions())
 
 
+@app.function_name(name="openapi")
+@app.route(route="openapi.json", methods=["GET"])
+def openapi(req: func.HttpRequest) -> func.HttpResponse:
+    """GET /api/openapi.json: the OpenAPI 3.1 description of this API (keyed like the others)."""
+    return _response(api.openapi())
+
+
 @app.function_name(name="health")
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:

@@ -187,6 +187,19 @@ def permissions(env: Mapping[str, str] | None = None) -> Reply:
     return Reply(200 if report["token"]["ok"] else 502, report)
 
 
+def openapi(env: Mapping[str, str] | None = None) -> Reply:
+    """GET /api/openapi.json: the OpenAPI description of this API (connector/openapi.py), with the
+    dataset names this deployment accepts (all of them when its settings cannot be read)."""
+    from .openapi import document
+
+    env = os.environ if env is None else env
+    try:
+        datasets: list[str] | None = list(function_settings(env).selected_datasets)
+    except ConfigError:
+        datasets = None
+    return Reply(200, document(datasets))
+
+
 def health(env: Mapping[str, str] | None = None) -> Reply:
     """GET /api/health: version and whether the configuration is valid (messages only, no values of secrets)."""
     env = os.environ if env is None else env

@@ -100,7 +100,8 @@ class ExpiryFinding:
                         f"expires on {item['endDateTime']} (in {item['daysLeft']} days)")
                 other = ("it has another credential valid for longer; make sure the connector uses that one" if
                          item["otherValidCredential"] else "it has no other credential valid for longer")
-                ctx.warn("own_credential_" + item["status"], ds.name,
+                code = "own_credential_expired" if item["status"] == "expired" else "own_credential_expiring"
+                ctx.warn(code, ds.name,
                          f"{ds.name}: the connector's own app registration (appId {item['appId']}) has a {what} "
                          f"(key id {item['keyId']}) that {when}; {other}. In the Entra admin center open App "
                          "registrations, the app, Certificates & secrets: add a new one, store it in Key Vault, "

@@ -1,6 +1,9 @@
-"""Command line: `python -m connector run | check | demo`.
+"""Command line: `m365-connector run | check | demo | docs` (or `python -m connector ...`).
 
-Exit codes: 0 succeeded, 3 partial, 1 failed, 2 bad configuration.
+Conventions users know from az, azd and func: options that apply to every command (-v, -q,
+--version) work before or after the command's name; `--json` prints a command's result as JSON
+(nothing else on stdout); lists take commas or spaces (`--datasets users,groups`). Exit codes are
+listed per command in EXIT_CODES (README, `--help`).
 """
 
 from __future__ import annotations
@@ -14,20 +17,61 @@ from typing import Any
 
 import orjson
 
+from . import __version__
 from .config import ConfigError, load_settings, require_destination
 from .datasets import DATASETS
 
+PROG = "m365-connector"
 EXIT = {"succeeded": 0, "partial": 3, "failed": 1}
 EXIT_CONFIG = 2
+_RUN_CODES = (
+    (0, "succeeded: every selected dataset was collected"),
+    (3, "partial: some datasets were skipped or failed (the summary says which and why), the others collected"),
+    (1, "failed: nothing was collected (for example no token), or the snapshot could not be written"),
+    (2, "bad configuration or command line: the message names the setting or option"),
+)
+EXIT_CODES: dict[str, tuple[tuple[int, str], ...]] = {
+    "run": _RUN_CODES,
+    "check": (
+        (0, "a token was had and every selected dataset can be collected"),
+        (3, "a token was had, but some datasets cannot be collected (missing permission or licence: see the fixes)"),
+        (1, "no token: the message names the cause (expired secret, wrong tenant or client id, no consent)"),
+        (2, "bad configuration or command line"),
+    ),
+    "demo": _RUN_CODES,
+    "docs": ((0, "the generated files are up to date (or were updated)"),
+             (1, "`--check`: a generated file is out of date; run `m365-connector docs`")),
+}
+PROGRESS_EVERY = 30.0  # seconds between progress lines when stderr is not a terminal
+GRANT_STEPS = ("Entra admin center: App registrations, the app, API permissions, Add a permission, Microsoft Graph, "
+               "Application permissions; then Grant admin consent")
+
+
+# -- output ------------------------------------------------------------------------------------------------------
+
+def _json(obj: Any) -> None:
+    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _strip_portal_step(text: str) -> str:
+    from .engine import PORTAL_STEP
+
+    cut = text.find(PORTAL_STEP.split("{perm}")[0])
+    return text[:cut].rstrip() if cut >= 0 else text
 
 
 def _warning_lines(warnings: list[dict[str, str]]) -> list[str]:
-    """One line per distinct warning: the same advice for several datasets is printed once."""
+    """One line per distinct warning: the same advice for several datasets is printed once. Missing
+    permissions lose their portal steps here: one grant line after them says what to do."""
     grouped: dict[tuple[str, str], list[str]] = {}
     for w in warnings:
         name, text = w.get("dataset"), w["message"]
-        if name and text.startswith(f"{name}: "):
-            text = text[len(name) + 2:]
+        if w["code"] == "missing_permission":
+            text = _strip_portal_step(text)
+        for prefix in (f"{name}: ", f"{name} "):
+            if name and text.startswith(prefix):
+                text = text[len(prefix):]
+                break
         grouped.setdefault((w["code"], text), []).append(name or "")
     lines = []
     for (code, text), names in grouped.items():
@@ -35,6 +79,13 @@ def _warning_lines(warnings: list[dict[str, str]]) -> list[str]:
         where = f" ({', '.join(names)})" if names else ""
         lines.append(f"warning [{code}]{where}: {text}")
     return lines
+
+
+def grant_line(permissions: list[str] | set[str]) -> str | None:
+    """The one remedy for every missing permission of a run or check."""
+    if not permissions:
+        return None
+    return f"grant these permissions, then run again: {', '.join(sorted(permissions))} ({GRANT_STEPS})"
 
 
 def _print_summary(manifest: dict[str, Any], location: str, out=sys.stdout) -> None:
@@ -50,29 +101,10 @@ def _print_summary(manifest: dict[str, Any], location: str, out=sys.stdout) -> N
     print(f"\nrun {manifest['runId']}: {manifest['status']}", file=out)
     for line in _warning_lines(manifest["warnings"]):
         print(line, file=out)
+    grant = grant_line({p for ds in manifest["datasets"].values() for p in ds.get("missingPermissions") or []})
+    if grant:
+        print(grant, file=out)
     print(f"manifest: {location}", file=out)
-
-
-def _settings(args: argparse.Namespace, env: dict[str, str] | None = None):
-    env = dict(os.environ if env is None else env)
-    if getattr(args, "out", None):
-        env["SNAPSHOT_DIR"] = args.out
-    if getattr(args, "datasets", None):
-        env["M365_DATASETS"] = ",".join(args.datasets)
-    return load_settings(env)
-
-
-def cmd_run(args: argparse.Namespace, env: dict[str, str] | None = None, trigger: str = "cli") -> int:
-    from .engine import collect, run_prefix
-    from .store import open_store
-
-    settings = _settings(args, env)
-    require_destination(settings)
-    store = open_store(settings)
-    manifest = asyncio.run(collect(settings, store, trigger=trigger))
-    location = store.url(f"{run_prefix(manifest['tenantId'], manifest['runId'])}/manifest.json")
-    _print_summary(manifest, location)
-    return EXIT[manifest["status"]]
 
 
 def _print_report(report: dict[str, Any]) -> None:
@@ -88,12 +120,104 @@ def _print_report(report: dict[str, Any]) -> None:
     for w in report["warnings"]:
         print(f"warning: {w['message']}")
     width = max(len(n) for n in report["datasets"]) if report["datasets"] else 10
+    missing: set[str] = set()
     for name, entry in report["datasets"].items():
         line = f"  {name.ljust(width)}  {entry['status']}"
-        if entry.get("remedy"):
+        if entry["status"] == "missing_permission" and entry.get("missing"):
+            missing.update(entry["missing"])
+            line += f" ({' and '.join(entry['missing'])})"
+        elif entry.get("remedy"):
             line += f"\n  {' ' * width}  fix: {entry['remedy']}"
         print(line)
-    print("all datasets can be collected" if report["ok"] else "some datasets cannot be collected (see fixes)")
+    grant = grant_line(missing)
+    if grant:
+        print(grant)
+    print("all datasets can be collected" if report["ok"] else "some datasets cannot be collected (see above)")
+
+
+# -- progress ----------------------------------------------------------------------------------------------------
+
+def _progress_mode(args: argparse.Namespace) -> str | None:
+    """live (a table on a terminal), log (a line every --progress-every seconds) or None."""
+    if getattr(args, "json", False) or args.quiet:
+        return None
+    return "live" if sys.stderr.isatty() else "log"
+
+
+class _ProgressLines(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        from .progress import PROGRESS_EVENT
+
+        facts = getattr(record, "m365", None)
+        return isinstance(facts, dict) and facts.get("event") == PROGRESS_EVENT
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    """-v: every connector log line on stderr; otherwise warnings only, plus progress lines when asked for."""
+    from .telemetry import SummaryFilter
+
+    level = logging.INFO if args.verbose else logging.WARNING
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_m365_cli", False)]:
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(fmt)
+    handler.setLevel(level)
+    handler._m365_cli = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("httpx", "azure", "msal", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    connector_log = logging.getLogger("m365_connector")
+    for item in [f for f in connector_log.filters if isinstance(f, SummaryFilter)]:
+        connector_log.removeFilter(item)
+    for h in [h for h in connector_log.handlers if getattr(h, "_m365_cli", False)]:
+        connector_log.removeHandler(h)
+    connector_log.addFilter(SummaryFilter())  # facts of the run's events in the text
+    if _progress_mode(args) == "log":
+        connector_log.setLevel(logging.INFO)
+        if not args.verbose:
+            progress = logging.StreamHandler(sys.stderr)
+            progress.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+            progress.addFilter(_ProgressLines())
+            progress._m365_cli = True  # type: ignore[attr-defined]
+            connector_log.addHandler(progress)
+
+
+# -- commands ----------------------------------------------------------------------------------------------------
+
+def _settings(args: argparse.Namespace, env: dict[str, str] | None = None):
+    env = dict(os.environ if env is None else env)
+    if getattr(args, "out", None):
+        env["SNAPSHOT_DIR"] = args.out
+    if getattr(args, "datasets", None):
+        env["M365_DATASETS"] = ",".join(args.datasets)
+    return load_settings(env)
+
+
+def cmd_run(args: argparse.Namespace, env: dict[str, str] | None = None, trigger: str = "cli") -> int:
+    from .engine import collect, run_prefix
+    from .progress import LiveTable
+    from .store import open_store
+
+    settings = _settings(args, env)
+    require_destination(settings)
+    store = open_store(settings)
+    mode = _progress_mode(args)
+    every = args.progress_every if mode == "log" else None
+    if mode == "live":
+        with LiveTable(sys.stderr) as table:
+            manifest = asyncio.run(collect(settings, store, trigger=trigger, progress=table.attach,
+                                           progress_every=None))
+    else:
+        manifest = asyncio.run(collect(settings, store, trigger=trigger, progress_every=every))
+    location = store.url(f"{run_prefix(manifest['tenantId'], manifest['runId'])}/manifest.json")
+    if args.json:
+        _json({**manifest, "manifestLocation": location})
+    elif not args.quiet:
+        _print_summary(manifest, location)
+    return EXIT[manifest["status"]]
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -102,8 +226,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     report = asyncio.run(permission_report(settings))
     if args.json:
-        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
+        _json(report)
+    elif not args.quiet:
         _print_report(report)
     if not report["token"]["ok"]:
         return 1
@@ -118,7 +242,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
               "part of a deployment.", file=sys.stderr)
         return 1
     out = os.path.abspath(args.out)
-    print(f"Starting a simulated tenant with {args.users} users (local HTTPS simulator of Entra ID and Graph)...")
+    talk = not (args.json or args.quiet)
+    if talk:
+        print(f"Starting a simulated tenant with {args.users} users (local HTTPS simulator of Entra ID and Graph)...")
     with Simulator(TenantSpec(seed=args.seed, users=args.users)) as sim:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("M365_", "SNAPSHOT_", "KEY_VAULT"))}
         env.update(sim.env())
@@ -126,9 +252,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         os.environ["SSL_CERT_FILE"] = env["SSL_CERT_FILE"]
         os.environ["REQUESTS_CA_BUNDLE"] = env["REQUESTS_CA_BUNDLE"]
         env["SNAPSHOT_DIR"] = out
-        code = cmd_run(argparse.Namespace(out=None, datasets=args.datasets), env, trigger="demo")
-    print(f"\nSnapshot files are under {out}/tenants/ ; read one with:\n"
-          f"  zcat {out}/tenants/*/runs/*/users.jsonl.gz | head -n 2")
+        run_args = argparse.Namespace(**{**vars(args), "out": None})
+        code = cmd_run(run_args, env, trigger="demo")
+    if talk:
+        print(f"\nSnapshot files are under {out}/tenants/ ; read one with:\n"
+              f"  zcat {out}/tenants/*/runs/*/users.jsonl.gz | head -n 2")
     return code
 
 
@@ -138,41 +266,104 @@ def cmd_docs(args: argparse.Namespace) -> int:
     if args.check:
         stale = stale_files()
         for name in stale:
-            print(f"{name} is out of date with the dataset registry: run python -m connector docs", file=sys.stderr)
+            print(f"{name} is out of date with the code: run {PROG} docs", file=sys.stderr)
         return 1 if stale else 0
     for name in write():
-        print(f"updated {name}")
+        if not args.quiet:
+            print(f"updated {name}")
     return 0
 
 
+COMMANDS = {"run": cmd_run, "check": cmd_check, "demo": cmd_demo, "docs": cmd_docs}
+
+
+# -- the parser --------------------------------------------------------------------------------------------------
+
+def _dataset_names(value: str) -> list[str]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown dataset {', '.join(unknown) or repr(value)}; valid names: "
+                                         f"{', '.join(DATASETS)}")
+    return names
+
+
+class _Flatten(argparse.Action):
+    """`--datasets a,b c` -> [a, b, c]; repeated options add up."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[no-untyped-def]
+        current = list(getattr(namespace, self.dest, None) or [])
+        for chunk in values:
+            current.extend(n for n in chunk if n not in current)
+        setattr(namespace, self.dest, current)
+
+
+def _common(parser: argparse.ArgumentParser, *, sub: bool) -> None:
+    """Options of every command, accepted before and after the command's name. In a subcommand their
+    default is SUPPRESS, so a value given before the name is not reset by the subparser."""
+    default: Any = argparse.SUPPRESS if sub else False
+    group = parser.add_argument_group("options of every command")
+    group.add_argument("-v", "--verbose", action="store_true", default=default,
+                       help="log what the connector does to stderr (requests, retries, the run summary)")
+    group.add_argument("-q", "--quiet", action="store_true", default=default,
+                       help="print nothing but errors: no progress, no summary (the exit code tells the outcome)")
+    group.add_argument("--version", action="version", version=f"{PROG} {__version__}",
+                       help="print the version and exit")
+
+
+def _epilog(command: str) -> str | None:
+    codes = EXIT_CODES.get(command)
+    return "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in codes) if codes else None
+
+
+def _collection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--datasets", nargs="+", type=_dataset_names, action=_Flatten, metavar="NAME",
+                        help="datasets to collect, separated by commas or spaces (default: M365_DATASETS, else all): "
+                             + ", ".join(DATASETS))
+    parser.add_argument("--json", action="store_true",
+                        help="print the run's manifest (with manifestLocation) as JSON on stdout instead of the "
+                             "summary table; no progress display")
+    parser.add_argument("--progress-every", type=float, default=PROGRESS_EVERY, metavar="SECONDS",
+                        help="when stderr is not a terminal, print a progress line this often "
+                             f"(default {PROGRESS_EVERY:g}); on a terminal a live table is shown instead")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m connector", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="collect one snapshot with the settings from the environment")
-    run.add_argument("--out", help="write to this local folder (overrides SNAPSHOT_DIR)")
-    run.add_argument("--datasets", nargs="+", choices=list(DATASETS), metavar="NAME",
-                     help=f"datasets to collect (default: M365_DATASETS or all): {', '.join(DATASETS)}")
-    check = sub.add_parser("check", help="report the token and the permissions each dataset needs")
-    check.add_argument("--json", action="store_true", help="print the report as JSON")
-    demo = sub.add_parser("demo", help="collect a simulated tenant into a local folder")
-    demo.add_argument("--out", default="demo-output", help="folder for the snapshot (default: ./demo-output)")
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(parser, sub=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, epilog=_epilog(name),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _common(p, sub=True)
+        return p
+
+    run = command("run", "collect one snapshot with the settings from the environment")
+    run.add_argument("--out", metavar="FOLDER", help="write to this local folder (overrides SNAPSHOT_DIR)")
+    _collection_options(run)
+    check = command("check", "report the token and, per dataset, whether the app may collect it")
+    check.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    check.add_argument("--datasets", nargs="+", type=_dataset_names, action=_Flatten, metavar="NAME",
+                       help="datasets to check, separated by commas or spaces (default: M365_DATASETS, else all)")
+    demo = command("demo", "collect a simulated tenant (local simulator of Entra ID and Graph) into a folder")
+    demo.add_argument("--out", default="demo-output", metavar="FOLDER",
+                      help="folder for the snapshot (default: ./demo-output)")
     demo.add_argument("--users", type=int, default=2000, help="users in the simulated tenant (default 2000)")
-    demo.add_argument("--seed", type=int, default=1)
-    demo.add_argument("--datasets", nargs="+", choices=list(DATASETS), metavar="NAME")
-    docs = sub.add_parser("docs", help="regenerate the permission tables in README.md and docs/ from the registry")
-    docs.add_argument("--check", action="store_true", help="only report out-of-date files (exit 1)")
+    demo.add_argument("--seed", type=int, default=1, help="seed of the simulated tenant: the same seed gives the "
+                                                          "same tenant (default 1)")
+    _collection_options(demo)
+    docs = command("docs", "regenerate the generated parts of README.md and docs/ (tables, lists, JSON Schemas)")
+    docs.add_argument("--check", action="store_true", help="only report out-of-date files (exit 1), change nothing")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "azure", "msal", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _configure_logging(args)
     try:
-        return {"run": cmd_run, "check": cmd_check, "demo": cmd_demo, "docs": cmd_docs}[args.command](args)
+        return COMMANDS[args.command](args)
     except ConfigError as exc:
         print("Configuration error:", file=sys.stderr)
         for problem in exc.problems:

@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from . import shapes
+from .shapes import Field
+
 # Roles that let an app read every user (least privileged first).
 USER_READ = ("User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All")
 ORG_READ = ("Organization.Read.All", "Directory.Read.All", "Organization.ReadWrite.All", "Directory.ReadWrite.All")
@@ -61,23 +64,6 @@ INTUNE = "Microsoft Intune"
 # AadPremiumLicenseRequired: PIM APIs on a tenant without P2 [observed in third-party reports, e.g.
 # Galvnyz/M365-Assess#117; the status code is not documented].
 LICENCE_ERROR_CODES = frozenset({"Authentication_RequestFromNonPremiumTenantOrB2CTenant", "AadPremiumLicenseRequired"})
-
-
-@dataclass(frozen=True)
-class Field:
-    """One property of a dataset's records: the source of the published JSON Schema and of the one
-    normalisation the format makes (Graph's `""` for an unset date-time becomes null).
-
-    `type` is one of string, boolean, integer, number, datetime (ISO 8601 date-time), date
-    (YYYY-MM-DD), uuid, object (properties in `fields`) or array (elements in `items`: a type name,
-    or a tuple of Fields for objects).
-    """
-
-    name: str
-    type: str
-    description: str = ""
-    fields: tuple[Field, ...] = ()
-    items: str | tuple[Field, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -168,12 +154,12 @@ class Dataset:
         return [group[0] for group in self.requires if not granted.intersection(group)]
 
 
-def _report(name: str, function: str, builder: str, description: str, *, upn_field: str = "userPrincipalName",
-            period: bool = True, note: str = "") -> Dataset:
+def _report(name: str, function: str, builder: str, description: str, fields: tuple[Field, ...], *,
+            upn_field: str = "userPrincipalName", period: bool = True, note: str = "") -> Dataset:
     """A Microsoft 365 usage report (CSV through a pre-authenticated download), declared in one call."""
     return Dataset(name=name, description=description, path=f"/reports/{function}", builder=builder,
                    requires=(REPORTS_READ,), upn_field=upn_field, strategy="report", report=function,
-                   report_period=period,
+                   report_period=period, fields=fields,
                    optional=(OptionalPermission(REPORT_SETTINGS_READ, "confirmation from /admin/reportSettings that "
                                                 "user names are concealed"),),
                    record=f"one CSV row of {function}{' ' + note if note else ''}, typed, fields named as in "
@@ -293,12 +279,6 @@ DETECTED_APP_DEVICES = FanOut(legs=(
 ))
 
 # ------------------------------------------------------------------------------------------- record shapes
-MEMBERSHIP_FIELDS = (
-    Field("groupId", "uuid", "the group's id (groups.id)"),
-    Field("memberId", "uuid", "the member's id: users.id, groups.id, devices.id, service_principals.id, ..."),
-    Field("memberType", "string", "user, group, device, orgContact or servicePrincipal"),
-    Field("membership", "string", "direct, or transitive (reached only through nested groups)"),
-)
 _CREDENTIAL_COMMON = (
     Field("keyId", "uuid", "the credential's id"),
     Field("displayName", "string", "friendly name"),
@@ -341,7 +321,16 @@ _ROLE_SCHEDULE_COMMON = (
                                                                           "afterDuration"),
                                                   Field("endDateTime", "datetime", ""),
                                                   Field("duration", "string", "ISO 8601 duration"))),
-        Field("recurrence", "object", "recurrence pattern, usually null"))),
+        Field("recurrence", "object", "recurrence pattern (patternedRecurrence), usually null", fields=(
+            Field("pattern", "object", "how often", fields=(
+                Field("type", "string", "daily, weekly, absoluteMonthly, relativeMonthly, absoluteYearly, ..."),
+                Field("interval", "integer", ""), Field("month", "integer", ""),
+                Field("dayOfMonth", "integer", ""), Field("daysOfWeek", "array", "", items="string"),
+                Field("firstDayOfWeek", "string", ""), Field("index", "string", "first, second, ..."))),
+            Field("range", "object", "from when until when", fields=(
+                Field("type", "string", "endDate, noEnd or numbered"), Field("startDate", "date", ""),
+                Field("endDate", "date", ""), Field("recurrenceTimeZone", "string", ""),
+                Field("numberOfOccurrences", "integer", ""))))))),
 )
 
 
@@ -362,6 +351,7 @@ _DECLARATIONS = (
         select=("id", "displayName", "verifiedDomains", "countryLetterCode", "country", "city", "tenantType",
                 "createdDateTime", "preferredLanguage"),
         record="one organization object (Graph `organization` resource, selected properties)",
+        fields=shapes.ORGANIZATION,
     ),
     Dataset(
         name="subscribed_skus",
@@ -372,6 +362,7 @@ _DECLARATIONS = (
         select=("id", "skuId", "skuPartNumber", "appliesTo", "capabilityStatus", "consumedUnits", "prepaidUnits",
                 "servicePlans", "subscriptionIds", "accountId", "accountName"),
         record="one subscribedSku (seat counts are organisation-wide even with a domain filter)",
+        fields=shapes.SUBSCRIBED_SKU,
     ),
     Dataset(
         name="users",
@@ -384,6 +375,7 @@ _DECLARATIONS = (
         upn_field="userPrincipalName",
         partition="upn_prefix",
         record="one user (Graph `user` resource, selected properties)",
+        fields=shapes.USER,
     ),
     Dataset(
         name="user_sign_in_activity",
@@ -397,6 +389,7 @@ _DECLARATIONS = (
         upn_field="userPrincipalName",
         partition="upn_prefix",
         record="{id, userPrincipalName, signInActivity}; join to users on id",
+        fields=shapes.SIGN_IN_ACTIVITY,
     ),
     Dataset(
         name="subscriptions",
@@ -406,37 +399,42 @@ _DECLARATIONS = (
         builder="directory.subscriptions",
         requires=(SUBSCRIPTION_READ,),
         record="one companySubscription (Graph resource, every property)",
+        fields=shapes.COMPANY_SUBSCRIPTION,
     ),
     _report("report_office365_active_user_detail", "getOffice365ActiveUserDetail",
             "reports.get_office365_active_user_detail_with_period",
             "Per user: licences held per workload (Exchange, OneDrive, SharePoint, Skype, Yammer, Teams), last "
-            "activity and licence assignment date per workload, assigned products."),
+            "activity and licence assignment date per workload, assigned products.",
+            shapes.REPORT_OFFICE365_ACTIVE_USER),
     _report("report_m365_app_user_detail", "getM365AppUserDetail",
             "reports.get_m365_app_user_detail_with_period",
             "Per user: which Microsoft 365 apps (Outlook, Word, Excel, PowerPoint, OneNote, Teams) were used on "
-            "which platform."),
+            "which platform.", shapes.REPORT_M365_APP_USER),
     _report("report_office365_activations_user_detail", "getOffice365ActivationsUserDetail",
             "reports.get_office365_activations_user_detail",
             "Per user and product: Office activations on Windows, Mac, mobile and shared computers.",
+            shapes.REPORT_OFFICE365_ACTIVATIONS_USER,
             period=False, note="(no period: the current state)"),
     _report("report_email_activity_user_detail", "getEmailActivityUserDetail",
             "reports.get_email_activity_user_detail_with_period",
-            "Per user: e-mails sent, received and read, meetings created and interacted with."),
+            "Per user: e-mails sent, received and read, meetings created and interacted with.",
+            shapes.REPORT_EMAIL_ACTIVITY_USER),
     _report("report_mailbox_usage_detail", "getMailboxUsageDetail",
             "reports.get_mailbox_usage_detail_with_period",
-            "Per mailbox: items, storage used, quotas, archive."),
+            "Per mailbox: items, storage used, quotas, archive.", shapes.REPORT_MAILBOX_USAGE),
     _report("report_onedrive_usage_account_detail", "getOneDriveUsageAccountDetail",
             "reports.get_one_drive_usage_account_detail_with_period",
             "Per OneDrive: owner, files, active files, storage used and allocated.",
+            shapes.REPORT_ONEDRIVE_USAGE_ACCOUNT,
             upn_field="ownerPrincipalName"),
     _report("report_sharepoint_activity_user_detail", "getSharePointActivityUserDetail",
             "reports.get_share_point_activity_user_detail_with_period",
             "Per user: SharePoint files viewed or edited, synced, shared internally and externally, pages "
-            "visited."),
+            "visited.", shapes.REPORT_SHAREPOINT_ACTIVITY_USER),
     _report("report_teams_user_activity_user_detail", "getTeamsUserActivityUserDetail",
             "reports.get_teams_user_activity_user_detail_with_period",
             "Per user: Teams chat messages, calls, meetings organised and attended, audio/video/screen-share "
-            "time."),
+            "time.", shapes.REPORT_TEAMS_USER_ACTIVITY),
     Dataset(
         name="mfa_registration",
         description="Per user: MFA, SSPR and passwordless registration and capability, methods registered, "
@@ -447,6 +445,7 @@ _DECLARATIONS = (
         licence=ENTRA_PREMIUM,
         upn_field="userPrincipalName",
         record="one userRegistrationDetails (Graph resource; `id` is the user id)",
+        fields=shapes.USER_REGISTRATION_DETAILS,
     ),
     Dataset(
         name="groups",
@@ -461,6 +460,7 @@ _DECLARATIONS = (
                 "resourceProvisioningOptions"),
         top=999,
         record="one group (Graph `group` resource, selected properties)",
+        fields=shapes.GROUP,
     ),
     Dataset(
         name="group_members",
@@ -475,7 +475,7 @@ _DECLARATIONS = (
                   OptionalPermission(APP_READ, "service principals' group memberships (v1.0 /groups/{id}/members "
                                                "does not list service principals)")),
         record="{groupId, memberId, memberType, membership: direct|transitive}",
-        fields=MEMBERSHIP_FIELDS,
+        fields=shapes.GROUP_MEMBER,
     ),
     Dataset(
         name="role_assignments",
@@ -488,6 +488,7 @@ _DECLARATIONS = (
         strategy="role_assignments",
         record="one unifiedRoleAssignment with `principal` (expanded) and `roleDefinition` {id, displayName, "
                "templateId, isBuiltIn}",
+        fields=shapes.ROLE_ASSIGNMENT,
     ),
     Dataset(
         name="devices",
@@ -501,6 +502,7 @@ _DECLARATIONS = (
                 "manufacturer", "model", "onPremisesSyncEnabled", "onPremisesLastSyncDateTime", "mdmAppId"),
         top=999,
         record="one device (Graph `device` resource, selected properties)",
+        fields=shapes.DEVICE,
     ),
     Dataset(
         name="managed_devices",
@@ -510,6 +512,7 @@ _DECLARATIONS = (
         requires=(INTUNE_READ,),
         licence=INTUNE,
         record="one managedDevice (Graph resource, every property, with `@odata.type`)",
+        fields=shapes.MANAGED_DEVICE,
     ),
     Dataset(
         name="detected_apps",
@@ -519,6 +522,7 @@ _DECLARATIONS = (
         requires=(INTUNE_READ,),
         licence=INTUNE,
         record="one detectedApp (Graph resource, with `@odata.type`)",
+        fields=shapes.DETECTED_APP,
     ),
     Dataset(
         name="detected_app_devices",

@@ -1,13 +1,16 @@
-"""Documentation generated from the dataset registry, so permission tables cannot drift from the code.
+"""Documentation generated from the registries, so tables and lists cannot drift from the code.
 
-`python -m connector docs` rewrites the marked blocks in README.md and
-docs/setup-app-registration.md; a test fails when they differ from what the registry says.
+`python -m connector docs` rewrites the marked blocks (`<!-- generated:NAME -->` ... `<!-- end generated -->`)
+in FILES and the JSON Schema of every dataset in docs/schema/; `python -m connector docs --check`
+and a test fail when any of them differs from what the code says.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+import orjson
 
 from .datasets import DATASETS
 
@@ -78,13 +81,50 @@ def az_permission_commands() -> str:
     return "\n".join(lines)
 
 
+def _request(ds) -> str:
+    query = ds.query()
+    if ds.strategy == "report":
+        call = f"{ds.path}(period='D30')" if ds.report_period else f"{ds.path}()"
+        return f"`GET {call}`"
+    text = f"`GET {ds.path}{'?' + query if query else ''}`"
+    return text if ds.strategy == "pages" else f"{text} (strategy `{ds.strategy}`)"
+
+
+def dataset_table() -> str:
+    """docs/snapshot-format.md: what one record of each dataset is, its fields and its schema."""
+    rows = ["| dataset | one record is | fields (all, with types: the schema) | Graph request |", "|---|---|---|---|"]
+    for ds in DATASETS.values():
+        names = [f"`{f.name}`" for f in ds.fields]
+        shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
+        schema = f"[{ds.name}.schema.json](schema/{ds.name}.schema.json)"
+        rows.append(f"| `{ds.name}` | {ds.record} | {shown}; {schema} | {_request(ds)} |")
+    return "\n".join(rows)
+
+
+def dataset_names() -> str:
+    return ", ".join(f"`{name}`" for name in DATASETS)
+
+
+def exit_codes() -> str:
+    """README: exit codes of the commands, from connector.cli.EXIT_CODES."""
+    from .cli import EXIT_CODES
+
+    rows = ["| command | exit code | meaning |", "|---|---|---|"]
+    for command in ("run", "check"):
+        rows += [f"| `{command}` | `{code}` | {text} |" for code, text in EXIT_CODES[command]]
+    return "\n".join(rows)
+
+
 BLOCKS = {
     "permissions": permission_table,
+    "datasets": dataset_table,
+    "dataset-names": dataset_names,
+    "exit-codes": exit_codes,
     "roles": lambda: "\n".join(f"- `{r}`" for r in least_privileged_roles()),
     "optional-roles": lambda: "\n".join(f"- `{r}`: " + "; ".join(uses) for r, uses in optional_roles()),
     "az-permissions": lambda: f"```bash\n{az_permission_commands()}\n```",
 }
-FILES = ("README.md", "docs/setup-app-registration.md")
+FILES = ("README.md", "docs/setup-app-registration.md", "docs/snapshot-format.md", "docs/function-app.md")
 _BLOCK = re.compile(r"(<!-- generated:(?P<name>[a-z-]+) -->\n)(?P<body>.*?)(\n<!-- end generated -->)", re.S)
 
 
@@ -92,14 +132,54 @@ def render(text: str) -> str:
     return _BLOCK.sub(lambda m: m.group(1) + BLOCKS[m.group("name")]() + m.group(4), text)
 
 
+SCHEMA_DIR = "docs/schema"
+
+
+def schema_files() -> dict[str, bytes]:
+    """docs/schema/<dataset>.schema.json for every dataset, as written."""
+    from .schema import json_schema
+
+    return {f"{SCHEMA_DIR}/{ds.name}.schema.json": orjson.dumps(json_schema(ds), option=orjson.OPT_INDENT_2) + b"\n"
+            for ds in DATASETS.values()}
+
+
+OPENAPI_FILE = "docs/openapi.json"
+
+
+def _wanted(root: Path) -> dict[str, bytes | None]:
+    """Every generated path with its content; None = a stale schema file to delete."""
+    from .openapi import document
+
+    wanted: dict[str, bytes | None] = {name: render((root / name).read_text()).encode()
+                                       for name in FILES if (root / name).exists()}
+    wanted[OPENAPI_FILE] = orjson.dumps(document(), option=orjson.OPT_INDENT_2) + b"\n"
+    schemas = schema_files()
+    wanted.update(schemas)
+    for path in sorted((root / SCHEMA_DIR).glob("*.schema.json")):
+        rel = path.relative_to(root).as_posix()
+        if rel not in schemas:
+            wanted[rel] = None
+    return wanted
+
+
 def stale_files(root: Path = ROOT) -> list[str]:
-    return [name for name in FILES if (root / name).exists()
-            and render((root / name).read_text()) != (root / name).read_text()]
+    stale = []
+    for name, content in _wanted(root).items():
+        path = root / name
+        current = path.read_bytes() if path.exists() else None
+        if current != content:
+            stale.append(name)
+    return stale
 
 
 def write(root: Path = ROOT) -> list[str]:
     changed = stale_files(root)
+    wanted = _wanted(root)
     for name in changed:
         path = root / name
-        path.write_text(render(path.read_text()))
+        if wanted[name] is None:
+            path.unlink()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(wanted[name])
     return changed

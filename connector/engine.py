@@ -22,6 +22,8 @@ from .auth import GraphCredential, TokenFailure, read_client_secret, secret_expi
 from .config import Settings
 from .datasets import DATASETS, LICENCE_ERROR_CODES, Dataset
 from .graph import GraphError
+from .progress import PROGRESS_LOG_SECONDS, log_progress
+from .schema import normaliser_for
 from .store import JsonlGzWriter, Store, write_json
 from .strategy import RESTART, Context, strategy_for
 
@@ -85,12 +87,14 @@ class Run:
     """One collection: owns the Graph session, the results and the manifest."""
 
     def __init__(self, settings: Settings, store: Store, *, trigger: str = "cli", run_id: str | None = None,
-                 progress: Callable[[Run], None] | None = None):
+                 progress: Callable[[Run], None] | None = None, progress_every: float | None = PROGRESS_LOG_SECONDS):
         self.settings = settings
         self.store = store
         self.trigger = trigger
         self.run_id = run_id or new_run_id()
         self.progress = progress
+        self.progress_every = progress_every  # seconds between progress log lines; None: none
+        self.dataset_started: dict[str, float] = {}
         self.tenant_id = settings.tenant_id
         self.results: dict[str, DatasetResult] = {n: DatasetResult() for n in settings.selected_datasets}
         self.warnings: list[dict[str, str]] = []
@@ -116,19 +120,29 @@ class Run:
         key = ds.upn_field
         return lambda rec: (rec.get(key) or "").lower().endswith(suffixes)
 
+    async def _log_progress(self) -> None:
+        """A progress line every `progress_every` seconds while datasets run (logs, Application Insights)."""
+        while True:
+            await asyncio.sleep(self.progress_every or PROGRESS_LOG_SECONDS)
+            try:
+                log_progress(self)
+            except Exception:  # progress reporting must never break a collection
+                log.exception("progress log failed")
+
     # -- one dataset ---------------------------------------------------------------------------
     async def _write(self, ds: Dataset, ctx: Context, res: DatasetResult) -> None:
         """Stream the dataset's strategy into its file; the file is discarded unless complete, and
         started again when the strategy yields RESTART."""
         relpath = f"{run_prefix(self.tenant_id, self.run_id)}/{ds.file}"
-        writer = JsonlGzWriter(self.store.sink(relpath), relpath)
+        normalise = normaliser_for(ds)  # Graph's "" for an unset date becomes null (docs/snapshot-format.md)
+        writer = JsonlGzWriter(self.store.sink(relpath), relpath, normalise)
         accept = self._accepts(ds)
         res.records = res.excludedByDomainFilter = 0
         try:
             async for records in strategy_for(ds)(ctx, ds):
                 if records is RESTART:
                     await writer.abort()
-                    writer = JsonlGzWriter(self.store.sink(relpath), relpath)
+                    writer = JsonlGzWriter(self.store.sink(relpath), relpath, normalise)
                     res.records = res.excludedByDomainFilter = 0
                     continue
                 if accept is not None and not ctx.domain_filter:
@@ -151,8 +165,8 @@ class Run:
         res.status = "running"
         if ds.upn_field:
             res.domainFilter = "all users" if self.settings.domains is None else "applied"
+        t0 = self.dataset_started[ds.name] = time.perf_counter()
         self._notify()
-        t0 = time.perf_counter()
         ctx = Context(self.settings, self.graph, self.granted)
         try:
             await self._write(ds, ctx, res)
@@ -222,7 +236,7 @@ class Run:
             expiry = secret_expiry_warning(secret)
             if expiry:
                 self.warnings.append(_warning("secret_expiring", None, expiry))
-                log.warning(expiry)
+                log.warning(expiry, extra={"event": "secret_expiring"})  # alerted on (infra/core/alerts.bicep)
 
             from .graph import Graph
 
@@ -243,7 +257,12 @@ class Run:
                         continue
                     tasks.append(self._collect(ds))
                 self._notify()
-                await asyncio.gather(*tasks)
+                ticker = asyncio.ensure_future(self._log_progress()) if self.progress_every else None
+                try:
+                    await asyncio.gather(*tasks)
+                finally:
+                    if ticker is not None:
+                        ticker.cancel()
             finally:
                 await self.graph.aclose()
             return self._finish()
@@ -309,15 +328,18 @@ class Run:
             "event": "collection_finished", "runId": self.run_id, "tenantId": self.tenant_id,
             "trigger": self.trigger, "status": self.status,
             "seconds": round((self.finished or time.time()) - self.started, 3),
-            "datasets": {n: {"status": r.status, "records": r.records, "seconds": r.durationSeconds}
+            "datasets": {n: {"status": r.status, "records": r.records, "seconds": r.durationSeconds,
+                             "requests": r.requests, "retries": r.retries, "throttled": r.throttled}
                          for n, r in self.results.items()},
         }})
 
 
 async def collect(settings: Settings, store: Store, *, trigger: str = "cli", run_id: str | None = None,
-                  progress: Callable[[Run], None] | None = None) -> dict[str, Any]:
+                  progress: Callable[[Run], None] | None = None,
+                  progress_every: float | None = PROGRESS_LOG_SECONDS) -> dict[str, Any]:
     """Run one collection and return its manifest (already written to the store)."""
-    return await Run(settings, store, trigger=trigger, run_id=run_id, progress=progress).execute()
+    return await Run(settings, store, trigger=trigger, run_id=run_id, progress=progress,
+                     progress_every=progress_every).execute()
 
 
 def collect_sync(settings: Settings, store: Store, **kwargs: Any) -> dict[str, Any]:

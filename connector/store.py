@@ -12,6 +12,7 @@ import base64
 import hashlib
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -71,10 +72,15 @@ def read_json(store: Store, relpath: str) -> Any | None:
 
 
 class JsonlGzWriter:
-    """Streams records to a sink as gzip'd JSON Lines, hashing and counting as it goes."""
+    """Streams records to a sink as gzip'd JSON Lines, hashing and counting as it goes.
 
-    def __init__(self, sink: Sink, relpath: str):
+    `normalise` (connector.schema) fixes records in place and says how many values it changed; it runs
+    only on a batch whose JSON holds an empty string at all (one scan of the serialised bytes tells),
+    and the batch is serialised again only when it changed something."""
+
+    def __init__(self, sink: Sink, relpath: str, normalise: Callable[[list[dict[str, Any]]], int] | None = None):
         self._sink = sink
+        self._normalise = normalise
         self._relpath = relpath
         self._zip = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # wbits 31: gzip container
         self._hash = hashlib.sha256()
@@ -103,6 +109,8 @@ class JsonlGzWriter:
             return
         dumps = orjson.dumps
         data = b"\n".join(map(dumps, records)) + b"\n"
+        if self._normalise is not None and b'":""' in data and self._normalise(records):
+            data = b"\n".join(map(dumps, records)) + b"\n"
         self.records += len(records)
         block = self._emit(self._zip.compress(data))
         if block is not None:

@@ -44,6 +44,7 @@ class SummaryFilter(logging.Filter):
         record.records = sum(int(d.get("records") or 0) for d in datasets.values())
         if not record.args:
             per = ", ".join(f"{n}={d.get('status')}/{d.get('records')} records/{d.get('seconds')}s"
+                            + (f"/{d['requests']} requests/{d.get('throttled')} throttled" if "requests" in d else "")
                             for n, d in datasets.items())
             record.msg = (f"{record.msg}: run {record.run_id} trigger={record.trigger} status={record.status} "
                           f"seconds={record.seconds} datasets: {per}")
@@ -92,7 +93,8 @@ def configure(env: Mapping[str, str] | None = None) -> str:
             _configured = True
             return "missing-package"
         try:
-            configure_azure_monitor(logger_name=LOGGER_NAME)
+            configure_azure_monitor(logger_name=LOGGER_NAME,
+                                    connection_string=env["APPLICATIONINSIGHTS_CONNECTION_STRING"])
         except Exception as exc:  # telemetry must never stop a collection
             log.warning("Application Insights could not be configured: %s", type(exc).__name__)
             return "failed"

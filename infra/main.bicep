@@ -126,6 +126,12 @@ param storageSkuName string = 'Standard_LRS'
 @maxValue(730)
 param logRetentionDays int = 30
 
+@description('E-mail address for the alerts (run failed or partial, poison queue, no successful run in 26 hours, credential expiring within 30 days). Empty: the alerts still fire in the Azure portal, nobody is mailed.')
+param alertEmail string = ''
+
+@description('Create the alert rules enabled (they are created either way).')
+param alertsEnabled bool = true
+
 var abbrs = loadJsonContent('./abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -162,6 +168,19 @@ module monitor './core/monitor.bicep' = {
     location: location
     tags: tags
     logRetentionDays: logRetentionDays
+  }
+}
+
+module alerts './core/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    namePrefix: '${abbrs.alertRules}${resourceToken}'
+    location: location
+    tags: tags
+    applicationInsightsId: monitor.outputs.applicationInsightsId
+    alertEmail: alertEmail
+    alertsEnabled: alertsEnabled
   }
 }
 

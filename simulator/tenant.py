@@ -787,7 +787,7 @@ class Tenant:
         last_ok, id_ok = max(ok) if ok else (None, None)
         if last_ok is not None and last_ok < _SUCCESSFUL_SIGN_IN_START:
             last_ok = id_ok = None  # lastSuccessfulSignInDateTime was not backfilled before 1 Dec 2023
-        return {
+        activity = {
             "lastSignInDateTime": _iso(last_i),
             "lastSignInRequestId": id_i,
             "lastNonInteractiveSignInDateTime": _iso(last_ni),
@@ -795,6 +795,17 @@ class Tenant:
             "lastSuccessfulSignInDateTime": _iso(last_ok),
             "lastSuccessfulSignInRequestId": id_ok,
         }
+        # Graph's own samples (user-list.md, "Get users including their last sign-in time") write an unset
+        # lastSuccessfulSignInDateTime as "" with request id "", and a missing non-interactive sign-in as
+        # 0001-01-01T00:00:00Z with request id "", though the CSDL types are nullable: about half of the
+        # users without one get that form (graph-facts §1 and §11).
+        if rnd.random() < 0.5:
+            if last_ok is None:
+                activity["lastSuccessfulSignInDateTime"] = activity["lastSuccessfulSignInRequestId"] = ""
+            if last_ni is None:
+                activity["lastNonInteractiveSignInDateTime"] = "0001-01-01T00:00:00Z"
+                activity["lastNonInteractiveSignInRequestId"] = ""
+        return activity
 
     # ------------------------------------------------------------------ organization & SKUs
 

@@ -90,3 +90,11 @@ def apply_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
             monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+
+
+@pytest.fixture(scope="session")
+def indexed():
+    """The Function app's index (name -> function). app.get_functions() is not idempotent: once per process."""
+    import function_app
+
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}

@@ -48,3 +48,14 @@ def read_dataset(store: Store, manifest: dict[str, Any], name: str, verify: bool
 
 def latest(store: Store, tenant_id: str) -> dict[str, Any] | None:
     return read_json(store, f"tenants/{tenant_id}/latest.json")
+
+
+def as_written(value: Any) -> Any:
+    """A Graph value as the snapshot holds it: "" in a date-time property becomes null (the format's one
+    normalisation), written out here independently of connector.schema so the two can disagree."""
+    if isinstance(value, dict):
+        return {k: None if v == "" and (k.endswith("DateTime") or k.endswith("Date")) else as_written(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_written(v) for v in value]
+    return value

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -56,3 +58,201 @@ def test_unreachable_snapshot_storage_is_a_clear_error(tmp_path):
                               capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr and "SNAPSHOT_CONNECTION_STRING" in proc.stderr
+
+
+# -- conventions ---------------------------------------------------------------------------------------------------
+
+def _cli(*args: str, env: dict[str, str] | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "connector", *args], cwd=ROOT, env=env or _env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_global_options_go_before_or_after_the_command():
+    from connector import __version__
+
+    for args in (["--version"], ["check", "--version"], ["run", "--version"]):
+        proc = _cli(*args)
+        assert (proc.returncode, proc.stdout.strip()) == (0, f"m365-connector {__version__}"), args
+    # -v and -q are accepted on either side (the missing settings then exit 2, named).
+    for args in (["-v", "check"], ["check", "-v"], ["-q", "run"], ["run", "-q"], ["-v", "run", "-q"]):
+        proc = _cli(*args)
+        assert proc.returncode == 2 and "M365_TENANT_ID" in proc.stderr, (args, proc.stderr)
+
+
+def test_global_option_before_the_command_is_not_reset_by_it():
+    from connector.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["-v", "run"]).verbose is True
+    assert parser.parse_args(["run", "-v"]).verbose is True
+    assert parser.parse_args(["run"]).verbose is False
+    assert parser.parse_args(["-q", "check", "--json"]).quiet is True
+
+
+def test_datasets_take_commas_and_spaces(capsys):
+    from connector.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["run", "--datasets", "users,groups", "devices", "--datasets", "users"])
+    assert args.datasets == ["users", "groups", "devices"]
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["run", "--datasets", "users,mailboxes"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "mailboxes" in err and "subscribed_skus" in err  # names the valid ones
+
+
+def _actions(parser):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from ((f"{name} {a}", h) for a, h in _actions(sub))
+        else:
+            yield "/".join(action.option_strings) or action.dest, action.help
+
+
+def test_every_command_documents_its_exit_codes():
+    import argparse
+
+    from connector.cli import COMMANDS, EXIT_CODES, build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(COMMANDS)
+    missing = sorted(set(COMMANDS) - set(EXIT_CODES))
+    assert missing == [], f"add the exit codes of {missing} to connector.cli.EXIT_CODES (shown in --help and README)"
+    for name, parser in sub.choices.items():
+        assert "exit codes:" in (parser.epilog or ""), name
+
+
+def test_every_option_has_help():
+    from connector.cli import build_parser
+
+    actions = list(_actions(build_parser()))
+    assert len(actions) > 20
+    missing = [name for name, text in actions if not text or len(text) < 10]
+    assert missing == []
+
+
+def test_run_json_prints_the_manifest_and_no_progress(tmp_path):
+    proc = _cli("demo", "--json", "--users", "150", "--out", str(tmp_path), "--datasets", "organization,users",
+                "--progress-every", "0.05")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads(proc.stdout)
+    assert manifest["status"] == "succeeded" and set(manifest["datasets"]) == {"organization", "users"}
+    assert Path(manifest["manifestLocation"]).is_file()
+    assert "collection progress" not in proc.stderr and "Starting" not in proc.stdout
+
+
+def test_quiet_prints_nothing_and_keeps_the_exit_code(tmp_path):
+    proc = _cli("-q", "demo", "--users", "150", "--out", str(tmp_path), "--datasets", "organization")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
+    from simulator import Simulator, TenantSpec
+
+    with Simulator(TenantSpec(seed=5, users=600, latency=0.15)) as sim:
+        env = {**_env(), **sim.env(), "SNAPSHOT_DIR": str(tmp_path)}
+        args = ("run", "--datasets", "users,user_sign_in_activity", "--progress-every", "0.3")
+        proc = _cli(*args, env=env)
+        as_json = _cli(*args, "--json", env=env)
+        quiet = _cli("-q", *args, env=env)
+    # The same slow run: progress lines, except with --json or -q.
+    assert (as_json.returncode, quiet.returncode) == (0, 0)
+    assert "collection progress" not in as_json.stderr and json.loads(as_json.stdout)["status"] == "succeeded"
+    assert (quiet.stdout, quiet.stderr) == ("", "")
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "collection progress" in line]
+    assert lines, proc.stderr
+    assert "user_sign_in_activity=running/" in "".join(lines) and " requests/" in lines[-1]
+    assert "run " in proc.stdout and ": succeeded" in proc.stdout  # the summary still follows
+
+
+def test_live_table_on_a_terminal(tmp_path):
+    import os
+    import pty
+    import select
+
+    from simulator import Simulator, TenantSpec
+
+    master, slave = pty.openpty()
+    with Simulator(TenantSpec(seed=5, users=600, latency=0.15)) as sim:  # slow enough for several frames
+        env = {**_env(), **sim.env(), "SNAPSHOT_DIR": str(tmp_path)}
+        proc = subprocess.Popen([sys.executable, "-m", "connector", "run", "--datasets", "users,user_sign_in_activity"],
+                                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        screen = b""
+        while True:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                screen += chunk
+            elif proc.poll() is not None:
+                break
+        os.close(master)
+        out = proc.stdout.read().decode()
+        assert proc.wait(timeout=60) == 0
+    text = screen.decode(errors="replace")
+    assert "records/s" in text and "429s" in text and "running" in text and "users" in text
+    assert "collection progress" not in text  # the table replaces the log lines
+    assert ": succeeded" in out
+
+
+def test_partial_run_prints_one_grant_line_for_every_missing_permission(tmp_path):
+    from simulator import Simulator, TenantSpec
+    from simulator.tenant import DEFAULT_ROLES
+
+    roles = frozenset(DEFAULT_ROLES) - {"AuditLog.Read.All", "Reports.Read.All"}
+    with Simulator(TenantSpec(seed=6, users=100, roles=roles)) as sim:
+        env = {**_env(), **sim.env(), "SNAPSHOT_DIR": str(tmp_path),
+               "M365_DATASETS": "users,user_sign_in_activity,mfa_registration,report_mailbox_usage_detail,"
+                                "report_teams_user_activity_user_detail"}
+        run = _cli("run", env=env)
+        check = _cli("check", env=env)
+    assert run.returncode == 3, run.stdout + run.stderr
+    grant = [line for line in run.stdout.splitlines() if line.startswith("grant these permissions")]
+    assert len(grant) == 1 and "AuditLog.Read.All, Reports.Read.All" in grant[0], run.stdout
+    assert run.stdout.count("Grant admin consent") == 1 and "In the Entra admin center" not in run.stdout
+    assert "warning [missing_permission] (user_sign_in_activity, mfa_registration)" in run.stdout
+    assert check.returncode == 3, check.stdout
+    assert [line for line in check.stdout.splitlines() if line.startswith("grant these")] == grant[:1]
+    assert "fix: Grant" not in check.stdout
+
+
+def test_pip_install_gives_a_working_m365_connector_command(tmp_path):
+    """Builds the package from a copy of the tree (no build/ left in the repository) without its
+    dependencies, which this interpreter already has, and runs the installed console command."""
+    import shutil
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "requirements.txt", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "connector", src / "connector", ignore=shutil.ignore_patterns("__pycache__"))
+    target = tmp_path / "site"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                           "--disable-pip-version-check", "--target", str(target), str(src)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    meta = next(target.glob("m365_inventory_connector-*.dist-info")) / "METADATA"
+    requires = sorted(line.split(":", 1)[1].strip().split("<")[0].split(">")[0]
+                      for line in meta.read_text().splitlines() if line.startswith("Requires-Dist:"))
+    wanted = sorted(line.split("<")[0].split(">")[0].split("=")[0].strip()
+                    for line in (ROOT / "requirements.txt").read_text().splitlines()
+                    if line.strip() and not line.startswith("#"))
+    assert requires == wanted
+    env = {**_env(), "PYTHONPATH": str(target)}
+    command = target / "bin" / "m365-connector"
+    version = subprocess.run([str(command), "--version"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=60)
+    assert version.returncode == 0 and version.stdout.startswith("m365-connector "), version.stderr
+    run = subprocess.run([str(command), "run", "--out", str(tmp_path / "out")], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "M365_TENANT_ID" in run.stderr  # the real CLI, from the installed package

@@ -13,7 +13,7 @@ from connector.store import read_json
 from simulator import Simulator, TenantSpec
 from simulator.tenant import DEFAULT_ROLES
 from tests.conftest import apply_env
-from tests.helpers import blob_env, latest, read_dataset, run
+from tests.helpers import as_written, blob_env, latest, read_dataset, run
 
 ALL_ROLES = DEFAULT_ROLES  # every dataset's least-privileged permissions
 # Most tests here are about the core engine; the full-collection test runs every dataset.
@@ -68,7 +68,7 @@ def test_full_collection_is_complete_and_verifiable(sim5000, sim_env, azurite, t
     sign_ins = read_dataset(store, manifest, "user_sign_in_activity")
     assert len(sign_ins) == 5000 and len({s["id"] for s in sign_ins}) == 5000
     for rec in sign_ins:
-        assert rec.get("signInActivity") == expected[rec["id"]].get("signInActivity")
+        assert rec.get("signInActivity") == as_written(expected[rec["id"]].get("signInActivity"))
 
     skus = read_dataset(store, manifest, "subscribed_skus")
     assert sorted(s["skuId"] for s in skus) == sorted(s["skuId"] for s in sim5000.tenant.subscribed_skus())

@@ -45,3 +45,31 @@ def test_optional_permissions_are_rendered_apart_from_the_required_ones():
         text = (ROOT / name).read_text()
         block = text.split("<!-- generated:optional-roles -->")[1].split("<!-- end generated -->")[0]
         assert "`Member.Read.Hidden`: members of groups with hidden membership (`group_members`)" in block, name
+
+
+def test_every_manifest_warning_code_is_documented():
+    """Codes the code can put in a manifest's warnings, against docs/snapshot-format.md's list."""
+    import re
+
+    codes = set()
+    for path in (ROOT / "connector").glob("*.py"):
+        if path.name == "api.py":  # HTTP error codes, documented in docs/function-app.md and the OpenAPI
+            continue
+        text = path.read_text()
+        codes |= set(re.findall(r'(?:_warning|\.warn)\(\s*"([a-z_]+)"', text))
+        codes |= set(re.findall(r'\{"code": "([a-z_]+)"', text))
+    assert {"missing_permission", "secret_expiring", "concealed_names"} <= codes  # the patterns still find them
+    row = next(line for line in (ROOT / "docs/snapshot-format.md").read_text().splitlines()
+               if line.startswith("| `warnings` |"))
+    assert sorted(c for c in codes if f"`{c}`" not in row) == []
+
+
+def test_every_azd_variable_is_documented_in_deploy_md():
+    import json
+    import re
+
+    params = json.loads((ROOT / "infra/main.parameters.json").read_text())["parameters"]
+    text = (ROOT / "docs/deploy.md").read_text()
+    for name, entry in params.items():
+        var = re.match(r"\$\{([A-Z0-9_]+)", entry["value"]).group(1)
+        assert f"`{var}`" in text and f"`{name}`" in text, f"{var} / {name} missing from docs/deploy.md"

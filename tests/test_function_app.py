@@ -40,12 +40,6 @@ ALL_ROLES = DEFAULT_ROLES  # every dataset's least-privileged permission (simula
 
 # -- fixtures ---------------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def indexed():
-    """app.get_functions() is not idempotent: index once per process."""
-    return {f.get_function_name(): f for f in function_app.app.get_functions()}
-
-
 @pytest.fixture(scope="module")
 def sim():
     with Simulator(TenantSpec(seed=11, users=300)) as s:
@@ -127,14 +121,15 @@ def collections(sim) -> int:
 # -- the index ----------------------------------------------------------------------------------------------
 
 def test_index_contract(indexed):
-    assert set(indexed) == {"runs_request", "runs_list", "runs_get", "permissions", "health", "scheduled_run",
-                            "run_worker", "run_poison"}
+    assert set(indexed) == {"runs_request", "runs_list", "runs_get", "permissions", "health", "openapi",
+                            "scheduled_run", "run_worker", "run_poison"}
     http = {
         "runs_request": ("runs", ["POST"], "FUNCTION"),
         "runs_list": ("runs", ["GET"], "FUNCTION"),
         "runs_get": ("runs/{runId}", ["GET"], "FUNCTION"),
         "permissions": ("permissions", ["GET"], "FUNCTION"),
         "health": ("health", ["GET"], "ANONYMOUS"),
+        "openapi": ("openapi.json", ["GET"], "FUNCTION"),
     }
     for name, (route, methods, auth) in http.items():
         trigger = json.loads(indexed[name].get_function_json())["bindings"][0]

@@ -421,3 +421,88 @@ def test_role_assignments_are_each_scoped_to_one_resource():
     for path in bicep_files():
         if path != "app/rbac.bicep":
             assert not resources_of(path, "Microsoft.Authorization/roleAssignments"), path
+
+
+# -- alerts ------------------------------------------------------------------------------------------------------
+
+def _alert_queries() -> dict[str, str]:
+    rules = resources_of("core/alerts.bicep", "Microsoft.Insights/scheduledQueryRules")
+    return {name: body(r)["properties"]["criteria"]["allOf"][0]["query"] for name, r in rules.items()}
+
+
+def _kql_regexes(query: str) -> list[re.Pattern[str]]:
+    """The regular expressions of KQL extract(@"...", 1, message) calls, as Python patterns."""
+    return [re.compile(p.replace("\\\\", "\\")) for p in re.findall(r'extract\(@"(.*?)", 1, message\)', query)]
+
+
+def test_alerts_are_on_by_default_and_mail_the_given_address():
+    assert default("main.bicep", "alertsEnabled") is True
+    assert default("main.bicep", "alertEmail") == ""
+    params = module("alerts")["config"]["params"]
+    assert accessor(params["applicationInsightsId"]) == "monitor.outputs.applicationInsightsId"
+    assert params["alertEmail"] == "alertEmail" and params["alertsEnabled"] == "alertsEnabled"
+    azd = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert azd["alertEmail"]["value"] == "${ALERT_EMAIL=}" and azd["alertsEnabled"]["value"] == "${ALERTS_ENABLED=true}"
+    group = resources_of("core/alerts.bicep", "Microsoft.Insights/actionGroups")
+    assert len(group) == 1
+    only = next(iter(group.values()))
+    assert "condition" in only["config"], "no e-mail address, no action group"
+    receivers = body(only)["properties"]["emailReceivers"]
+    assert [r["emailAddress"] for r in receivers] == ["alertEmail"]
+    assert len(body(only)["properties"]["groupShortName"]) <= 12  # Azure's limit
+    rules = resources_of("core/alerts.bicep", "Microsoft.Insights/scheduledQueryRules")
+    assert set(rules) == {"runFailed", "poisoned", "stale", "credential"}
+    for name, rule in rules.items():
+        b = body(rule)
+        assert b["kind"] == "LogAlert", name
+        props = b["properties"]
+        assert props["enabled"] == "alertsEnabled" and props["scopes"] == ["applicationInsightsId"], name
+        assert props["actions"] == "actions" and 0 <= props["severity"] <= 4, name
+        assert props["evaluationFrequency"].startswith("PT") and props["windowSize"], name
+    stale = body(rules["stale"])["properties"]
+    assert "ago(26h)" in stale["criteria"]["allOf"][0]["query"] and stale["windowSize"] == "P2D"
+    assert stale["criteria"]["allOf"][0]["operator"] == "LessThan" and stale["criteria"]["allOf"][0]["threshold"] == 1
+
+
+def test_alert_queries_look_for_what_the_code_logs(indexed, monkeypatch, tmp_path, caplog):
+    """Each query matches a log line the connector really writes (no Kusto engine here: the strings and
+    the extract() patterns are checked against the messages)."""
+    import logging
+    from datetime import UTC, datetime, timedelta
+
+    from connector.auth import SecretInfo, secret_expiry_warning
+    from connector.runs import POISON_QUEUE
+    from connector.telemetry import SummaryFilter
+    from simulator import Simulator, TenantSpec
+    from tests.conftest import apply_env
+    from tests.helpers import run
+
+    queries = _alert_queries()
+    with Simulator(TenantSpec(seed=2, users=20)) as sim:
+        env = sim.env(secret_in="env")
+        apply_env(monkeypatch, env)
+        with caplog.at_level(logging.INFO, logger="m365_connector"):
+            manifest, _ = run(env, SNAPSHOT_DIR=str(tmp_path), M365_DATASETS="organization")
+    finished = [r for r in caplog.records if r.getMessage().startswith("collection finished")]
+    assert len(finished) == 1
+    SummaryFilter().filter(finished[0])  # what the Functions host forwards: the facts in the text
+    message = finished[0].getMessage()
+    for name in ("runFailed", "stale"):
+        assert 'message startswith "collection finished"' in queries[name]
+        extracted = [p.search(message).group(1) for p in _kql_regexes(queries[name])]
+        assert manifest["status"] in extracted, (name, extracted, message)
+    assert manifest["runId"] in [p.search(message).group(1) for p in _kql_regexes(queries["runFailed"])]
+    assert finished[0].status == manifest["status"] and finished[0].run_id == manifest["runId"]  # the dimensions
+
+    poison = f"run 20261122T020000Z-3f9a1c failed: its message went to {POISON_QUEUE}"
+    assert f'"went to {POISON_QUEUE}"' in queries["poisoned"] and f"went to {POISON_QUEUE}" in poison
+    assert 'operation_Name == "run_poison"' in queries["poisoned"] and "run_poison" in indexed
+    assert '"run_poisoned"' in queries["poisoned"] and '"run_poisoned"' in (ROOT / "connector/runs.py").read_text()
+
+    soon = datetime.now(UTC) + timedelta(days=10)
+    for kind, prefix in (("secret", "The client secret in Key Vault"),
+                         ("certificate", "The client certificate in Key Vault")):
+        text = secret_expiry_warning(SecretInfo(value="x", source="keyvault", expires_on=soon, kind=kind))
+        assert text and text.startswith(prefix) and f'message startswith "{prefix}"' in queries["credential"]
+    assert '"secret_expiring"' in queries["credential"]
+    assert 'extra={"event": "secret_expiring"}' in (ROOT / "connector/engine.py").read_text()
