@@ -580,6 +580,22 @@ def test_foreign_next_link_points_at_decoy(sim, http):
     assert sim.requests[-1].service == "decoy" and sim.requests[-1].query["$top"] == "10"
 
 
+def test_request_is_recorded_before_the_answer(sim, http, monkeypatch):
+    """A slow recorder (a loaded machine) must not let a client see its answer before the record exists."""
+    from simulator import web
+
+    real = web.RequestRecord
+
+    def slow_record(**kwargs):
+        time.sleep(0.3)
+        return real(**kwargs)
+
+    monkeypatch.setattr(web, "RequestRecord", slow_record)
+    before = sim.request_count(service="decoy")
+    assert http.get(f"{sim.decoy_endpoint}/v1.0/users?$top=3").status_code == 200
+    assert sim.request_count(service="decoy") == before + 1
+
+
 def test_latency_overlaps_under_concurrency(sim, http):
     token = token_request(sim, http).json()["access_token"]
     sim.spec.latency = 0.2
