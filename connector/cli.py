@@ -1,6 +1,7 @@
 """Command line: `python -m connector run | check | demo`.
 
-Exit codes: 0 succeeded, 3 partial, 1 failed, 2 bad configuration.
+Exit codes: 0 succeeded, 3 partial, 1 failed, 2 bad configuration, 4 another run of the tenant is
+collecting into the same destination (its lock is held).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from .datasets import DATASETS
 
 EXIT = {"succeeded": 0, "partial": 3, "failed": 1}
 EXIT_CONFIG = 2
+EXIT_BUSY = 4
+_UNREACHABLE = frozenset({"graph_unreachable", "graph_tls", "authority_unreachable", "authority_tls"})
 
 
 def _warning_lines(warnings: list[dict[str, str]]) -> list[str]:
@@ -62,17 +65,62 @@ def _settings(args: argparse.Namespace, env: dict[str, str] | None = None):
     return load_settings(env)
 
 
+def _unreachable_line(manifest: dict[str, Any]) -> str | None:
+    """The one line for a run that never reached Graph or the token endpoint."""
+    err = manifest.get("error") or {}
+    if err.get("code") not in _UNREACHABLE:
+        return None
+    if err.get("stage") == "graph":
+        return f"{err['setting']}: {err['reason']}. {err['remedy']}"
+    return err.get("remedy")
+
+
+def _collect_locked(settings: Any, store: Any, trigger: str) -> dict[str, Any]:
+    """One collection under the tenant's lock, as the Function's worker takes it: two runs into one destination
+    never overlap, and the lock is renewed (a lost lock stops the collection)."""
+    from .appconfig import tenant_key
+    from .engine import collect, new_run_id
+    from .locks import lock_path, tenant_lock
+
+    key, run_id = tenant_key(settings), new_run_id()
+    with tenant_lock(store, key, run_id, trigger) as renewer:
+        async def go() -> dict[str, Any]:
+            task = asyncio.ensure_future(collect(settings, store, trigger=trigger, run_id=run_id,
+                                                 lock_path=lock_path(key)))
+            renewer.watch(task)
+            return await task
+
+        return asyncio.run(go())
+
+
 def cmd_run(args: argparse.Namespace, env: dict[str, str] | None = None, trigger: str = "cli") -> int:
-    from .engine import collect, run_prefix
-    from .store import open_store
+    from .engine import run_prefix
+    from .store import DestinationError, open_store
 
     settings = _settings(args, env)
     require_destination(settings)
     store = open_store(settings)
-    manifest = asyncio.run(collect(settings, store, trigger=trigger))
+    try:
+        store.prepare()  # an unusable destination is found before the lock and before any Graph request
+        manifest = _collect_locked(settings, store, trigger)
+    except DestinationError:
+        raise
+    except (OSError, _azure_error()) as exc:
+        raise store.explain(exc) from exc
     location = store.url(f"{run_prefix(manifest['tenantId'], manifest['runId'])}/manifest.json")
+    line = _unreachable_line(manifest)
+    if line:
+        print(f"error: {line} (-v shows details)", file=sys.stderr)
+        print(f"run {manifest['runId']}: {manifest['status']}\nmanifest: {location}")
+        return EXIT[manifest["status"]]
     _print_summary(manifest, location)
     return EXIT[manifest["status"]]
+
+
+def _azure_error() -> type[BaseException]:
+    from azure.core.exceptions import AzureError
+
+    return AzureError
 
 
 def _print_report(report: dict[str, Any]) -> None:
@@ -84,6 +132,11 @@ def _print_report(report: dict[str, Any]) -> None:
             print(f"  detail: {err['detail']}")
         return
     print(f"token: ok (tenant {token.get('tenantId')}, app {token.get('appId')})")
+    graph = report.get("graph") or {}
+    if graph and not graph.get("ok"):
+        err = graph["error"]
+        print(f"graph: FAILED {err['reason']}\n  fix: {err['setting']}: {err['remedy']}")
+        return
     print(f"granted: {', '.join(report['grantedPermissions']) or '(none)'}")
     for w in report["warnings"]:
         print(f"warning: {w['message']}")
@@ -99,13 +152,29 @@ def _print_report(report: dict[str, Any]) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     from .permissions import permission_report
 
+    if args.json:  # JSON whatever happens: a script reading it must never get a traceback or prose
+        try:
+            settings = _settings(args)
+            report = asyncio.run(permission_report(settings))
+        except ConfigError as exc:
+            report, code = {"ok": False, "error": {"code": "configuration", "problems": [
+                {"setting": p.setting, "message": p.message} for p in exc.problems]}}, EXIT_CONFIG
+        except Exception as exc:
+            logging.getLogger("m365_connector").debug("check failed", exc_info=exc)
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            report, code = {"ok": False, "error": {"code": type(exc).__name__, "message": first}}, 1
+        else:
+            code = _check_exit(report)
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return code
     settings = _settings(args)
     report = asyncio.run(permission_report(settings))
-    if args.json:
-        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        _print_report(report)
-    if not report["token"]["ok"]:
+    _print_report(report)
+    return _check_exit(report)
+
+
+def _check_exit(report: dict[str, Any]) -> int:
+    if not report["token"]["ok"] or not (report.get("graph") or {"ok": True})["ok"]:
         return 1
     return 0 if report["ok"] else 3
 
@@ -180,10 +249,17 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # e.g. the snapshot destination refused the manifest: say what, not a traceback
-        logging.getLogger("m365_connector").debug("command failed", exc_info=exc)
+    except Exception as exc:  # say what, not a traceback (that is behind -v)
+        from .locks import TenantBusy
+        from .store import DestinationError
+
+        logging.getLogger("m365_connector").info("command failed", exc_info=exc)
+        if isinstance(exc, TenantBusy):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BUSY
+        if isinstance(exc, DestinationError):
+            print(f"error: {exc} (-v shows details)", file=sys.stderr)
+            return 1
         first = (str(exc).strip().splitlines() or [""])[0][:300]
-        print(f"error: {type(exc).__name__}: {first}", file=sys.stderr)
-        print("  (check SNAPSHOT_DIR / SNAPSHOT_ACCOUNT_URL / SNAPSHOT_CONNECTION_STRING and network access; "
-              "-v shows details)", file=sys.stderr)
+        print(f"error: {type(exc).__name__}: {first} (-v shows details)", file=sys.stderr)
         return 1
