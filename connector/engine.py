@@ -73,6 +73,12 @@ def _entry(res: DatasetResult) -> dict[str, Any]:
     return entry
 
 
+def _is_storage_error(exc: BaseException) -> bool:
+    from azure.core.exceptions import AzureError
+
+    return isinstance(exc, (OSError, AzureError)) and not isinstance(exc, (GraphError, TokenFailure))
+
+
 def _warning(code: str, dataset: str | None, message: str) -> dict[str, str]:
     w = {"code": code, "message": message}
     if dataset:
@@ -183,6 +189,14 @@ class Run:
             res.warnings.append(_warning(unreachable.code, ds.name, unreachable.line()))
             self._unreachable[ds.name] = unreachable
             log.info("dataset %s failed: %s", ds.name, unreachable.line(), exc_info=exc)
+            return
+        if _is_storage_error(exc):  # the destination refused a write (disk full, storage down): one line
+            problem = self.store.explain(exc)
+            res.status = "failed"
+            res.error = {"code": "destination_failed", "message": str(problem)}
+            res.warnings.append(_warning("destination_failed", ds.name, f"{ds.name} could not be written: {problem}"))
+            log.warning("dataset %s could not be written: %s", ds.name, problem)
+            log.info("dataset %s: details", ds.name, exc_info=exc)
             return
         if isinstance(exc, GraphError) and exc.code in LICENCE_ERROR_CODES:
             res.status = "skipped"

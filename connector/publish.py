@@ -37,6 +37,11 @@ def run_prefix(tenant_id: str, run_id: str) -> str:
     return f"tenants/{tenant_id}/runs/{run_id}"
 
 
+def _started(run_id: str) -> str:
+    """The start second of a run id (ids of one second are not ordered by their random part)."""
+    return run_id[:16]
+
+
 def marker_path(tenant_id: str, run_id: str) -> str:
     return f"tenants/{tenant_id}/in-progress/{run_id}.json"
 
@@ -119,29 +124,33 @@ class Publication:
 
     async def rollback(self) -> None:
         """The run will not be published (cancelled, storage failed, disk full): remove every file it wrote,
-        committed or not, then its marker. What cannot be removed now is left to a later run's sweep."""
-        if await asyncio.to_thread(self.store.read_bytes, f"{self.prefix}/{MANIFEST}") is not None:
+        committed or not, then its marker. It runs to the end in a thread even if the run is cancelled again
+        meanwhile; what cannot be removed now is left to a later run's sweep."""
+        await asyncio.shield(asyncio.to_thread(self._rollback))
+
+    def _rollback(self) -> None:
+        if self.store.read_bytes(f"{self.prefix}/{MANIFEST}") is not None:
             return  # published after all: nothing to take back
         failed = False
+        committed = {f["path"] for f in self.files}
         for name, writer in list(self._writers.items()):
             try:
-                if any(f["path"] == name for f in self.files):
-                    await asyncio.to_thread(self.store.discard, f"{self.prefix}/{name}")
+                if name in committed:
+                    self.store.discard(f"{self.prefix}/{name}")
                 else:
-                    await writer.abort()
+                    writer.abort_now()
             except Exception:
                 failed = True
-        for entry in self.files:
-            if entry.get("derived"):
-                try:
-                    await asyncio.to_thread(self.store.discard, f"{self.prefix}/{entry['path']}")
-                except Exception:
-                    failed = True
+        for name in committed - set(self._writers):
+            try:
+                self.store.discard(f"{self.prefix}/{name}")
+            except Exception:
+                failed = True
         self._writers.clear()
         self.files.clear()
         if not failed:
             try:
-                await asyncio.to_thread(self.store.delete, self.marker)
+                self.store.delete(self.marker)
             except Exception:
                 pass
 
@@ -168,7 +177,7 @@ class Publication:
         """The run latest.json points at, when it is newer than this one (it must not move back)."""
         current = read_json(self.store, f"tenants/{self.tenant_id}/latest.json")
         run_id = current.get("runId") if isinstance(current, dict) else None
-        return run_id if valid_run_id(run_id) and run_id > self.run_id else None
+        return run_id if valid_run_id(run_id) and _started(run_id) > _started(self.run_id) else None
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         write_json(self.store, f"{self.prefix}/{MANIFEST}", manifest)
@@ -186,7 +195,7 @@ class Publication:
                     current_id = orjson.loads(current[0]).get("runId")
                 except (ValueError, AttributeError):
                     current_id = None
-                if valid_run_id(current_id) and current_id > self.run_id:
+                if valid_run_id(current_id) and _started(current_id) > _started(self.run_id):
                     log.warning("latest.json stays at run %s, which is newer than run %s", current_id, self.run_id)
                     return False
             if self.store.replace_if_unchanged(path, body, current[1] if current else None):

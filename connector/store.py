@@ -170,6 +170,9 @@ class JsonlGzWriter:
     async def abort(self) -> None:
         await asyncio.to_thread(self._sink.abort)
 
+    def abort_now(self) -> None:
+        self._sink.abort()
+
 
 class _LocalSink:
     def __init__(self, path: Path):
