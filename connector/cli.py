@@ -240,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "azure", "msal", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not args.verbose:  # a failed token request is reported once, as one line naming the setting
+        logging.getLogger("azure.identity").setLevel(logging.ERROR)
     try:
         return {"run": cmd_run, "check": cmd_check, "demo": cmd_demo, "docs": cmd_docs}[args.command](args)
     except ConfigError as exc:
