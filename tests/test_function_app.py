@@ -161,7 +161,9 @@ def test_settings_names_cover_what_the_code_reads():
     pattern = re.compile(r"""["'](M365_\w+|KEY_VAULT_\w+|SNAPSHOT_\w+|AzureWebJobsStorage\w*|APPLICATIONINSIGHTS_\w+|"""
                          r"""PYTHON_APPLICATIONINSIGHTS_\w+)["']""")
     read = set()
-    for path in ("function_app.py", "connector/runs.py", "connector/api.py", "connector/telemetry.py"):
+    for path in ("function_app.py", "connector/runs.py", "connector/api.py", "connector/telemetry.py",
+                 "connector/appconfig.py", "connector/run_queue.py", "connector/worker.py", "connector/schedule.py",
+                 "connector/status.py", "connector/locks.py"):
         read |= set(pattern.findall((ROOT / path).read_text()))
     assert read - names - set(SETTING_NAMES) == set()
     example = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
