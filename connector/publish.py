@@ -21,16 +21,18 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
-from .status import now_iso, valid_run_id
+from .status import now_iso, parse_iso, valid_run_id
 from .store import FileInfo, JsonlGzWriter, Store, read_json, write_json
 
 log = logging.getLogger("m365_connector")
 
 MANIFEST = "manifest.json"
+UNLOCKED_STALE = timedelta(hours=6)  # a run that holds no lock and started this long ago is not running
 
 
 def run_prefix(tenant_id: str, run_id: str) -> str:
@@ -64,6 +66,10 @@ def sweep(store: Store, tenant_id: str, *, current: str | None = None) -> list[s
             holder = store.lease_holder(marker["lock"])
             if holder is not None and holder.get("runid") == run_id:
                 continue  # alive: another worker is writing it
+        elif run_id != current:  # a run without a lock (library use): only its age tells it is gone
+            started = parse_iso(marker.get("startedAt"))
+            if started is None or datetime.now(UTC) - started < UNLOCKED_STALE:
+                continue
         prefix = run_prefix(tenant_id, run_id)
         if store.read_bytes(f"{prefix}/{MANIFEST}") is None:
             for name in marker.get("files") or []:

@@ -143,6 +143,7 @@ def process_message(body: str | bytes, dequeue_count: int = 1, env: Mapping[str,
     lock = TenantLock(store, key, lease_seconds)
     if not lock.acquire(run_id, record["trigger"]):
         holder = live_holder(store, key)
+        record = read_status(store, key, run_id) or record  # as late as possible: another worker may have started it
         if record["status"] == "queued" and (holder or {}).get("runid") != run_id:
             record["error"] = {"message": f"waiting for the tenant's lock ({busy_message(key, holder)})",
                                "remedy": "Nothing to do: the queue delivers the run again in a few minutes."}
