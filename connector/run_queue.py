@@ -92,7 +92,7 @@ def queue_client(env: Mapping[str, str] | None = None, queue: str = RUNS_QUEUE) 
     env = os.environ if env is None else env
     options: dict[str, Any] = {
         "message_encode_policy": TextBase64EncodePolicy(), "message_decode_policy": TextBase64DecodePolicy(),
-        "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=2, random_jitter_range=0.5),
+        "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=1, random_jitter_range=0.5),
         "connection_timeout": 3, "read_timeout": 10,
     }
     conn = (env.get(STORAGE_CONNECTION) or "").strip()

@@ -36,7 +36,7 @@ WORKER = ("import sys\n"
 
 @pytest.fixture(scope="module")
 def sim():
-    with Simulator(TenantSpec(seed=5, users=2000)) as s:
+    with Simulator(TenantSpec(seed=5, users=1200)) as s:
         yield s
 
 
@@ -96,7 +96,7 @@ def test_killed_worker_then_redelivery_finishes_the_run(sim, env, tmp_path):
     body = _receive(env)
     spool_dir = tmp_path / "tmp"
     spool_dir.mkdir()
-    sim.spec.latency = 0.15  # slow enough Graph that the kill lands mid-run
+    sim.spec.latency = 0.2  # slow enough Graph that the kill lands mid-run
     worker_env = {k: v for k, v in os.environ.items() if not k.startswith("_")}
     worker = subprocess.Popen([sys.executable, "-c", WORKER], cwd=ROOT, stdin=subprocess.PIPE,
                               env={**worker_env, "TMPDIR": str(spool_dir)})
@@ -135,7 +135,7 @@ def test_killed_worker_then_redelivery_finishes_the_run(sim, env, tmp_path):
     record = runs.read_status(store, key, run_id)
     assert record["status"] == "succeeded" and record["attempts"] == 2, record
     manifest = read_json(store, f"{prefix}/manifest.json")
-    expected = {"users": 2000, "user_sign_in_activity": 2000, "groups": len(sim.inventory.groups())}
+    expected = {"users": 1200, "user_sign_in_activity": 1200, "groups": len(sim.inventory.groups())}
     for name, count in expected.items():
         assert manifest["datasets"][name]["records"] == count, name  # records lost: 0
     for entry in manifest["files"]:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -186,7 +187,7 @@ def test_import_is_light_and_offline():
         "import socket, sys, time\n"
         "def refuse(*a, **k): raise AssertionError('network I/O during import')\n"
         "socket.socket.connect = refuse; socket.create_connection = refuse; socket.getaddrinfo = refuse\n"
-        "t = time.perf_counter(); import function_app; took = time.perf_counter() - t\n"
+        "t = time.process_time(); import function_app; took = time.process_time() - t\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('msgraph', 'kiota_http', 'httpx') or "
         "m.startswith(('azure.storage', 'azure.identity', 'azure.keyvault', 'azure.monitor')))\n"
         "print(took); print(','.join(heavy))\n"
@@ -196,7 +197,7 @@ def test_import_is_light_and_offline():
     assert out.returncode == 0, out.stderr
     took, heavy = out.stdout.splitlines()[:2] if out.stdout.count("\n") >= 2 else (out.stdout.strip(), "")
     assert heavy == "", f"heavy modules imported: {heavy}"
-    assert float(took) < 1.0
+    assert float(took) < 1.0  # CPU seconds of this process: other work on a busy machine does not count
 
 
 def test_schedule_setting(caplog):
@@ -769,8 +770,8 @@ def test_unreachable_queue_gives_up_after_few_attempts(dead_storage):
     client = runs.queue_client({"AzureWebJobsStorage": dead_storage.connection_string()})
     with pytest.raises(Exception):  # noqa: B017 - whatever the transport raises, it must raise soon
         client.send_message("x")
-    assert 1 <= dead_storage.accepted <= 3  # the SDK default is 4 attempts over about 86 s
-    assert client._config.retry_policy.total_retries <= 2
+    assert 1 <= dead_storage.accepted <= 2  # the SDK default is 4 attempts over about 86 s
+    assert client._config.retry_policy.total_retries <= 1
 
 
 def test_post_when_only_the_queue_is_down_is_a_503_and_the_run_is_not_left_queued(sim, env, monkeypatch,
@@ -796,12 +797,15 @@ def test_listing_recent_runs_costs_the_same_at_50_and_500_runs(env):
     base = datetime(2026, 1, 1, tzinfo=UTC)
     costs = {}
     created = 0
+    def make(i: int) -> None:
+        when = base + timedelta(minutes=i)
+        run_id = f"{when:%Y%m%dT%H%M%SZ}-{i:06x}"
+        create_status(store, new_record(run_id, key, "timer", ["users"], when.isoformat().replace("+00:00", "Z")))
+
     for total in (50, 500):
-        while created < total:
-            when = base + timedelta(minutes=created)
-            run_id = f"{when:%Y%m%dT%H%M%SZ}-{created:06x}"
-            create_status(store, new_record(run_id, key, "timer", ["users"], when.isoformat().replace("+00:00", "Z")))
-            created += 1
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(make, range(created, total)))
+        created = total
         list_statuses(store, key, 20)  # the one-time backfill check of an index that is complete
         before = store.requests
         listed = list_statuses(store, key, 20)
