@@ -31,7 +31,7 @@ from tests.conftest import ROOT, apply_env
 DATASETS = "organization,subscribed_skus,users,user_sign_in_activity,groups,group_members"
 WORKER = ("import sys\n"
           "from connector.worker import process_message\n"
-          "process_message(sys.stdin.buffer.read(), 1, lease_seconds=15, renew_seconds=1)\n")
+          "process_message(sys.stdin.buffer.read(), 1, lease_seconds=15, renew_seconds=0.2)\n")
 
 
 @pytest.fixture(scope="module")
@@ -96,21 +96,26 @@ def test_killed_worker_then_redelivery_finishes_the_run(sim, env, tmp_path):
     body = _receive(env)
     spool_dir = tmp_path / "tmp"
     spool_dir.mkdir()
-    sim.spec.latency = 0.2  # slow enough Graph that the kill lands mid-run
+    sim.spec.latency = 0.3  # slow enough Graph that the kill lands mid-run
     worker_env = {k: v for k, v in os.environ.items() if not k.startswith("_")}
     worker = subprocess.Popen([sys.executable, "-c", WORKER], cwd=ROOT, stdin=subprocess.PIPE,
                               env={**worker_env, "TMPDIR": str(spool_dir)})
     worker.stdin.write(body)
     worker.stdin.close()
     try:
+        def staged() -> list[str]:
+            """Data written but not yet visible: .partial files, or blobs with only uncommitted blocks."""
+            if env["_kind"] == "folder":
+                return [str(p) for p in (tmp_path / "out").rglob("*.partial") if p.stat().st_size > 0]
+            return [b.name for b in store.container.list_blobs(include=["uncommittedblobs"])
+                    if b.name.endswith(".jsonl.gz")]
+
         def halfway():
             record = runs.read_status(store, key, run_id)
             if not record or record["status"] != "running":
                 return None
-            ds = record["datasets"]
-            done = [n for n, d in ds.items() if d["status"] == "succeeded"]
-            return record if done and ds["user_sign_in_activity"]["status"] == "running" and \
-                ds["user_sign_in_activity"]["records"] > 0 else None
+            states = [d["status"] for d in record["datasets"].values()]
+            return record if "succeeded" in states and "running" in states and staged() else None
 
         killed_at = _wait(halfway, 90, "the worker to be half-way")
     finally:
