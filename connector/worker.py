@@ -153,9 +153,12 @@ def process_message(body: str | bytes, dequeue_count: int = 1, env: Mapping[str,
         return _collect_locked(store, key, lock, msg, settings, dequeue_count, renew_seconds)
     finally:
         lock.release()
-        latest = read_status(store, key, run_id)
-        if latest is None or latest["status"] in TERMINAL:
-            clear_pointer(store, key, run_id)
+        try:
+            latest = read_status(store, key, run_id)
+            if latest is None or latest["status"] in TERMINAL:
+                clear_pointer(store, key, run_id)
+        except Exception as exc:  # storage gone: the original outcome matters more; a later request clears it
+            log.warning("run %s: could not clear the active-run pointer (%s)", run_id, type(exc).__name__)
 
 
 def _collect_locked(store: Store, key: str, lock: TenantLock, msg: RunMessage, settings: Any,
@@ -200,16 +203,20 @@ def _collect_locked(store: Store, key: str, lock: TenantLock, msg: RunMessage, s
         manifest = asyncio.run(_collect())
     except BaseException as exc:
         renewer.finish()
-        stored = read_status(store, key, run_id)
-        if stored is not None and stored["status"] in TERMINAL:
-            raise  # finished or given up elsewhere meanwhile: leave that record alone
-        with reporter.lock:
-            record.update(status="queued", startedAt=None)
-            record["error"] = {"message": ("the tenant lock was lost" if renewer.lost else
-                                           f"the collection stopped: {type(exc).__name__}"),
-                               "remedy": "It is retried automatically; after repeated failures the run is marked "
-                                         "failed. See the Function's logs for this run id."}
-        reporter.save()
+        try:
+            stored = read_status(store, key, run_id)
+            if stored is not None and stored["status"] in TERMINAL:
+                raise exc  # finished or given up elsewhere meanwhile: leave that record alone
+            with reporter.lock:
+                record.update(status="queued", startedAt=None)
+                record["error"] = {"message": ("the tenant lock was lost" if renewer.lost else
+                                               f"the collection stopped: {type(exc).__name__}"),
+                                   "remedy": "It is retried automatically; after repeated failures the run is "
+                                             "marked failed. See the Function's logs for this run id."}
+            reporter.save()
+        except Exception as note:
+            if note is not exc:  # storage gone too: the record is corrected by the next delivery
+                log.warning("run %s: could not record the failed attempt (%s)", run_id, type(note).__name__)
         raise
     renewer.finish()
     with reporter.lock:
