@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from .config import shown_url
 
 _CERT = re.compile(r"certificate verify failed: ([^(\]\n]+)", re.I)
+_CONNECT = frozenset({"ConnectError", "ConnectTimeout", "NewConnectionError", "ConnectTimeoutError"})
 _DNS = ("Name or service not known", "nodename nor servname", "Temporary failure in name resolution",
         "getaddrinfo failed", "No address associated with hostname")
 
@@ -44,7 +45,9 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 def _kind(exc: BaseException) -> tuple[str, str] | None:
-    """('tls', detail) or ('net', detail) when the chain is a connection-level failure, else None."""
+    """('tls', detail) or ('net', detail) when the chain is a failure to connect (DNS, refused, timed out,
+    certificate not trusted), else None: a connection that breaks mid-response is a retry matter, not a
+    setting to fix."""
     chain = _chain(exc)
     text = " | ".join(f"{type(e).__name__}: {e}" for e in chain)
     for e in chain:
@@ -53,20 +56,21 @@ def _kind(exc: BaseException) -> tuple[str, str] | None:
     match = _CERT.search(text)
     if match:
         return "tls", match.group(1).strip()
-    if any(isinstance(e, ssl.SSLError) for e in chain) or "SSLError" in text:
-        return "tls", "the TLS handshake failed"
     names = {type(e).__name__ for e in chain}
-    if any(isinstance(e, socket.gaierror) for e in chain) or any(d in text for d in _DNS):
+    dns = any(isinstance(e, socket.gaierror) for e in chain) or any(d in text for d in _DNS)
+    refused = any(isinstance(e, ConnectionRefusedError) for e in chain) or "Connection refused" in text
+    connect = dns or refused or bool(names & _CONNECT) or "Failed to establish a new connection" in text
+    if not connect:
+        return None
+    if any(isinstance(e, ssl.SSLError) for e in chain) or "SSLError" in names:
+        return "tls", "the TLS handshake failed"
+    if dns:
         return "net", "the host name does not resolve"
-    if any(isinstance(e, ConnectionRefusedError) for e in chain) or "Connection refused" in text \
-            or "All connection attempts failed" in text:
+    if refused or "All connection attempts failed" in text:
         return "net", "connection refused"
-    if names & {"ConnectTimeout", "ConnectTimeoutError"} or ("ConnectionError" in names and "timed out" in text):
+    if names & {"ConnectTimeout", "ConnectTimeoutError"} or "timed out" in text:
         return "net", "the connection timed out"
-    if names & {"ConnectError", "NewConnectionError", "ConnectionError", "ConnectionResetError"} \
-            or "Failed to establish a new connection" in text:
-        return "net", "the connection failed"
-    return None
+    return "net", "the connection failed"
 
 
 def graph_failure(exc: BaseException, endpoint: str) -> Unreachable | None:
