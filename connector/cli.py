@@ -197,7 +197,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         env["SNAPSHOT_DIR"] = out
         code = cmd_run(argparse.Namespace(out=None, datasets=args.datasets), env, trigger="demo")
     print(f"\nSnapshot files are under {out}/tenants/ ; read one with:\n"
-          f"  zcat {out}/tenants/*/runs/*/users.jsonl.gz | head -n 2")
+          f"  zcat {out}/tenants/*/latest/users.jsonl.gz | head -n 2")
     return code
 
 
