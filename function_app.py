@@ -1,6 +1,7 @@
 """Azure Functions entry point (Python v2 programming model): triggers and routes only.
 
-Every decision lives in connector.api (HTTP) and connector.runs (queue, lock, status records).
+Every decision lives in connector.api (HTTP), connector.runs (requests) and connector.worker (the queue
+worker), with queue, status records, locks and schedule in their own modules.
 Importing this module does no network I/O and imports no Graph or Azure SDK client modules, so
 cold starts stay short; those are imported when a function first runs.
 """

@@ -1,14 +1,17 @@
 """The Function app's HTTP API as plain functions: request bytes and parameters in, a Reply out.
 
 function_app.py only turns a Reply into an HttpResponse, so every status code and message is decided
-(and tested) here. Error bodies are `{"error": {"code", "message", ...}}` and never carry secrets.
+(and tested) here. Error bodies are `{"error": {"code", "message", ...}}` and never carry secrets or
+setting values. Storage that cannot be reached is a 503 within seconds, not a 500 after a minute.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,9 +22,9 @@ from . import __version__
 from .config import ConfigError
 from .datasets import DATASETS
 from .runs import (
-    RUN_ID_RE,
     TERMINAL,
     QueueUnavailable,
+    current_view,
     function_problems,
     function_settings,
     list_statuses,
@@ -29,7 +32,10 @@ from .runs import (
     request_run,
     store_for,
     tenant_key,
+    valid_run_id,
 )
+
+log = logging.getLogger("m365_connector")
 
 MAX_BODY = 64 * 1024
 DEFAULT_LIMIT = 20
@@ -54,6 +60,23 @@ def _error(status: int, code: str, message: str, **more: Any) -> Reply:
 def _config_error(exc: ConfigError) -> Reply:
     return _error(500, "configuration", "The Function app's settings are invalid; fix them in the app settings.",
                   problems=[{"setting": p.setting, "message": p.message} for p in exc.problems])
+
+
+def _with_storage(store: Any, work: Callable[[], Reply]) -> Reply:
+    """Run `work`; Storage that cannot be reached or refuses the identity becomes a 503 naming the setting."""
+    from azure.core.exceptions import AzureError
+
+    from .store import DestinationError
+
+    try:
+        return work()
+    except (AzureError, OSError, DestinationError) as exc:
+        problem = store.explain(exc)
+        log.error("the HTTP API could not use the snapshot storage: %s", problem)
+        reply = _error(503, "storage_unavailable", f"The run store cannot be used right now: {problem}",
+                       setting=problem.setting)
+        reply.headers["Retry-After"] = RETRY_AFTER
+        return reply
 
 
 def runs_url(request_url: str, run_id: str | None = None) -> str:
@@ -125,30 +148,43 @@ def post_run(body: bytes, url: str, env: Mapping[str, str] | None = None) -> Rep
     parsed = _parse_body(body, valid)
     if isinstance(parsed, Reply):
         return parsed
-    try:
-        result = request_run(settings, "http", parsed, env)
-    except ConfigError as exc:
-        return _config_error(exc)
-    except QueueUnavailable as exc:
-        return _error(503, "queue_unavailable", f"The run could not be queued. {exc}")
-    return _run_reply(202, result.record, url, existing=not result.created)
+    store = store_for(settings, interactive=True)
+
+    def work() -> Reply:
+        try:
+            result = request_run(settings, "http", parsed, env, store=store)
+        except ConfigError as exc:
+            return _config_error(exc)
+        except QueueUnavailable as exc:
+            reply = _error(503, "queue_unavailable", f"The run could not be queued. {exc}")
+            reply.headers["Retry-After"] = RETRY_AFTER
+            return reply
+        return _run_reply(202, result.record, url, existing=not result.created)
+
+    return _with_storage(store, work)
 
 
 def get_run(run_id: str, url: str, env: Mapping[str, str] | None = None) -> Reply:
     """GET /api/runs/{runId}: the status record."""
     env = os.environ if env is None else env
-    if not RUN_ID_RE.match(run_id or ""):
-        return _error(400, "malformed_run_id", f"{run_id[:80]!r} is not a run id; run ids look like "
+    if not valid_run_id(run_id):
+        return _error(400, "malformed_run_id", "The path does not end in a run id; run ids look like "
                                                "20261122T020000Z-3f9a1c.")
     try:
         settings = function_settings(env)
     except ConfigError as exc:
         return _config_error(exc)
-    record = read_status(store_for(settings), tenant_key(settings), run_id)
-    if record is None:
-        return _error(404, "unknown_run", f"No run {run_id} for tenant {tenant_key(settings)}.")
-    headers = {} if record["status"] in TERMINAL else {"Retry-After": RETRY_AFTER}
-    return Reply(200, record, headers)
+    store, key = store_for(settings, interactive=True), tenant_key(settings)
+
+    def work() -> Reply:
+        record = read_status(store, key, run_id)
+        if record is None:
+            return _error(404, "unknown_run", f"No run {run_id} for tenant {key}.")
+        record = current_view(store, key, record)
+        headers = {} if record["status"] in TERMINAL else {"Retry-After": RETRY_AFTER}
+        return Reply(200, record, headers)
+
+    return _with_storage(store, work)
 
 
 def list_runs(limit: str | None, url: str, env: Mapping[str, str] | None = None) -> Reply:
@@ -157,21 +193,23 @@ def list_runs(limit: str | None, url: str, env: Mapping[str, str] | None = None)
     if limit in (None, ""):
         n = DEFAULT_LIMIT
     else:
-        try:
-            n = int(limit)
-        except ValueError:
-            n = 0
+        # ASCII digits only, whole string: int() would take "٣", " 5", "5\n" or "1_0".
+        n = int(limit) if re.fullmatch(r"[0-9]{1,3}", limit) else 0
         if not 1 <= n <= MAX_LIMIT:
-            return _error(400, "bad_limit", f"limit must be a whole number from 1 to {MAX_LIMIT}, not "
-                                            f"{limit[:20]!r}.")
+            return _error(400, "bad_limit", f"limit must be a whole number from 1 to {MAX_LIMIT} (ASCII digits).")
     try:
         settings = function_settings(env)
     except ConfigError as exc:
         return _config_error(exc)
-    records = list_statuses(store_for(settings), tenant_key(settings), n)
-    for record in records:
-        record["statusUrl"] = runs_url(url, record["runId"])
-    return Reply(200, {"tenant": tenant_key(settings), "runs": records})
+    store, key = store_for(settings, interactive=True), tenant_key(settings)
+
+    def work() -> Reply:
+        records = [current_view(store, key, r) for r in list_statuses(store, key, n)]
+        for record in records:
+            record["statusUrl"] = runs_url(url, record["runId"])
+        return Reply(200, {"tenant": key, "runs": records})
+
+    return _with_storage(store, work)
 
 
 def permissions(env: Mapping[str, str] | None = None) -> Reply:
@@ -201,13 +239,15 @@ def openapi(env: Mapping[str, str] | None = None) -> Reply:
 
 
 def health(env: Mapping[str, str] | None = None) -> Reply:
-    """GET /api/health: version and whether the configuration is valid (messages only, no values of secrets)."""
+    """GET /api/health (anonymous): whether the configuration is valid and which settings are not, nothing more.
+    What is wrong with each is in the log (and in the 500 answer of the keyed endpoints)."""
     env = os.environ if env is None else env
     problems = function_problems(env)
+    if problems:
+        log.warning("configuration problems: %s", "; ".join(map(str, problems)))
     body = {
         "status": "ok" if not problems else "misconfigured",
         "version": __version__,
-        "configuration": {"valid": not problems,
-                          "problems": [{"setting": p.setting, "message": p.message} for p in problems]},
+        "configuration": {"valid": not problems, "settings": sorted({p.setting for p in problems})},
     }
     return Reply(200 if not problems else 503, body)

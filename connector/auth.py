@@ -176,11 +176,19 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0][:300] if text.strip() else ""
 
 
-def token_failure_from(exc: BaseException) -> TokenFailure:
-    """Map an azure-identity error to its AADSTS remedy."""
+def token_failure_from(exc: BaseException, authority: str | None = None) -> TokenFailure:
+    """Map an azure-identity error to its AADSTS remedy, or a connection failure to the setting to check."""
     if isinstance(exc, TokenFailure):
         return exc
     text = str(exc)
+    if authority and "AADSTS" not in text:
+        from .errors import authority_failure
+
+        unreachable = authority_failure(exc, authority)
+        if unreachable is not None:
+            reason = ("token endpoint certificate not trusted" if unreachable.code == "authority_tls"
+                      else "token endpoint unreachable")
+            return TokenFailure(unreachable.code, reason, unreachable.line(), detail=_first_line(text))
     if "Unable to get authority configuration" in text:
         # MSAL reads the tenant's OpenID configuration first; an unknown tenant fails there (AADSTS90002).
         text = "AADSTS90002: " + text
@@ -253,7 +261,7 @@ class GraphCredential:
             try:
                 return self._credential.get_token(*(scopes or (self._settings.graph_scope,)), **kwargs)
             except Exception as exc:
-                raise token_failure_from(exc) from None
+                raise token_failure_from(exc, self._settings.authority_host) from None
 
     async def get_token(self, *scopes: str, **kwargs: Any):
         kwargs.pop("enable_cae", None)  # app-only tokens: CAE is not used

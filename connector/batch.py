@@ -52,10 +52,12 @@ class _Spool:
 
     def __init__(self) -> None:
         import sqlite3
-        import tempfile
 
-        self._dir = tempfile.TemporaryDirectory(prefix="m365-members-")
-        self._db: Any = sqlite3.connect(f"{self._dir.name}/members.db")
+        # An anonymous database: SQLite keeps a small page cache in memory and spills the rest to a file
+        # in the temporary directory that it unlinks as soon as it opens it, so nothing is left behind
+        # however the process ends (exception, full disk, SIGKILL).
+        self._db: Any = sqlite3.connect("")
+        self._db.execute("PRAGMA temp_store=FILE")
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute("CREATE TABLE m (grp TEXT, member TEXT, type TEXT)")
@@ -82,7 +84,6 @@ class _Spool:
         if self._db is not None:
             self._db.close()
             self._db = None
-            self._dir.cleanup()
 
 
 class Item:

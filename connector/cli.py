@@ -29,6 +29,7 @@ _RUN_CODES = (
     (3, "partial: some datasets were skipped or failed (the summary says which and why), the others collected"),
     (1, "failed: nothing was collected (for example no token), or the snapshot could not be written"),
     (2, "bad configuration or command line: the message names the setting or option"),
+    (4, "another run of the tenant is collecting into the same destination (its lock is held); try again later"),
 )
 EXIT_CODES: dict[str, tuple[tuple[int, str], ...]] = {
     "run": _RUN_CODES,
@@ -42,6 +43,8 @@ EXIT_CODES: dict[str, tuple[tuple[int, str], ...]] = {
     "docs": ((0, "the generated files are up to date (or were updated)"),
              (1, "`--check`: a generated file is out of date; run `m365-connector docs`")),
 }
+EXIT_BUSY = 4
+_UNREACHABLE = frozenset({"graph_unreachable", "graph_tls", "authority_unreachable", "authority_tls"})
 PROGRESS_EVERY = 30.0  # seconds between progress lines when stderr is not a terminal
 GRANT_STEPS = ("Entra admin center: App registrations, the app, API permissions, Add a permission, Microsoft Graph, "
                "Application permissions; then Grant admin consent")
@@ -116,6 +119,11 @@ def _print_report(report: dict[str, Any]) -> None:
             print(f"  detail: {err['detail']}")
         return
     print(f"token: ok (tenant {token.get('tenantId')}, app {token.get('appId')})")
+    graph = report.get("graph") or {}
+    if graph and not graph.get("ok"):
+        err = graph["error"]
+        print(f"graph: FAILED {err['reason']}\n  fix: {err['setting']}: {err['remedy']}")
+        return
     print(f"granted: {', '.join(report['grantedPermissions']) or '(none)'}")
     for w in report["warnings"]:
         print(f"warning: {w['message']}")
@@ -196,25 +204,69 @@ def _settings(args: argparse.Namespace, env: dict[str, str] | None = None):
     return load_settings(env)
 
 
+def _unreachable_line(manifest: dict[str, Any]) -> str | None:
+    """The one line for a run that never reached Graph or the token endpoint."""
+    err = manifest.get("error") or {}
+    if err.get("code") not in _UNREACHABLE:
+        return None
+    if err.get("stage") == "graph":
+        return f"{err['setting']}: {err['reason']}. {err['remedy']}"
+    return err.get("remedy")
+
+
+def _collect_locked(settings: Any, store: Any, trigger: str, **options: Any) -> dict[str, Any]:
+    """One collection under the tenant's lock, as the Function's worker takes it: two runs into one destination
+    never overlap, and the lock is renewed (a lost lock stops the collection)."""
+    from .appconfig import tenant_key
+    from .engine import collect, new_run_id
+    from .locks import lock_path, tenant_lock
+
+    key, run_id = tenant_key(settings), new_run_id()
+    with tenant_lock(store, key, run_id, trigger) as renewer:
+        async def go() -> dict[str, Any]:
+            task = asyncio.ensure_future(collect(settings, store, trigger=trigger, run_id=run_id,
+                                                 lock_path=lock_path(key), **options))
+            renewer.watch(task)
+            return await task
+
+        return asyncio.run(go())
+
+
+def _azure_error() -> type[BaseException]:
+    from azure.core.exceptions import AzureError
+
+    return AzureError
+
+
 def cmd_run(args: argparse.Namespace, env: dict[str, str] | None = None, trigger: str = "cli") -> int:
-    from .engine import collect, run_prefix
+    from .engine import run_prefix
     from .progress import LiveTable
-    from .store import open_store
+    from .store import DestinationError, open_store
 
     settings = _settings(args, env)
     require_destination(settings)
     store = open_store(settings)
     mode = _progress_mode(args)
     every = args.progress_every if mode == "log" else None
-    if mode == "live":
-        with LiveTable(sys.stderr) as table:
-            manifest = asyncio.run(collect(settings, store, trigger=trigger, progress=table.attach,
-                                           progress_every=None))
-    else:
-        manifest = asyncio.run(collect(settings, store, trigger=trigger, progress_every=every))
+    try:
+        store.prepare()  # an unusable destination is found before the lock and before any Graph request
+        if mode == "live":
+            with LiveTable(sys.stderr) as table:
+                manifest = _collect_locked(settings, store, trigger, progress=table.attach, progress_every=None)
+        else:
+            manifest = _collect_locked(settings, store, trigger, progress_every=every)
+    except DestinationError:
+        raise
+    except (OSError, _azure_error()) as exc:
+        raise store.explain(exc) from exc
     location = store.url(f"{run_prefix(manifest['tenantId'], manifest['runId'])}/manifest.json")
+    line = _unreachable_line(manifest)
     if args.json:
         _json({**manifest, "manifestLocation": location})
+    elif line:
+        print(f"error: {line} (-v shows details)", file=sys.stderr)
+        if not args.quiet:
+            print(f"run {manifest['runId']}: {manifest['status']}\nmanifest: {location}")
     elif not args.quiet:
         _print_summary(manifest, location)
     return EXIT[manifest["status"]]
@@ -223,13 +275,30 @@ def cmd_run(args: argparse.Namespace, env: dict[str, str] | None = None, trigger
 def cmd_check(args: argparse.Namespace) -> int:
     from .permissions import permission_report
 
+    if args.json:  # JSON whatever happens: a script reading it must never get a traceback or prose
+        try:
+            settings = _settings(args)
+            report = asyncio.run(permission_report(settings))
+        except ConfigError as exc:
+            report, code = {"ok": False, "error": {"code": "configuration", "problems": [
+                {"setting": p.setting, "message": p.message} for p in exc.problems]}}, EXIT_CONFIG
+        except Exception as exc:
+            logging.getLogger("m365_connector").debug("check failed", exc_info=exc)
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            report, code = {"ok": False, "error": {"code": type(exc).__name__, "message": first}}, 1
+        else:
+            code = _check_exit(report)
+        _json(report)
+        return code
     settings = _settings(args)
     report = asyncio.run(permission_report(settings))
-    if args.json:
-        _json(report)
-    elif not args.quiet:
+    if not args.quiet:
         _print_report(report)
-    if not report["token"]["ok"]:
+    return _check_exit(report)
+
+
+def _check_exit(report: dict[str, Any]) -> int:
+    if not report["token"]["ok"] or not (report.get("graph") or {"ok": True})["ok"]:
         return 1
     return 0 if report["ok"] else 3
 
@@ -256,7 +325,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         code = cmd_run(run_args, env, trigger="demo")
     if talk:
         print(f"\nSnapshot files are under {out}/tenants/ ; read one with:\n"
-              f"  zcat {out}/tenants/*/runs/*/users.jsonl.gz | head -n 2")
+              f"  zcat {out}/tenants/*/latest/users.jsonl.gz | head -n 2")
     return code
 
 
@@ -362,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args)
+    if not args.verbose:  # a failed token request is reported once, as one line naming the setting
+        logging.getLogger("azure.identity").setLevel(logging.ERROR)
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:
@@ -371,10 +442,17 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # e.g. the snapshot destination refused the manifest: say what, not a traceback
-        logging.getLogger("m365_connector").debug("command failed", exc_info=exc)
+    except Exception as exc:  # say what, not a traceback (that is behind -v)
+        from .locks import TenantBusy
+        from .store import DestinationError
+
+        logging.getLogger("m365_connector").info("command failed", exc_info=exc)
+        if isinstance(exc, TenantBusy):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BUSY
+        if isinstance(exc, DestinationError):
+            print(f"error: {exc} (-v shows details)", file=sys.stderr)
+            return 1
         first = (str(exc).strip().splitlines() or [""])[0][:300]
-        print(f"error: {type(exc).__name__}: {first}", file=sys.stderr)
-        print("  (check SNAPSHOT_DIR / SNAPSHOT_ACCOUNT_URL / SNAPSHOT_CONNECTION_STRING and network access; "
-              "-v shows details)", file=sys.stderr)
+        print(f"error: {type(exc).__name__}: {first} (-v shows details)", file=sys.stderr)
         return 1

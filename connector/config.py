@@ -1,7 +1,9 @@
 """Settings from environment variables (Function app settings), validated once at start.
 
-Every problem names the setting, the offending value (never a secret) and the fix, so a
-misconfigured deployment says what to change instead of failing later inside a request.
+Every problem names the setting, what is wrong and the fix, so a misconfigured deployment says what
+to change instead of failing later inside a request. A message never repeats the value: a secret or
+a SAS pasted into the wrong setting must not reach a log or the anonymous health answer. At most the
+scheme and host of a URL are shown, and list entries are named by position.
 """
 
 from __future__ import annotations
@@ -128,16 +130,74 @@ def _is_guid(value: str) -> bool:
     return len(value) == 36
 
 
+def shown_url(value: str) -> str:
+    """What a message may show of a URL: its scheme and host (never a path, query, SAS or user info)."""
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(not a URL)"
+    if not parts.scheme or not host:
+        return "(not a URL)"
+    return f"{parts.scheme}://{host}{port}"
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def entries(positions: list[int]) -> str:
+    """'the 2nd entry' / 'the 1st and 3rd entries': names list items without repeating them."""
+    words = [_ordinal(i) for i in positions]
+    text = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+    return f"the {text} {'entry' if len(words) == 1 else 'entries'}"
+
+
 def _https_origin(name: str, value: str, problems: list[Problem], *, allow_path: bool = False) -> str | None:
-    parts = urlsplit(value)
-    if parts.scheme != "https" or not parts.hostname:
-        problems.append(Problem(name, f"{value!r} is not an https:// URL. Give the full URL, for example "
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        problems.append(Problem(name, "is not a URL. Give the full https:// URL, for example "
                                       "https://login.microsoftonline.com, or unset it to use the cloud's default."))
         return None
-    if (parts.path not in ("", "/") and not allow_path) or parts.query or parts.fragment:
-        problems.append(Problem(name, f"{value!r} must be a host only (scheme, host and optional port, no path)."))
+    if parts.scheme != "https" or not parts.hostname:
+        problems.append(Problem(name, "is not an https:// URL. Give the full URL, for example "
+                                      "https://login.microsoftonline.com, or unset it to use the cloud's default."))
+        return None
+    if (parts.path not in ("", "/") and not allow_path) or parts.query or parts.fragment or parts.username:
+        extra = " (a SAS token or key does not belong here: the managed identity signs in)" if parts.query else ""
+        problems.append(Problem(name, f"must be a host only: scheme, host and optional port, no path, query or user "
+                                      f"name{extra}. Use {shown_url(value)}."))
         return None
     return value.rstrip("/")
+
+
+_CONN_KEYS = {"defaultendpointsprotocol", "accountname", "accountkey", "blobendpoint", "queueendpoint",
+              "tableendpoint", "fileendpoint", "endpointsuffix", "sharedaccesssignature", "usedevelopmentstorage",
+              "developmentstorageproxyuri"}
+
+
+def connection_string_problem(value: str, service: str = "blob") -> str | None:
+    """Why a storage connection string is unusable (without quoting any part of it), or None."""
+    compact = value.replace(" ", "").rstrip(";").lower()
+    if compact == "usedevelopmentstorage=true":
+        return None
+    pairs: dict[str, str] = {}
+    for part in value.strip().strip(";").split(";"):
+        key, sep, val = part.partition("=")
+        if not sep or not key.strip() or key.strip().lower() not in _CONN_KEYS:
+            return ("is not a storage connection string: expected Key=Value pairs separated by ';' such as "
+                    "DefaultEndpointsProtocol, AccountName, AccountKey, BlobEndpoint, QueueEndpoint (or "
+                    "UseDevelopmentStorage=true for Azurite).")
+        pairs[key.strip().lower()] = val.strip()
+    endpoint = pairs.get(f"{service}endpoint") or pairs.get("accountname")
+    if not endpoint:
+        return f"names no {service} endpoint: add AccountName=... or {service.capitalize()}Endpoint=https://...."
+    if not (pairs.get("accountkey") or pairs.get("sharedaccesssignature")):
+        return "holds neither AccountKey nor SharedAccessSignature, so nothing can sign the requests."
+    return None
 
 
 class _Reader:
@@ -165,7 +225,7 @@ class _Reader:
         except ValueError:
             value = low - 1
         if not low <= value <= high:
-            self.problem(name, f"{raw!r} must be a whole number from {low} to {high}.")
+            self.problem(name, f"must be a whole number from {low} to {high}.")
             return default
         return value
 
@@ -176,7 +236,7 @@ class _Reader:
                                            "center (Overview page) or the tenant's domain, such as "
                                            "contoso.onmicrosoft.com.")
         elif not (_is_guid(tenant) or _DOMAIN_RE.match(tenant)):
-            self.problem("M365_TENANT_ID", f"{tenant!r} is neither {GUID_HINT} nor a domain name such as "
+            self.problem("M365_TENANT_ID", f"is neither {GUID_HINT} nor a domain name such as "
                                            "contoso.onmicrosoft.com. Copy the Directory (tenant) ID from the Entra "
                                            "admin center.")
         client_id = self.get("M365_CLIENT_ID")
@@ -184,16 +244,16 @@ class _Reader:
             self.problem("M365_CLIENT_ID", "is required. Set it to the Application (client) ID of the app "
                                            "registration (Entra admin center, App registrations, Overview).")
         elif not _is_guid(client_id):
-            self.problem("M365_CLIENT_ID", f"{client_id!r} is not {GUID_HINT}. Use the Application (client) ID, not "
-                                           "the app's name or object ID.")
+            self.problem("M365_CLIENT_ID", f"is not {GUID_HINT}. Use the Application (client) ID, not the app's "
+                                           "name, object ID or secret.")
         return {"tenant_id": tenant, "client_id": client_id}
 
     def credential(self) -> dict[str, object]:
         auth_mode = (self.get("M365_AUTH_MODE") or "secret").lower()
         if auth_mode not in AUTH_MODES:
-            self.problem("M365_AUTH_MODE", f"{auth_mode!r} is not a sign-in mode. Use secret (client secret), "
-                                           "certificate (a certificate in Key Vault) or federated (the Function's "
-                                           "managed identity, no secret at all).")
+            self.problem("M365_AUTH_MODE", "is not a sign-in mode. Use secret (client secret), certificate (a "
+                                           "certificate in Key Vault) or federated (the Function's managed "
+                                           "identity, no secret at all).")
         secret = self.env.get("M365_CLIENT_SECRET") or None
         key_vault_url = self.get("KEY_VAULT_URL") or None
         if key_vault_url:
@@ -214,11 +274,12 @@ class _Reader:
                                                              "key is on the app registration.")
         secret_name = self.get("M365_CLIENT_SECRET_NAME") or DEFAULT_SECRET_NAME
         if not re.fullmatch(r"[0-9A-Za-z-]{1,127}", secret_name):
-            self.problem("M365_CLIENT_SECRET_NAME", f"{secret_name!r} is not a valid Key Vault secret name (letters, "
-                                                    "digits and '-', at most 127 characters).")
+            self.problem("M365_CLIENT_SECRET_NAME", "is not a valid Key Vault secret name (letters, digits and '-', "
+                                                    "at most 127 characters). Give the secret's name, not its "
+                                                    "value.")
         if certificate_name and not re.fullmatch(r"[0-9A-Za-z-]{1,127}", certificate_name):
-            self.problem("M365_CLIENT_CERTIFICATE_NAME", f"{certificate_name!r} is not a valid Key Vault certificate "
-                                                         "name (letters, digits and '-').")
+            self.problem("M365_CLIENT_CERTIFICATE_NAME", "is not a valid Key Vault certificate name (letters, digits "
+                                                         "and '-').")
         return {"client_secret": secret, "key_vault_url": key_vault_url, "secret_name": secret_name,
                 "auth_mode": auth_mode, "certificate_name": certificate_name}
 
@@ -226,7 +287,7 @@ class _Reader:
         cloud_name = (self.get("M365_CLOUD") or "global").lower()
         cloud = CLOUDS.get(cloud_name)
         if cloud is None:
-            self.problem("M365_CLOUD", f"{cloud_name!r} is not a known cloud. Use one of: {', '.join(CLOUDS)}.")
+            self.problem("M365_CLOUD", f"is not a known cloud. Use one of: {', '.join(CLOUDS)}.")
             cloud = CLOUDS["global"]
         authority = self.get("M365_AUTHORITY_HOST")
         graph = self.get("M365_GRAPH_ENDPOINT")
@@ -242,25 +303,26 @@ class _Reader:
         domains: tuple[str, ...] | None = None
         if domains_raw != "*":
             items = [d.lower().lstrip("@") for d in _list(domains_raw)]
-            bad = [d for d in items if not _DOMAIN_RE.match(d)]
+            bad = [i for i, d in enumerate(items, 1) if not _DOMAIN_RE.match(d)]
             if bad or not items:
-                self.problem("M365_DOMAINS", f"{', '.join(bad) or domains_raw!r} is not a domain name. Use '*' for "
-                                             "every user, or domains separated by commas, such as "
-                                             "contoso.com,fabrikam.com.")
+                what = f"{entries(bad)} {'is' if len(bad) == 1 else 'are'} not a domain name" if bad else "is empty"
+                self.problem("M365_DOMAINS", f"{what}. Use '*' for every user, or domains separated by commas, such "
+                                             "as contoso.com,fabrikam.com.")
             domains = tuple(dict.fromkeys(items))
         datasets_raw = self.get("M365_DATASETS") or "*"
         datasets: tuple[str, ...] | None = None
         if datasets_raw != "*":
             items = _list(datasets_raw)
-            unknown = [d for d in items if d not in DATASETS]
+            unknown = [i for i, d in enumerate(items, 1) if d not in DATASETS]
             if unknown or not items:
-                self.problem("M365_DATASETS", f"unknown dataset name(s) {', '.join(unknown) or datasets_raw!r}. Use "
-                                              f"'*' or names from: {', '.join(DATASETS)}.")
+                what = (f"{entries(unknown)} {'is' if len(unknown) == 1 else 'are'} not a dataset name" if unknown
+                        else "is empty")
+                self.problem("M365_DATASETS", f"{what}. Use '*' or names from: {', '.join(DATASETS)}.")
             datasets = tuple(dict.fromkeys(items))
         report_period = (self.get("M365_REPORT_PERIOD") or "D30").upper()
         if report_period not in REPORT_PERIODS:
-            self.problem("M365_REPORT_PERIOD", f"{self.get('M365_REPORT_PERIOD')!r} is not a report period. Use D7, "
-                                               "D30, D90 or D180 (days of usage the reports cover).")
+            self.problem("M365_REPORT_PERIOD", "is not a report period. Use D7, D30, D90 or D180 (days of usage the "
+                                               "reports cover).")
             report_period = "D30"
         return {"domains": domains, "datasets": datasets, "report_period": report_period}
 
@@ -271,14 +333,18 @@ class _Reader:
     def destination(self) -> dict[str, object]:
         container = self.get("SNAPSHOT_CONTAINER") or DEFAULT_CONTAINER
         if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", container):
-            self.problem("SNAPSHOT_CONTAINER", f"{container!r} is not a valid Blob container name (3-63 lower-case "
-                                               "letters, digits and single hyphens).")
+            self.problem("SNAPSHOT_CONTAINER", "is not a valid Blob container name (3-63 lower-case letters, digits "
+                                               "and single hyphens).")
         account_url = self.get("SNAPSHOT_ACCOUNT_URL") or None
         if account_url:
             account_url = _https_origin("SNAPSHOT_ACCOUNT_URL", account_url, self.problems)
+        connection_string = self.env.get("SNAPSHOT_CONNECTION_STRING") or None
+        if connection_string:
+            problem = connection_string_problem(connection_string)
+            if problem:
+                self.problem("SNAPSHOT_CONNECTION_STRING", problem)
         return {"snapshot_dir": self.get("SNAPSHOT_DIR") or None, "snapshot_container": container,
-                "snapshot_account_url": account_url,
-                "snapshot_connection_string": self.env.get("SNAPSHOT_CONNECTION_STRING") or None}
+                "snapshot_account_url": account_url, "snapshot_connection_string": connection_string}
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:

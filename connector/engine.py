@@ -1,9 +1,10 @@
 """The collection engine: runs every selected dataset declaration concurrently into one snapshot.
 
-A run publishes a complete, verifiable snapshot or says exactly what is partial and why:
-data files are committed first, then the manifest (counts, sizes, sha256), then `latest.json`,
-and `latest.json` only for runs that succeeded or are partial. Missing permissions or licences
-skip a dataset with a named warning; they never stop the others.
+A run publishes a complete, verifiable snapshot or says exactly what is partial and why: data
+files stay invisible until every dataset has finished, then are committed together, then derived
+files, the manifest (counts, sizes, sha256), `latest.json` (only forward, only for runs that
+succeeded or are partial) and the `latest/` copies (connector.publish). Missing permissions or
+licences skip a dataset with a named warning; they never stop the others.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from . import __version__
 from .auth import GraphCredential, TokenFailure, read_client_secret, secret_expiry_warning, token_failure_from
 from .config import Settings
 from .datasets import DATASETS, LICENCE_ERROR_CODES, Dataset
+from .errors import Unreachable, graph_failure
 from .graph import GraphError
 from .progress import PROGRESS_LOG_SECONDS, log_progress
+from .publish import Publication, run_prefix
 from .schema import normaliser_for
-from .store import JsonlGzWriter, Store, write_json
+from .store import Store, write_json
 from .strategy import RESTART, Context, strategy_for
 
 log = logging.getLogger("m365_connector")
@@ -38,10 +41,6 @@ def new_run_id(now: datetime | None = None) -> str:
     """Sorts by time: 20261122T020000Z-3f9a1c."""
     now = now or datetime.now(UTC)
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-
-
-def run_prefix(tenant_id: str, run_id: str) -> str:
-    return f"tenants/{tenant_id}/runs/{run_id}"
 
 
 def _iso(ts: float) -> str:
@@ -76,6 +75,12 @@ def _entry(res: DatasetResult) -> dict[str, Any]:
     return entry
 
 
+def _is_storage_error(exc: BaseException) -> bool:
+    from azure.core.exceptions import AzureError
+
+    return isinstance(exc, (OSError, AzureError)) and not isinstance(exc, (GraphError, TokenFailure))
+
+
 def _warning(code: str, dataset: str | None, message: str) -> dict[str, str]:
     w = {"code": code, "message": message}
     if dataset:
@@ -87,8 +92,12 @@ class Run:
     """One collection: owns the Graph session, the results and the manifest."""
 
     def __init__(self, settings: Settings, store: Store, *, trigger: str = "cli", run_id: str | None = None,
-                 progress: Callable[[Run], None] | None = None, progress_every: float | None = PROGRESS_LOG_SECONDS):
+                 progress: Callable[[Run], None] | None = None, progress_every: float | None = PROGRESS_LOG_SECONDS,
+                 lock_path: str | None = None):
         self.settings = settings
+        self.lock_path = lock_path  # the tenant lock this run holds, so a sweep can tell it is alive
+        self.publication: Publication | None = None
+        self._unreachable: dict[str, Unreachable] = {}
         self.store = store
         self.trigger = trigger
         self.run_id = run_id or new_run_id()
@@ -133,16 +142,16 @@ class Run:
     async def _write(self, ds: Dataset, ctx: Context, res: DatasetResult) -> None:
         """Stream the dataset's strategy into its file; the file is discarded unless complete, and
         started again when the strategy yields RESTART."""
-        relpath = f"{run_prefix(self.tenant_id, self.run_id)}/{ds.file}"
+        assert self.publication is not None
         normalise = normaliser_for(ds)  # Graph's "" for an unset date becomes null (docs/snapshot-format.md)
-        writer = JsonlGzWriter(self.store.sink(relpath), relpath, normalise)
+        writer = self.publication.writer(ds.file, normalise)
         accept = self._accepts(ds)
         res.records = res.excludedByDomainFilter = 0
         try:
             async for records in strategy_for(ds)(ctx, ds):
                 if records is RESTART:
                     await writer.abort()
-                    writer = JsonlGzWriter(self.store.sink(relpath), relpath, normalise)
+                    writer = self.publication.writer(ds.file, normalise)
                     res.records = res.excludedByDomainFilter = 0
                     continue
                 if accept is not None and not ctx.domain_filter:
@@ -154,7 +163,7 @@ class Run:
                     records = kept
                 await writer.write(records)
                 res.records = writer.records
-            info = await writer.close()
+            info = await writer.finish()  # committed with the run's other files once every dataset is done
         except BaseException:
             await writer.abort()
             raise
@@ -187,6 +196,23 @@ class Run:
 
     def _classify_failure(self, ds: Dataset, res: DatasetResult, exc: Exception) -> None:
         res.records = 0
+        unreachable = None if isinstance(exc, (GraphError, TokenFailure)) else \
+            graph_failure(exc, self.settings.graph_endpoint)
+        if unreachable is not None:  # one line naming the setting; the traceback only with -v
+            res.status = "failed"
+            res.error = {"code": unreachable.code, "message": unreachable.line()}
+            res.warnings.append(_warning(unreachable.code, ds.name, unreachable.line()))
+            self._unreachable[ds.name] = unreachable
+            log.info("dataset %s failed: %s", ds.name, unreachable.line(), exc_info=exc)
+            return
+        if _is_storage_error(exc):  # the destination refused a write (disk full, storage down): one line
+            problem = self.store.explain(exc)
+            res.status = "failed"
+            res.error = {"code": "destination_failed", "message": str(problem)}
+            res.warnings.append(_warning("destination_failed", ds.name, f"{ds.name} could not be written: {problem}"))
+            log.warning("dataset %s could not be written: %s", ds.name, problem)
+            log.info("dataset %s: details", ds.name, exc_info=exc)
+            return
         if isinstance(exc, GraphError) and exc.code in LICENCE_ERROR_CODES:
             res.status = "skipped"
             res.missingLicence = ds.licence or "a premium licence"
@@ -226,13 +252,16 @@ class Run:
                 credential = GraphCredential(self.settings, secret)
                 self.granted, claims = await asyncio.to_thread(credential.roles)
             except Exception as exc:
-                failure = token_failure_from(exc)
+                failure = token_failure_from(exc, self.settings.authority_host)
                 self.error = {"stage": "token", **failure.as_dict()}
                 self.warnings.append(_warning("token_failed", None, str(failure)))
                 for res in self.results.values():
                     res.status = "failed"
-                return self._finish()
+                return await self._finish()
             self.tenant_id = claims.get("tid") or self.settings.tenant_id
+            self.publication = Publication(self.store, self.tenant_id, self.run_id, self.lock_path)
+            await asyncio.to_thread(self.publication.begin,
+                                    [DATASETS[n].file for n in self.settings.selected_datasets])
             expiry = secret_expiry_warning(secret)
             if expiry:
                 self.warnings.append(_warning("secret_expiring", None, expiry))
@@ -265,12 +294,30 @@ class Run:
                         ticker.cancel()
             finally:
                 await self.graph.aclose()
-            return self._finish()
+            self._graph_unreachable()
+            return await self._finish()
+        except BaseException:
+            if self.publication is not None:  # cancelled, lease lost, storage failed: publish nothing
+                await self.publication.rollback()
+            raise
         finally:
             if credential is not None:
                 credential.close()
 
-    def _finish(self) -> dict[str, Any]:
+    def _graph_unreachable(self) -> None:
+        """Every dataset that was tried failed to reach Graph the same way: that is the run's error."""
+        tried = [n for n, r in self.results.items() if r.status != "skipped"]
+        found = {self._unreachable[n] for n in tried if n in self._unreachable}
+        if tried and len(found) == 1 and all(n in self._unreachable for n in tried):
+            self.error = {"stage": "graph", **found.pop().as_dict()}
+
+    async def derive(self) -> None:
+        """The one hook for derived files (insights and the like). It runs after every data file of the run is
+        committed and before the manifest: read committed files back with self.publication.read_committed(name),
+        write results with self.publication.add_file(name, data); each lands in the manifest's `files` with
+        bytes and sha256. Nothing is derived yet."""
+
+    async def _finish(self) -> dict[str, Any]:
         statuses = [r.status for r in self.results.values()]
         if statuses and all(s == "succeeded" for s in statuses):
             self.status = "succeeded"
@@ -280,17 +327,32 @@ class Run:
             self.status = "failed"
         for res in self.results.values():
             self.warnings.extend(w for w in res.warnings if w not in self.warnings)
+        pub = self.publication
+        if pub is None:  # no token, so no file was written: the manifest says why
+            self.finished = time.time()
+            manifest = self.manifest()
+            write_json(self.store, f"{run_prefix(self.tenant_id, self.run_id)}/manifest.json", manifest)
+            self._log_summary()
+            self._notify()
+            return manifest
+        done = {r.file: name for name, r in self.results.items() if r.status == "succeeded" and r.file}
+        await pub.commit(done, done)
+        await self.derive()
+        newer = await asyncio.to_thread(pub.newer_published) if self.status != "failed" else None
+        if newer:
+            self.warnings.append(_warning(
+                "not_latest", None, f"run {newer} started later and was published first, so latest.json and "
+                                    "latest/ stay with it; this run is complete under its own folder."))
         self.finished = time.time()
         manifest = self.manifest()
-        prefix = run_prefix(self.tenant_id, self.run_id)
-        write_json(self.store, f"{prefix}/manifest.json", manifest)
-        if self.status in ("succeeded", "partial"):
-            write_json(self.store, f"tenants/{self.tenant_id}/latest.json", {
-                "runId": self.run_id,
-                "manifest": f"{prefix}/manifest.json",
-                "status": self.status,
-                "finishedAt": manifest["finishedAt"],
-            })
+        await asyncio.to_thread(pub.write_manifest, manifest)
+        if self.status in ("succeeded", "partial") and await asyncio.to_thread(pub.point_latest, manifest):
+            try:
+                await asyncio.to_thread(pub.copy_latest)
+            except Exception as exc:  # the run is published; latest/ has no manifest until the next run
+                log.error("copying run %s to latest/ failed (%s); latest.json points at it", self.run_id,
+                          type(exc).__name__)
+        await asyncio.to_thread(pub.end)
         self._log_summary()
         self._notify()
         return manifest
@@ -321,6 +383,7 @@ class Run:
             "warnings": self.warnings,
             "error": self.error,
             "datasets": {name: _entry(res) for name, res in self.results.items()},
+            "files": list(self.publication.files) if self.publication is not None else [],
         }
 
     def _log_summary(self) -> None:
@@ -336,10 +399,10 @@ class Run:
 
 async def collect(settings: Settings, store: Store, *, trigger: str = "cli", run_id: str | None = None,
                   progress: Callable[[Run], None] | None = None,
-                  progress_every: float | None = PROGRESS_LOG_SECONDS) -> dict[str, Any]:
+                  progress_every: float | None = PROGRESS_LOG_SECONDS, lock_path: str | None = None) -> dict[str, Any]:
     """Run one collection and return its manifest (already written to the store)."""
     return await Run(settings, store, trigger=trigger, run_id=run_id, progress=progress,
-                     progress_every=progress_every).execute()
+                     progress_every=progress_every, lock_path=lock_path).execute()
 
 
 def collect_sync(settings: Settings, store: Store, **kwargs: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 from . import __version__
 from .datasets import DATASETS
 
-RUN_ID_PATTERN = r"^\d{8}T\d{6}Z-[0-9a-f]{6}$"
+RUN_ID_PATTERN = r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$"
 RUN_STATUSES = ["queued", "running", "succeeded", "partial", "failed"]
 DATASET_STATUSES = ["pending", "running", "succeeded", "skipped", "failed"]
 
@@ -40,6 +40,8 @@ def _error(description: str) -> dict[str, Any]:
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before asking for the status again.",
                                 "schema": {"type": "string", "pattern": r"^\d+$"}}}
 _NO_KEY = {"description": "No or a wrong function key (the Functions host answers; no body)."}
+_STORAGE = _error("storage_unavailable: the snapshot storage cannot be reached or refuses the identity "
+                  "(`setting` names what to check); Retry-After says when to try again.")
 _CONFIG = _error("`configuration`: the Function app's settings are invalid; `problems` names each setting.")
 
 
@@ -77,6 +79,11 @@ def _schemas(names: list[str]) -> dict[str, Any]:
                       "properties": {"message": {"type": "string"}, "remedy": _nullable("string"),
                                      "code": _nullable("string")}},
             "statusUrl": {"type": "string", "description": "In lists: the record's own URL."},
+            "worker": {"type": ["object", "null"], "description": "The lease holder while running: runId, host, "
+                                                                  "pid, since."},
+            "stale": {"type": "boolean", "description": "true: recorded as running but no live worker holds the "
+                                                        "tenant's lease; shown as queued, collected again on the "
+                                                        "next delivery."},
         },
     }
     return {
@@ -88,10 +95,12 @@ def _schemas(names: list[str]) -> dict[str, Any]:
                     "code": {"type": "string", "description": "Stable, for programs: malformed_json, wrong_type, "
                                                               "unknown_field, empty_datasets, unknown_dataset, "
                                                               "body_too_large, malformed_run_id, unknown_run, "
-                                                              "bad_limit, configuration, queue_unavailable."},
+                                                              "bad_limit, configuration, queue_unavailable, "
+                                                              "storage_unavailable."},
                     "message": {"type": "string", "description": "For people: what is wrong and the fix."},
                     "validDatasets": {"type": "array", "items": {"enum": names}},
                     "problems": {"type": "array", "items": _ref("Problem")},
+                    "setting": {"type": "string", "description": "storage_unavailable: the setting to check."},
                 },
             }},
         },
@@ -146,9 +155,11 @@ def _schemas(names: list[str]) -> dict[str, Any]:
             "properties": {
                 "status": {"enum": ["ok", "misconfigured"]},
                 "version": {"type": "string"},
-                "configuration": {"type": "object", "required": ["valid", "problems"],
+                "configuration": {"type": "object", "required": ["valid", "settings"],
                                   "properties": {"valid": {"type": "boolean"},
-                                                 "problems": {"type": "array", "items": _ref("Problem")}}},
+                                                 "settings": {"type": "array", "items": {"type": "string"},
+                                                              "description": "Settings that are missing or invalid "
+                                                                             "(what is wrong is in the log)."}}},
             },
         },
     }
@@ -187,7 +198,8 @@ def document(datasets: list[str] | None = None) -> dict[str, Any]:
                         "401": _NO_KEY,
                         "413": _error("body_too_large: the body is over 64 KB."),
                         "500": _CONFIG,
-                        "503": _error("queue_unavailable: the run could not be queued (it is recorded as failed)."),
+                        "503": _error("queue_unavailable: the run could not be queued (it is recorded as failed); "
+                                      "storage_unavailable: the snapshot storage cannot be reached (`setting`)."),
                     },
                 },
                 "get": {
@@ -198,7 +210,8 @@ def document(datasets: list[str] | None = None) -> dict[str, Any]:
                     "responses": {"200": _json(_ref("RunList"), "Status records, newest first."),
                                   "400": _error("bad_limit: limit is not a whole number from 1 to 100."),
                                   "401": _NO_KEY,
-                                  "500": _CONFIG},
+                                  "500": _CONFIG,
+                                  "503": _STORAGE},
                 },
             },
             "/runs/{runId}": {
@@ -211,7 +224,8 @@ def document(datasets: list[str] | None = None) -> dict[str, Any]:
                                   "400": _error("malformed_run_id."),
                                   "401": _NO_KEY,
                                   "404": _error("unknown_run: no such run for this tenant."),
-                                  "500": _CONFIG},
+                                  "500": _CONFIG,
+                                  "503": _STORAGE},
                 },
             },
             "/permissions": {
@@ -231,7 +245,7 @@ def document(datasets: list[str] | None = None) -> dict[str, Any]:
                     "summary": "Version and whether the configuration is valid (no key needed).",
                     "security": [],
                     "responses": {"200": _json(_ref("Health"), "Configured."),
-                                  "503": _json(_ref("Health"), "Misconfigured: one problem per setting.")},
+                                  "503": _json(_ref("Health"), "Misconfigured: the settings to fix.")},
                 },
             },
             "/openapi.json": {

@@ -36,6 +36,22 @@ async def _probe(graph: Any, name: str) -> tuple[str, str | None]:
     return "error", str(err)
 
 
+async def _reach(graph: Any, settings: Settings) -> dict[str, Any]:
+    """One small request: any HTTP answer proves Graph is reachable and its certificate trusted."""
+    from .config import shown_url
+    from .errors import graph_failure
+
+    endpoint = shown_url(settings.graph_endpoint)
+    try:
+        await graph.get("organization", f"{graph.base}/organization?$select=id", "probe:graph")
+    except Exception as exc:
+        unreachable = graph_failure(exc, settings.graph_endpoint)
+        if unreachable is None:
+            raise
+        return {"ok": False, "endpoint": endpoint, "error": unreachable.as_dict()}
+    return {"ok": True, "endpoint": endpoint}
+
+
 async def permission_report(settings: Settings, probe: bool = True) -> dict[str, Any]:
     report: dict[str, Any] = {
         "ok": False,
@@ -43,6 +59,7 @@ async def permission_report(settings: Settings, probe: bool = True) -> dict[str,
         "clientId": settings.client_id,
         "cloud": settings.cloud,
         "token": {"ok": False},
+        "graph": None,
         "grantedPermissions": [],
         "secret": None,
         "warnings": [],
@@ -59,7 +76,7 @@ async def permission_report(settings: Settings, probe: bool = True) -> dict[str,
         credential = GraphCredential(settings, secret)
         granted, claims = await asyncio.to_thread(credential.roles)
     except Exception as exc:
-        failure = token_failure_from(exc)
+        failure = token_failure_from(exc, settings.authority_host)
         report["token"] = {"ok": False, "error": failure.as_dict()}
         if credential:
             credential.close()
@@ -69,6 +86,13 @@ async def permission_report(settings: Settings, probe: bool = True) -> dict[str,
 
     graph = None
     try:
+        if probe:
+            from .graph import Graph
+
+            graph = Graph(settings, credential)
+            report["graph"] = await _reach(graph, settings)
+            if not report["graph"]["ok"]:
+                return report
         for name in settings.selected_datasets:
             ds = DATASETS[name]
             missing = ds.missing_roles(granted)

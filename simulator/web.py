@@ -96,16 +96,8 @@ class _Handler(BaseHTTPRequestHandler):
                 {"error": {"code": "SimulatorError", "message": f"{type(exc).__name__}: {exc}"}},
                 "application/json",
             )
-        self.send_response(response.status)
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
-        # Headers and body in one write: two small writes meet delayed ACKs (40 ms per request).
-        self._headers_buffer.append(b"\r\n")
-        if self.command != "HEAD":
-            self._headers_buffer.append(response.body)
-        self.wfile.write(b"".join(self._headers_buffer))
-        self._headers_buffer = []
+        # Recorded before the answer leaves: a client that has its response can count on the record
+        # being there (tests read request counts right after a call returns).
         self.server.record(
             RequestRecord(
                 service=self.server.name,
@@ -117,6 +109,16 @@ class _Handler(BaseHTTPRequestHandler):
                 time=time.time(),
             )
         )
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        # Headers and body in one write: two small writes meet delayed ACKs (40 ms per request).
+        self._headers_buffer.append(b"\r\n")
+        if self.command != "HEAD":
+            self._headers_buffer.append(response.body)
+        self.wfile.write(b"".join(self._headers_buffer))
+        self._headers_buffer = []
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
 

@@ -67,8 +67,8 @@ def test_bad_values_exit_2_naming_the_setting(setting, value, monkeypatch, capsy
     with pytest.raises(ConfigError) as err:
         load_settings(env)
     assert [p.setting for p in err.value.problems] == [setting]
-    if value:
-        assert value in str(err.value)
+    if value:  # the value itself never comes back (it could be a secret pasted into the wrong setting)
+        assert value not in str(err.value)
     for key in list(__import__("os").environ):
         if key.startswith(("M365_", "SNAPSHOT_", "KEY_VAULT")):
             monkeypatch.delenv(key)

