@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token-lifetime", type=int, default=3599)
     p.add_argument("--secret-expires-in-days", type=int, default=None)
     p.add_argument("--secret-in", choices=("env", "keyvault"), default="env")
+    p.add_argument("--report-names", choices=("concealed", "visible"), default="concealed",
+                   help="user names in usage reports: concealed (Microsoft's default since 2021) or visible")
+    p.add_argument("--licence-changes", type=int, default=0, metavar="N",
+                   help="the same tenant N rounds of licence changes later (about 3%% of members each)")
     return p
 
 
@@ -57,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         foreign_next_link=args.foreign_next_link,
         token_lifetime=args.token_lifetime,
         secret_expires_in_days=args.secret_expires_in_days,
+        report_names_concealed=args.report_names == "concealed",
+        licence_changes=args.licence_changes,
     )
     if args.domains:
         spec.domains = tuple(d.strip() for d in args.domains.split(",") if d.strip())
