@@ -1,4 +1,4 @@
-"""Command line: `python -m connector run | check | demo`.
+"""Command line: `python -m connector run | check | demo | insights`.
 
 Exit codes: 0 succeeded, 3 partial, 1 failed, 2 bad configuration.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from .config import ConfigError, load_settings, require_destination
+from .config import ConfigError, load_offline_settings, load_settings, require_destination
 from .datasets import DATASETS
 
 EXIT = {"succeeded": 0, "partial": 3, "failed": 1}
@@ -127,9 +127,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
         os.environ["REQUESTS_CA_BUNDLE"] = env["REQUESTS_CA_BUNDLE"]
         env["SNAPSHOT_DIR"] = out
         code = cmd_run(argparse.Namespace(out=None, datasets=args.datasets), env, trigger="demo")
+    _demo_insights(out)
     print(f"\nSnapshot files are under {out}/tenants/ ; read one with:\n"
           f"  zcat {out}/tenants/*/runs/*/users.jsonl.gz | head -n 2")
     return code
+
+
+def _demo_insights(out: str) -> None:
+    from .insights_cli import print_summary
+    from .store import LocalStore, read_json
+
+    store = LocalStore(out)
+    for pointer in sorted(store.list("tenants/")):
+        if pointer.endswith("/latest.json"):
+            manifest = read_json(store, (read_json(store, pointer) or {}).get("manifest", ""))
+            if manifest:
+                print_summary(store, manifest)
+
+
+def cmd_insights(args: argparse.Namespace) -> int:
+    from .insights_cli import NotFound, run
+    from .store import open_store
+
+    env = dict(os.environ)
+    if args.out:
+        env["SNAPSHOT_DIR"] = args.out
+    settings = load_offline_settings(env)
+    require_destination(settings)
+    try:
+        return run(settings, open_store(settings), args.run, args.json)
+    except NotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
@@ -160,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--users", type=int, default=2000, help="users in the simulated tenant (default 2000)")
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--datasets", nargs="+", choices=list(DATASETS), metavar="NAME")
+    insights = sub.add_parser("insights", help="compute the licence insights (insights.json, "
+                                               "licence_findings.jsonl.gz, report.html) of a collected run again, "
+                                               "without calling Graph")
+    insights.add_argument("--out", help="the local snapshot folder (overrides SNAPSHOT_DIR; default: SNAPSHOT_DIR or "
+                                        "the Blob settings)")
+    insights.add_argument("--run", default="latest", metavar="ID|latest",
+                          help="the run to compute them for (default: latest, the newest published run)")
+    insights.add_argument("--json", action="store_true", help="print the manifest's insights entry as JSON")
     docs = sub.add_parser("docs", help="regenerate the permission tables in README.md and docs/ from the registry")
     docs.add_argument("--check", action="store_true", help="only report out-of-date files (exit 1)")
     return parser
@@ -172,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "azure", "msal", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        return {"run": cmd_run, "check": cmd_check, "demo": cmd_demo, "docs": cmd_docs}[args.command](args)
+        return {"run": cmd_run, "check": cmd_check, "demo": cmd_demo, "docs": cmd_docs,
+                "insights": cmd_insights}[args.command](args)
     except ConfigError as exc:
         print("Configuration error:", file=sys.stderr)
         for problem in exc.problems:

@@ -100,6 +100,8 @@ class Run:
         self.finished: float | None = None
         self.status = "running"
         self.graph = None
+        self.prices: Any = None  # the price sheet (M365_PRICE_SHEET), read before any Graph request
+        self.insights: dict[str, Any] | None = None  # the manifest's entry for the derived insights files
 
     # -- helpers ---------------------------------------------------------------------------
     def _notify(self) -> None:
@@ -205,6 +207,9 @@ class Run:
     # -- the run ---------------------------------------------------------------------------
     async def execute(self) -> dict[str, Any]:
         await asyncio.to_thread(self.store.prepare)  # an unusable destination fails before any Graph request
+        from .insights_prices import load as load_prices
+
+        self.prices = await asyncio.to_thread(load_prices, self.settings, self.store)  # ConfigError when malformed
         credential = None
         try:
             try:
@@ -246,10 +251,27 @@ class Run:
                 await asyncio.gather(*tasks)
             finally:
                 await self.graph.aclose()
+            await self._derive()
             return self._finish()
         finally:
             if credential is not None:
                 credential.close()
+
+    async def _derive(self) -> None:
+        """Derived files (licence insights), computed from the committed data files read back from the store,
+        before the manifest lists them. A failure here costs the insights, never the collected data."""
+        from .insights import derive
+
+        try:
+            self.insights = await asyncio.to_thread(derive, self.store, self.manifest(), self.settings, self.prices)
+        except Exception as exc:
+            log.error("licence insights failed", exc_info=exc)
+            self.insights = {"status": "failed", "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            self.warnings.append(_warning("insights_failed", None, "Licence insights could not be computed "
+                                          f"({type(exc).__name__}); the datasets are complete. Run `python -m "
+                                          "connector insights` over this run to retry."))
+        else:
+            self.warnings.extend(self.insights.get("warnings", ()))
 
     def _finish(self) -> dict[str, Any]:
         statuses = [r.status for r in self.results.values()]
@@ -302,6 +324,7 @@ class Run:
             "warnings": self.warnings,
             "error": self.error,
             "datasets": {name: _entry(res) for name, res in self.results.items()},
+            "insights": self.insights,
         }
 
     def _log_summary(self) -> None:

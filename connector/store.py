@@ -12,6 +12,7 @@ import base64
 import hashlib
 import os
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -57,6 +58,7 @@ class Store(Protocol):
     def sink(self, relpath: str) -> Sink: ...
     def write_bytes(self, relpath: str, data: bytes, content_type: str) -> None: ...
     def read_bytes(self, relpath: str) -> bytes | None: ...
+    def read_chunks(self, relpath: str) -> Iterator[bytes]: ...
     def list(self, prefix: str) -> list[str]: ...
     def url(self, relpath: str) -> str: ...
 
@@ -176,6 +178,12 @@ class LocalStore:
             return self._path(relpath).read_bytes()
         except FileNotFoundError:
             return None
+
+    def read_chunks(self, relpath: str) -> Iterator[bytes]:
+        """The file as a stream of blocks (reading back large files without holding them); FileNotFoundError."""
+        with open(self._path(relpath), "rb") as fh:
+            while block := fh.read(BLOCK_SIZE):
+                yield block
 
     def list(self, prefix: str) -> list[str]:
         base = self._path(prefix) if prefix else self.root
@@ -310,6 +318,16 @@ class BlobStore:
             return self.container.download_blob(relpath).readall()
         except ResourceNotFoundError:
             return None
+
+    def read_chunks(self, relpath: str) -> Iterator[bytes]:
+        """The blob as a stream of chunks (reading back large files without holding them); FileNotFoundError."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            downloader = self.container.download_blob(relpath)
+        except ResourceNotFoundError:
+            raise FileNotFoundError(relpath) from None
+        yield from downloader.chunks()
 
     def list(self, prefix: str) -> list[str]:
         from azure.core.exceptions import ResourceNotFoundError

@@ -1,0 +1,330 @@
+"""Licence figures per SKU and per user, counted in one streaming pass over a run's `users` file.
+
+Definitions (docs/insights.md has them in full): a user holds a SKU when `assignedLicenses` lists it;
+the last successful sign-in is `lastSuccessfulSignInDateTime`, else the latest of `lastSignInDateTime` and
+`lastNonInteractiveSignInDateTime`; inactive = older than `inactiveDays` before the run started; never
+signed in = no sign-in at all and the account older than that. Per-user activity is held in one compact
+map (user id -> epoch seconds), so memory grows by a few dozen bytes per user, not with the files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .insights_read import GzLines, records
+from .store import Store
+
+NEVER = -1  # in the activity map: the user has no sign-in at all
+SAMPLE = 20  # sampleUserIds per finding
+
+# Exclusive classes of a licensed user, in order of precedence.
+DISABLED, NEVER_SIGNED_IN, INACTIVE, ACTIVE, NEW, UNKNOWN = (
+    "disabled", "neverSignedIn", "inactive", "active", "new", "unknown")
+
+# Findings: code -> (severity, what it counts, wastes a seat)
+FINDINGS: dict[str, tuple[str, str, bool]] = {
+    "unused_seats": ("medium", "seats", True),
+    "licence_on_disabled_account": ("high", "users", True),
+    "licence_never_used": ("high", "users", True),
+    "licence_inactive": ("medium", "users", True),
+    "over_assigned": ("high", "seats", False),
+    "subscription_not_active": ("high", "users", False),
+    "group_assignment_error": ("high", "users", False),
+    "direct_and_group_assignment": ("low", "users", False),
+    "licence_on_guest": ("low", "users", False),
+}
+SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
+
+
+def epoch(value: Any) -> int | None:
+    """ISO 8601 date-time or date (Graph, reports) -> epoch seconds; None for null, "" or nonsense."""
+    if not value or not isinstance(value, str):
+        return None
+    try:
+        if len(value) == 10:
+            value += "T00:00:00+00:00"
+        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return None
+
+
+def last_successful(sia: dict[str, Any] | None) -> int:
+    """The last successful sign-in (definition above) of a signInActivity, NEVER when there is none."""
+    if not sia:
+        return NEVER
+    value = sia.get("lastSuccessfulSignInDateTime")
+    if not value:  # null or "" (successes before December 2023 were not backfilled)
+        candidates = [v for v in (sia.get("lastSignInDateTime"), sia.get("lastNonInteractiveSignInDateTime"))
+                      if v and isinstance(v, str)]
+        value = max(candidates, key=lambda v: epoch(v) or 0) if candidates else None
+    stamp = epoch(value)
+    return NEVER if stamp is None else stamp
+
+
+@dataclass
+class Activity:
+    """Last activity per user: from sign-in activity (keyed by id) or a usage report (keyed by UPN)."""
+
+    source: str | None  # "signInActivity", "usageReports" or None
+    by: str = "id"  # which user property keys `last`
+    last: dict[str, int] = field(default_factory=dict)
+    note: str = ""
+
+    def of(self, user: dict[str, Any]) -> int | None:
+        """Epoch seconds, NEVER, or None when this source knows nothing about the user."""
+        if self.source is None:
+            return None
+        key = user.get("id") if self.by == "id" else (user.get("userPrincipalName") or "").lower()
+        return self.last.get(key)
+
+
+def sign_in_activity(store: Store, relpath: str) -> Activity:
+    last: dict[str, int] = {}
+    for rec in records(store, relpath):
+        last[rec["id"]] = last_successful(rec.get("signInActivity"))
+    return Activity("signInActivity", "id", last)
+
+
+def report_activity(store: Store, relpath: str) -> Activity:
+    """getOffice365ActiveUserDetail: the latest of the per-workload last activity dates, keyed by UPN. Reports
+    know activity, not sign-ins: "never" cannot be told from "long ago", so no user is NEVER here."""
+    last: dict[str, int] = {}
+    for rec in records(store, relpath):
+        stamps = [epoch(v) for k, v in rec.items() if k.endswith("LastActivityDate") or k == "lastActivityDate"]
+        best = max((s for s in stamps if s is not None), default=None)
+        upn = (rec.get("userPrincipalName") or "").lower()
+        if upn:
+            last[upn] = max(best, last.get(upn) or 0) if best is not None else last.get(upn, 0)
+    return Activity("usageReports", "upn", last)
+
+
+@dataclass
+class SkuTally:
+    sku_id: str
+    part_number: str
+    record: dict[str, Any] | None  # the subscribed_skus record; None for a SKU only users mention
+    assigned: int = 0
+    disabled: int = 0
+    inactive: int = 0
+    never: int = 0
+    guests: int = 0
+    direct_and_group: int = 0
+    group_errors: int = 0
+    classes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        (ACTIVE, NEW, INACTIVE, NEVER_SIGNED_IN, DISABLED, UNKNOWN), 0))
+
+
+@dataclass
+class Finding:
+    code: str
+    sku: SkuTally
+    count: int = 0
+    samples: list[str] = field(default_factory=list)
+
+
+class Tally:
+    """Counts one run's users against its SKUs; writes licence_findings.jsonl.gz lines as it goes."""
+
+    def __init__(self, skus: Iterable[dict[str, Any]], *, started: int, inactive_days: int, activity: Activity,
+                 group_names: dict[str, str], lines: GzLines | None, billed: Callable[[SkuTally], bool]):
+        self.skus: dict[str, SkuTally] = {}
+        for s in skus:
+            sid = (s.get("skuId") or "").lower()
+            self.skus[sid] = SkuTally(sid, s.get("skuPartNumber") or sid, s)
+        self.billed = {sid for sid, t in self.skus.items() if billed(t)}  # waste findings only where seats are paid
+        self.cutoff = started - inactive_days * 86400
+        self.activity = activity
+        self.group_names = group_names
+        self.lines = lines
+        self.findings: dict[tuple[str, str], Finding] = {}
+        self.users = self.licensed = self.guests = self.licensed_guests = 0
+        self.user_classes = dict.fromkeys((ACTIVE, NEW, INACTIVE, NEVER_SIGNED_IN, DISABLED, UNKNOWN), 0)
+
+    def sku(self, sku_id: str) -> SkuTally:
+        tally = self.skus.get(sku_id)
+        if tally is None:
+            tally = self.skus[sku_id] = SkuTally(sku_id, sku_id, None)
+        return tally
+
+    def _old(self, user: dict[str, Any]) -> bool:
+        """Created before the inactivity cut-off (newer accounts are neither inactive nor never signed in)."""
+        created = epoch(user.get("createdDateTime"))
+        return created is None or created < self.cutoff
+
+    def judge(self, user: dict[str, Any]) -> tuple[str, int | None, bool, bool]:
+        """(exclusive class, last activity in epoch seconds or None, inactive, never signed in) of one user.
+        `inactive` and `never` follow the definitions whatever the account state; the class gives precedence
+        to a disabled account, so each licensed user lands in exactly one class."""
+        disabled = user.get("accountEnabled") is False
+        source = self.activity.source
+        if source is None:
+            return (DISABLED if disabled else UNKNOWN), None, False, False
+        last = self.activity.of(user)
+        if source == "usageReports":  # reports record activity, not sign-ins: no date = no activity in their data
+            inactive = last < self.cutoff if last else self._old(user)
+            cls = DISABLED if disabled else INACTIVE if inactive else ACTIVE if last else NEW
+            return cls, last or None, inactive, False
+        if last is None:  # not in the sign-in file (e.g. created while the run read it)
+            return (DISABLED if disabled else UNKNOWN), None, False, False
+        if last == NEVER:
+            never = self._old(user)
+            return (DISABLED if disabled else NEVER_SIGNED_IN if never else NEW), None, False, never
+        inactive = last < self.cutoff
+        return (DISABLED if disabled else INACTIVE if inactive else ACTIVE), last, inactive, False
+
+    def add(self, user: dict[str, Any]) -> None:
+        self.users += 1
+        guest = user.get("userType") == "Guest"
+        self.guests += guest
+        licences = user.get("assignedLicenses") or ()
+        states = user.get("licenseAssignmentStates") or ()
+        if not licences and not states:
+            return
+        held = {(lic.get("skuId") or "").lower() for lic in licences} - {""}
+        direct: set[str] = set()
+        via: dict[str, list[str]] = {}
+        errors: dict[str, str] = {}
+        for st in states:
+            sid = (st.get("skuId") or "").lower()
+            group = st.get("assignedByGroup")
+            if not group:
+                direct.add(sid)
+                continue
+            via.setdefault(sid, []).append(group)
+            err = st.get("error")
+            if st.get("state") in ("Error", "ActiveWithError") or (err and err != "None"):
+                errors[sid] = err if err and err != "None" else st.get("state")
+        cls, last, inactive, never = self.judge(user)
+        if held:
+            self.licensed += 1
+            self.licensed_guests += guest
+            self.user_classes[cls] += 1
+        waste = {DISABLED: "licence_on_disabled_account", NEVER_SIGNED_IN: "licence_never_used",
+                 INACTIVE: "licence_inactive"}.get(cls)
+        for sid in held:
+            t = self.sku(sid)
+            t.assigned += 1
+            t.classes[cls] += 1
+            t.disabled += cls == DISABLED
+            t.inactive += inactive
+            t.never += never
+            t.guests += guest
+            both = sid in direct and sid in via
+            t.direct_and_group += both
+            path = self._path(sid, direct, via)
+            not_active = t.record is not None and t.record.get("capabilityStatus") != "Enabled"
+            codes = (waste if sid in self.billed else None, "licence_on_guest" if guest else None,
+                     "direct_and_group_assignment" if both else None, "subscription_not_active" if not_active else None)
+            for code in codes:
+                if code:
+                    self._hit(code, t, user, last, path)
+        for sid, err in errors.items():
+            t = self.sku(sid)
+            t.group_errors += 1
+            self._hit("group_assignment_error", t, user, last, self._path(sid, direct, via), err)
+
+    def _path(self, sid: str, direct: set[str], via: dict[str, list[str]]) -> dict[str, Any]:
+        groups = via.get(sid) or []
+        kind = "direct+group" if sid in direct and groups else "group" if groups else "direct"
+        return {"assignment": kind,
+                "groups": [{"id": g, "displayName": self.group_names.get(g)} for g in groups]}
+
+    def _hit(self, code: str, t: SkuTally, user: dict[str, Any], last: int | None, path: dict[str, Any],
+             error: str | None = None) -> None:
+        f = self.findings.get((code, t.sku_id))
+        if f is None:
+            f = self.findings[(code, t.sku_id)] = Finding(code, t)
+        f.count += 1
+        if len(f.samples) < SAMPLE:
+            f.samples.append(user.get("id"))
+        if self.lines is None:
+            return
+        evidence = {
+            "accountEnabled": user.get("accountEnabled"),
+            "userType": user.get("userType"),
+            "createdDateTime": user.get("createdDateTime"),
+            "lastSuccessfulSignIn": _iso(last) if last else None,
+            "activitySource": self.activity.source,
+            **path,
+        }
+        if error:
+            evidence["error"] = error
+        if code == "subscription_not_active":
+            evidence["capabilityStatus"] = t.record.get("capabilityStatus") if t.record else None
+        self.lines.write({"userId": user.get("id"), "userPrincipalName": user.get("userPrincipalName"),
+                          "displayName": user.get("displayName"), "skuId": t.sku_id, "skuPartNumber": t.part_number,
+                          "code": code, "evidence": evidence})
+
+    def seat_findings(self) -> None:
+        """Findings about seats rather than users: unused (SKUs paid for) and over-assigned (enabled SKUs)."""
+        for t in self.skus.values():
+            if t.record is None or t.record.get("capabilityStatus") != "Enabled":
+                continue
+            enabled = (t.record.get("prepaidUnits") or {}).get("enabled") or 0
+            consumed = t.record.get("consumedUnits") or 0
+            if enabled > consumed and t.sku_id in self.billed:
+                self.findings[("unused_seats", t.sku_id)] = Finding("unused_seats", t, enabled - consumed)
+            elif consumed > enabled:
+                self.findings[("over_assigned", t.sku_id)] = Finding("over_assigned", t, consumed - enabled)
+
+
+def _iso(ts: int) -> str:
+    from datetime import UTC
+
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def previous_assignments(store: Store, relpath: str) -> dict[str, tuple[str, ...]]:
+    """user id -> SKU ids held, from an earlier run's users file (tuples shared between users)."""
+    shared: dict[tuple[str, ...], tuple[str, ...]] = {}
+    out: dict[str, tuple[str, ...]] = {}
+    for user in records(store, relpath):
+        skus = tuple(sorted({(lic.get("skuId") or "").lower() for lic in user.get("assignedLicenses") or ()}))
+        out[user["id"]] = shared.setdefault(skus, skus)
+    return out
+
+
+class Changes:
+    """Users and licences added and removed since the previous run, counted while the users stream by."""
+
+    def __init__(self, previous: dict[str, tuple[str, ...]]):
+        self.previous = previous
+        self.added = 0
+        self.assigned: dict[str, int] = {}
+        self.removed: dict[str, int] = {}
+
+    def add(self, user: dict[str, Any]) -> None:
+        now = {(lic.get("skuId") or "").lower() for lic in user.get("assignedLicenses") or ()}
+        before = self.previous.pop(user.get("id"), None)
+        if before is None:
+            self.added += 1
+            gained, lost = now, ()
+        else:
+            gained, lost = now.difference(before), [s for s in before if s not in now]
+        for sid in gained:
+            self.assigned[sid] = self.assigned.get(sid, 0) + 1
+        for sid in lost:
+            self.removed[sid] = self.removed.get(sid, 0) + 1
+
+    def finish(self) -> int:
+        """Users that are gone (their licences count as removed); returns how many."""
+        for skus in self.previous.values():
+            for sid in skus:
+                self.removed[sid] = self.removed.get(sid, 0) + 1
+        gone = len(self.previous)
+        self.previous = {}
+        return gone
+
+
+def count_users(store: Store, relpath: str, tally: Tally, changes: Changes | None,
+                progress: Callable[[int], None] | None = None) -> None:
+    add, track = tally.add, (changes.add if changes else None)
+    for n, user in enumerate(records(store, relpath), 1):
+        add(user)
+        if track:
+            track(user)
+        if progress and n % 50000 == 0:
+            progress(n)

@@ -1,0 +1,75 @@
+"""Reading a run's committed files back from the store as streams, and writing derived files the same way.
+
+Insights run after every data file is committed and read them back exactly as a downstream reader would,
+one block at a time, so memory does not grow with the size of the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from .store import BLOCK_SIZE, GZIP_LEVEL, Store
+
+
+def records(store: Store, relpath: str) -> Iterator[dict[str, Any]]:
+    """Records of a gzip JSON Lines file in the store, streamed."""
+    inflate = zlib.decompressobj(31)
+    loads = orjson.loads
+    rest = b""
+    for block in store.read_chunks(relpath):
+        lines = (rest + inflate.decompress(block)).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            if line:
+                yield loads(line)
+    tail = rest + inflate.flush()
+    for line in tail.split(b"\n"):
+        if line:
+            yield loads(line)
+
+
+class GzLines:
+    """Writes records to the store as gzip JSON Lines in blocks; counts, sizes and hashes as it goes."""
+
+    def __init__(self, store: Store, relpath: str):
+        self.relpath = relpath
+        self._sink = store.sink(relpath)
+        self._zip = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+        self._hash = hashlib.sha256()
+        self._pending: list[bytes] = []
+        self._size = 0
+        self.records = 0
+        self.bytes = 0
+
+    def _put(self, data: bytes, force: bool = False) -> None:
+        if data:
+            self._pending.append(data)
+            self._size += len(data)
+        if self._size >= BLOCK_SIZE or (force and self._pending):
+            block = b"".join(self._pending)
+            self._pending, self._size = [], 0
+            self._hash.update(block)
+            self.bytes += len(block)
+            self._sink.put(block)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.records += 1
+        self._put(self._zip.compress(orjson.dumps(record) + b"\n"))
+
+    def close(self) -> dict[str, Any]:
+        self._put(self._zip.flush(), force=True)
+        self._sink.commit()
+        return {"bytes": self.bytes, "sha256": self._hash.hexdigest(), "records": self.records}
+
+    def abort(self) -> None:
+        self._sink.abort()
+
+
+def put(store: Store, relpath: str, data: bytes, content_type: str) -> dict[str, Any]:
+    store.write_bytes(relpath, data, content_type)
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
