@@ -8,6 +8,7 @@ return the manifest's `insights` entry (files with bytes and sha256). Graph is n
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from typing import Any
@@ -43,6 +44,7 @@ log = logging.getLogger("m365_connector")
 
 INSIGHTS_VERSION = 1
 INSIGHTS_FILE, FINDINGS_FILE, REPORT_FILE = "insights.json", "licence_findings.jsonl.gz", "report.html"
+USER_LICENCES_FILE = "user_licences.jsonl.gz"  # id and SKU ids per user: the next run's changes compare with it
 TREND_RUNS = 12  # runs on the report's trend chart, this one included
 PUBLISHED = ("succeeded", "partial")
 ACTIVITY_REPORT = "report_office365_active_user_detail"
@@ -108,7 +110,8 @@ def _changes(store: Store, manifest: dict[str, Any], previous: tuple[str, dict[s
     if (prev.get("domainFilter") or {}).get("domains") != (manifest.get("domainFilter") or {}).get("domains"):
         return None, None, f"the previous run {run_id} used another domain filter (M365_DOMAINS)"
     prefix = run_prefix(prev["tenantId"], run_id)
-    before = previous_assignments(store, f"{prefix}/{users['file']}")
+    flat = USER_LICENCES_FILE in ((prev.get("insights") or {}).get("files") or {})
+    before = previous_assignments(store, f"{prefix}/{USER_LICENCES_FILE if flat else users['file']}", flat)
     return Changes(before), {"runId": run_id, "startedAt": prev.get("startedAt"),
                              "skus": list(records(store, f"{prefix}/{skus['file']}"))}, None
 
@@ -248,6 +251,22 @@ def derive(store: Store, manifest: dict[str, Any], settings: Any, prices: PriceS
            names: ProductNames | None = None) -> dict[str, Any]:
     """Compute and write the insights files of the run `manifest` describes; return its manifest entry."""
     cpu0 = time.process_time()
+    # Hundreds of thousands of parsed records pass through, a few compact maps stay: the cyclic garbage
+    # collector would rescan those maps over and over (a third of the time) and frees nothing here.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        entry = _derive(store, manifest, settings, prices, names)
+    finally:
+        if collecting:
+            gc.enable()
+    if entry["status"] == "succeeded":
+        entry["cpuSeconds"] = round(time.process_time() - cpu0, 3)
+    return entry
+
+
+def _derive(store: Store, manifest: dict[str, Any], settings: Any, prices: PriceSheet | None,
+            names: ProductNames | None) -> dict[str, Any]:
     datasets = manifest["datasets"]
     missing = [n for n in ("users", "subscribed_skus") if not _usable(datasets.get(n))]
     if missing:
@@ -272,16 +291,18 @@ def derive(store: Store, manifest: dict[str, Any], settings: Any, prices: PriceS
     changes, previous, no_changes = _changes(store, manifest, earlier[0] if earlier else None)
 
     lines = GzLines(store, f"{prefix}/{FINDINGS_FILE}")
+    flat = GzLines(store, f"{prefix}/{USER_LICENCES_FILE}")
     tally = Tally(sku_records, started=epoch(manifest["startedAt"]) or int(time.time()),
                   inactive_days=settings.inactive_days, activity=activity, group_names=group_names, lines=lines,
                   billed=lambda t: is_billed(t, subs, prices))
     try:
-        count_users(store, f"{prefix}/{datasets['users']['file']}", tally, changes)
+        count_users(store, f"{prefix}/{datasets['users']['file']}", tally, changes, flat)
         tally.seat_findings()
     except BaseException:
         lines.abort()
+        flat.abort()
         raise
-    findings_file = lines.close()
+    findings_file, flat_file = lines.close(), flat.close()
 
     known = activity.source is not None
     skus = [_sku_entry(t, names, prices, known, subs) for t in tally.skus.values()]
@@ -314,9 +335,9 @@ def derive(store: Store, manifest: dict[str, Any], settings: Any, prices: PriceS
 
     from .insights_report import render
 
-    files = {FINDINGS_FILE: findings_file,
+    files = {FINDINGS_FILE: findings_file, USER_LICENCES_FILE: flat_file,
              REPORT_FILE: put(store, f"{prefix}/{REPORT_FILE}", render(doc), "text/html; charset=utf-8"),
              INSIGHTS_FILE: put(store, f"{prefix}/{INSIGHTS_FILE}",
                                 orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n", "application/json")}
-    return {"status": "succeeded", "files": files, "findings": len(findings),
-            "cpuSeconds": round(time.process_time() - cpu0, 3), "warnings": warnings}
+    return {"status": "succeeded", "files": files, "findings": len(findings), "cpuSeconds": None,
+            "warnings": warnings}

@@ -15,20 +15,29 @@ import orjson
 
 from .store import BLOCK_SIZE, GZIP_LEVEL, Store
 
+PIECE = 1 << 20  # inflate at most this much at a time: a 4 MiB block of JSON can be 50 MiB unpacked
+
+
+def lines(store: Store, relpath: str) -> Iterator[bytes]:
+    """Lines of a gzip JSON Lines file in the store, streamed."""
+    inflate = zlib.decompressobj(31)
+    rest = b""
+    for block in store.read_chunks(relpath):
+        data = block
+        while data:
+            chunk = inflate.decompress(data, PIECE)
+            data = inflate.unconsumed_tail
+            parts = (rest + chunk).split(b"\n")
+            rest = parts.pop()
+            yield from parts
+    parts = (rest + inflate.flush()).split(b"\n")
+    yield from parts
+
 
 def records(store: Store, relpath: str) -> Iterator[dict[str, Any]]:
     """Records of a gzip JSON Lines file in the store, streamed."""
-    inflate = zlib.decompressobj(31)
     loads = orjson.loads
-    rest = b""
-    for block in store.read_chunks(relpath):
-        lines = (rest + inflate.decompress(block)).split(b"\n")
-        rest = lines.pop()
-        for line in lines:
-            if line:
-                yield loads(line)
-    tail = rest + inflate.flush()
-    for line in tail.split(b"\n"):
+    for line in lines(store, relpath):
         if line:
             yield loads(line)
 
@@ -43,6 +52,8 @@ class GzLines:
         self._hash = hashlib.sha256()
         self._pending: list[bytes] = []
         self._size = 0
+        self._lines: list[bytes] = []
+        self._lines_size = 0
         self.records = 0
         self.bytes = 0
 
@@ -59,9 +70,19 @@ class GzLines:
 
     def write(self, record: dict[str, Any]) -> None:
         self.records += 1
-        self._put(self._zip.compress(orjson.dumps(record) + b"\n"))
+        line = orjson.dumps(record)
+        self._lines.append(line)
+        self._lines_size += len(line) + 1
+        if self._lines_size >= PIECE:
+            self._deflate()
+
+    def _deflate(self) -> None:
+        if self._lines:
+            self._put(self._zip.compress(b"\n".join(self._lines) + b"\n"))
+            self._lines, self._lines_size = [], 0
 
     def close(self) -> dict[str, Any]:
+        self._deflate()
         self._put(self._zip.flush(), force=True)
         self._sink.commit()
         return {"bytes": self.bytes, "sha256": self._hash.hexdigest(), "records": self.records}
