@@ -127,7 +127,7 @@ def is_billed(t: SkuTally, subs: dict[str, dict[str, Any]], prices: PriceSheet |
             and (price is None or price[0] > 0))
 
 
-def _sku_entry(t: SkuTally, names: ProductNames, prices: PriceSheet | None, activity: bool,
+def _sku_entry(t: SkuTally, names: ProductNames, prices: PriceSheet | None, activity: str | None,
                subs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     rec = t.record or {}
     units = rec.get("prepaidUnits") or {}
@@ -148,7 +148,7 @@ def _sku_entry(t: SkuTally, names: ProductNames, prices: PriceSheet | None, acti
         "consumed": consumed, "available": available,
         "assigned": t.assigned, "assignedDisabled": t.disabled,
         "assignedInactive": t.inactive if activity else None,
-        "assignedNeverSignedIn": t.never if activity else None,
+        "assignedNeverSignedIn": t.never if activity == "signInActivity" else None,
         "assignedGuests": t.guests, "directAndGroup": t.direct_and_group, "groupErrors": t.group_errors,
         "unusedSeats": unused,
         "wasteSeats": unused + waste_users if billed else 0,
@@ -184,7 +184,7 @@ def _by_currency(skus: list[dict[str, Any]], key: str) -> dict[str, float] | Non
     return sums or None
 
 
-def _totals(tally: Tally, skus: list[dict[str, Any]], findings: list[dict[str, Any]], activity: bool
+def _totals(tally: Tally, skus: list[dict[str, Any]], findings: list[dict[str, Any]], activity: str | None
             ) -> dict[str, Any]:
     def total(key: str) -> int | None:
         values = [s[key] for s in skus if s.get(key) is not None]
@@ -196,7 +196,7 @@ def _totals(tally: Tally, skus: list[dict[str, Any]], findings: list[dict[str, A
         "skus": len(skus), "enabled": total("enabled"), "consumed": total("consumed"),
         "assigned": total("assigned"), "assignedDisabled": total("assignedDisabled"),
         "assignedInactive": total("assignedInactive") if activity else None,
-        "assignedNeverSignedIn": total("assignedNeverSignedIn") if activity else None,
+        "assignedNeverSignedIn": total("assignedNeverSignedIn") if activity == "signInActivity" else None,
         "assignedGuests": total("assignedGuests"), "directAndGroup": total("directAndGroup"),
         "groupErrors": total("groupErrors"), "unusedSeats": total("unusedSeats"), "wasteSeats": total("wasteSeats"),
         "monthlyCost": _by_currency(skus, "monthlyCost"), "monthlyWaste": _by_currency(skus, "monthlyWaste"),
@@ -304,7 +304,7 @@ def _derive(store: Store, manifest: dict[str, Any], settings: Any, prices: Price
         raise
     findings_file, flat_file = lines.close(), flat.close()
 
-    known = activity.source is not None
+    known = activity.source
     skus = [_sku_entry(t, names, prices, known, subs) for t in tally.skus.values()]
     skus.sort(key=lambda s: (-(s["assigned"] or 0), s["skuPartNumber"]))
     by_id = {s["skuId"]: s for s in skus}

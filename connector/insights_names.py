@@ -100,8 +100,13 @@ def _download(url: str) -> bytes:
 
 
 def load(store: Store | None, url: str | None, *, now: float | None = None) -> ProductNames:
-    """The freshest table available: downloaded now, cached in the store, or shipped; never raises."""
+    """The freshest table available: downloaded now, cached in the store, or shipped; never raises.
+    `url` None: the shipped copy only."""
     now = time.time() if now is None else now
+    if url is None:
+        result = shipped()
+        result.basis["note"] = "M365_PRODUCT_NAMES_URL is none: the copy shipped in the package is used"
+        return result
     meta: dict[str, Any] = {}
     cached: ProductNames | None = None
     if store is not None:
@@ -118,7 +123,7 @@ def load(store: Store | None, url: str | None, *, now: float | None = None) -> P
     fresh = cached is not None and cached.basis.get("url") == url and \
         _age_hours(meta.get("retrievedAt"), now) < REFRESH_DAYS * 24
     recently_failed = meta.get("lastFailureUrl") == url and _age_hours(meta.get("lastFailureAt"), now) < RETRY_HOURS
-    if url and not fresh and not recently_failed:
+    if not fresh and not recently_failed:
         try:
             data = _download(url)
             table = parse(data)
@@ -139,9 +144,7 @@ def load(store: Store | None, url: str | None, *, now: float | None = None) -> P
                     log.warning("product names could not be cached (%s)", type(exc).__name__)
             return ProductNames(table, {"source": "download", "url": url, "retrievedAt": _iso(now), "sha256": digest})
     result = cached or shipped()
-    if url is None:
-        result.basis["note"] = "M365_PRODUCT_NAMES_URL is none: the copy shipped in the package is used"
-    elif meta.get("lastFailureUrl") == url:
+    if meta.get("lastFailureUrl") == url:
         result.basis["lastRefreshFailure"] = {"at": meta.get("lastFailureAt"), "reason": meta.get("lastFailure")}
     return result
 
