@@ -75,13 +75,13 @@ def insights_alone(folder: str) -> dict:
             "maxrssMiB": after.ru_maxrss / 1024, "entry": orjson.loads(out.stdout)}
 
 
-def measure(users: int, latency: float) -> dict:
+def measure(users: int, latency: float, datasets: str) -> dict:
     folder = tempfile.mkdtemp(prefix="m365-bench-insights-")
     runs = []
     for changes in (0, 1):
         proc, env = simulator(users, latency, changes)
         try:
-            runs.append(collect({**env, "SNAPSHOT_DIR": folder, "M365_DATASETS": DATASETS}))
+            runs.append(collect({**env, "SNAPSHOT_DIR": folder, "M365_DATASETS": datasets}))
         finally:
             proc.terminate()
             proc.wait(30)
@@ -110,12 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, nargs="+", default=[200000])
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per Graph request (default 0: CPU only)")
+    parser.add_argument("--datasets", default=DATASETS,
+                        help=f"M365_DATASETS of the runs: '*' for every dataset (default: {DATASETS})")
     parser.add_argument("--json", help="also write the raw results to this file")
     args = parser.parse_args(argv)
     results = []
-    print(f"# bench/insights.py --users {' '.join(map(str, args.users))} (datasets {DATASETS})\n")
+    print(f"# bench/insights.py --users {' '.join(map(str, args.users))} --datasets '{args.datasets}'\n")
     for n in args.users:
-        r = measure(n, args.latency)
+        r = measure(n, args.latency, args.datasets)
         results.append(r)
         print(report(r), flush=True)
     if args.json:

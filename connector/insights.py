@@ -81,21 +81,25 @@ def _activity(store: Store, prefix: str, datasets: dict[str, Any]) -> tuple[Acti
     return Activity(None), facts
 
 
-def find_runs(store: Store, tenant_id: str, before: str, limit: int) -> list[tuple[str, dict[str, Any]]]:
-    """Published runs of the tenant older than `before`, newest first: (run id, manifest)."""
+def find_runs(store: Store, current: dict[str, Any], limit: int) -> list[tuple[str, dict[str, Any]]]:
+    """Published runs of the tenant that finished before the `current` run started, newest first:
+    (run id, manifest). Run ids sort by their start second only, so the manifests' times decide."""
+    tenant_id, started = current["tenantId"], current["startedAt"]
+    second = current["runId"][:16]
     names = store.list(f"tenants/{tenant_id}/runs/")
     run_ids = sorted({n.split("/")[3] for n in names if n.endswith("/manifest.json") and n.count("/") == 4},
                      reverse=True)
-    out = []
+    found = []
     for run_id in run_ids:
-        if run_id >= before:
+        if run_id == current["runId"] or run_id[:16] > second:
             continue
         manifest = read_json(store, f"{run_prefix(tenant_id, run_id)}/manifest.json")
-        if manifest and manifest.get("status") in PUBLISHED:
-            out.append((run_id, manifest))
-            if len(out) >= limit:
-                break
-    return out
+        if manifest and manifest.get("status") in PUBLISHED and (manifest.get("finishedAt") or "") <= started:
+            found.append((run_id, manifest))
+            if len(found) > limit and found[-1][0][:16] < found[limit - 1][0][:16]:
+                break  # enough, and no later run can share a start second with the ones kept
+    found.sort(key=lambda r: (r[1].get("finishedAt") or "", r[0]), reverse=True)
+    return found[:limit]
 
 
 def _changes(store: Store, manifest: dict[str, Any], previous: tuple[str, dict[str, Any]] | None
@@ -287,7 +291,7 @@ def _derive(store: Store, manifest: dict[str, Any], settings: Any, prices: Price
             if nxt and sub.get("status") in BILLED and (entry["nextLifecycleDateTime"] or "9") > nxt:
                 entry["nextLifecycleDateTime"] = nxt
     activity, inputs = _activity(store, prefix, datasets)
-    earlier = find_runs(store, tenant, run_id, TREND_RUNS - 1)
+    earlier = find_runs(store, manifest, TREND_RUNS - 1)
     changes, previous, no_changes = _changes(store, manifest, earlier[0] if earlier else None)
 
     lines = GzLines(store, f"{prefix}/{FINDINGS_FILE}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -40,6 +40,8 @@ FINDINGS: dict[str, tuple[str, str, bool]] = {
     "licence_on_guest": ("low", "users", False),
 }
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
+_WASTE = {DISABLED: "licence_on_disabled_account", NEVER_SIGNED_IN: "licence_never_used", INACTIVE: "licence_inactive"}
+_NONE: set[str] = set()  # returned for unlicensed users; never modified
 
 
 def epoch(value: Any) -> int | None:
@@ -49,7 +51,10 @@ def epoch(value: Any) -> int | None:
     try:
         if len(value) == 10:
             value += "T00:00:00+00:00"
-        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+        stamp = datetime.fromisoformat(value)  # Python 3.11 reads the trailing Z
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=UTC)
+        return int(stamp.timestamp())
     except ValueError:
         return None
 
@@ -116,8 +121,13 @@ class SkuTally:
     guests: int = 0
     direct_and_group: int = 0
     group_errors: int = 0
+    billed: bool = False  # paid for: waste findings apply
     classes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         (ACTIVE, NEW, INACTIVE, NEVER_SIGNED_IN, DISABLED, UNKNOWN), 0))
+    not_active: bool = False  # capabilityStatus other than Enabled: its holders risk losing the service
+
+    def __post_init__(self) -> None:
+        self.not_active = self.record is not None and self.record.get("capabilityStatus") != "Enabled"
 
 
 @dataclass
@@ -137,7 +147,8 @@ class Tally:
         for s in skus:
             sid = (s.get("skuId") or "").lower()
             self.skus[sid] = SkuTally(sid, s.get("skuPartNumber") or sid, s)
-        self.billed = {sid for sid, t in self.skus.items() if billed(t)}  # waste findings only where seats are paid
+        for t in self.skus.values():
+            t.billed = billed(t)  # waste findings only where seats are paid for
         self.cutoff = started - inactive_days * 86400
         self.activity = activity
         self.group_names = group_names
@@ -151,6 +162,11 @@ class Tally:
         if tally is None:
             tally = self.skus[sku_id] = SkuTally(sku_id, sku_id, None)
         return tally
+
+    @property
+    def last_key(self) -> str:
+        """Evidence field of the last activity: a sign-in, or a usage report's activity date."""
+        return "lastSuccessfulSignIn" if self.activity.source != "usageReports" else "lastReportedActivity"
 
     def _old(self, user: dict[str, Any]) -> bool:
         """Created before the inactivity cut-off (newer accounts are neither inactive nor never signed in)."""
@@ -179,55 +195,65 @@ class Tally:
         return (DISABLED if disabled else INACTIVE if inactive else ACTIVE), last, inactive, False
 
     def add(self, user: dict[str, Any]) -> set[str]:
-        """Count one user; returns the SKU ids it holds."""
+        """Count one user; returns the SKU ids it holds. (The hot loop: kept to plain operations.)"""
         self.users += 1
-        guest = user.get("userType") == "Guest"
-        self.guests += guest
-        licences = user.get("assignedLicenses") or ()
-        states = user.get("licenseAssignmentStates") or ()
+        get = user.get
+        guest = get("userType") == "Guest"
+        if guest:
+            self.guests += 1
+        licences = get("assignedLicenses")
+        states = get("licenseAssignmentStates")
         if not licences and not states:
-            return set()
-        held = {(lic.get("skuId") or "").lower() for lic in licences} - {""}
+            return _NONE
+        held = {(lic.get("skuId") or "").lower() for lic in licences} if licences else set()
+        held.discard("")
         direct: set[str] = set()
         via: dict[str, list[str]] = {}
         errors: dict[str, str] = {}
-        for st in states:
+        for st in states or ():
             sid = (st.get("skuId") or "").lower()
             group = st.get("assignedByGroup")
             if not group:
                 direct.add(sid)
                 continue
             via.setdefault(sid, []).append(group)
-            err = st.get("error")
-            if st.get("state") in ("Error", "ActiveWithError") or (err and err != "None"):
-                errors[sid] = err if err and err != "None" else st.get("state")
+            err, state = st.get("error"), st.get("state")
+            if state == "Error" or state == "ActiveWithError" or (err and err != "None"):
+                errors[sid] = err if err and err != "None" else state
         cls, last, inactive, never = self.judge(user)
+        hit = self._hit
         if held:
             self.licensed += 1
-            self.licensed_guests += guest
+            if guest:
+                self.licensed_guests += 1
             self.user_classes[cls] += 1
-        waste = {DISABLED: "licence_on_disabled_account", NEVER_SIGNED_IN: "licence_never_used",
-                 INACTIVE: "licence_inactive"}.get(cls)
-        for sid in held:
-            t = self.sku(sid)
-            t.assigned += 1
-            t.classes[cls] += 1
-            t.disabled += cls == DISABLED
-            t.inactive += inactive
-            t.never += never
-            t.guests += guest
-            both = sid in direct and sid in via
-            t.direct_and_group += both
-            not_active = t.record is not None and t.record.get("capabilityStatus") != "Enabled"
-            codes = (waste if sid in self.billed else None, "licence_on_guest" if guest else None,
-                     "direct_and_group_assignment" if both else None, "subscription_not_active" if not_active else None)
-            for code in codes:
-                if code:
-                    self._hit(code, t, user, last, self._path(sid, direct, via))
+            waste = _WASTE.get(cls)
+            disabled = cls == DISABLED
+            skus = self.skus
+            for sid in held:
+                t = skus.get(sid) or self.sku(sid)
+                t.assigned += 1
+                t.classes[cls] += 1
+                if disabled:
+                    t.disabled += 1
+                if inactive:
+                    t.inactive += 1
+                if never:
+                    t.never += 1
+                if waste and t.billed:
+                    hit(waste, t, user, last, sid, direct, via)
+                if guest:
+                    t.guests += 1
+                    hit("licence_on_guest", t, user, last, sid, direct, via)
+                if via and sid in direct and sid in via:
+                    t.direct_and_group += 1
+                    hit("direct_and_group_assignment", t, user, last, sid, direct, via)
+                if t.not_active:
+                    hit("subscription_not_active", t, user, last, sid, direct, via)
         for sid, err in errors.items():
             t = self.sku(sid)
             t.group_errors += 1
-            self._hit("group_assignment_error", t, user, last, self._path(sid, direct, via), err)
+            hit("group_assignment_error", t, user, last, sid, direct, via, err)
         return held
 
     def _path(self, sid: str, direct: set[str], via: dict[str, list[str]]) -> dict[str, Any]:
@@ -236,30 +262,32 @@ class Tally:
         return {"assignment": kind,
                 "groups": [{"id": g, "displayName": self.group_names.get(g)} for g in groups]}
 
-    def _hit(self, code: str, t: SkuTally, user: dict[str, Any], last: int | None, path: dict[str, Any],
-             error: str | None = None) -> None:
-        f = self.findings.get((code, t.sku_id))
+    def _hit(self, code: str, t: SkuTally, user: dict[str, Any], last: int | None, sid: str, direct: set[str],
+             via: dict[str, list[str]], error: str | None = None) -> None:
+        key = (code, t.sku_id)
+        f = self.findings.get(key)
         if f is None:
-            f = self.findings[(code, t.sku_id)] = Finding(code, t)
+            f = self.findings[key] = Finding(code, t)
         f.count += 1
+        get = user.get
         if len(f.samples) < SAMPLE:
-            f.samples.append(user.get("id"))
+            f.samples.append(get("id"))
         if self.lines is None:
             return
         evidence = {
-            "accountEnabled": user.get("accountEnabled"),
-            "userType": user.get("userType"),
-            "createdDateTime": user.get("createdDateTime"),
-            "lastSuccessfulSignIn": _iso(last) if last else None,
+            "accountEnabled": get("accountEnabled"),
+            "userType": get("userType"),
+            "createdDateTime": get("createdDateTime"),
+            self.last_key: _iso(last) if last else None,
             "activitySource": self.activity.source,
-            **path,
+            **self._path(sid, direct, via),
         }
         if error:
             evidence["error"] = error
         if code == "subscription_not_active":
             evidence["capabilityStatus"] = t.record.get("capabilityStatus") if t.record else None
-        self.lines.write({"userId": user.get("id"), "userPrincipalName": user.get("userPrincipalName"),
-                          "displayName": user.get("displayName"), "skuId": t.sku_id, "skuPartNumber": t.part_number,
+        self.lines.write({"userId": get("id"), "userPrincipalName": get("userPrincipalName"),
+                          "displayName": get("displayName"), "skuId": t.sku_id, "skuPartNumber": t.part_number,
                           "code": code, "evidence": evidence})
 
     def seat_findings(self) -> None:
@@ -269,7 +297,7 @@ class Tally:
                 continue
             enabled = (t.record.get("prepaidUnits") or {}).get("enabled") or 0
             consumed = t.record.get("consumedUnits") or 0
-            if enabled > consumed and t.sku_id in self.billed:
+            if enabled > consumed and t.billed:
                 self.findings[("unused_seats", t.sku_id)] = Finding("unused_seats", t, enabled - consumed)
             elif consumed > enabled:
                 self.findings[("over_assigned", t.sku_id)] = Finding("over_assigned", t, consumed - enabled)
@@ -350,9 +378,9 @@ class Changes:
 
 def count_users(store: Store, relpath: str, tally: Tally, changes: Changes | None, flat: GzLines) -> None:
     """One pass over the users file: the tally, the changes, and user_licences (id and SKU ids per user)."""
-    add, track, write = tally.add, (changes.add if changes else None), flat.write
-    for user in records(store, relpath):
+    add, track, write, dumps = tally.add, (changes.add if changes else None), flat.write_line, orjson.dumps
+    for user in records(store, relpath, skip=b'"assignedPlans":['):
         held = add(user)
         if track:
             track(user, held)
-        write({"id": user.get("id"), "skuIds": sorted(held)})
+        write(b'{"id":' + dumps(user.get("id")) + b',"skuIds":' + dumps(sorted(held)) + b"}")
