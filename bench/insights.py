@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import orjson
@@ -60,23 +58,31 @@ def collect(env: dict[str, str]) -> dict:
     return orjson.loads(out.stdout.splitlines()[-1])
 
 
+ALONE = """
+import contextlib, io, resource, sys, time, orjson
+t0 = time.perf_counter()
+from connector.cli import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    code = main(["insights", "--out", sys.argv[1], "--json"])
+ru = resource.getrusage(resource.RUSAGE_SELF)
+print(orjson.dumps({"code": code, "wall": time.perf_counter() - t0, "cpu": ru.ru_utime + ru.ru_stime,
+                    "maxrssMiB": ru.ru_maxrss / 1024, "entry": orjson.loads(out.getvalue())}).decode())
+"""
+
+
 def insights_alone(folder: str) -> dict:
+    """`python -m connector insights` in a process of its own, which reports its own CPU and peak RSS."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("M365_", "SNAPSHOT_"))}
     env.update(PYTHONPATH=str(ROOT), M365_PRODUCT_NAMES_URL="none")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "connector", "insights", "--out", folder, "--json"], cwd=ROOT,
-                         env=env, capture_output=True, check=False)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run([sys.executable, "-c", ALONE, folder], cwd=ROOT, env=env, capture_output=True, check=False)
     if out.returncode:
         raise RuntimeError(out.stderr.decode()[-3000:])
-    return {"wall": wall, "cpu": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
-            "maxrssMiB": after.ru_maxrss / 1024, "entry": orjson.loads(out.stdout)}
+    return orjson.loads(out.stdout.splitlines()[-1])
 
 
-def measure(users: int, latency: float, datasets: str) -> dict:
-    folder = tempfile.mkdtemp(prefix="m365-bench-insights-")
+def measure(users: int, latency: float, datasets: str, keep: str | None) -> dict:
+    folder = keep or tempfile.mkdtemp(prefix="m365-bench-insights-")
     runs = []
     for changes in (0, 1):
         proc, env = simulator(users, latency, changes)
@@ -86,7 +92,8 @@ def measure(users: int, latency: float, datasets: str) -> dict:
             proc.terminate()
             proc.wait(30)
     alone = insights_alone(folder)
-    subprocess.run(["rm", "-rf", folder], check=False)
+    if not keep:
+        subprocess.run(["rm", "-rf", folder], check=False)
     return {"users": users, "runs": runs, "alone": alone}
 
 
@@ -112,12 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per Graph request (default 0: CPU only)")
     parser.add_argument("--datasets", default=DATASETS,
                         help=f"M365_DATASETS of the runs: '*' for every dataset (default: {DATASETS})")
+    parser.add_argument("--keep", metavar="DIR", help="collect into DIR and keep it (one tenant size only)")
     parser.add_argument("--json", help="also write the raw results to this file")
     args = parser.parse_args(argv)
     results = []
     print(f"# bench/insights.py --users {' '.join(map(str, args.users))} --datasets '{args.datasets}'\n")
     for n in args.users:
-        r = measure(n, args.latency, args.datasets)
+        r = measure(n, args.latency, args.datasets, args.keep)
         results.append(r)
         print(report(r), flush=True)
     if args.json:

@@ -37,7 +37,8 @@ from .insights_names import ProductNames
 from .insights_names import load as load_names
 from .insights_prices import PriceSheet
 from .insights_read import GzLines, put, records
-from .insights_text import describe
+from .insights_report import render
+from .insights_text import basis, describe
 from .store import Store, read_json
 
 log = logging.getLogger("m365_connector")
@@ -323,8 +324,6 @@ def _derive(store: Store, manifest: dict[str, Any], settings: Any, prices: Price
             warnings.append({"code": "price_sheet_unknown_sku",
                              "message": f"M365_PRICE_SHEET prices SKU(s) the tenant does not have: {', '.join(unknown)}"
                                         ". Check the part numbers against subscribed_skus (skuPartNumber)."})
-    from .insights_text import basis
-
     doc = {
         "version": INSIGHTS_VERSION,
         "generatedBy": f"m365-inventory-connector {__version__}",
@@ -336,8 +335,6 @@ def _derive(store: Store, manifest: dict[str, Any], settings: Any, prices: Price
         "changes": _change_block(changes, previous, skus) if changes and previous else None,
     }
     doc["trend"] = _trend(store, earlier) + [trend_point(doc)]
-
-    from .insights_report import render
 
     files = {FINDINGS_FILE: findings_file, USER_LICENCES_FILE: flat_file,
              REPORT_FILE: put(store, f"{prefix}/{REPORT_FILE}", render(doc), "text/html; charset=utf-8"),

@@ -354,13 +354,17 @@ class Changes:
         self.assigned: dict[str, int] = {}
         self.removed: dict[str, int] = {}
 
-    def add(self, user: dict[str, Any], now: set[str]) -> None:
-        before = self.previous.pop(user.get("id"), None)
+    def add(self, uid: str, now: tuple[str, ...]) -> None:
+        """One current user and the sorted SKU ids it holds."""
+        before = self.previous.pop(uid, None)
+        if before == now:
+            return  # the common case: nothing changed
         if before is None:
             self.added += 1
             gained, lost = now, ()
         else:
-            gained, lost = now.difference(before), [s for s in before if s not in now]
+            gained = [s for s in now if s not in before]
+            lost = [s for s in before if s not in now]
         for sid in gained:
             self.assigned[sid] = self.assigned.get(sid, 0) + 1
         for sid in lost:
@@ -380,7 +384,8 @@ def count_users(store: Store, relpath: str, tally: Tally, changes: Changes | Non
     """One pass over the users file: the tally, the changes, and user_licences (id and SKU ids per user)."""
     add, track, write, dumps = tally.add, (changes.add if changes else None), flat.write_line, orjson.dumps
     for user in records(store, relpath, skip=b'"assignedPlans":['):
-        held = add(user)
+        held = tuple(sorted(add(user)))
+        uid = user.get("id")
         if track:
-            track(user, held)
-        write(b'{"id":' + dumps(user.get("id")) + b',"skuIds":' + dumps(sorted(held)) + b"}")
+            track(uid, held)
+        write(b'{"id":' + dumps(uid) + b',"skuIds":' + dumps(held) + b"}")
