@@ -300,15 +300,45 @@ def _derive(store: Store, manifest: dict[str, Any], settings: Any, prices: Price
     tally = Tally(sku_records, started=epoch(manifest["startedAt"]) or int(time.time()),
                   inactive_days=settings.inactive_days, activity=activity, group_names=group_names, lines=lines,
                   billed=lambda t: is_billed(t, subs, prices))
-    try:
+    try:  # nothing becomes visible unless every file is complete
         count_users(store, f"{prefix}/{datasets['users']['file']}", tally, changes, flat)
         tally.seat_findings()
+        findings_file, flat_file = lines.finish(), flat.finish()
+        doc = _document(manifest, settings, tally, names, prices, subs, activity, inputs, previous, no_changes,
+                        changes, store, earlier)
+        html = render(doc)
+        lines.commit()
+        flat.commit()
     except BaseException:
         lines.abort()
         flat.abort()
         raise
-    findings_file, flat_file = lines.close(), flat.close()
+    files = {FINDINGS_FILE: findings_file, USER_LICENCES_FILE: flat_file,
+             REPORT_FILE: put(store, f"{prefix}/{REPORT_FILE}", html, "text/html; charset=utf-8"),
+             INSIGHTS_FILE: put(store, f"{prefix}/{INSIGHTS_FILE}",
+                                orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n", "application/json")}
+    return {"status": "succeeded", "files": files, "findings": len(doc["findings"]), "cpuSeconds": None,
+            "warnings": _price_warnings(prices, doc["skus"])}
 
+
+def _price_warnings(prices: PriceSheet | None, skus: list[dict[str, Any]]) -> list[dict[str, str]]:
+    if not prices:
+        return []
+    present = {s["skuPartNumber"].upper() for s in skus}
+    unknown = sorted(p for p in prices.prices if p not in present)
+    if not unknown:
+        return []
+    return [{"code": "price_sheet_unknown_sku",
+             "message": f"M365_PRICE_SHEET prices SKU(s) the tenant does not have: {', '.join(unknown)}. Check the "
+                        "part numbers against subscribed_skus (skuPartNumber)."}]
+
+
+def _document(manifest: dict[str, Any], settings: Any, tally: Tally, names: ProductNames,
+              prices: PriceSheet | None, subs: dict[str, dict[str, Any]], activity: Activity,
+              inputs: dict[str, Any], previous: dict[str, Any] | None, no_changes: str | None,
+              changes: Changes | None, store: Store, earlier: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """insights.json from the finished tally."""
+    datasets = manifest["datasets"]
     known = activity.source
     skus = [_sku_entry(t, names, prices, known, subs) for t in tally.skus.values()]
     skus.sort(key=lambda s: (-(s["assigned"] or 0), s["skuPartNumber"]))
@@ -316,14 +346,6 @@ def _derive(store: Store, manifest: dict[str, Any], settings: Any, prices: Price
     findings = [_finding(f, by_id[f.sku.sku_id], settings.inactive_days) for f in tally.findings.values()]
     findings.sort(key=lambda f: (-(f.get("monthlyWaste") or 0), SEVERITY_ORDER[f["severity"]], -f["count"],
                                  f["code"], f["skuPartNumber"]))
-    warnings = []
-    if prices:
-        present = {s["skuPartNumber"].upper() for s in skus}
-        unknown = sorted(p for p in prices.prices if p not in present)
-        if unknown:
-            warnings.append({"code": "price_sheet_unknown_sku",
-                             "message": f"M365_PRICE_SHEET prices SKU(s) the tenant does not have: {', '.join(unknown)}"
-                                        ". Check the part numbers against subscribed_skus (skuPartNumber)."})
     doc = {
         "version": INSIGHTS_VERSION,
         "generatedBy": f"m365-inventory-connector {__version__}",
@@ -335,10 +357,4 @@ def _derive(store: Store, manifest: dict[str, Any], settings: Any, prices: Price
         "changes": _change_block(changes, previous, skus) if changes and previous else None,
     }
     doc["trend"] = _trend(store, earlier) + [trend_point(doc)]
-
-    files = {FINDINGS_FILE: findings_file, USER_LICENCES_FILE: flat_file,
-             REPORT_FILE: put(store, f"{prefix}/{REPORT_FILE}", render(doc), "text/html; charset=utf-8"),
-             INSIGHTS_FILE: put(store, f"{prefix}/{INSIGHTS_FILE}",
-                                orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n", "application/json")}
-    return {"status": "succeeded", "files": files, "findings": len(findings), "cpuSeconds": None,
-            "warnings": warnings}
+    return doc

@@ -101,11 +101,19 @@ class GzLines:
             self._put(self._zip.compress(b"\n".join(self._lines) + b"\n"))
             self._lines, self._lines_size = [], 0
 
-    def close(self) -> dict[str, Any]:
+    def finish(self) -> dict[str, Any]:
+        """Write what is left; the file stays invisible until commit()."""
         self._deflate()
         self._put(self._zip.flush(), force=True)
-        self._sink.commit()
         return {"bytes": self.bytes, "sha256": self._hash.hexdigest(), "records": self.records}
+
+    def commit(self) -> None:
+        self._sink.commit()
+
+    def close(self) -> dict[str, Any]:
+        info = self.finish()
+        self.commit()
+        return info
 
     def abort(self) -> None:
         self._sink.abort()

@@ -287,3 +287,38 @@ def test_demo_prints_the_top_findings_and_the_report(tmp_path):
     assert "Top findings:" in proc.stdout and "[high]" in proc.stdout
     report = proc.stdout.split("report: ", 1)[1].split()[0]
     assert Path(report).is_file() and report.endswith("report.html")
+
+
+def test_domain_filter_counts_the_filtered_users_and_blocks_comparison(sim, env, tmp_path):
+    out = str(tmp_path / "s")
+    manifest, store = run(env, SNAPSHOT_DIR=out, M365_DATASETS="organization,subscribed_skus,users",
+                          M365_DOMAINS="contoso.com")
+    doc, _ = files_of(store, manifest)
+    kept = [u for u in sim.tenant.users() if u["userPrincipalName"].lower().endswith("@contoso.com")]
+    assert 0 < len(kept) < sim.tenant.user_count and doc["totals"]["users"] == len(kept)
+    assert doc["basis"]["domainFilter"]["domains"] == ["contoso.com"]
+    for sku in doc["skus"]:
+        assert sku["assigned"] == sum(any(lic["skuId"] == sku["skuId"] for lic in u["assignedLicenses"]) for u in kept)
+        assert sku["consumed"] == next(s["consumedUnits"] for s in sim.tenant.subscribed_skus()
+                                       if s["skuId"] == sku["skuId"])  # seats stay organisation-wide
+    manifest, store = run(env, SNAPSHOT_DIR=out, M365_DATASETS="organization,subscribed_skus,users")
+    doc, _ = files_of(store, manifest)
+    assert doc["changes"] is None and "another domain filter" in doc["basis"]["fallbacks"]["changes"]
+
+
+def test_a_failure_in_the_insights_costs_only_the_insights(sim, env, tmp_path, monkeypatch):
+    import connector.insights
+
+    def broken(doc):
+        raise RuntimeError("report renderer broke")
+
+    monkeypatch.setattr(connector.insights, "render", broken)
+    manifest, store = run(env, SNAPSHOT_DIR=str(tmp_path), M365_DATASETS="organization,subscribed_skus,users")
+    assert manifest["status"] == "succeeded"
+    assert manifest["insights"]["status"] == "failed" and "report renderer broke" in manifest["insights"]["error"]
+    warning = [w for w in manifest["warnings"] if w["code"] == "insights_failed"]
+    assert len(warning) == 1 and "python -m connector insights" in warning[0]["message"]
+    assert read_json(store, f"tenants/{manifest['tenantId']}/latest.json")["runId"] == manifest["runId"]
+    prefix = f"tenants/{manifest['tenantId']}/runs/{manifest['runId']}"
+    assert read_json(store, f"{prefix}/insights.json") is None
+    assert [n for n in store.list(prefix) if "licen" in n] == []  # no half set of derived files
