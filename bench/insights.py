@@ -88,9 +88,14 @@ def measure(users: int, latency: float, datasets: str, keep: str | None) -> dict
         proc, env = simulator(users, latency, changes)
         try:
             runs.append(collect({**env, "SNAPSHOT_DIR": folder, "M365_DATASETS": datasets}))
+            print(f"<!-- run {len(runs)}: {orjson.dumps(runs[-1]).decode()[:2000]} -->", flush=True)
         finally:
             proc.terminate()
-            proc.wait(30)
+            try:
+                proc.wait(120)  # a large simulated tenant may take a while to stop
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     alone = insights_alone(folder)
     if not keep:
         subprocess.run(["rm", "-rf", folder], check=False)

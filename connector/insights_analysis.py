@@ -44,10 +44,25 @@ _WASTE = {DISABLED: "licence_on_disabled_account", NEVER_SIGNED_IN: "licence_nev
 _NONE: set[str] = set()  # returned for unlicensed users; never modified
 
 
+_DAYS: dict[str, int] = {}  # "YYYY-MM-DD" -> epoch seconds of its midnight (UTC); dates repeat a lot
+
+
 def epoch(value: Any) -> int | None:
-    """ISO 8601 date-time or date (Graph, reports) -> epoch seconds; None for null, "" or nonsense."""
+    """ISO 8601 date-time or date (Graph, reports) -> epoch seconds; None for null, "" or nonsense.
+    Graph's usual `2024-05-01T08:00:00Z` takes a fast path (a few slices and a cached day)."""
     if not value or not isinstance(value, str):
         return None
+    if len(value) == 20 and value[10] == "T" and value[19] == "Z" and value[13] == value[16] == ":":
+        day = _DAYS.get(value[:10])
+        if day is None:
+            day = epoch(value[:10])
+            if day is None:
+                return None
+            _DAYS[value[:10]] = day
+        try:
+            return day + int(value[11:13]) * 3600 + int(value[14:16]) * 60 + int(value[17:19])
+        except ValueError:
+            return None
     try:
         if len(value) == 10:
             value += "T00:00:00+00:00"
@@ -63,12 +78,10 @@ def last_successful(sia: dict[str, Any] | None) -> int:
     """The last successful sign-in (definition above) of a signInActivity, NEVER when there is none."""
     if not sia:
         return NEVER
-    value = sia.get("lastSuccessfulSignInDateTime")
-    if not value:  # null or "" (successes before December 2023 were not backfilled)
-        candidates = [v for v in (sia.get("lastSignInDateTime"), sia.get("lastNonInteractiveSignInDateTime"))
-                      if v and isinstance(v, str)]
-        value = max(candidates, key=lambda v: epoch(v) or 0) if candidates else None
-    stamp = epoch(value)
+    stamp = epoch(sia.get("lastSuccessfulSignInDateTime"))
+    if stamp is None:  # null or "" (successes before December 2023 were not backfilled)
+        attempts = (epoch(sia.get("lastSignInDateTime")), epoch(sia.get("lastNonInteractiveSignInDateTime")))
+        stamp = max((s for s in attempts if s is not None), default=None)
     return NEVER if stamp is None else stamp
 
 
