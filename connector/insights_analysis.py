@@ -269,11 +269,13 @@ class Tally:
             hit("group_assignment_error", t, user, last, sid, direct, via, err)
         return held
 
-    def _path(self, sid: str, direct: set[str], via: dict[str, list[str]]) -> dict[str, Any]:
-        groups = via.get(sid) or []
-        kind = "direct+group" if sid in direct and groups else "group" if groups else "direct"
-        return {"assignment": kind,
-                "groups": [{"id": g, "displayName": self.group_names.get(g)} for g in groups]}
+    def _path(self, sid: str, direct: set[str], via: dict[str, list[str]]) -> tuple[str, list[dict[str, Any]]]:
+        groups = via.get(sid)
+        if not groups:
+            return "direct", []
+        names = self.group_names
+        return ("direct+group" if sid in direct else "group",
+                [{"id": g, "displayName": names.get(g)} for g in groups])
 
     def _hit(self, code: str, t: SkuTally, user: dict[str, Any], last: int | None, sid: str, direct: set[str],
              via: dict[str, list[str]], error: str | None = None) -> None:
@@ -287,13 +289,15 @@ class Tally:
             f.samples.append(get("id"))
         if self.lines is None:
             return
+        assignment, groups = self._path(sid, direct, via)
         evidence = {
             "accountEnabled": get("accountEnabled"),
             "userType": get("userType"),
             "createdDateTime": get("createdDateTime"),
             self.last_key: _iso(last) if last else None,
             "activitySource": self.activity.source,
-            **self._path(sid, direct, via),
+            "assignment": assignment,
+            "groups": groups,
         }
         if error:
             evidence["error"] = error
@@ -316,8 +320,15 @@ class Tally:
                 self.findings[("over_assigned", t.sku_id)] = Finding("over_assigned", t, consumed - enabled)
 
 
+_DATES: dict[int, str] = {}  # day number -> "YYYY-MM-DD"
+
+
 def _iso(ts: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    day, rest = divmod(ts, 86400)
+    date = _DATES.get(day)
+    if date is None:
+        date = _DATES[day] = time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
+    return f"{date}T{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}Z"
 
 
 _ID, _LICENCES = b'"id":"', b'"assignedLicenses":['
