@@ -119,7 +119,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 1
     out = os.path.abspath(args.out)
     print(f"Starting a simulated tenant with {args.users} users (local HTTPS simulator of Entra ID and Graph)...")
-    with Simulator(TenantSpec(seed=args.seed, users=args.users)) as sim:
+    spec = TenantSpec(seed=args.seed, users=args.users, report_names_concealed=args.report_names == "concealed")
+    with Simulator(spec) as sim:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("M365_", "SNAPSHOT_", "KEY_VAULT"))}
         env.update(sim.env())
         # Clients read the CA bundle from the process environment.
@@ -189,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--users", type=int, default=2000, help="users in the simulated tenant (default 2000)")
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--datasets", nargs="+", choices=list(DATASETS), metavar="NAME")
+    demo.add_argument("--report-names", choices=("concealed", "visible"), default="concealed",
+                      help="user names in the simulated usage reports (default: concealed, Microsoft's default)")
     insights = sub.add_parser("insights", help="compute the licence insights (insights.json, "
                                                "licence_findings.jsonl.gz, report.html) of a collected run again, "
                                                "without calling Graph")
