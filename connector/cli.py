@@ -1,4 +1,4 @@
-"""Command line: `m365-connector run | check | demo | docs` (or `python -m connector ...`).
+"""Command line: `m365-connector run | check | demo | insights | docs` (or `python -m connector ...`).
 
 Conventions users know from az, azd and func: options that apply to every command (-v, -q,
 --version) work before or after the command's name; `--json` prints a command's result as JSON
@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from . import __version__
-from .config import ConfigError, load_settings, require_destination
+from .config import ConfigError, load_offline_settings, load_settings, require_destination
 from .datasets import DATASETS
 
 PROG = "m365-connector"
@@ -40,6 +40,9 @@ EXIT_CODES: dict[str, tuple[tuple[int, str], ...]] = {
         (2, "bad configuration or command line"),
     ),
     "demo": _RUN_CODES,
+    "insights": ((0, "the insights files of the run were computed and its manifest updated"),
+                 (1, "the run was not found, or its insights could not be computed (the message says why)"),
+                 (2, "bad configuration or command line")),
     "docs": ((0, "the generated files are up to date (or were updated)"),
              (1, "`--check`: a generated file is out of date; run `m365-connector docs`")),
 }
@@ -314,7 +317,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     talk = not (args.json or args.quiet)
     if talk:
         print(f"Starting a simulated tenant with {args.users} users (local HTTPS simulator of Entra ID and Graph)...")
-    with Simulator(TenantSpec(seed=args.seed, users=args.users)) as sim:
+    spec = TenantSpec(seed=args.seed, users=args.users, report_names_concealed=args.report_names == "concealed")
+    with Simulator(spec) as sim:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("M365_", "SNAPSHOT_", "KEY_VAULT"))}
         env.update(sim.env())
         # Clients read the CA bundle from the process environment.
@@ -324,9 +328,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
         run_args = argparse.Namespace(**{**vars(args), "out": None})
         code = cmd_run(run_args, env, trigger="demo")
     if talk:
+        _demo_insights(out)
         print(f"\nSnapshot files are under {out}/tenants/ ; read one with:\n"
               f"  zcat {out}/tenants/*/latest/users.jsonl.gz | head -n 2")
     return code
+
+
+def _demo_insights(out: str) -> None:
+    from .insights_cli import print_summary
+    from .store import LocalStore, read_json
+
+    store = LocalStore(out)
+    for pointer in sorted(store.list("tenants/")):
+        if pointer.endswith("/latest.json"):
+            manifest = read_json(store, (read_json(store, pointer) or {}).get("manifest", ""))
+            if manifest:
+                print_summary(store, manifest)
+
+
+def cmd_insights(args: argparse.Namespace) -> int:
+    from .insights_cli import NotFound, run
+    from .store import open_store
+
+    env = dict(os.environ)
+    if args.out:
+        env["SNAPSHOT_DIR"] = args.out
+    settings = load_offline_settings(env)
+    require_destination(settings)
+    try:
+        return run(settings, open_store(settings), args.run, args.json)
+    except NotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
@@ -343,7 +376,7 @@ def cmd_docs(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "demo": cmd_demo, "docs": cmd_docs}
+COMMANDS = {"run": cmd_run, "check": cmd_check, "demo": cmd_demo, "insights": cmd_insights, "docs": cmd_docs}
 
 
 # -- the parser --------------------------------------------------------------------------------------------------
@@ -425,6 +458,15 @@ def build_parser() -> argparse.ArgumentParser:
     _collection_options(demo)
     docs = command("docs", "regenerate the generated parts of README.md and docs/ (tables, lists, JSON Schemas)")
     docs.add_argument("--check", action="store_true", help="only report out-of-date files (exit 1), change nothing")
+    demo.add_argument("--report-names", choices=("concealed", "visible"), default="concealed",
+                      help="user names in the simulated usage reports (default: concealed, Microsoft's default)")
+    insights = command("insights", "compute the licence insights (insights.json, licence_findings.jsonl.gz, "
+                                   "report.html) of a collected run again, without calling Graph")
+    insights.add_argument("--out", metavar="FOLDER", help="the local snapshot folder (overrides SNAPSHOT_DIR; "
+                                                          "default: SNAPSHOT_DIR or the Blob settings)")
+    insights.add_argument("--run", default="latest", metavar="ID|latest",
+                          help="the run to compute them for (default: latest, the newest published run)")
+    insights.add_argument("--json", action="store_true", help="print the manifest's insights entry as JSON")
     return parser
 
 

@@ -24,6 +24,11 @@ DEFAULT_SECRET_NAME = "m365-client-secret"
 AUTH_MODES = ("secret", "certificate", "federated")
 DEFAULT_CONTAINER = "m365-snapshots"
 REPORT_PERIODS = ("D7", "D30", "D90", "D180")
+DEFAULT_INACTIVE_DAYS = 90
+# Microsoft's published "Product names and service plan identifiers for licensing" CSV
+# (learn.microsoft.com/entra/identity/users/licensing-service-plan-reference).
+PRODUCT_NAMES_URL = ("https://download.microsoft.com/download/e/3/e/e3e9faf2-f28b-490a-9ada-c6089a1fc5b0/"
+                     "Product%20names%20and%20service%20plan%20identifiers%20for%20licensing.csv")
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,9 @@ SETTING_NAMES: tuple[str, ...] = (
     "M365_MAX_CONCURRENCY",
     "M365_MAX_RETRIES",
     "M365_REPORT_PERIOD",
+    "M365_INACTIVE_DAYS",
+    "M365_PRICE_SHEET",
+    "M365_PRODUCT_NAMES_URL",
     "SNAPSHOT_DIR",
     "SNAPSHOT_CONTAINER",
     "SNAPSHOT_ACCOUNT_URL",
@@ -108,6 +116,9 @@ class Settings:
     snapshot_container: str = DEFAULT_CONTAINER
     snapshot_account_url: str | None = None
     snapshot_connection_string: str | None = field(default=None, repr=False)
+    inactive_days: int = DEFAULT_INACTIVE_DAYS  # licence insights: no successful sign-in for longer = inactive
+    price_sheet: str | None = None  # CSV skuPartNumber,monthlyPrice,currency: local path or blob URL
+    product_names_url: str | None = PRODUCT_NAMES_URL  # None: only the copy shipped in the package
 
     @property
     def graph_scope(self) -> str:
@@ -197,6 +208,18 @@ def connection_string_problem(value: str, service: str = "blob") -> str | None:
         return f"names no {service} endpoint: add AccountName=... or {service.capitalize()}Endpoint=https://...."
     if not (pairs.get("accountkey") or pairs.get("sharedaccesssignature")):
         return "holds neither AccountKey nor SharedAccessSignature, so nothing can sign the requests."
+    return None
+
+
+def _url_or_none(name: str, value: str, problems: list[Problem]) -> str | None:
+    """An https:// URL (http:// only for this machine, e.g. Azurite or a test server)."""
+    parts = urlsplit(value)
+    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if parts.scheme == "https" and parts.hostname or parts.scheme == "http" and loopback:
+        return value
+    shown = f"{parts.scheme}://{parts.hostname}" if parts.scheme and parts.hostname else "the value"  # never a SAS
+    problems.append(Problem(name, f"{shown} is not an https:// URL (plain http:// is accepted only for 127.0.0.1 "
+                                  "or localhost)."))
     return None
 
 
@@ -347,15 +370,48 @@ class _Reader:
                 "snapshot_account_url": account_url, "snapshot_connection_string": connection_string}
 
 
+    def insights(self) -> dict[str, object]:
+        """Licence insights: inactivity threshold, optional price sheet, where product names are refreshed from."""
+        inactive_days = self.integer("M365_INACTIVE_DAYS", DEFAULT_INACTIVE_DAYS, 1, 3650)
+        price_sheet = self.get("M365_PRICE_SHEET") or None
+        if price_sheet and urlsplit(price_sheet).scheme in ("http", "https"):
+            price_sheet = _url_or_none("M365_PRICE_SHEET", price_sheet, self.problems)
+        elif price_sheet and not os.path.isfile(price_sheet):
+            self.problem("M365_PRICE_SHEET", f"{price_sheet!r} is neither a file nor a blob URL. Give the path of a "
+                                             "CSV with the columns skuPartNumber,monthlyPrice,currency, or its blob "
+                                             "URL (https://<account>.blob.core.windows.net/<container>/<name>.csv).")
+            price_sheet = None
+        names_raw = self.get("M365_PRODUCT_NAMES_URL")
+        names_url: str | None = PRODUCT_NAMES_URL
+        if names_raw.lower() in ("none", "off"):
+            names_url = None
+        elif names_raw:
+            names_url = _url_or_none("M365_PRODUCT_NAMES_URL", names_raw, self.problems)
+        return {"inactive_days": inactive_days, "price_sheet": price_sheet, "product_names_url": names_url}
+
+
 def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Read and validate every setting; raise ConfigError listing all problems at once."""
     reader = _Reader(os.environ if env is None else env)
     values: dict[str, object] = {}
-    for part in (reader.identity, reader.credential, reader.cloud, reader.scope, reader.limits, reader.destination):
+    for part in (reader.identity, reader.credential, reader.cloud, reader.scope, reader.limits, reader.destination,
+                 reader.insights):
         values.update(part())
     if reader.problems:
         raise ConfigError(reader.problems)
     values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def load_offline_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings for commands that only read snapshots (no Graph): the destination and the insights settings;
+    the tenant is optional (a GUID picks the tenant's folder)."""
+    reader = _Reader(os.environ if env is None else env)
+    values: dict[str, object] = {"tenant_id": reader.get("M365_TENANT_ID"), "client_id": ""}
+    for part in (reader.destination, reader.insights):
+        values.update(part())
+    if reader.problems:
+        raise ConfigError(reader.problems)
     return Settings(**values)  # type: ignore[arg-type]
 
 

@@ -113,6 +113,8 @@ class Run:
         self.finished: float | None = None
         self.status = "running"
         self.graph = None
+        self.prices: Any = None  # the price sheet (M365_PRICE_SHEET), read before any Graph request
+        self.insights: dict[str, Any] | None = None  # the manifest's entry for the derived insights files
 
     # -- helpers ---------------------------------------------------------------------------
     def _notify(self) -> None:
@@ -245,6 +247,9 @@ class Run:
     # -- the run ---------------------------------------------------------------------------
     async def execute(self) -> dict[str, Any]:
         await asyncio.to_thread(self.store.prepare)  # an unusable destination fails before any Graph request
+        from .insights_prices import load as load_prices
+
+        self.prices = await asyncio.to_thread(load_prices, self.settings, self.store)  # ConfigError when malformed
         credential = None
         try:
             try:
@@ -260,8 +265,10 @@ class Run:
                 return await self._finish()
             self.tenant_id = claims.get("tid") or self.settings.tenant_id
             self.publication = Publication(self.store, self.tenant_id, self.run_id, self.lock_path)
+            from .insights import DERIVED_FILES
+
             await asyncio.to_thread(self.publication.begin,
-                                    [DATASETS[n].file for n in self.settings.selected_datasets])
+                                    [DATASETS[n].file for n in self.settings.selected_datasets] + list(DERIVED_FILES))
             expiry = secret_expiry_warning(secret)
             if expiry:
                 self.warnings.append(_warning("secret_expiring", None, expiry))
@@ -312,10 +319,24 @@ class Run:
             self.error = {"stage": "graph", **found.pop().as_dict()}
 
     async def derive(self) -> None:
-        """The one hook for derived files (insights and the like). It runs after every data file of the run is
-        committed and before the manifest: read committed files back with self.publication.read_committed(name),
-        write results with self.publication.add_file(name, data); each lands in the manifest's `files` with
-        bytes and sha256. Nothing is derived yet."""
+        """Derived files (licence insights), computed from the committed data files read back from the store,
+        before the manifest lists them (each in the manifest's `files` with bytes and sha256). A failure here
+        costs the insights, never the collected data."""
+        from .insights import derive
+
+        try:
+            self.insights = await asyncio.to_thread(derive, self.store, self.manifest(), self.settings, self.prices)
+        except Exception as exc:
+            log.error("licence insights failed", exc_info=exc)
+            self.insights = {"status": "failed", "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            self.warnings.append(_warning("insights_failed", None, "Licence insights could not be computed "
+                                          f"({type(exc).__name__}); the datasets are complete. Run `python -m "
+                                          "connector insights` over this run to retry."))
+            return
+        self.warnings.extend(self.insights.get("warnings", ()))
+        if self.publication is not None:
+            for name, info in (self.insights.get("files") or {}).items():
+                self.publication.adopt(name, info)
 
     async def _finish(self) -> dict[str, Any]:
         statuses = [r.status for r in self.results.values()]
@@ -384,6 +405,7 @@ class Run:
             "error": self.error,
             "datasets": {name: _entry(res) for name, res in self.results.items()},
             "files": list(self.publication.files) if self.publication is not None else [],
+            "insights": self.insights,
         }
 
     def _log_summary(self) -> None:

@@ -174,6 +174,13 @@ class Publication:
         self.files.append(entry)
         return info
 
+    def adopt(self, name: str, info: dict[str, Any]) -> None:
+        """A derived file its producer wrote to the run's folder itself (streamed): list it like add_file does."""
+        entry: dict[str, Any] = {"path": name, "bytes": info["bytes"], "sha256": info["sha256"], "derived": True}
+        if info.get("records") is not None:
+            entry["records"] = info["records"]
+        self.files.append(entry)
+
     def read_committed(self, name: str) -> bytes | None:
         """A committed file of this run, read back from the store (for derived files)."""
         return self.store.read_bytes(f"{self.prefix}/{name}")

@@ -19,7 +19,7 @@ import itertools
 import os
 import socket
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -94,6 +94,7 @@ class Store(Protocol):
     def copy(self, src: str, dst: str) -> None: ...
     def write_bytes(self, relpath: str, data: bytes, content_type: str) -> None: ...
     def read_bytes(self, relpath: str) -> bytes | None: ...
+    def read_chunks(self, relpath: str) -> Iterator[bytes]: ...
     def list(self, prefix: str) -> list[str]: ...
     def list_first(self, prefix: str, limit: int) -> list[str]: ...
     def url(self, relpath: str) -> str: ...
@@ -276,6 +277,12 @@ class LocalStore:
             return self._path(relpath).read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
+
+    def read_chunks(self, relpath: str) -> Iterator[bytes]:
+        """The file as a stream of blocks (reading back large files without holding them); FileNotFoundError."""
+        with open(self._path(relpath), "rb") as fh:
+            while block := fh.read(BLOCK_SIZE):
+                yield block
 
     def list(self, prefix: str) -> list[str]:
         self.requests += 1
@@ -569,6 +576,16 @@ class BlobStore:
             return self.container.download_blob(relpath).readall()
         except ResourceNotFoundError:
             return None
+
+    def read_chunks(self, relpath: str) -> Iterator[bytes]:
+        """The blob as a stream of chunks (reading back large files without holding them); FileNotFoundError."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            downloader = self.container.download_blob(relpath)
+        except ResourceNotFoundError:
+            raise FileNotFoundError(relpath) from None
+        yield from downloader.chunks()
 
     def list(self, prefix: str) -> list[str]:
         from azure.core.exceptions import ResourceNotFoundError

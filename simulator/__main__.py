@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--groups", type=int, default=None, help="groups (default: users / 25)")
     p.add_argument("--devices", type=int, default=None, help="Entra devices (default: 60%% of users)")
     p.add_argument("--applications", type=int, default=None, help="app registrations (default: users / 50)")
+    p.add_argument("--report-names", choices=("concealed", "visible"), default="concealed",
+                   help="user names in usage reports: concealed (Microsoft's default since 2021) or visible")
+    p.add_argument("--licence-changes", type=int, default=0, metavar="N",
+                   help="the same tenant N rounds of licence changes later (about 3%% of members each)")
     return p
 
 
@@ -63,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         groups=args.groups,
         devices=args.devices,
         applications=args.applications,
+        report_names_concealed=args.report_names == "concealed",
+        licence_changes=args.licence_changes,
     )
     if args.domains:
         spec.domains = tuple(d.strip() for d in args.domains.split(",") if d.strip())

@@ -16,7 +16,7 @@ from collections import deque
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from .tenant import DAY, KIND_GUEST, KIND_MEMBER, KIND_SERVICE, LICENSE_GROUPS, _digest, _guid, _iso
+from .tenant import DAY, KIND_GUEST, KIND_MEMBER, KIND_SERVICE, LICENSE_GROUP_SKUS, LICENSE_GROUPS, _digest, _guid, _iso
 
 if TYPE_CHECKING:
     from .tenant import Tenant, TenantSpec
@@ -122,7 +122,8 @@ class Inventory:
         groups: list[dict[str, Any]] = []
         members: list[list[tuple[str, str]]] = []
         kinds: list[str] = []
-        sku_ids = [s.sku_id for s in t.skus]
+        sku_ids = {s.key: s.sku_id for s in t.skus}
+        licence_members = self._licence_members()
         base = t.now_epoch - 2000 * DAY
         for g in range(n):
             rnd = self._rnd(f"group:{g}")
@@ -167,10 +168,12 @@ class Inventory:
                 "securityEnabled": not unified or kind == "all",
                 "securityIdentifier": "S-1-12-1-" + "-".join(str(rnd.randrange(2**32)) for _ in range(4)),
                 "visibility": self._visibility(g, rnd.random()) if unified else None,
-                "assignedLicenses": [{"disabledPlans": [], "skuId": sku_ids[g % len(sku_ids)]}]
-                if kind == "licence" else [],
+                "assignedLicenses": [{"disabledPlans": [], "skuId": sku_ids[LICENSE_GROUP_SKUS[g]]}]
+                if kind == "licence" and LICENSE_GROUP_SKUS[g] in sku_ids else [],
             }
-            if kind == "all":
+            if kind == "licence":
+                direct = [(USER_TYPE, t.user_id(i)) for i in licence_members[g]]
+            elif kind == "all":
                 direct = [(USER_TYPE, t.user_id(i)) for i in range(users)]
             elif kind == "dynamic":
                 direct = [(USER_TYPE, t.user_id(i)) for i in range(users)
@@ -223,6 +226,18 @@ class Inventory:
         from .access import AppDirectory
 
         return AppDirectory(self)
+
+    def _licence_members(self) -> list[list[int]]:
+        """Users of each licence group: exactly those whose licence assignment names the group."""
+        t = self.tenant
+        members: list[list[int]] = [[] for _ in LICENSE_GROUPS]
+        for i in range(t.user_count):
+            core = t._core(i)
+            if core.combo:
+                for grant in t.grants(i, core):
+                    if grant.group is not None:
+                        members[grant.group].append(i)
+        return members
 
     def groups(self) -> list[dict[str, Any]]:
         return self._groups[0]

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from . import tls
 from .inventory import Inventory
+from .reference import PRODUCT_NAMES_PATH, DownloadCenterService
 from .services import DecoyService, DownloadService, GraphService, IdentityService, KeyVaultService, LoginService
 from .tenant import Tenant, TenantSpec
 from .tokens import GRAPH_RESOURCE, TOKEN_EXCHANGE_RESOURCE, VAULT_RESOURCE, TokenIssuer
@@ -81,6 +82,7 @@ class Simulator:
             "keyvault": (KeyVaultService(self), ctx),
             "decoy": (DecoyService(), ctx),
             "download": (DownloadService(self), ctx),
+            "downloadcenter": (DownloadCenterService(self), ctx),
         }
         for name, (app, context) in apps.items():
             self._services[name] = Service(name, app, self._record, context)
@@ -170,6 +172,7 @@ class Simulator:
             "M365_CLIENT_ID": self.client_id,
             "M365_AUTHORITY_HOST": self.authority_host,
             "M365_GRAPH_ENDPOINT": self.graph_endpoint,
+            "M365_PRODUCT_NAMES_URL": self._origin("downloadcenter") + PRODUCT_NAMES_PATH,
             "SSL_CERT_FILE": self.ca_file,
             "REQUESTS_CA_BUNDLE": self.ca_file,
         }

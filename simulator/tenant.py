@@ -65,6 +65,14 @@ class TenantSpec:
     report_names_concealed: bool = True  # Microsoft's default since 2021 (graph-facts §4)
     report_settings_wrapped: bool = False  # answer /admin/reportSettings in the doc sample's {"value": {...}} shape
     report_rate_limit: int = 14  # usage-report requests per 10 minutes per report API (0 = unlimited)
+    # Rounds of licence changes since the tenant was first collected: each round gives about 3% of the
+    # members another licence combination (fixed at start, like seed and users). Two simulators that differ
+    # only here are the same tenant at two points in time.
+    licence_changes: int = 0
+    # The "Product names and service plan identifiers for licensing" CSV served on the download-centre stand-in:
+    # None = the copy the connector ships; product_names_status != 200 answers with that status instead.
+    product_names_csv: bytes | None = None
+    product_names_status: int = 200
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -280,11 +288,19 @@ OFFICES = (
     ("Remote", None, None, None, "US", None, None, None, None),
 )
 _DEPARTMENT_NAMES = tuple(DEPARTMENTS)
+# Group-based licensing: the first groups of the tenant assign these SKUs to their members. A member
+# gets each SKU a group assigns, unless the assignment fails (then the licence is not assigned and the
+# user's licenseAssignmentStates records the error); holding it directly as well still takes one seat.
+# Source: Entra docs, licensing-groups-resolve-problems.md ("If Microsoft Entra ID can't assign one of the
+# products ... it won't assign"; CountViolation = not enough licences) and concept-group-based-licensing.md.
 LICENSE_GROUPS = (
     "3b1b1e1a-58f0-4c6c-8b8f-4d1a2c3e4f50",
     "9e0d2c51-7a3b-4f8e-a1d2-6c5b4a392817",
     "c4f7e2a9-1d3b-4e5f-8a7c-2b9d0e1f3a46",
 )
+LICENSE_GROUP_SKUS = ("E3", "E5", "EMS")  # SKU key each of LICENSE_GROUPS assigns (absent SKUs: nothing)
+# Seats of this SKU are all taken, so some of its group-based assignments fail with CountViolation.
+SKU_WITHOUT_SPARE_SEATS = "EMS"
 
 # Service plans: key -> (servicePlanName, servicePlanId, assignedPlan.service)
 PLANS: dict[str, tuple[str, str, str]] = {
@@ -366,7 +382,28 @@ _COMBOS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (256, ()),
 )
 
+# Licences some guests hold (assigned directly, as invited collaborators often get Power BI or a suite).
+_GUEST_COMBOS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (40, ("PBI",)),
+    (58, ("E3",)),
+    (64, ("VISIO",)),
+    (256, ()),
+)
+
 KIND_MEMBER, KIND_GUEST, KIND_SERVICE = 0, 1, 2
+
+
+class Grant(NamedTuple):
+    """How a user holds one SKU: directly, through a licence group, or both; a group assignment may have failed."""
+
+    sku: str  # simulator SKU key
+    direct: bool
+    group: int | None  # index into LICENSE_GROUPS
+    error: str | None  # group assignment error: the licence is then not assigned (unless also direct)
+
+    @property
+    def assigned(self) -> bool:
+        return self.direct or self.error is None
 
 
 class _Core(NamedTuple):
@@ -446,6 +483,14 @@ class Tenant:
             tuple(k for k in next(c for limit, c in _COMBOS if byte < limit) if k in self._sku_by_key)
             for byte in range(256)
         ]
+        self._guest_combos = [
+            tuple(k for k in next(c for limit, c in _GUEST_COMBOS if byte < limit) if k in self._sku_by_key)
+            for byte in range(256)
+        ]
+        self.licence_changes = spec.licence_changes
+        self.license_group_of = {
+            key: g for g, key in enumerate(LICENSE_GROUP_SKUS) if key in self._sku_by_key
+        }  # SKU key -> index of the licence group that assigns it
         self._lock = threading.Lock()
         self._upns: list[str] | None = None
         self._lower_upns: list[str] | None = None
@@ -454,6 +499,19 @@ class Tenant:
         self._consumed: dict[str, int] | None = None
 
     # ------------------------------------------------------------------ compact index
+
+    def _combo(self, index: int, kind: int, d: bytes) -> tuple[str, ...]:
+        """SKU keys the user holds (members: about 90%; some guests; no service accounts)."""
+        if kind == KIND_GUEST:
+            return self._guest_combos[d[13]]
+        if kind != KIND_MEMBER:
+            return ()
+        byte = d[7]
+        for r in range(1, self.licence_changes + 1):
+            c = _digest(self.seed, f"licence-change:{r}:{index}")
+            if c[0] < 8:
+                byte = c[1]
+        return self._combos[byte]
 
     def _core(self, index: int) -> _Core:
         d = _digest(self.seed, f"user:{index}")
@@ -464,9 +522,30 @@ class Tenant:
             _LAST[int.from_bytes(d[2:4], "big") % len(_LAST)],
             d[5],
             d[6],
-            self._combos[d[7]] if kind == KIND_MEMBER else (),
+            self._combo(index, kind, d),
             d,
         )
+
+    def grants(self, index: int, core: _Core | None = None) -> tuple[Grant, ...]:
+        """How user ``index`` holds each SKU of its combination. A member gets a SKU that a licence group
+        assigns through the group (about half), directly (about 40%) or both (about 5%); when the SKU has no
+        spare seats, some group-only assignments fail with CountViolation. Guests hold theirs directly."""
+        core = core or self._core(index)
+        if not core.combo:
+            return ()
+        p = _digest(self.seed, f"grants:{index}")
+        out = []
+        for n, key in enumerate(core.combo):
+            group = self.license_group_of.get(key)
+            b = p[2 * n]
+            if group is None or core.kind != KIND_MEMBER or b < 100:
+                out.append(Grant(key, True, None, None))
+            elif b < 243:
+                error = "CountViolation" if key == SKU_WITHOUT_SPARE_SEATS and p[2 * n + 1] < 24 else None
+                out.append(Grant(key, False, group, error))
+            else:
+                out.append(Grant(key, True, group, None))
+        return tuple(out)
 
     def _base_upn(self, index: int, kind: int, f: str, lst: str, style: int, dom: int) -> tuple[str, str]:
         """(local part, domain) before de-duplication, from the user's digest-derived traits."""
@@ -512,7 +591,7 @@ class Tenant:
         lower: list[str] = []
         by_upn: dict[str, int] = {}
         consumed = dict.fromkeys(self._sku_by_key, 0)
-        seed, combos, base_upn = self.seed, self._combos, self._base_upn
+        seed, base_upn, combo_of, grants = self.seed, self._base_upn, self._combo, self.grants
         n_first, n_last = len(_FIRST), len(_LAST)
         for i in range(self.user_count):
             d = hashlib.blake2b(f"{seed}:user:{i}".encode(), digest_size=32).digest()
@@ -534,9 +613,11 @@ class Tenant:
             by_upn[key] = i
             upns.append(upn)
             lower.append(key)
-            if kind == KIND_MEMBER:
-                for sku_key in combos[d[7]]:
-                    consumed[sku_key] += 1
+            combo = combo_of(i, kind, d)
+            if combo:
+                for grant in grants(i, _Core(kind, (f, f), (lst, lst), d[5], d[6], combo, d)):
+                    if grant.assigned:
+                        consumed[grant.sku] += 1
         self._lower_upns = lower
         self._by_upn = by_upn
         self._consumed = consumed
@@ -730,20 +811,27 @@ class Tenant:
         states: list[dict[str, Any]] = []
         assigned_plans: list[dict[str, Any]] = []
         seen_plans: set[str] = set()
-        for key in core.combo:
-            sku = self._sku_by_key[key]
+        for grant in self.grants(index, core):
+            sku = self._sku_by_key[grant.sku]
             disabled = [PLANS[sku.plans[-1]][1]] if len(sku.plans) > 3 and rnd.random() < 0.1 else []
+            paths = [None] if grant.direct else []
+            if grant.group is not None:
+                paths.append(LICENSE_GROUPS[grant.group])
+            for group_id in paths:
+                failed = group_id is not None and grant.error is not None
+                states.append(
+                    {
+                        "assignedByGroup": group_id,
+                        "disabledPlans": disabled,
+                        "error": grant.error if failed else "None",
+                        "lastUpdatedDateTime": plan_date,
+                        "skuId": sku.sku_id,
+                        "state": "Error" if failed else "Active",
+                    }
+                )
+            if not grant.assigned:
+                continue  # a failed group assignment gives the user nothing (and takes no seat)
             assigned_licenses.append({"disabledPlans": disabled, "skuId": sku.sku_id})
-            states.append(
-                {
-                    "assignedByGroup": rnd.choice(LICENSE_GROUPS) if rnd.random() < 0.35 else None,
-                    "disabledPlans": disabled,
-                    "error": "None",
-                    "lastUpdatedDateTime": plan_date,
-                    "skuId": sku.sku_id,
-                    "state": "Active",
-                }
-            )
             for plan_key in sku.plans:
                 _name, plan_id, svc = PLANS[plan_key]
                 if plan_id in disabled or plan_id in seen_plans:
@@ -821,7 +909,8 @@ class Tenant:
         out = []
         for sku in self.skus:
             used = consumed.get(sku.key, 0)
-            seats = used + max(5, used // 10)
+            # About 10% spare seats; none for the SKU whose group assignments fail with CountViolation.
+            seats = used if sku.key == SKU_WITHOUT_SPARE_SEATS else used + max(5, used // 10)
             prepaid = {"enabled": 0, "lockedOut": 0, "suspended": 0, "warning": 0}
             if sku.key == "FLOW":
                 prepaid["enabled"] = 10000

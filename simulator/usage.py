@@ -11,6 +11,7 @@ empty strings for nulls, ``+`` between assigned products.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import io
 import random
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from .tenant import Tenant
 
 PERIODS = {"D7": 7, "D30": 30, "D90": 90, "D180": 180}
+HORIZON_DAYS = 180  # activity older than this shows no last activity date
 
 # kinds: date, int, bool (True/False), yesno (Yes/No), text, upn, name, userid, products
 _OFFICE_ACTIVE = [
@@ -205,14 +207,29 @@ class UsageReports:
         self.seed = tenant.seed
 
     def _users(self) -> list[tuple[int, dict[str, Any], tuple[str, ...]]]:
+        """Licensed users: (index, user, SKU keys actually assigned). Reports list licensed users."""
         t = self.tenant
         out = []
         for i in range(t.user_count):
-            combo = t._core(i).combo
-            if combo:
-                out.append((i, t.user(i, ("id", "userPrincipalName", "displayName", "createdDateTime",
-                                          "assignedPlans")), combo))
+            core = t._core(i)
+            if core.combo:
+                combo = tuple(g.sku for g in t.grants(i, core) if g.assigned)
+                if combo:
+                    out.append((i, t.user(i, ("id", "userPrincipalName", "displayName", "createdDateTime",
+                                              "assignedPlans", "signInActivity")), combo))
         return out
+
+    @staticmethod
+    def last_seen(user: dict[str, Any]) -> int | None:
+        """Epoch seconds of the user's last sign-in (successful, else the latest attempt), or None.
+        Usage follows sign-ins: a user who never signs in has no activity in any report."""
+        sia = user.get("signInActivity") or {}
+        value = sia.get("lastSuccessfulSignInDateTime") or max(
+            (v for v in (sia.get("lastSignInDateTime"), sia.get("lastNonInteractiveSignInDateTime")) if v),
+            default=None)
+        if not value:
+            return None
+        return int(dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
 
     def rows(self, report: str, period: str | None, concealed: bool) -> list[dict[str, Any]]:
         """Rows keyed by Graph JSON name with typed values (dates as YYYY-MM-DD strings)."""
@@ -229,10 +246,19 @@ class UsageReports:
             def recent(active: bool, window: int = max(days, 30), rnd: random.Random = rnd) -> str | None:
                 return _day((refresh_epoch - rnd.randrange(0, window) * DAY) // DAY) if active else None
 
+            seen_epoch = self.last_seen(user)
+
+            def seen(flag: bool, rnd: random.Random = rnd, seen_epoch: int | None = seen_epoch) -> str | None:
+                """Last activity date: on or shortly before the last sign-in, within the reports' data."""
+                if not flag or seen_epoch is None:
+                    return None
+                return _day((min(refresh_epoch, seen_epoch) - rnd.randrange(0, 3) * DAY) // DAY)
+
             def assigned(has: bool, rnd: random.Random = rnd) -> str | None:
                 return _day((refresh_epoch - rnd.randrange(30, 1500) * DAY) // DAY) if has else None
 
-            active = rnd.random() < 0.85
+            # Reports keep about 180 days of activity; older users show no date.
+            active = seen_epoch is not None and refresh_epoch - seen_epoch < HORIZON_DAYS * DAY
             products = [PRODUCT_NAMES[k] for k in combo]
             base = {"reportRefreshDate": refresh, "userPrincipalName": user["userPrincipalName"],
                     "displayName": user["displayName"], "isDeleted": False, "deletedDate": None,
@@ -248,14 +274,14 @@ class UsageReports:
                 for key, value in has.items():
                     lower = key[0].lower() + key[1:]
                     row[f"has{key}License"] = value
-                    row[f"{lower}LastActivityDate"] = recent(value and active and rnd.random() < 0.9)
+                    row[f"{lower}LastActivityDate"] = seen(value and active and rnd.random() < 0.9)
                     row[f"{lower}LicenseAssignDate"] = assigned(value)
                 rows = [row]
             elif report == "getM365AppUserDetail":
                 if "MicrosoftOffice" not in services:
                     continue
                 row = {"reportRefreshDate": refresh, "userPrincipalName": user["userPrincipalName"],
-                       "lastActivationDate": recent(True, 400), "lastActivityDate": recent(active),
+                       "lastActivationDate": recent(True, 400), "lastActivityDate": seen(active),
                        "reportPeriod": days}
                 for _p, pj in _PLATFORMS:
                     row[pj[0].lower() + pj[1:]] = False
@@ -285,7 +311,7 @@ class UsageReports:
                     continue
                 row = {k: base[k] for k in ("reportRefreshDate", "userPrincipalName", "displayName", "isDeleted",
                                             "deletedDate", "assignedProducts", "reportPeriod")}
-                row.update({"lastActivityDate": recent(active), "sendCount": rnd.randrange(0, 40 * max(1, days)),
+                row.update({"lastActivityDate": seen(active), "sendCount": rnd.randrange(0, 40 * max(1, days)),
                             "receiveCount": rnd.randrange(0, 120 * max(1, days)),
                             "readCount": rnd.randrange(0, 100 * max(1, days)),
                             "meetingCreatedCount": rnd.randrange(0, 3 * max(1, days)),
@@ -297,7 +323,7 @@ class UsageReports:
                 quota = 100 * 1024**3 if "E5" in combo else 50 * 1024**3
                 rows = [{"reportRefreshDate": refresh, "userPrincipalName": user["userPrincipalName"],
                          "displayName": user["displayName"], "isDeleted": False, "deletedDate": None,
-                         "createdDate": user["createdDateTime"][:10], "lastActivityDate": recent(active),
+                         "createdDate": user["createdDateTime"][:10], "lastActivityDate": seen(active),
                          "itemCount": rnd.randrange(0, 90000), "storageUsedInBytes": rnd.randrange(10**6, quota),
                          "issueWarningQuotaInBytes": quota - 2 * 1024**3,
                          "prohibitSendQuotaInBytes": quota - 1024**3, "prohibitSendReceiveQuotaInBytes": quota,
@@ -313,7 +339,7 @@ class UsageReports:
                 rows = [{"reportRefreshDate": refresh,
                          "siteUrl": f"https://{tenant_host}-my.sharepoint.com/personal/{local}",
                          "ownerDisplayName": user["displayName"], "isDeleted": False,
-                         "lastActivityDate": recent(active), "fileCount": files,
+                         "lastActivityDate": seen(active), "fileCount": files,
                          "activeFileCount": rnd.randrange(0, files + 1), "storageUsedInBytes": rnd.randrange(0, 10**11),
                          "storageAllocatedInBytes": 1024**4, "ownerPrincipalName": user["userPrincipalName"],
                          "reportPeriod": days}]
@@ -321,7 +347,7 @@ class UsageReports:
                 if not spo:
                     continue
                 rows = [{"reportRefreshDate": refresh, "userPrincipalName": user["userPrincipalName"],
-                         "isDeleted": False, "deletedDate": None, "lastActivityDate": recent(active),
+                         "isDeleted": False, "deletedDate": None, "lastActivityDate": seen(active),
                          "viewedOrEditedFileCount": rnd.randrange(0, 500), "syncedFileCount": rnd.randrange(0, 900),
                          "sharedInternallyFileCount": rnd.randrange(0, 40),
                          "sharedExternallyFileCount": rnd.randrange(0, 5), "visitedPageCount": rnd.randrange(0, 300),
@@ -334,7 +360,7 @@ class UsageReports:
                        "sharedChannelTenantDisplayNames": 'Fabrikam, Inc.;Northwind "Traders"'
                        if rnd.random() < 0.05 else None,
                        "userId": user["id"], "userPrincipalName": user["userPrincipalName"],
-                       "lastActivityDate": recent(active), "isDeleted": False, "deletedDate": None,
+                       "lastActivityDate": seen(active), "isDeleted": False, "deletedDate": None,
                        "assignedProducts": products}
                 for _h, j in _TEAMS_COUNTS:
                     row[j] = rnd.randrange(0, 400) if active else 0

@@ -38,6 +38,9 @@ NOT_SET_IN_AZURE: dict[str, str] = {
     "M365_GRAPH_ENDPOINT": "override for tests and private endpoints; M365_CLOUD picks the hosts",
     "M365_MAX_CONCURRENCY": "optional tuning; the code's default applies",
     "M365_MAX_RETRIES": "optional tuning; the code's default applies",
+    "M365_INACTIVE_DAYS": "optional: licence insights' inactivity threshold; the code's default (90) applies",
+    "M365_PRICE_SHEET": "optional: add it (a blob URL) to put money on licence waste; unset, insights count seats",
+    "M365_PRODUCT_NAMES_URL": "optional override; the code refreshes product names from Microsoft's published CSV",
     "AzureWebJobsStorage": "connection-string form, for Azurite; Azure uses the identity-based __ settings",
     "AzureWebJobsStorage__accountName": "alternative to the service URIs, public cloud only; the URIs are set",
     "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "optional: unset, the connector exports its own logger itself",
@@ -497,7 +500,7 @@ def test_alert_queries_look_for_what_the_code_logs(indexed, monkeypatch, tmp_pat
     poison = f"run 20261122T020000Z-3f9a1c failed: its message went to {POISON_QUEUE}"
     assert f'"went to {POISON_QUEUE}"' in queries["poisoned"] and f"went to {POISON_QUEUE}" in poison
     assert 'operation_Name == "run_poison"' in queries["poisoned"] and "run_poison" in indexed
-    assert '"run_poisoned"' in queries["poisoned"] and '"run_poisoned"' in (ROOT / "connector/runs.py").read_text()
+    assert '"run_poisoned"' in queries["poisoned"] and '"run_poisoned"' in (ROOT / "connector/worker.py").read_text()
 
     soon = datetime.now(UTC) + timedelta(days=10)
     for kind, prefix in (("secret", "The client secret in Key Vault"),

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from connector.engine import collect, new_run_id
+from connector.insights import DERIVED_FILES
 from connector.publish import marker_path, run_prefix
 from connector.store import DestinationError, LocalStore, open_store, read_json
 from simulator import Simulator, TenantSpec
@@ -65,7 +66,8 @@ def _verify(store, folder: str, manifest: dict) -> None:
         data = store.read_bytes(f"{folder}/{entry['path']}")
         assert data is not None and len(data) == entry["bytes"], entry
         assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry
-        assert len(gzip.decompress(data).splitlines()) == entry["records"], entry
+        if entry["path"].endswith(".jsonl.gz"):  # data files and derived ones (the insights' JSON Lines)
+            assert len(gzip.decompress(data).splitlines()) == entry["records"], entry
 
 
 def test_data_files_stay_invisible_until_every_dataset_has_finished(sim, sim_env, dest):
@@ -85,8 +87,10 @@ def test_data_files_stay_invisible_until_every_dataset_has_finished(sim, sim_env
     assert seen and any("organization" in finished for finished, _ in seen)
     assert all(visible == [] for _, visible in seen), seen
     assert sorted(_data_files(store, manifest["tenantId"])) == sorted(
-        f"{run_prefix(manifest['tenantId'], manifest['runId'])}/{e['path']}" for e in manifest["files"])
-    assert {e["dataset"] for e in manifest["files"]} == set(CORE.split(","))
+        f"{run_prefix(manifest['tenantId'], manifest['runId'])}/{e['path']}" for e in manifest["files"]
+        if e["path"].endswith(".jsonl.gz"))
+    assert {e["dataset"] for e in manifest["files"] if "dataset" in e} == set(CORE.split(","))
+    assert {e["path"] for e in manifest["files"] if e.get("derived")} == set(DERIVED_FILES)
     _verify(store, run_prefix(manifest["tenantId"], manifest["runId"]), manifest)
     assert store.list(f"tenants/{manifest['tenantId']}/in-progress/") == []
 

@@ -1,0 +1,102 @@
+"""The licence figures of a simulated tenant, computed here from the simulator's own data with the
+definitions of docs/insights.md, independently of connector/insights*.py, for the tests to compare with."""
+
+from __future__ import annotations
+
+import collections
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+
+def ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def last_success(sia: dict[str, Any] | None) -> datetime | None:
+    if not sia:
+        return None
+    if sia.get("lastSuccessfulSignInDateTime"):
+        return ts(sia["lastSuccessfulSignInDateTime"])
+    found = [ts(sia.get(k)) for k in ("lastSignInDateTime", "lastNonInteractiveSignInDateTime") if sia.get(k)]
+    return max(found) if found else None
+
+
+def expected(sim: Any, started: str, *, days: int = 90, source: str = "signInActivity",
+             prices: dict[str, Decimal] | None = None, report_rows: list[dict[str, Any]] | None = None
+             ) -> dict[str, Any]:
+    """Per SKU figures, findings per (code, skuId) with their users, and totals."""
+    cutoff = ts(started) - timedelta(days=days)
+    users = list(sim.tenant.users())
+    skus = {s["skuId"]: s for s in sim.tenant.subscribed_skus()}
+    trials = {s["skuId"]: s["isTrial"] for s in sim.inventory.subscriptions()}
+    activity: dict[str, datetime | None] = {}
+    if report_rows is not None:
+        for row in report_rows:
+            dates = [ts(v + "T00:00:00Z") for k, v in row.items() if k.endswith("LastActivityDate") and v]
+            activity[row["userPrincipalName"].lower()] = max(dates) if dates else None
+    fig: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    findings: dict[tuple[str, str], set[str]] = collections.defaultdict(set)
+
+    def billed(sid: str) -> bool:
+        price = (prices or {}).get(skus[sid]["skuPartNumber"])
+        return skus[sid]["capabilityStatus"] in ("Enabled", "Warning") and not trials.get(sid) and price != 0
+
+    for u in users:
+        held = {lic["skuId"] for lic in u["assignedLicenses"]}
+        created = ts(u["createdDateTime"])
+        old = created < cutoff
+        enabled = u["accountEnabled"] is not False
+        if source == "signInActivity":
+            last = last_success(u["signInActivity"])
+            never = last is None and old
+            inactive = last is not None and last < cutoff
+        elif source == "usageReports":
+            last = activity.get(u["userPrincipalName"].lower())
+            never = False
+            inactive = last < cutoff if last else old
+        else:
+            never = inactive = False
+        cls = ("disabled" if not enabled else "unknown" if source is None else
+               "neverSignedIn" if never else "inactive" if inactive else "active")
+        direct = {st["skuId"] for st in u["licenseAssignmentStates"] if st["assignedByGroup"] is None}
+        grouped = {st["skuId"] for st in u["licenseAssignmentStates"] if st["assignedByGroup"]}
+        for sid in held:
+            f = fig[sid]
+            f["assigned"] += 1
+            f["assignedDisabled"] += not enabled
+            f["assignedInactive"] += inactive
+            f["assignedNeverSignedIn"] += never
+            f["assignedGuests"] += u["userType"] == "Guest"
+            f["directAndGroup"] += sid in direct and sid in grouped
+            f[cls] += 1
+            code = {"disabled": "licence_on_disabled_account", "neverSignedIn": "licence_never_used",
+                    "inactive": "licence_inactive"}.get(cls)
+            if code and billed(sid):
+                findings[(code, sid)].add(u["id"])
+            if u["userType"] == "Guest":
+                findings[("licence_on_guest", sid)].add(u["id"])
+            if sid in direct and sid in grouped:
+                findings[("direct_and_group_assignment", sid)].add(u["id"])
+            if skus[sid]["capabilityStatus"] != "Enabled":
+                findings[("subscription_not_active", sid)].add(u["id"])
+        for st in u["licenseAssignmentStates"]:
+            if st["assignedByGroup"] and st["state"] != "Active":
+                fig[st["skuId"]]["groupErrors"] += 1
+                findings[("group_assignment_error", st["skuId"])].add(u["id"])
+    seat_findings = {}
+    for sid, s in skus.items():
+        f = fig[sid]
+        enabled_seats, consumed = s["prepaidUnits"]["enabled"], s["consumedUnits"]
+        f["enabled"], f["consumed"], f["available"] = enabled_seats, consumed, enabled_seats - consumed
+        unused = max(enabled_seats - consumed, 0) if s["capabilityStatus"] == "Enabled" and billed(sid) else 0
+        f["unusedSeats"] = unused
+        f["wasteSeats"] = unused + f["disabled"] + f["neverSignedIn"] + f["inactive"] if billed(sid) else 0
+        if s["capabilityStatus"] == "Enabled" and unused:
+            seat_findings[("unused_seats", sid)] = unused
+        if s["capabilityStatus"] == "Enabled" and consumed > enabled_seats:
+            seat_findings[("over_assigned", sid)] = consumed - enabled_seats
+        price = (prices or {}).get(s["skuPartNumber"])
+        if price is not None:
+            f["monthlyWaste"] = float(round(price * f["wasteSeats"], 2))
+    return {"skus": fig, "findings": findings, "seatFindings": seat_findings, "users": users, "skuRecords": skus}
