@@ -14,7 +14,7 @@ import threading
 import orjson
 
 from . import Simulator, TenantSpec
-from .tenant import DEFAULT_ROLES
+from .tenant import DEFAULT_ROLES, UPN_LOCAL_CHARS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token-lifetime", type=int, default=3599)
     p.add_argument("--secret-expires-in-days", type=int, default=None)
     p.add_argument("--secret-in", choices=("env", "keyvault"), default="env")
+    p.add_argument("--identity-reports-limit", type=int, default=None,
+                   help="requests per 10 s for identity and access reports (Graph documents 5)")
+    p.add_argument("--sign-in-is-identity-report", action="store_true",
+                   help="listing users with signInActivity counts against that limit (an open question)")
+    p.add_argument("--sign-in-eventual-quirk", action="store_true",
+                   help="signInActivity empty for some users under ConsistencyLevel: eventual (reported)")
+    p.add_argument("--startswith-case-sensitive", action="store_true")
+    p.add_argument("--all-upn-initials", action="store_true",
+                   help="UPNs start with every character Entra allows, in both cases")
     return p
 
 
@@ -57,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         foreign_next_link=args.foreign_next_link,
         token_lifetime=args.token_lifetime,
         secret_expires_in_days=args.secret_expires_in_days,
+        identity_reports_limit=args.identity_reports_limit,
+        sign_in_is_identity_report=args.sign_in_is_identity_report,
+        sign_in_eventual_quirk=args.sign_in_eventual_quirk,
+        startswith_case_sensitive=args.startswith_case_sensitive,
+        upn_initials=UPN_LOCAL_CHARS if args.all_upn_initials else "",
     )
     if args.domains:
         spec.domains = tuple(d.strip() for d in args.domains.split(",") if d.strip())
