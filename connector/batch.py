@@ -161,7 +161,7 @@ async def group_members(ctx: Context, ds: Dataset) -> AsyncIterator[list[dict[st
                             stats.throttled += 1
                         wait = _retry_after(answer.get("headers") or {}, item.attempts)
                         if status == 429:
-                            graph.limiter.throttled(wait)
+                            graph.scope(ds.name).throttled(wait)
                         item.not_before = time.monotonic() + wait
                         pending.append(item)
                     else:

@@ -26,6 +26,15 @@ INTUNE_READ = ("DeviceManagementManagedDevices.Read.All", "DeviceManagementManag
 # Optional: lets report datasets confirm concealed names from /admin/reportSettings.
 REPORT_SETTINGS_READ = ("ReportSettings.Read.All", "ReportSettings.ReadWrite.All")
 
+# Where Graph offers each API: the "national cloud deployments" table on its v1.0 page (M365_CLOUD names).
+# Checked for every dataset's requests: organization, subscribedSkus, users (signInActivity included),
+# directory/subscriptions, userRegistrationDetails, groups, group members, roleManagement role assignments and
+# definitions, devices, Intune managedDevices and detectedApps: all four clouds. The Microsoft 365 usage
+# reports (reportRoot getXxxUserDetail) and adminReportSettings: global service only (DOCS the reports' api
+# pages, include global-only.md; resources/report.md "Cloud deployments"). See graph-facts §11.
+ALL_CLOUDS = frozenset({"global", "usgov", "usgovdod", "china"})
+GLOBAL_ONLY = frozenset({"global"})
+
 ENTRA_PREMIUM = "Microsoft Entra ID P1 or P2"
 INTUNE = "Microsoft Intune"
 # Graph error codes meaning "the tenant lacks the licence", as opposed to a missing permission.
@@ -67,6 +76,7 @@ class Dataset:
     report: str | None = None  # usage-report function (strategy "report"), e.g. getMailboxUsageDetail
     report_period: bool = True  # the report function takes (period='D30'); getOffice365ActivationsUserDetail not
     fields: tuple[Field, ...] = ()  # the record's properties (names, types, descriptions)
+    clouds: frozenset[str] = ALL_CLOUDS  # M365_CLOUD values where Graph offers the API; elsewhere skipped
 
     @property
     def file(self) -> str:
@@ -92,7 +102,7 @@ def _report(name: str, function: str, builder: str, description: str, *, upn_fie
     """A Microsoft 365 usage report (CSV through a pre-authenticated download), declared in one call."""
     return Dataset(name=name, description=description, path=f"/reports/{function}", builder=builder,
                    requires=(REPORTS_READ,), upn_field=upn_field, strategy="report", report=function,
-                   report_period=period,
+                   report_period=period, clouds=GLOBAL_ONLY,
                    record=f"one CSV row of {function}{' ' + note if note else ''}, typed, fields named as in "
                           "Graph's JSON reports")
 
