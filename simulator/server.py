@@ -234,10 +234,12 @@ class Simulator:
                     }
                 )
 
-    def break_next(self, path_prefix: str, kind: str, times: int = 1, service: str = "graph") -> None:
+    def break_next(self, path_prefix: str, kind: str, times: int = 1, service: str = "graph",
+                   exact: bool = False) -> None:
         """Spoil the next ``times`` answers to paths starting with ``path_prefix``: ``reset`` (connection
         closed, no answer), ``cut`` (half the body, then closed), ``truncated`` (complete answer, JSON cut
-        short) or ``garbage`` (200 with a body that is not JSON). ``times=0`` removes the rule."""
+        short) or ``garbage`` (200 with a body that is not JSON). ``times=0`` removes the rule; ``exact``
+        matches the path itself only."""
         from .services import BREAKS
 
         if kind not in BREAKS:
@@ -245,12 +247,14 @@ class Simulator:
         with self._lock:
             self._breaks = [b for b in self._breaks if (b["service"], b["prefix"]) != (service, path_prefix)]
             if times > 0:
-                self._breaks.append({"service": service, "prefix": path_prefix, "kind": kind, "remaining": times})
+                self._breaks.append({"service": service, "prefix": path_prefix, "kind": kind, "remaining": times,
+                                     "exact": exact})
 
     def _take_break(self, service: str, path: str) -> str | None:
         with self._lock:
             for rule in self._breaks:
-                if rule["service"] == service and path.lower().startswith(rule["prefix"].lower()):
+                wanted, got = rule["prefix"].lower(), path.lower()
+                if rule["service"] == service and (got == wanted if rule["exact"] else got.startswith(wanted)):
                     rule["remaining"] -= 1
                     if rule["remaining"] <= 0:
                         self._breaks.remove(rule)

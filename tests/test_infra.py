@@ -38,6 +38,7 @@ NOT_SET_IN_AZURE: dict[str, str] = {
     "M365_GRAPH_ENDPOINT": "override for tests and private endpoints; M365_CLOUD picks the hosts",
     "M365_MAX_CONCURRENCY": "optional tuning; the code's default applies",
     "M365_MAX_RETRIES": "optional tuning; the code's default applies",
+    "M365_RUN_TIME_LIMIT": "optional tuning; the default (100 minutes) stays below host.json's functionTimeout",
     "AzureWebJobsStorage": "connection-string form, for Azurite; Azure uses the identity-based __ settings",
     "AzureWebJobsStorage__accountName": "alternative to the service URIs, public cloud only; the URIs are set",
     "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "optional: unset, the connector exports its own logger itself",
