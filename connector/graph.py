@@ -227,6 +227,7 @@ class Graph:
         if self.first_request_at is None:
             self.first_request_at = time.perf_counter()
         while True:
+            progress = scope.completed
             async with scope, self._slots:
                 try:
                     response = await attempt()
@@ -274,7 +275,8 @@ class Graph:
                 log.info("%s: %s on %s; retrying in %.1f s", label, type(failure).__name__, path, wait)
             stats.retries += 1
             stats.waited += wait
-            retries += 1
+            if not (response is not None and response.status_code == 429 and scope.completed > progress):
+                retries += 1  # a 429 while the scope still gets answers is patience, not failure
             await asyncio.sleep(wait)
 
     async def get(self, builder: str, url: str, label: str, headers: dict[str, str] | None = None,

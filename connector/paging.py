@@ -99,35 +99,44 @@ def group_filter(field: str, chars: str) -> str:
 
 class SeenIds:
     """User ids already written, in a temporary SQLite file: a million ids would be about 100 MB in a
-    Python set, here they cost disk, not memory. `new(records)` keeps the records not seen before."""
+    Python set, here they cost disk (about 50 MB per million), not memory (an 8 MB page cache).
+    `new(records)` keeps the records not seen before. One open transaction without a journal: the
+    file is scratch, so nothing is ever committed or synced."""
+
+    CACHE_KIB = 8192
 
     def __init__(self) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="m365-ids-")
         self._db = sqlite3.connect(f"{self._dir.name}/ids.db", isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=MEMORY")  # savepoints need a journal; no disk sync needed
+        self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute(f"PRAGMA cache_size=-{self.CACHE_KIB}")
         self._db.execute("CREATE TABLE seen (id TEXT PRIMARY KEY) WITHOUT ROWID")
+        self._db.execute("BEGIN")
+        self._inserts: dict[int, str] = {}
         self.count = 0
         self.dropped = 0
 
     def new(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        db = self._db
-        ids = [(r["id"],) for r in records if isinstance(r.get("id"), str)]
-        db.execute("SAVEPOINT page")
-        before = db.total_changes
-        db.executemany("INSERT OR IGNORE INTO seen VALUES (?)", ids)
-        if db.total_changes - before == len(ids):  # the usual case: nothing seen before
-            db.execute("RELEASE page")
-            self.count += len(ids)
+        ids = [r["id"] for r in records if isinstance(r.get("id"), str)]
+        if not ids:
             return records
-        db.execute("ROLLBACK TO page")
+        sql = self._inserts.get(len(ids))
+        if sql is None:  # one statement per page: RETURNING names the ids that were new
+            sql = self._inserts[len(ids)] = ("INSERT OR IGNORE INTO seen VALUES " + ",".join(["(?)"] * len(ids))
+                                              + " RETURNING id")
+        fresh = {row[0] for row in self._db.execute(sql, ids).fetchall()}
+        self.count += len(fresh)
+        if len(fresh) == len(ids):  # the usual case: nothing seen before
+            return records
         kept = []
         for record in records:
             rid = record.get("id")
-            if not isinstance(rid, str) or db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (rid,)).rowcount:
+            if not isinstance(rid, str):
                 kept.append(record)
-        db.execute("RELEASE page")
-        self.count += sum(1 for r in kept if isinstance(r.get("id"), str))
+            elif rid in fresh:
+                fresh.discard(rid)  # a second copy within the same page is a duplicate too
+                kept.append(record)
         self.dropped += len(records) - len(kept)
         return kept
 

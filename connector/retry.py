@@ -4,6 +4,10 @@ connections and broken pages.
 - Every request has one budget of retries (`M365_MAX_RETRIES`), whatever the cause: 429, 500,
   502, 503, 504, a transport error (reset, timeout, connection cut mid-body) or a page that is not
   the JSON it should be. Pages are idempotent GETs, so sending one again is always safe.
+- Patience is not a failure: a 429 does not use up the budget while its scope keeps getting answers
+  (other requests of the same scope succeeded since this one was last sent). A rate limit such as
+  the identity-reports limit (5 requests per 10 s) then slows a dataset down but never fails it,
+  as long as the run's time allows; a service that answers nothing but 429 still exhausts it.
 - The wait is Graph's `Retry-After` when it sends one, else exponential backoff with jitter.
 - A wait longer than MAX_WAIT, or one that would end after the run's deadline
   (`M365_RUN_TIME_LIMIT`), is not waited: the request gives up at once and its dataset fails with
@@ -76,6 +80,7 @@ class AdaptiveLimiter:
         self.in_flight = 0
         self.lowest = maximum
         self.pauses = 0
+        self.completed = 0  # successful answers so far (progress, for the retry budget)
         self._successes = 0
         self._resume_at = 0.0
         self._cond = asyncio.Condition()
@@ -111,6 +116,7 @@ class AdaptiveLimiter:
         self._resume_at = max(self._resume_at, loop.time() + min(max(0.0, retry_after), MAX_WAIT))
 
     def succeeded(self) -> None:
+        self.completed += 1
         if self.limit >= self.maximum:
             return
         self._successes += 1

@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     with Simulator(spec) as sim:
+        sim.tenant.upn(0)  # build the user index first: a client's first request finds it ready
         sys.stdout.write(orjson.dumps(sim.env(secret_in=args.secret_in)).decode() + "\n")
         sys.stdout.flush()
         print(
