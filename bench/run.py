@@ -229,7 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict] = []
     datasets = tuple(args.datasets)
     for i, n in enumerate(args.users):
-        r = measure(n, args.latency, [], datasets, once=i == 0, compare=args.compare)
+        try:
+            r = measure(n, args.latency, [], datasets, once=i == 0, compare=args.compare)
+        except RuntimeError as exc:  # one size failing must not lose the others' figures
+            text = f"#### {n:,} users: the run failed\n\n```\n{str(exc)[-2000:]}\n```\n"
+            out.append(text)
+            print(text, flush=True)
+            continue
         results.append(r)
         text = report(r, f"{n:,} users, {args.latency * 1000:.0f} ms per Graph request")
         out.append(text)
