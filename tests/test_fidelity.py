@@ -241,3 +241,16 @@ def test_registration_licence_check_failure_names_directory_read_all(sim, env, t
     sim.spec.roles = DEFAULT_ROLES | {"Directory.Read.All"}
     manifest, _ = run_bounded(env, SNAPSHOT_DIR=str(tmp_path), M365_DATASETS="mfa_registration")
     assert manifest["datasets"]["mfa_registration"]["status"] == "succeeded"
+
+
+def test_check_reports_cloud_gaps_as_no_failure_and_the_directory_read_remedy(sim, env):
+    from connector.permissions import permission_report
+
+    sim.spec.registration_needs_directory_read = True
+    settings = settings_for(env, M365_CLOUD="china", M365_DATASETS="users,report_mailbox_usage_detail")
+    report = asyncio.run(permission_report(settings))
+    assert report["datasets"]["report_mailbox_usage_detail"]["status"] == "not_in_cloud"
+    assert report["ok"] is True
+    report = asyncio.run(permission_report(settings_for(env, M365_DATASETS="mfa_registration")))
+    entry = report["datasets"]["mfa_registration"]
+    assert entry["status"] == "missing_permission" and "Grant Directory.Read.All" in entry["remedy"]
