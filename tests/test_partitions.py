@@ -164,16 +164,19 @@ def test_rename_and_delete_during_paging_give_every_user_once(monkeypatch, tmp_p
 def test_eventual_consistency_quirk_costs_no_sign_in_data(monkeypatch, tmp_path):
     """With the reported quirk on, pages asked for under ConsistencyLevel: eventual lose signInActivity;
     the collector asks the size from /users/$count and pages without the header, so nothing is lost."""
+    import ssl
+
     import httpx
 
     with Simulator(TenantSpec(seed=8, users=3000, sign_in_eventual_quirk=True)) as sim:
         env = sim.env()
         apply_env(monkeypatch, env)
         # The quirk bites a client that pages with the header.
-        token = httpx.post(f"{sim.authority_host}/{sim.tenant_id}/oauth2/v2.0/token", verify=sim.ca_file, data={
+        tls = ssl.create_default_context(cafile=sim.ca_file)
+        token = httpx.post(f"{sim.authority_host}/{sim.tenant_id}/oauth2/v2.0/token", verify=tls, data={
             "grant_type": "client_credentials", "client_id": sim.client_id, "client_secret": sim.client_secret,
             "scope": "https://graph.microsoft.com/.default"}).json()["access_token"]
-        page = httpx.get(f"{sim.graph_endpoint}/v1.0/users", verify=sim.ca_file, params={
+        page = httpx.get(f"{sim.graph_endpoint}/v1.0/users", verify=tls, params={
             "$select": "id,signInActivity", "$top": "120", "$count": "true"},
             headers={"Authorization": f"Bearer {token}", "ConsistencyLevel": "eventual"}).json()["value"]
         expected = {u["id"]: u["signInActivity"] for u in sim.tenant.users()}
