@@ -256,7 +256,13 @@ class Graph:
             # Something to retry: a retryable status, a transport error or a broken body.
             hinted = retry_after_seconds(response.headers.get("retry-after")) if response is not None else None
             wait = hinted if hinted is not None else backoff(retries)
-            reason = _give_up_reason(retries, budget, wait, hinted is not None, self.deadline)
+            throttled = response is not None and response.status_code == 429
+            # Patience, not failure, while the scope still gets answers: some request of it succeeded
+            # during this attempt or since the scope's previous 429. Such a 429 uses no retry budget.
+            patient = throttled and (scope.completed > progress or scope.completed > scope.completed_at_throttle)
+            if throttled:
+                scope.completed_at_throttle = scope.completed
+            reason = _give_up_reason(retries, budget, wait, hinted is not None, self.deadline, counted=not patient)
             if reason:
                 if response is not None and failure is None:
                     await _read(response)
@@ -275,8 +281,8 @@ class Graph:
                 log.info("%s: %s on %s; retrying in %.1f s", label, type(failure).__name__, path, wait)
             stats.retries += 1
             stats.waited += wait
-            if not (response is not None and response.status_code == 429 and scope.completed > progress):
-                retries += 1  # a 429 while the scope still gets answers is patience, not failure
+            if not patient:
+                retries += 1
             await asyncio.sleep(wait)
 
     async def get(self, builder: str, url: str, label: str, headers: dict[str, str] | None = None,
@@ -426,9 +432,10 @@ def _certificate_problem(exc: BaseException) -> bool:
     return False
 
 
-def _give_up_reason(retries: int, budget: int, wait: float, hinted: bool, deadline: Deadline) -> str:
-    """Why a failed attempt is not sent again, or "" to retry it."""
-    if retries >= budget:
+def _give_up_reason(retries: int, budget: int, wait: float, hinted: bool, deadline: Deadline,
+                    counted: bool = True) -> str:
+    """Why a failed attempt is not sent again, or "" to retry it (`counted`: it uses the retry budget)."""
+    if counted and retries >= budget:
         return f"gave up after {retries} retries (M365_MAX_RETRIES={budget})"
     if hinted and wait > MAX_WAIT:
         return (f"Graph asked to wait {wait:.0f} s before trying again (Retry-After), longer than the connector "

@@ -5,7 +5,8 @@ connections and broken pages.
   502, 503, 504, a transport error (reset, timeout, connection cut mid-body) or a page that is not
   the JSON it should be. Pages are idempotent GETs, so sending one again is always safe.
 - Patience is not a failure: a 429 does not use up the budget while its scope keeps getting answers
-  (other requests of the same scope succeeded since this one was last sent). A rate limit such as
+  (some request of the same scope succeeded while this one was out, or since the scope's previous
+  429). A rate limit such as
   the identity-reports limit (5 requests per 10 s) then slows a dataset down but never fails it,
   as long as the run's time allows; a service that answers nothing but 429 still exhausts it.
 - The wait is Graph's `Retry-After` when it sends one, else exponential backoff with jitter.
@@ -81,6 +82,7 @@ class AdaptiveLimiter:
         self.lowest = maximum
         self.pauses = 0
         self.completed = 0  # successful answers so far (progress, for the retry budget)
+        self.completed_at_throttle = 0  # `completed` when the scope last got a 429
         self._successes = 0
         self._resume_at = 0.0
         self._cond = asyncio.Condition()
