@@ -27,11 +27,12 @@ INTUNE_READ = ("DeviceManagementManagedDevices.Read.All", "DeviceManagementManag
 REPORT_SETTINGS_READ = ("ReportSettings.Read.All", "ReportSettings.ReadWrite.All")
 
 # Where Graph offers each API: the "national cloud deployments" table on its v1.0 page (M365_CLOUD names).
-# Checked for every dataset's requests: organization, subscribedSkus, users (signInActivity included),
-# directory/subscriptions, userRegistrationDetails, groups, group members, roleManagement role assignments and
-# definitions, devices, Intune managedDevices and detectedApps: all four clouds. The Microsoft 365 usage
-# reports (reportRoot getXxxUserDetail) and adminReportSettings: global service only (DOCS the reports' api
-# pages, include global-only.md; resources/report.md "Cloud deployments"). See graph-facts §11.
+# Read for this declaration: user-list (users, signInActivity), directory-list-subscriptions,
+# rbacapplication-list-roleassignments, group-list-members, userregistrationdetails-get and the Intune
+# device pages: all four clouds. The Microsoft 365 usage reports (reportroot-get*UserDetail) and
+# adminreportsettings-get: global service only (include global-only.md; resources/report.md "Cloud
+# deployments"). organization, subscribedSkus, groups, devices, roleDefinitions, managedDevices and
+# detectedApps are taken as all four like their families (their tables were not legible in the copies read).
 ALL_CLOUDS = frozenset({"global", "usgov", "usgovdod", "china"})
 GLOBAL_ONLY = frozenset({"global"})
 
