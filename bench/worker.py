@@ -35,7 +35,8 @@ def collect(env: dict[str, str]) -> dict:
         cpu1, rss = _usage()
     return {"mode": "collect", "status": manifest["status"], "wall": wall, "cpu": cpu1 - cpu0, "maxrssMiB": rss,
             "datasets": {n: {k: d.get(k) for k in ("status", "records", "requests", "retries", "throttled",
-                                                      "durationSeconds", "plan", "bytes", "groups")}
+                                                      "durationSeconds", "plan", "bytes", "groups",
+                                                      "retryWaitSeconds")}
                          for n, d in manifest["datasets"].items()},
             "warnings": manifest["warnings"]}
 

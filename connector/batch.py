@@ -193,7 +193,7 @@ class Batcher:
                             wait = _retry_after(headers, item.attempts)
                             if status == 429:
                                 self.stats.throttled += 1
-                                self.graph.limiter.throttled(wait)
+                                self.graph.scope(self.ds.name).throttled(wait)
                             item.not_before = time.monotonic() + wait
                             pending.append(item)
                         else:

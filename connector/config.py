@@ -65,6 +65,7 @@ SETTING_NAMES: tuple[str, ...] = (
     "M365_DATASETS",
     "M365_MAX_CONCURRENCY",
     "M365_MAX_RETRIES",
+    "M365_RUN_TIME_LIMIT",
     "M365_REPORT_PERIOD",
     "M365_INACTIVE_DAYS",
     "M365_PRICE_SHEET",
@@ -111,6 +112,7 @@ class Settings:
     datasets: tuple[str, ...] | None = None  # None = every dataset
     max_concurrency: int = 16
     max_retries: int = 6
+    run_time_limit: int = 100  # minutes a run may spend on Graph (host.json's functionTimeout is 120)
     report_period: str = "D30"  # usage reports: D7, D30, D90 or D180
     snapshot_dir: str | None = None
     snapshot_container: str = DEFAULT_CONTAINER
@@ -351,7 +353,8 @@ class _Reader:
 
     def limits(self) -> dict[str, object]:
         return {"max_concurrency": self.integer("M365_MAX_CONCURRENCY", 16, 1, 64),
-                "max_retries": self.integer("M365_MAX_RETRIES", 6, 0, 10)}
+                "max_retries": self.integer("M365_MAX_RETRIES", 6, 0, 10),
+                "run_time_limit": self.integer("M365_RUN_TIME_LIMIT", 100, 1, 1440)}
 
     def destination(self) -> dict[str, object]:
         container = self.get("SNAPSHOT_CONTAINER") or DEFAULT_CONTAINER

@@ -56,6 +56,16 @@ ASSIGNMENT_SCHEDULE_READ = ("RoleAssignmentSchedule.Read.Directory", "RoleManage
 # (api/group-list-members.md)
 MEMBER_READ_HIDDEN = ("Member.Read.Hidden",)
 
+# Where Graph offers each API: the "national cloud deployments" table on its v1.0 page (M365_CLOUD names).
+# Read for this declaration: user-list (users, signInActivity), directory-list-subscriptions,
+# rbacapplication-list-roleassignments, group-list-members, userregistrationdetails-get and the Intune
+# device pages: all four clouds. The Microsoft 365 usage reports (reportroot-get*UserDetail) and
+# adminreportsettings-get: global service only (include global-only.md; resources/report.md "Cloud
+# deployments"). organization, subscribedSkus, groups, devices, roleDefinitions, managedDevices and
+# detectedApps are taken as all four like their families (their tables were not legible in the copies read).
+ALL_CLOUDS = frozenset({"global", "usgov", "usgovdod", "china"})
+GLOBAL_ONLY = frozenset({"global"})
+
 ENTRA_PREMIUM = "Microsoft Entra ID P1 or P2"
 # Privileged Identity Management (eligible and time-bound role assignments) needs P2 or ID Governance.
 ENTRA_P2 = "Microsoft Entra ID P2 (or Microsoft Entra ID Governance)"
@@ -134,6 +144,7 @@ class Dataset:
     fields: tuple[Field, ...] = ()  # the record's properties (names, types, descriptions)
     optional: tuple[OptionalPermission, ...] = ()  # used when granted, never required
     fan_out: FanOut | None = None  # strategy "fan_out": the $batch legs
+    clouds: frozenset[str] = ALL_CLOUDS  # M365_CLOUD values where Graph offers the API; elsewhere skipped
 
     @property
     def file(self) -> str:
@@ -159,7 +170,7 @@ def _report(name: str, function: str, builder: str, description: str, fields: tu
     """A Microsoft 365 usage report (CSV through a pre-authenticated download), declared in one call."""
     return Dataset(name=name, description=description, path=f"/reports/{function}", builder=builder,
                    requires=(REPORTS_READ,), upn_field=upn_field, strategy="report", report=function,
-                   report_period=period, fields=fields,
+                   report_period=period, fields=fields, clouds=GLOBAL_ONLY,
                    optional=(OptionalPermission(REPORT_SETTINGS_READ, "confirmation from /admin/reportSettings that "
                                                 "user names are concealed"),),
                    record=f"one CSV row of {function}{' ' + note if note else ''}, typed, fields named as in "

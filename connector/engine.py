@@ -33,6 +33,13 @@ from .strategy import RESTART, Context, strategy_for
 log = logging.getLogger("m365_connector")
 
 SCHEMA_VERSION = 1
+# Graph error codes whose remedy is a permission other than the dataset's own (graph-facts §11).
+ERROR_REMEDIES: dict[str, tuple[str, str]] = {
+    # userRegistrationDetails: the premium-licence check behind the report needs directory read access
+    # [ISSUE microsoft-graph-docs #9269, #12911].
+    "Authentication_ApplicationHasNoDirectoryReadAccess": (
+        "Directory.Read.All", "Graph could not check the tenant's premium licence without directory read access"),
+}
 PORTAL_STEP = ("In the Entra admin center open App registrations, the app, API permissions: add Microsoft Graph "
                "application permission {perm}, then select 'Grant admin consent'.")
 
@@ -61,6 +68,7 @@ class DatasetResult:
     warnings: list[dict[str, str]] = field(default_factory=list)
     missingPermissions: list[str] = field(default_factory=list)
     missingLicence: str | None = None
+    unavailableInCloud: str | None = None  # skipped before any request: Graph has no such API in this cloud
     domainFilter: str = "organisation-wide"
     excludedByDomainFilter: int = 0
     error: dict[str, Any] | None = None
@@ -180,10 +188,20 @@ class Run:
         self._notify()
         ctx = Context(self.settings, self.graph, self.granted)
         try:
-            await self._write(ds, ctx, res)
+            # The run's time limit bounds every dataset: one still paging when it passes fails with a
+            # named warning, and the others are published in time.
+            await asyncio.wait_for(self._write(ds, ctx, res), max(0.0, self.graph.deadline.remaining()))
             res.status = "succeeded"
         except asyncio.CancelledError:
             raise
+        except TimeoutError:
+            res.status, res.records = "failed", 0
+            res.error = {"code": "RunTimeLimit", "message": "the run's time limit passed while collecting"}
+            res.warnings.append(_warning(
+                "run_time_limit", ds.name,
+                f"{ds.name} was still being collected when the run's time limit passed (M365_RUN_TIME_LIMIT="
+                f"{self.settings.run_time_limit} minutes); it is left out of this snapshot. Raise the limit (and "
+                "functionTimeout in host.json) or collect it in a run of its own."))
         except Exception as exc:
             self._classify_failure(ds, res, exc)
         finally:
@@ -194,12 +212,26 @@ class Run:
             stats = self.graph.stats.get(ds.name)
             if stats:
                 res.requests, res.retries, res.throttled = stats.requests, stats.retries, stats.throttled
+                self._retry_facts(ds, res, stats)
             self._notify()
+
+    def _retry_facts(self, ds: Dataset, res: DatasetResult, stats: Any) -> None:
+        """Throttling and broken answers are said in the manifest even when the data came in whole."""
+        if stats.waited:
+            res.extra["retryWaitSeconds"] = round(stats.waited, 1)
+        if stats.broken:
+            res.extra["brokenResponsesRetried"] = stats.broken
+        if stats.throttled and res.status == "succeeded":
+            res.warnings.append(_warning(
+                "throttled", ds.name,
+                f"{ds.name}: Graph throttled {stats.throttled} request(s) (429); the connector waited "
+                f"{stats.waited:.0f} s in all and the dataset is complete, only slower."))
 
     def _classify_failure(self, ds: Dataset, res: DatasetResult, exc: Exception) -> None:
         res.records = 0
-        unreachable = None if isinstance(exc, (GraphError, TokenFailure)) else \
-            graph_failure(exc, self.settings.graph_endpoint)
+        cause = exc.__cause__ if isinstance(exc, GraphError) and exc.status == 0 else exc  # retried transport errors
+        unreachable = None if isinstance(cause, (GraphError, TokenFailure)) or cause is None else \
+            graph_failure(cause, self.settings.graph_endpoint)
         if unreachable is not None:  # one line naming the setting; the traceback only with -v
             res.status = "failed"
             res.error = {"code": unreachable.code, "message": unreachable.line()}
@@ -221,6 +253,18 @@ class Run:
             msg = (f"{ds.name} needs {res.missingLicence} in the tenant; Graph answered {exc.code}. The other "
                    "datasets were collected.")
             res.warnings.append(_warning("missing_licence", ds.name, msg))
+        elif isinstance(exc, GraphError) and exc.code in ERROR_REMEDIES:
+            perm, why = ERROR_REMEDIES[exc.code]
+            res.status = "skipped"
+            res.missingPermissions = [perm]
+            msg = (f"{ds.name}: {why} (Graph answered {exc.code}). Grant {perm}. " + PORTAL_STEP.format(perm=perm))
+            res.warnings.append(_warning("missing_permission", ds.name, msg))
+            res.error = exc.as_dict()
+        elif isinstance(exc, GraphError) and exc.status == 429:
+            res.status = "failed"
+            res.error = exc.as_dict()
+            res.warnings.append(_warning("throttled_gave_up", ds.name, f"{ds.name} failed: Graph kept throttling it. "
+                                                                         f"{exc}"))
         elif isinstance(exc, GraphError) and exc.status == 403:  # 401 is a token problem, not a permission
             res.status = "skipped"
             res.missingPermissions = ds.missing_roles(self.granted) or [group[0] for group in ds.requires]
@@ -281,6 +325,14 @@ class Run:
                 tasks = []
                 for name in self.settings.selected_datasets:
                     ds = DATASETS[name]
+                    if self.settings.cloud not in ds.clouds:
+                        res = self.results[name]
+                        res.status, res.unavailableInCloud = "skipped", self.settings.cloud
+                        res.warnings.append(_warning(
+                            "not_in_cloud", name,
+                            f"{name} skipped: Graph does not offer {ds.path} in the {self.settings.cloud} cloud "
+                            f"(M365_CLOUD), only in {', '.join(sorted(ds.clouds))}. Not a failure; nothing to do."))
+                        continue
                     missing = ds.missing_roles(self.granted)
                     if missing:
                         res = self.results[name]
@@ -339,7 +391,8 @@ class Run:
                 self.publication.adopt(name, info)
 
     async def _finish(self) -> dict[str, Any]:
-        statuses = [r.status for r in self.results.values()]
+        # A dataset the cloud does not offer is no gap in the snapshot: it does not make the run partial.
+        statuses = [r.status for r in self.results.values() if not r.unavailableInCloud]
         if statuses and all(s == "succeeded" for s in statuses):
             self.status = "succeeded"
         elif any(s == "succeeded" for s in statuses):

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import reduce
@@ -35,6 +36,9 @@ from msgraph_core.middleware import GraphTelemetryHandler
 
 from .auth import GraphCredential
 from .config import Settings
+from .retry import MAX_WAIT, RETRY_STATUSES, AdaptiveLimiter, Deadline, backoff, retry_after_seconds
+
+__all__ = ["AdaptiveLimiter", "Graph", "GraphError", "Page", "RequestStats"]
 
 log = logging.getLogger("m365_connector")
 
@@ -110,62 +114,13 @@ def request_budget(key: tuple[str, ...], limit: int, window: float) -> RequestBu
     return budget
 
 
-class AdaptiveLimiter:
-    """Concurrency that adapts to throttling: halves on a 429 and pauses new requests for the
-    Retry-After, then grows back by one slot per `limit` successful answers (slow recovery)."""
-
-    def __init__(self, maximum: int):
-        self.maximum = maximum
-        self.limit = maximum
-        self.in_flight = 0
-        self.lowest = maximum
-        self._successes = 0
-        self._resume_at = 0.0
-        self._cond = asyncio.Condition()
-
-    async def __aenter__(self) -> None:
-        loop = asyncio.get_running_loop()
-        async with self._cond:
-            while True:
-                wait = self._resume_at - loop.time()
-                if wait > 0:
-                    self._cond.release()
-                    try:
-                        await asyncio.sleep(wait)
-                    finally:
-                        await self._cond.acquire()
-                    continue
-                if self.in_flight < self.limit:
-                    break
-                await self._cond.wait()
-            self.in_flight += 1
-
-    async def __aexit__(self, *exc: object) -> None:
-        async with self._cond:
-            self.in_flight -= 1
-            self._cond.notify_all()
-
-    def throttled(self, retry_after: float) -> None:
-        loop = asyncio.get_running_loop()
-        self.limit = max(1, self.limit // 2)
-        self.lowest = min(self.lowest, self.limit)
-        self._successes = 0
-        self._resume_at = max(self._resume_at, loop.time() + retry_after)
-
-    def succeeded(self) -> None:
-        if self.limit >= self.maximum:
-            return
-        self._successes += 1
-        if self._successes >= self.limit:
-            self._successes = 0
-            self.limit += 1
-
-
 @dataclass
 class RequestStats:
-    requests: int = 0
-    retries: int = 0
-    throttled: int = 0
+    requests: int = 0  # requests made (a retried request counts once)
+    retries: int = 0  # attempts sent again, whatever the cause
+    throttled: int = 0  # answers 429
+    waited: float = 0.0  # seconds spent waiting before retries (Retry-After or backoff)
+    broken: int = 0  # transport errors and broken pages that were retried
     by_status: dict[int, int] = field(default_factory=dict)
 
 
@@ -205,9 +160,10 @@ class Graph:
         self._origin = _origin(settings.graph_endpoint)
         host = urlsplit(settings.graph_endpoint).hostname or ""
         auth = AzureIdentityAuthenticationProvider(credential, scopes=[settings.graph_scope], allowed_hosts=[host])
-        # No base delay on top of the backoff: Retry-After is honoured as sent; without it the
-        # SDK backs off exponentially from 0.5 s.
-        options = {RetryHandlerOption.get_key(): RetryHandlerOption(delay=0, max_retries=settings.max_retries)}
+        # The SDK's retry handler stays in the pipeline but sends each attempt once: the connector's
+        # requests are retried by Graph._send (connector/retry.py), which also retries transport errors
+        # and broken pages, knows the run's deadline and does not hold a connection slot while it waits.
+        options = {RetryHandlerOption.get_key(): RetryHandlerOption(delay=0, max_retries=0, should_retry=False)}
         middleware = KiotaClientFactory.get_default_middleware(options)
         middleware.append(GraphTelemetryHandler())
         middleware.append(_AttemptCounter(self))
@@ -220,7 +176,9 @@ class Graph:
         adapter.base_url = self.base
         self.client = GraphServiceClient(request_adapter=adapter)
         self._http = http
-        self.limiter = AdaptiveLimiter(settings.max_concurrency)
+        self._slots = asyncio.Semaphore(settings.max_concurrency)  # requests in flight, all scopes together
+        self.scopes: dict[str, AdaptiveLimiter] = {}  # per dataset: throttling slows only its own scope
+        self.deadline = Deadline(settings.run_time_limit * 60)
         self.first_request_at: float | None = None  # perf_counter() of the first Graph request (cold start)
         self.stats: dict[str, RequestStats] = {}
         self.shared: dict[str, asyncio.Future[Any]] = {}  # run-wide lookups several datasets need once
@@ -240,68 +198,174 @@ class Graph:
                 "sent. If Graph is reached through a proxy or private endpoint, set M365_GRAPH_ENDPOINT to it.",
                 path=urlsplit(url).path)
 
-    async def get(self, builder: str, url: str, label: str, headers: dict[str, str] | None = None):
-        """GET one URL through the SDK pipeline; returns the raw httpx response."""
-        self.check_link(url, label)
+    def scope(self, label: str) -> AdaptiveLimiter:
+        limiter = self.scopes.get(label)
+        if limiter is None:
+            limiter = self.scopes[label] = AdaptiveLimiter(self.settings.max_concurrency)
+        return limiter
+
+    def _info(self, builder: str, url: str, label: str, headers: dict[str, str] | None) -> RequestInformation:
         request_builder = reduce(getattr, builder.split("."), self.client).with_url(url)
         info = request_builder.to_get_request_information()
         for name, value in (headers or {}).items():
             info.headers.try_add(name, value)
         info.add_request_options([ResponseHandlerOption(NativeResponseHandler()), _Label(label)])
+        return info
+
+    async def _send(self, label: str, attempt: Callable[[], Any], *, check: Callable[[Any], Any] | None = None,
+                    max_retries: int | None = None, path: str = "") -> Any:
+        """Send one request through the SDK pipeline with the retry policy of connector/retry.py.
+
+        `attempt()` sends once and returns the httpx response; `check(response)` turns a 200 into the
+        result and raises ValueError for a broken body (retried like a transport error). Non-200
+        answers that are not worth retrying are returned as they are, for the caller's error."""
+        stats = self._stats(label)
+        scope = self.scope(label)
+        budget = self.settings.max_retries if max_retries is None else max_retries
+        stats.requests += 1
+        retries = 0
         if self.first_request_at is None:
             self.first_request_at = time.perf_counter()
-        async with self.limiter:
-            response = await self.client.request_adapter.send_async(info, None, {})
-        stats = self._stats(label)
-        stats.requests += 1
-        return response
+        while True:
+            progress = scope.completed
+            async with scope, self._slots:
+                try:
+                    response = await attempt()
+                except (httpx.TransportError, httpx.DecodingError) as exc:
+                    if _certificate_problem(exc):
+                        raise
+                    response, failure = None, exc
+            if response is not None:
+                status = response.status_code
+                if status == 429:
+                    stats.throttled += 1
+                if status not in RETRY_STATUSES:
+                    if status != 200 or check is None:
+                        if status < 400:
+                            scope.succeeded()
+                        return response
+                    try:
+                        result = check(response)
+                    except ValueError as exc:
+                        failure = exc
+                    else:
+                        scope.succeeded()
+                        return result
+                else:
+                    failure = None
+            # Something to retry: a retryable status, a transport error or a broken body.
+            hinted = retry_after_seconds(response.headers.get("retry-after")) if response is not None else None
+            wait = hinted if hinted is not None else backoff(retries)
+            throttled = response is not None and response.status_code == 429
+            # Patience, not failure, while the scope still gets answers: some request of it succeeded
+            # during this attempt or since the scope's previous 429. Such a 429 uses no retry budget.
+            patient = throttled and (scope.completed > progress or scope.completed > scope.completed_at_throttle)
+            if throttled:
+                scope.completed_at_throttle = scope.completed
+            reason = _give_up_reason(retries, budget, wait, hinted is not None, self.deadline, counted=not patient)
+            if reason:
+                if response is not None and failure is None:
+                    await _read(response)
+                    error = error_from(response.status_code, response.headers, response.content, path)
+                    error.message = f"{error.message} ({reason})"
+                    raise error
+                raise GraphError(0, "BrokenResponse" if isinstance(failure, ValueError) else "ConnectionFailed",
+                                 f"{type(failure).__name__}: {str(failure)[:200] or 'no details'} ({reason})",
+                                 path=path) from failure
+            if response is not None:
+                await response.aclose()
+                if response.status_code == 429:
+                    scope.throttled(wait)  # only now: this request will be sent again after the pause
+            if failure is not None:
+                stats.broken += 1
+                log.info("%s: %s on %s; retrying in %.1f s", label, type(failure).__name__, path, wait)
+            stats.retries += 1
+            stats.waited += wait
+            if not patient:
+                retries += 1
+            await asyncio.sleep(wait)
+
+    async def get(self, builder: str, url: str, label: str, headers: dict[str, str] | None = None,
+                  check: Callable[[httpx.Response], Any] | None = None):
+        """GET one URL through the SDK pipeline (retried per connector/retry.py); the raw httpx response,
+        or check(response) for a 200 when a check is given."""
+        self.check_link(url, label)
+        adapter = self.client.request_adapter
+
+        async def attempt() -> httpx.Response:
+            return await adapter.send_async(self._info(builder, url, label, headers), None, {})
+
+        return await self._send(label, attempt, check=check, path=urlsplit(url).path)
 
     def _prepare(self, info: RequestInformation, label: str, options: Iterable[RequestOption]) -> None:
         info.add_request_options([ResponseHandlerOption(NativeResponseHandler()), _Label(label), *options])
         self.client.request_adapter.set_base_url_for_request_information(info)
 
     @asynccontextmanager
-    async def stream(self, info: RequestInformation, label: str,
-                     options: Iterable[RequestOption] = ()) -> AsyncIterator[httpx.Response]:
-        """Send a request built by an SDK request builder through the same pipeline (auth, retry,
-        redirect, counters) but leave the body unread, so a large download is read in chunks."""
-        self._prepare(info, label, options)
+    async def stream(self, build: Callable[[], RequestInformation], label: str,
+                     options: Iterable[RequestOption] = (), max_retries: int | None = None,
+                     ) -> AsyncIterator[httpx.Response]:
+        """Send a request built by an SDK request builder through the same pipeline (auth, redirect,
+        counters, retries until the headers arrive) but leave the body unread, so a large download is
+        read in chunks. `build()` makes a fresh RequestInformation for each attempt."""
         adapter = self.client.request_adapter
-        async with self.limiter:
+        options = list(options)
+
+        async def attempt() -> httpx.Response:
+            info = build()
+            self._prepare(info, label, options)
             request = await adapter.convert_to_native_async(info)
-            response = await self._http.send(request, stream=True)
-        self._stats(label).requests += 1
+            return await self._http.send(request, stream=True)
+
+        response = await self._send(label, attempt, max_retries=max_retries)
         try:
             yield response
         finally:
             await response.aclose()
 
     async def post_json(self, path: str, body: bytes, label: str) -> httpx.Response:
-        """POST a JSON body (JSON batching: `$batch`) through the SDK pipeline; raw response back."""
-        info = RequestInformation(Method.POST)
-        info.url = f"{self.base}{path}"
-        info.headers.try_add("Accept", "application/json")
-        info.set_stream_content(body, "application/json")  # not octet-stream: the retry handler may resend it
-        self._prepare(info, label, ())
-        async with self.limiter:
-            response = await self.client.request_adapter.send_async(info, None, {})
-        self._stats(label).requests += 1
-        return response
+        """POST a JSON body (JSON batching: `$batch`, whose requests are all GETs, so sending it again is
+        safe) through the SDK pipeline; the raw response back, its body checked to be JSON when 200."""
+        adapter = self.client.request_adapter
+
+        async def attempt() -> httpx.Response:
+            info = RequestInformation(Method.POST)
+            info.url = f"{self.base}{path}"
+            info.headers.try_add("Accept", "application/json")
+            info.set_stream_content(body, "application/json")
+            self._prepare(info, label, ())
+            return await adapter.send_async(info, None, {})
+
+        def check(response: httpx.Response) -> httpx.Response:
+            _json(response.content)
+            return response
+
+        return await self._send(label, attempt, check=check, path=path)
 
     async def first_page(self, builder: str, url: str, label: str, headers: dict[str, str] | None = None) -> Page:
         return await self._page(builder, url, label, headers)
 
     async def _page(self, builder: str, url: str, label: str, headers: dict[str, str] | None) -> Page:
-        response = await self.get(builder, url, label, headers)
-        content = response.content
-        if response.status_code != 200:
-            raise error_from(response.status_code, response.headers, content, urlsplit(url).path)
-        body = orjson.loads(content)
-        next_link = body.get("@odata.nextLink")
-        if next_link:
-            self.check_link(next_link, label)
-        value = body.get("value")
-        return Page(value if isinstance(value, list) else [body], next_link, len(content), body.get("@odata.count"))
+        def check(response: httpx.Response) -> Page:
+            content = response.content
+            body = _json(content)
+            if not isinstance(body, dict):
+                raise ValueError("the page is not a JSON object")
+            value = body.get("value")
+            if "value" in body and not isinstance(value, list):
+                raise ValueError("the page's value is not a list")
+            next_link = body.get("@odata.nextLink")
+            if next_link is not None and not isinstance(next_link, str):
+                raise ValueError("the page's @odata.nextLink is not a string")
+            return Page(value if isinstance(value, list) else [body], next_link, len(content),
+                        body.get("@odata.count"))
+
+        result = await self.get(builder, url, label, headers, check=check)
+        if isinstance(result, Page):
+            if result.next_link:
+                self.check_link(result.next_link, label)
+            return result
+        raise error_from(result.status_code, result.headers, result.content, urlsplit(url).path)
 
     async def pages(self, builder: str, first_url: str | None, label: str, headers: dict[str, str] | None = None,
                     prefetch: bool = False, first: Page | None = None) -> AsyncIterator[Page]:
@@ -330,10 +394,56 @@ class Graph:
     async def count(self, path: str, label: str, query: str = "") -> int:
         """`$count` of a directory collection (an advanced query: ConsistencyLevel eventual)."""
         url = f"{self.base}{path}/$count" + (f"?{query}" if query else "")
-        response = await self.get(path.strip("/").split("/")[0], url, label, {"ConsistencyLevel": "eventual"})
-        if response.status_code != 200:
-            raise error_from(response.status_code, response.headers, response.content, path)
-        return int(response.content.decode().strip().lstrip("\ufeff"))
+
+        def check(response: httpx.Response) -> int:
+            text = response.content.decode("utf-8", "replace").strip().lstrip("\ufeff")
+            if not text.isdigit():
+                raise ValueError(f"$count answered {text[:40]!r}, not a number")
+            return int(text)
+
+        result = await self.get(path.strip("/").split("/")[0], url, label, {"ConsistencyLevel": "eventual"},
+                                check=check)
+        if isinstance(result, int):
+            return result
+        raise error_from(result.status_code, result.headers, result.content, path)
+
+
+def _json(content: bytes) -> Any:
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"the body is not JSON ({len(content)} bytes: {exc})") from None
+
+
+async def _read(response: httpx.Response) -> None:
+    try:
+        await response.aread()
+    except httpx.HTTPError:
+        pass
+
+
+def _certificate_problem(exc: BaseException) -> bool:
+    """A TLS certificate that does not verify is a configuration problem; sending again cannot help."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _give_up_reason(retries: int, budget: int, wait: float, hinted: bool, deadline: Deadline,
+                    counted: bool = True) -> str:
+    """Why a failed attempt is not sent again, or "" to retry it (`counted`: it uses the retry budget)."""
+    if counted and retries >= budget:
+        return f"gave up after {retries} retries (M365_MAX_RETRIES={budget})"
+    if hinted and wait > MAX_WAIT:
+        return (f"Graph asked to wait {wait:.0f} s before trying again (Retry-After), longer than the connector "
+                f"waits for one request ({MAX_WAIT:.0f} s); the other datasets were not held up. Run again later")
+    if wait > deadline.remaining():
+        return (f"waiting {wait:.0f} s more would pass the run's time limit (M365_RUN_TIME_LIMIT="
+                f"{deadline.seconds / 60:.0f} minutes)")
+    return ""
 
 
 class _Label:
@@ -387,18 +497,4 @@ class _AttemptCounter(BaseMiddleware):
         response = await super().send(request, transport)
         stats = self._graph._stats(label)
         stats.by_status[response.status_code] = stats.by_status.get(response.status_code, 0) + 1
-        if "Retry-Attempt" in request.headers:
-            stats.retries += 1
-        if response.status_code == 429:
-            stats.throttled += 1
-            self._graph.limiter.throttled(_retry_after_seconds(response.headers.get("retry-after")))
-        elif response.status_code < 400:
-            self._graph.limiter.succeeded()
         return response
-
-
-def _retry_after_seconds(value: str | None) -> float:
-    try:
-        return max(0.0, float(value)) if value else 1.0
-    except ValueError:
-        return 1.0

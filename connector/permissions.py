@@ -12,7 +12,7 @@ from typing import Any
 from .auth import GraphCredential, read_client_secret, secret_expiry_warning, token_failure_from
 from .config import Settings
 from .datasets import DATASETS, LICENCE_ERROR_CODES
-from .engine import PORTAL_STEP
+from .engine import ERROR_REMEDIES, PORTAL_STEP
 
 
 async def _probe(graph: Any, name: str) -> tuple[str, str | None]:
@@ -31,6 +31,9 @@ async def _probe(graph: Any, name: str) -> tuple[str, str | None]:
     err: GraphError = error_from(response.status_code, response.headers, response.content, ds.path)
     if err.code in LICENCE_ERROR_CODES:
         return "missing_licence", f"The tenant needs {ds.licence} ({err.code})."
+    if err.code in ERROR_REMEDIES:
+        perm, why = ERROR_REMEDIES[err.code]
+        return "missing_permission", f"{why} ({err.code}). Grant {perm}. " + PORTAL_STEP.format(perm=perm)
     if err.status == 403:
         return "missing_permission", f"Graph refused access: {err.code}: {err.message}"
     return "error", str(err)
@@ -101,7 +104,10 @@ async def permission_report(settings: Settings, probe: bool = True) -> dict[str,
             if ds.optional:  # used when granted; without them the dataset is collected minus `adds`
                 entry["optional"] = [{"roles": list(o.roles), "adds": o.adds,
                                       "granted": bool(granted.intersection(o.roles))} for o in ds.optional]
-            if missing:
+            if settings.cloud not in ds.clouds:
+                entry.update(status="not_in_cloud", remedy=f"Graph does not offer {ds.path} in the {settings.cloud} "
+                                                           "cloud; the dataset is skipped, not a failure.")
+            elif missing:
                 perms = " and ".join(missing)
                 entry.update(status="missing_permission", missing=missing,
                              remedy=f"Grant {perms}. " + PORTAL_STEP.format(perm=perms))
@@ -119,5 +125,5 @@ async def permission_report(settings: Settings, probe: bool = True) -> dict[str,
         if graph is not None:
             await graph.aclose()
         credential.close()
-    report["ok"] = all(e["status"] == "ok" for e in report["datasets"].values())
+    report["ok"] = all(e["status"] in ("ok", "not_in_cloud") for e in report["datasets"].values())
     return report

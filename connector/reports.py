@@ -26,7 +26,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import orjson
-from kiota_http.middleware.options import RetryHandlerOption
 
 from .datasets import REPORT_SETTINGS_READ, Dataset
 from .graph import GraphError, _origin, budget_option, error_from, request_budget
@@ -206,10 +205,10 @@ async def report(ctx: Context, ds: Dataset) -> AsyncIterator[list[dict[str, Any]
         ctx.extra["reportSettings"] = {"displayConcealedNames": confirmed}
     budget = request_budget((settings.graph_endpoint, settings.tenant_id, settings.client_id, ds.report or ds.name),
                             REPORT_LIMIT, REPORT_WINDOW)
-    retry = RetryHandlerOption(delay=0, max_retries=min(REPORT_RETRIES, settings.max_retries))
     parser = CsvStream()
     first = True
-    async with graph.stream(_request(ctx, ds), ds.name, [retry, budget_option(budget)]) as response:
+    async with graph.stream(lambda: _request(ctx, ds), ds.name, [budget_option(budget)],
+                            max_retries=min(REPORT_RETRIES, settings.max_retries)) as response:
         if response.status_code != 200:
             content = await response.aread()
             if _origin(str(response.url)) == _origin(graph.base):

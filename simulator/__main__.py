@@ -14,7 +14,7 @@ import threading
 import orjson
 
 from . import Simulator, TenantSpec
-from .tenant import DEFAULT_ROLES
+from .tenant import DEFAULT_ROLES, UPN_LOCAL_CHARS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="user names in usage reports: concealed (Microsoft's default since 2021) or visible")
     p.add_argument("--licence-changes", type=int, default=0, metavar="N",
                    help="the same tenant N rounds of licence changes later (about 3%% of members each)")
+    p.add_argument("--identity-reports-limit", type=int, default=None,
+                   help="requests per 10 s for identity and access reports (Graph documents 5)")
+    p.add_argument("--sign-in-is-identity-report", action="store_true",
+                   help="listing users with signInActivity counts against that limit (an open question)")
+    p.add_argument("--sign-in-eventual-quirk", action="store_true",
+                   help="signInActivity empty for some users under ConsistencyLevel: eventual (reported)")
+    p.add_argument("--startswith-case-sensitive", action="store_true")
+    p.add_argument("--all-upn-initials", action="store_true",
+                   help="UPNs start with every character Entra allows, in both cases")
     return p
 
 
@@ -69,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         applications=args.applications,
         report_names_concealed=args.report_names == "concealed",
         licence_changes=args.licence_changes,
+        identity_reports_limit=args.identity_reports_limit,
+        sign_in_is_identity_report=args.sign_in_is_identity_report,
+        sign_in_eventual_quirk=args.sign_in_eventual_quirk,
+        startswith_case_sensitive=args.startswith_case_sensitive,
+        upn_initials=UPN_LOCAL_CHARS if args.all_upn_initials else "",
     )
     if args.domains:
         spec.domains = tuple(d.strip() for d in args.domains.split(",") if d.strip())
@@ -76,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     with Simulator(spec) as sim:
+        sim.tenant.upn(0)  # build the user index first: a client's first request finds it ready
         sys.stdout.write(orjson.dumps(sim.env(secret_in=args.secret_in)).decode() + "\n")
         sys.stdout.flush()
         print(

@@ -57,6 +57,11 @@ class Simulator:
         self._requests: list[RequestRecord] = []
         self._counters: dict[str, int] = {"tokens_issued": 0, "identity_tokens_issued": 0, "throttled_count": 0}
         self._failures: list[dict[str, Any]] = []
+        self._breaks: list[dict[str, Any]] = []
+        # Tests of races: called before each GET /users page with (simulator, filter, next user index);
+        # users_cursors holds, per filter, the highest user index served so far.
+        self.on_users_page: Any = None
+        self.users_cursors: dict[str, int] = {}
         self._secrets: dict[str, list[dict[str, Any]]] = {}
         self.set_secret(SECRET_NAME, self.client_secret)
         # A Key Vault certificate is readable as a secret: PEM (key + certificate) for a PEM policy.
@@ -231,6 +236,33 @@ class Simulator:
                         "remaining": times,
                     }
                 )
+
+    def break_next(self, path_prefix: str, kind: str, times: int = 1, service: str = "graph",
+                   exact: bool = False) -> None:
+        """Spoil the next ``times`` answers to paths starting with ``path_prefix``: ``reset`` (connection
+        closed, no answer), ``cut`` (half the body, then closed), ``truncated`` (complete answer, JSON cut
+        short) or ``garbage`` (200 with a body that is not JSON). ``times=0`` removes the rule; ``exact``
+        matches the path itself only."""
+        from .services import BREAKS
+
+        if kind not in BREAKS:
+            raise ValueError(f"kind must be one of {BREAKS}")
+        with self._lock:
+            self._breaks = [b for b in self._breaks if (b["service"], b["prefix"]) != (service, path_prefix)]
+            if times > 0:
+                self._breaks.append({"service": service, "prefix": path_prefix, "kind": kind, "remaining": times,
+                                     "exact": exact})
+
+    def _take_break(self, service: str, path: str) -> str | None:
+        with self._lock:
+            for rule in self._breaks:
+                wanted, got = rule["prefix"].lower(), path.lower()
+                if rule["service"] == service and (got == wanted if rule["exact"] else got.startswith(wanted)):
+                    rule["remaining"] -= 1
+                    if rule["remaining"] <= 0:
+                        self._breaks.remove(rule)
+                    return rule["kind"]
+        return None
 
     def _take_failure(self, service: str, path: str) -> dict[str, Any] | None:
         with self._lock:

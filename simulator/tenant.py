@@ -10,10 +10,12 @@ where known, otherwise merely plausible.
 from __future__ import annotations
 
 import base64
+import bisect
 import datetime as dt
 import gc
 import hashlib
 import random
+import re
 import threading
 import unicodedata
 from collections.abc import Collection, Iterator
@@ -29,6 +31,10 @@ DEFAULT_ROLES = frozenset({
     "Member.Read.Hidden",
 })
 DEFAULT_DOMAINS = ("contoso.onmicrosoft.com", "contoso.com", "fabrikam.com")
+# graph-facts §11 (DOCS resources/user.md, userPrincipalName; Entra's username policies): the part before
+# the @ may hold only A-Z a-z 0-9 and ' . - _ ! # ^ ~, and may not end with a period.
+UPN_LOCAL_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'.-_!#^~"
+_UPN_LOCAL = re.compile(r"[A-Za-z0-9'.\-_!#^~]*[A-Za-z0-9'\-_!#^~]")
 
 
 @dataclass
@@ -73,6 +79,16 @@ class TenantSpec:
     # None = the copy the connector ships; product_names_status != 200 answers with that status instead.
     product_names_csv: bytes | None = None
     product_names_status: int = 200
+    # UPNs begin with these characters in turn (prefixed to the generated local part): a test tenant whose
+    # users start with every character Entra allows, in both cases. "" = the generator's own names.
+    upn_initials: str = ""
+    # Quirks and limits of the real service that are reported but not documented; off unless a test or
+    # benchmark turns them on (graph-facts §11).
+    startswith_case_sensitive: bool = False  # startswith() compares case-sensitively (docs don't say; off)
+    sign_in_eventual_quirk: bool = False  # signInActivity empty for some users under ConsistencyLevel: eventual
+    identity_reports_limit: int | None = None  # identity and access reports: requests per 10 s (docs: 5)
+    sign_in_is_identity_report: bool = False  # listing users with signInActivity counts against that limit
+    registration_needs_directory_read: bool = False  # userRegistrationDetails' licence check wants Directory.Read.All
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -459,11 +475,16 @@ _GROUP_OF: dict[str, str] = {
 
 
 class Tenant:
-    """The simulated tenant; immutable after construction, safe to share between threads."""
+    """The simulated tenant; safe to share between threads. Users are fixed when the index is built,
+    except for what a test changes on purpose while a client pages (:meth:`rename`, :meth:`delete`)."""
 
     def __init__(self, spec: TenantSpec) -> None:
         self.seed = spec.seed
         self.user_count = spec.users
+        self.upn_initials = spec.upn_initials
+        bad = set(spec.upn_initials) - set(UPN_LOCAL_CHARS)
+        if bad:
+            raise ValueError(f"upn_initials has characters Entra does not allow in a UPN: {''.join(sorted(bad))}")
         self.domains = tuple(spec.domains)
         self.premium_at_start = spec.premium
         now = spec.now or dt.datetime.now(dt.UTC)
@@ -497,6 +518,10 @@ class Tenant:
         self._by_upn: dict[str, int] | None = None
         self._by_id: dict[str, int] | None = None
         self._consumed: dict[str, int] | None = None
+        # Changes made while clients page (tests of races): index -> new UPN, deleted indexes.
+        self._renamed: dict[int, str] = {}
+        self._deleted: set[int] = set()
+        self.version = 0
 
     # ------------------------------------------------------------------ compact index
 
@@ -590,26 +615,38 @@ class Tenant:
         upns: list[str] = []
         lower: list[str] = []
         by_upn: dict[str, int] = {}
+        next_suffix: dict[str, int] = {}  # base UPN -> the suffix to try next (keeps 1,000,000 users linear)
         consumed = dict.fromkeys(self._sku_by_key, 0)
         seed, base_upn, combo_of, grants = self.seed, self._base_upn, self._combo, self.grants
         n_first, n_last = len(_FIRST), len(_LAST)
+        initials, n_initials = self.upn_initials, len(self.upn_initials)
+        valid = _UPN_LOCAL.fullmatch
         for i in range(self.user_count):
             d = hashlib.blake2b(f"{seed}:user:{i}".encode(), digest_size=32).digest()
             kind = KIND_GUEST if d[4] < 14 else KIND_SERVICE if d[4] < 18 else KIND_MEMBER
             f = _FIRST[((d[0] << 8) | d[1]) % n_first][1]
             lst = _LAST[((d[2] << 8) | d[3]) % n_last][1]
             local, domain = base_upn(i, kind, f, lst, d[5], d[6])
+            if n_initials:
+                local = initials[i % n_initials] + local
+            if not valid(local):
+                raise ValueError(f"simulated user {i}: {local!r} has a character Entra does not allow in a UPN")
             upn = f"{local}@{domain}"
             key = upn.lower()
-            n = 1
-            while key in by_upn:
-                n += 1
-                if kind == KIND_GUEST:
-                    head, tail = local.split("_", 1)
-                    upn = f"{head}{n}_{tail}@{domain}"
-                else:
-                    upn = f"{local}{n}@{domain}"
-                key = upn.lower()
+            if key in by_upn:
+                base = key
+                n = next_suffix.get(base, 2)
+                while True:
+                    if kind == KIND_GUEST:
+                        head, tail = local.split("_", 1)
+                        upn = f"{head}{n}_{tail}@{domain}"
+                    else:
+                        upn = f"{local}{n}@{domain}"
+                    key = upn.lower()
+                    n += 1
+                    if key not in by_upn:
+                        break
+                next_suffix[base] = n
             by_upn[key] = i
             upns.append(upn)
             lower.append(key)
@@ -631,7 +668,10 @@ class Tenant:
         """userPrincipalName of user ``index``."""
         self._build_index()
         assert self._upns is not None
-        return self._upns[index]
+        return self._renamed.get(index) or self._upns[index]
+
+    def exists(self, index: int) -> bool:
+        return 0 <= index < self.user_count and index not in self._deleted
 
     def index_of(self, key: str) -> int | None:
         """Index of the user with this object id or UPN (case-insensitive), else None."""
@@ -642,21 +682,73 @@ class Tenant:
                 if self._by_id is None:
                     self._by_id = {self.user_id(i): i for i in range(self.user_count)}
         found = self._by_id.get(key.lower())
-        return found if found is not None else self._by_upn.get(key.lower())
+        if found is None:
+            found = self._by_upn.get(key.lower())
+        return found if found is not None and self.exists(found) else None
+
+    # ------------------------------------------------------------------ changes while paging (tests)
+
+    def rename(self, index: int, upn: str) -> None:
+        """Change a user's UPN, as an admin would in the middle of a collection."""
+        local = upn.split("@", 1)[0]
+        if not _UPN_LOCAL.fullmatch(local):
+            raise ValueError(f"{upn!r} has a character Entra does not allow in a UPN")
+        self._build_index()
+        assert self._by_upn is not None
+        with self._lock:
+            self._by_upn.pop(self.upn(index).lower(), None)
+            self._by_upn[upn.lower()] = index
+            self._renamed[index] = upn
+            self.version += 1
+
+    def delete(self, index: int) -> None:
+        """Delete a user (it disappears from lists, counts and lookups)."""
+        with self._lock:
+            self._deleted.add(index)
+            self.version += 1
+
+    @property
+    def live_count(self) -> int:
+        return self.user_count - len(self._deleted)
+
+    def all_indexes(self) -> range | tuple[int, ...]:
+        """Every existing user's index, in paging order."""
+        if not self._deleted:
+            return range(self.user_count)
+        return tuple(i for i in range(self.user_count) if i not in self._deleted)
+
+    def prefix_matches(self, prefixes: tuple[str, ...], case_sensitive: bool = False) -> tuple[int, ...]:
+        """Indexes (in paging order) of users whose UPN starts with any prefix (case-insensitively unless
+        asked otherwise)."""
+        return self._prefix_matches(prefixes, case_sensitive, self.version)
 
     @lru_cache(maxsize=256)  # noqa: B019 - the tenant lives as long as the simulator
-    def prefix_matches(self, prefixes: tuple[str, ...]) -> tuple[int, ...]:
-        """Indexes (in paging order) of users whose UPN starts with any prefix, case-insensitively."""
+    def _prefix_matches(self, prefixes: tuple[str, ...], case_sensitive: bool, version: int) -> tuple[int, ...]:
         self._build_index()
-        assert self._lower_upns is not None
-        wanted = tuple(p.lower() for p in prefixes)
-        return tuple(i for i, u in enumerate(self._lower_upns) if u.startswith(wanted))
+        assert self._lower_upns is not None and self._upns is not None
+        names = self._upns if case_sensitive else self._lower_upns
+        wanted = prefixes if case_sensitive else tuple(p.lower() for p in prefixes)
+        found = [i for i, u in enumerate(names) if u.startswith(wanted)]
+        if self._renamed or self._deleted:
+            keep = set(found)
+            for i, upn in self._renamed.items():
+                if (upn if case_sensitive else upn.lower()).startswith(wanted):
+                    keep.add(i)
+                else:
+                    keep.discard(i)
+            found = sorted(keep - self._deleted)
+        return tuple(found)
+
+    @staticmethod
+    def page_from(indexes: range | tuple[int, ...], after: int) -> int:
+        """Position in ``indexes`` of the first user whose index is ``after`` or later (keyset paging)."""
+        return bisect.bisect_left(indexes, after)
 
     # ------------------------------------------------------------------ users
 
     def users(self) -> Iterator[dict[str, Any]]:
         """Every user with every property the simulator serves, in the order Graph pages them."""
-        for i in range(self.user_count):
+        for i in self.all_indexes():
             yield self.user(i)
 
     def user(self, index: int, properties: Collection[str] | None = None) -> dict[str, Any]:

@@ -26,6 +26,11 @@ RESOURCE_ALIASES = {
     "00000003-0000-0000-c000-000000000000": GRAPH_RESOURCE,
     VAULT_RESOURCE: VAULT_RESOURCE,
     "cfa8b339-82a2-471a-a3c9-0fc0be7a4093": VAULT_RESOURCE,
+    # graph-facts §7 "National clouds": the simulator can play a national cloud's Entra and Graph too
+    # (token scope = that cloud's Graph host + /.default).
+    "https://graph.microsoft.us": GRAPH_RESOURCE,
+    "https://dod-graph.microsoft.us": GRAPH_RESOURCE,
+    "https://microsoftgraph.chinacloudapi.cn": GRAPH_RESOURCE,
 }
 
 

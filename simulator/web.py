@@ -56,6 +56,7 @@ class Response:
     status: int
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    fault: str | None = None  # "reset": close without answering; "cut": half the body, then close
 
     @classmethod
     def json(cls, status: int, payload: Any, content_type: str, headers: dict[str, str] | None = None) -> Response:
@@ -96,8 +97,7 @@ class _Handler(BaseHTTPRequestHandler):
                 {"error": {"code": "SimulatorError", "message": f"{type(exc).__name__}: {exc}"}},
                 "application/json",
             )
-        # Recorded before the answer leaves: a client that has its response can count on the record
-        # being there (tests read request counts right after a call returns).
+        # Recorded before the answer leaves, so a client that has its answer finds the request recorded.
         self.server.record(
             RequestRecord(
                 service=self.server.name,
@@ -109,16 +109,23 @@ class _Handler(BaseHTTPRequestHandler):
                 time=time.time(),
             )
         )
+        if response.fault == "reset":
+            self.close_connection = True
+            return
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(response.body)))
         # Headers and body in one write: two small writes meet delayed ACKs (40 ms per request).
         self._headers_buffer.append(b"\r\n")
+        body = response.body[: len(response.body) // 2] if response.fault == "cut" else response.body
         if self.command != "HEAD":
-            self._headers_buffer.append(response.body)
+            self._headers_buffer.append(body)
         self.wfile.write(b"".join(self._headers_buffer))
         self._headers_buffer = []
+        if response.fault == "cut":
+            self.wfile.flush()
+            self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
 

@@ -326,7 +326,8 @@ def test_unreachable_graph_and_untrusted_certificates_are_one_line(cli_sim, tmp_
     from connector.cli import main
     from tests.conftest import apply_env
 
-    apply_env(monkeypatch, {**cli_sim.env(), "M365_DATASETS": "organization,users", **over})
+    # No retries: a refused connection is otherwise retried with backoff for about 45 s (progress lines meanwhile).
+    apply_env(monkeypatch, {**cli_sim.env(), "M365_DATASETS": "organization,users", "M365_MAX_RETRIES": "0", **over})
     assert main(["run", "--out", str(tmp_path / "out")]) == 1
     out = capsys.readouterr()
     assert out.err.startswith(f"error: {setting}: ") and len(out.err.strip().splitlines()) == 1, out.err
@@ -342,7 +343,8 @@ def test_unreachable_graph_and_untrusted_certificates_are_one_line(cli_sim, tmp_
 
 
 def test_unreachable_graph_in_a_real_process_with_and_without_v(cli_sim, tmp_path):
-    env = {**cli_sim.env(), "M365_DATASETS": "organization,users", "M365_GRAPH_ENDPOINT": "https://127.0.0.1:9"}
+    env = {**cli_sim.env(), "M365_DATASETS": "organization,users", "M365_GRAPH_ENDPOINT": "https://127.0.0.1:9",
+           "M365_MAX_RETRIES": "0"}
     run = _sim_run(env, ["run", "--out", str(tmp_path / "out")])
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
     assert run.stderr.strip().splitlines() == [
