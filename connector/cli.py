@@ -20,33 +20,9 @@ import orjson
 from . import __version__
 from .config import ConfigError, load_offline_settings, load_settings, require_destination
 from .datasets import DATASETS
+from .exit_codes import EXIT, EXIT_BUSY, EXIT_CODES, EXIT_CONFIG
 
 PROG = "m365-connector"
-EXIT = {"succeeded": 0, "partial": 3, "failed": 1}
-EXIT_CONFIG = 2
-_RUN_CODES = (
-    (0, "succeeded: every selected dataset was collected"),
-    (3, "partial: some datasets were skipped or failed (the summary says which and why), the others collected"),
-    (1, "failed: nothing was collected (for example no token), or the snapshot could not be written"),
-    (2, "bad configuration or command line: the message names the setting or option"),
-    (4, "another run of the tenant is collecting into the same destination (its lock is held); try again later"),
-)
-EXIT_CODES: dict[str, tuple[tuple[int, str], ...]] = {
-    "run": _RUN_CODES,
-    "check": (
-        (0, "a token was had and every selected dataset can be collected"),
-        (3, "a token was had, but some datasets cannot be collected (missing permission or licence: see the fixes)"),
-        (1, "no token: the message names the cause (expired secret, wrong tenant or client id, no consent)"),
-        (2, "bad configuration or command line"),
-    ),
-    "demo": _RUN_CODES,
-    "insights": ((0, "the insights files of the run were computed and its manifest updated"),
-                 (1, "the run was not found, or its insights could not be computed (the message says why)"),
-                 (2, "bad configuration or command line")),
-    "docs": ((0, "the generated files are up to date (or were updated)"),
-             (1, "`--check`: a generated file is out of date; run `m365-connector docs`")),
-}
-EXIT_BUSY = 4
 _UNREACHABLE = frozenset({"graph_unreachable", "graph_tls", "authority_unreachable", "authority_tls"})
 PROGRESS_EVERY = 30.0  # seconds between progress lines when stderr is not a terminal
 GRANT_STEPS = ("Entra admin center: App registrations, the app, API permissions, Add a permission, Microsoft Graph, "

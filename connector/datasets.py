@@ -289,25 +289,6 @@ DETECTED_APP_DEVICES = FanOut(legs=(
              ("platform", "parent.platform"), ("deviceId", "child.id"), ("deviceName", "child.deviceName"))),
 ))
 
-# ------------------------------------------------------------------------------------------- record shapes
-_CREDENTIAL_COMMON = (
-    Field("keyId", "uuid", "the credential's id"),
-    Field("displayName", "string", "friendly name"),
-    Field("startDateTime", "datetime", "valid from"),
-    Field("endDateTime", "datetime", "expires at"),
-    Field("customKeyIdentifier", "string", "custom key identifier (base64), e.g. a certificate thumbprint"),
-)
-PASSWORD_CREDENTIAL = (*_CREDENTIAL_COMMON,
-                       Field("hint", "string", "the first three characters of the secret (never the secret)"))
-KEY_CREDENTIAL = (*_CREDENTIAL_COMMON,
-                  Field("type", "string", "AsymmetricX509Cert, X509CertAndPassword, Symmetric"),
-                  Field("usage", "string", "Verify or Sign"))
-CREDENTIAL_FIELDS = (
-    Field("passwordCredentials", "array", "client secrets: hints, ids and dates only (the connector removes any "
-          "secretText)", items=PASSWORD_CREDENTIAL),
-    Field("keyCredentials", "array", "certificates and keys: ids, thumbprints and dates (the public key itself, "
-          "`key`, is removed)", items=KEY_CREDENTIAL),
-)
 APPLICATION_SELECT = ("id", "appId", "displayName", "createdDateTime", "signInAudience", "publisherDomain",
                       "passwordCredentials", "keyCredentials", "requiredResourceAccess", "identifierUris", "tags",
                       "notes", "disabledByMicrosoftStatus", "verifiedPublisher")
@@ -315,35 +296,6 @@ SERVICE_PRINCIPAL_SELECT = ("id", "appId", "displayName", "appDisplayName", "ser
                             "appOwnerOrganizationId", "appRoleAssignmentRequired", "accountEnabled", "signInAudience",
                             "preferredSingleSignOnMode", "tags", "appRoles", "passwordCredentials", "keyCredentials",
                             "disabledByMicrosoftStatus", "verifiedPublisher")
-_ROLE_SCHEDULE_COMMON = (
-    Field("id", "string", "the schedule's id"),
-    Field("principalId", "uuid", "the user, group or service principal"),
-    Field("roleDefinitionId", "string", "the role (role_assignments.roleDefinition.id)"),
-    Field("directoryScopeId", "string", "'/' for the whole tenant, else the scope object"),
-    Field("appScopeId", "string", "app-specific scope, or null"),
-    Field("memberType", "string", "Direct, Group or Inherited"),
-    Field("status", "string", "Provisioned, ..."),
-    Field("createdDateTime", "datetime", ""),
-    Field("modifiedDateTime", "datetime", ""),
-    Field("createdUsing", "string", "the request that created the schedule"),
-    Field("scheduleInfo", "object", "start and expiration", fields=(
-        Field("startDateTime", "datetime", ""),
-        Field("expiration", "object", "", fields=(Field("type", "string", "noExpiration, afterDateTime, "
-                                                                          "afterDuration"),
-                                                  Field("endDateTime", "datetime", ""),
-                                                  Field("duration", "string", "ISO 8601 duration"))),
-        Field("recurrence", "object", "recurrence pattern (patternedRecurrence), usually null", fields=(
-            Field("pattern", "object", "how often", fields=(
-                Field("type", "string", "daily, weekly, absoluteMonthly, relativeMonthly, absoluteYearly, ..."),
-                Field("interval", "integer", ""), Field("month", "integer", ""),
-                Field("dayOfMonth", "integer", ""), Field("daysOfWeek", "array", "", items="string"),
-                Field("firstDayOfWeek", "string", ""), Field("index", "string", "first, second, ..."))),
-            Field("range", "object", "from when until when", fields=(
-                Field("type", "string", "endDate, noEnd or numbered"), Field("startDate", "date", ""),
-                Field("endDate", "date", ""), Field("recurrenceTimeZone", "string", ""),
-                Field("numberOfOccurrences", "integer", ""))))))),
-)
-
 
 USER_FIELDS = (
     "id", "userPrincipalName", "displayName", "mail", "accountEnabled", "userType", "createdDateTime",
@@ -547,9 +499,7 @@ _DECLARATIONS = (
         fan_out=DETECTED_APP_DEVICES,
         record="{appId, appDisplayName, appVersion, platform, deviceId, deviceName}; join deviceId to "
                "managed_devices.id and appId to detected_apps.id",
-        fields=(Field("appId", "string", "detected_apps.id"), Field("appDisplayName", "string", ""),
-                Field("appVersion", "string", ""), Field("platform", "string", "windows, macOS, ios, ..."),
-                Field("deviceId", "uuid", "managed_devices.id"), Field("deviceName", "string", "")),
+        fields=shapes.DETECTED_APP_DEVICES,
     ),
     Dataset(
         name="applications",
@@ -564,21 +514,7 @@ _DECLARATIONS = (
         top=999,
         strategy="app_credentials",
         record="one application (Graph resource, selected properties; secretText and key removed)",
-        fields=(Field("id", "uuid", "object id"), Field("appId", "uuid", "application (client) id"),
-                Field("displayName", "string", ""), Field("createdDateTime", "datetime", ""),
-                Field("signInAudience", "string", "AzureADMyOrg, AzureADMultipleOrgs, ..."),
-                Field("publisherDomain", "string", ""), *CREDENTIAL_FIELDS,
-                Field("requiredResourceAccess", "array", "API permissions the app requests", items=(
-                    Field("resourceAppId", "uuid", "the API (e.g. Microsoft Graph 00000003-0000-0000-c000-"
-                                                   "000000000000)"),
-                    Field("resourceAccess", "array", "", items=(Field("id", "uuid", "app role or scope id"),
-                                                                Field("type", "string", "Role (application) or Scope "
-                                                                                        "(delegated)"))))),
-                Field("identifierUris", "array", "", items="string"), Field("tags", "array", "", items="string"),
-                Field("notes", "string", ""), Field("disabledByMicrosoftStatus", "string", ""),
-                Field("verifiedPublisher", "object", "", fields=(Field("displayName", "string", ""),
-                                                                 Field("verifiedPublisherId", "string", ""),
-                                                                 Field("addedDateTime", "datetime", "")))),
+        fields=shapes.APPLICATIONS,
     ),
     Dataset(
         name="service_principals",
@@ -591,24 +527,7 @@ _DECLARATIONS = (
         top=999,  # api/serviceprincipal-list.md: default 100, maximum 999
         strategy="app_credentials",
         record="one servicePrincipal (Graph resource, selected properties; secretText and key removed)",
-        fields=(Field("id", "uuid", "object id"), Field("appId", "uuid", "application (client) id"),
-                Field("displayName", "string", ""), Field("appDisplayName", "string", ""),
-                Field("servicePrincipalType", "string", "Application, ManagedIdentity, Legacy, SocialIdp, ..."),
-                Field("appOwnerOrganizationId", "uuid", "tenant where the app is registered (yours, Microsoft's "
-                                                        "f8cdef31-a31e-4b4a-93e4-5f571e91255a, a vendor's)"),
-                Field("appRoleAssignmentRequired", "boolean", "users need an assignment to sign in"),
-                Field("accountEnabled", "boolean", ""), Field("signInAudience", "string", ""),
-                Field("preferredSingleSignOnMode", "string", "saml, password, oidc, notSupported or null"),
-                Field("tags", "array", "", items="string"),
-                Field("appRoles", "array", "roles the app defines: join app_role_assignments.appRoleId", items=(
-                    Field("id", "uuid", ""), Field("value", "string", "e.g. User.Read.All"),
-                    Field("displayName", "string", ""), Field("allowedMemberTypes", "array", "", items="string"),
-                    Field("isEnabled", "boolean", ""), Field("description", "string", ""),
-                    Field("origin", "string", ""))),
-                *CREDENTIAL_FIELDS, Field("disabledByMicrosoftStatus", "string", ""),
-                Field("verifiedPublisher", "object", "", fields=(Field("displayName", "string", ""),
-                                                                 Field("verifiedPublisherId", "string", ""),
-                                                                 Field("addedDateTime", "datetime", "")))),
+        fields=shapes.SERVICE_PRINCIPALS,
     ),
     Dataset(
         name="app_owners",
@@ -619,10 +538,7 @@ _DECLARATIONS = (
         strategy="fan_out",
         fan_out=APP_OWNERS,
         record="{objectId, objectType: application|servicePrincipal, ownerId, ownerType}",
-        fields=(Field("objectId", "uuid", "applications.id or service_principals.id"),
-                Field("objectType", "string", "application or servicePrincipal"),
-                Field("ownerId", "uuid", "users.id or service_principals.id"),
-                Field("ownerType", "string", "user or servicePrincipal")),
+        fields=shapes.APP_OWNERS,
     ),
     Dataset(
         name="oauth2_grants",
@@ -634,11 +550,7 @@ _DECLARATIONS = (
         # api/oauth2permissiongrant-list.md: only $filter (eq) is supported, no $select or $top.
         record="one oAuth2PermissionGrant: clientId and resourceId are service_principals.id; consentType "
                "AllPrincipals (principalId null) or Principal (principalId = users.id); scope is space-separated",
-        fields=(Field("id", "string", ""), Field("clientId", "uuid", "the client service principal"),
-                Field("resourceId", "uuid", "the API's service principal"),
-                Field("consentType", "string", "AllPrincipals or Principal"),
-                Field("principalId", "uuid", "the user, for consentType Principal; else null"),
-                Field("scope", "string", "delegated permissions, space-separated")),
+        fields=shapes.OAUTH2_GRANTS,
     ),
     Dataset(
         name="app_role_assignments",
@@ -652,13 +564,7 @@ _DECLARATIONS = (
         record="one appRoleAssignment (Graph resource): principalId/principalType hold appRoleId of resourceId; "
                "join appRoleId to service_principals.appRoles.id for the role's value (00000000-... = default "
                "access)",
-        fields=(Field("id", "string", ""), Field("appRoleId", "uuid", "the role (service_principals.appRoles.id)"),
-                Field("principalId", "uuid", "users.id, groups.id or service_principals.id"),
-                Field("principalType", "string", "User, Group or ServicePrincipal"),
-                Field("principalDisplayName", "string", ""),
-                Field("resourceId", "uuid", "the resource service principal"),
-                Field("resourceDisplayName", "string", ""), Field("createdDateTime", "datetime", ""),
-                Field("deletedDateTime", "datetime", "")),
+        fields=shapes.APP_ROLE_ASSIGNMENTS,
     ),
     Dataset(
         name="group_owners",
@@ -672,9 +578,7 @@ _DECLARATIONS = (
         optional=(OptionalPermission(APP_READ, "service principals that own groups (v1.0 /groups/{id}/owners "
                                                "does not list service principals)"),),
         record="{groupId, ownerId, ownerType: user|servicePrincipal}",
-        fields=(Field("groupId", "uuid", "groups.id"), Field("ownerId", "uuid", "users.id or "
-                                                                                "service_principals.id"),
-                Field("ownerType", "string", "user or servicePrincipal")),
+        fields=shapes.GROUP_OWNERS,
     ),
     Dataset(
         name="user_managers",
@@ -685,8 +589,7 @@ _DECLARATIONS = (
         strategy="fan_out",
         fan_out=USER_MANAGERS,
         record="{userId, managerId, managerType: user|orgContact}",
-        fields=(Field("userId", "uuid", "users.id"), Field("managerId", "uuid", "users.id (or an orgContact)"),
-                Field("managerType", "string", "user or orgContact")),
+        fields=shapes.USER_MANAGERS,
     ),
     Dataset(
         name="role_eligibilities",
@@ -698,7 +601,7 @@ _DECLARATIONS = (
         licence=ENTRA_P2,
         # Supports $select, $filter and $expand, not $top (api/rbacapplication-list-roleeligibilityschedules.md).
         record="one unifiedRoleEligibilitySchedule (Graph resource)",
-        fields=_ROLE_SCHEDULE_COMMON,
+        fields=shapes.ROLE_SCHEDULE_COMMON,
     ),
     Dataset(
         name="role_assignment_schedules",
@@ -709,8 +612,7 @@ _DECLARATIONS = (
         requires=(ASSIGNMENT_SCHEDULE_READ,),
         licence=ENTRA_P2,
         record="one unifiedRoleAssignmentSchedule (Graph resource)",
-        fields=(*_ROLE_SCHEDULE_COMMON,
-                Field("assignmentType", "string", "Assigned or Activated")),
+        fields=shapes.ROLE_ASSIGNMENT_SCHEDULES,
     ),
 )
 

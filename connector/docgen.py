@@ -106,8 +106,8 @@ def dataset_names() -> str:
 
 
 def exit_codes() -> str:
-    """README: exit codes of the commands, from connector.cli.EXIT_CODES."""
-    from .cli import EXIT_CODES
+    """README: exit codes of the commands, from connector.exit_codes."""
+    from .exit_codes import EXIT_CODES
 
     rows = ["| command | exit code | meaning |", "|---|---|---|"]
     for command in ("run", "check"):
