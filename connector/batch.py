@@ -20,7 +20,6 @@ file, not in memory, until the transitive ones are derived.
 from __future__ import annotations
 
 import asyncio
-import random
 import sys
 import time
 from collections import deque
@@ -31,12 +30,12 @@ from urllib.parse import urlsplit
 import orjson
 
 from .datasets import Dataset, FanOut, Leg
-from .graph import GraphError, error_from
+from .graph import GraphError, error_from, give_up_reason
+from .retry import RETRY_STATUSES, backoff, retry_after_seconds
 from .strategy import Context, first_url, register
 
 BATCH_SIZE = 20  # Graph's maximum requests per $batch (concepts/json-batching.md)
 BATCHES_IN_FLIGHT = 4
-RETRYABLE = frozenset({429, 500, 502, 503, 504})
 WARNINGS_PER_LEG = 20  # refused parents named one by one; beyond this, one summary warning
 ROWS_PER_YIELD = 5000
 
@@ -93,16 +92,6 @@ class Item:
 
     def __init__(self, leg: Leg, parent: dict[str, Any] | None, url: str):
         self.leg, self.parent, self.url, self.attempts, self.not_before = leg, parent, url, 0, 0.0
-
-
-def _retry_after(headers: dict[str, Any], attempts: int) -> float:
-    for key, value in (headers or {}).items():
-        if key.lower() == "retry-after":
-            try:
-                return max(0.0, float(value))
-            except (TypeError, ValueError):
-                break
-    return min(30.0, 0.5 * 2 ** attempts) + random.random() / 2
 
 
 class Batcher:
@@ -187,10 +176,21 @@ class Batcher:
                         elif status == 404 and item.parent is not None:
                             name = item.leg.name
                             self.vanished[name] = self.vanished.get(name, 0) + 1  # deleted since it was listed
-                        elif status in RETRYABLE and item.attempts < settings.max_retries:
+                        elif status in RETRY_STATUSES:
+                            # The same policy as every other request (connector/retry.py): one budget, the
+                            # item's own Retry-After, no wait past MAX_WAIT or the run's time limit.
+                            hinted = retry_after_seconds(next((v for k, v in headers.items()
+                                                               if k.lower() == "retry-after"), None))
+                            wait = hinted if hinted is not None else backoff(item.attempts)
+                            reason = give_up_reason(item.attempts, settings.max_retries, wait, hinted is not None,
+                                                    self.graph.deadline)
+                            if reason:
+                                error = error_from(status, headers, orjson.dumps(body),
+                                                   f"/$batch: {item.url.split('?')[0]}")
+                                error.message = f"{error.message} ({reason})"
+                                raise error
                             item.attempts += 1
                             self.stats.retries += 1
-                            wait = _retry_after(headers, item.attempts)
                             if status == 429:
                                 self.stats.throttled += 1
                                 self.graph.scope(self.ds.name).throttled(wait)

@@ -262,7 +262,7 @@ class Graph:
             patient = throttled and (scope.completed > progress or scope.completed > scope.completed_at_throttle)
             if throttled:
                 scope.completed_at_throttle = scope.completed
-            reason = _give_up_reason(retries, budget, wait, hinted is not None, self.deadline, counted=not patient)
+            reason = give_up_reason(retries, budget, wait, hinted is not None, self.deadline, counted=not patient)
             if reason:
                 if response is not None and failure is None:
                     await _read(response)
@@ -432,7 +432,7 @@ def _certificate_problem(exc: BaseException) -> bool:
     return False
 
 
-def _give_up_reason(retries: int, budget: int, wait: float, hinted: bool, deadline: Deadline,
+def give_up_reason(retries: int, budget: int, wait: float, hinted: bool, deadline: Deadline,
                     counted: bool = True) -> str:
     """Why a failed attempt is not sent again, or "" to retry it (`counted`: it uses the retry budget)."""
     if counted and retries >= budget:

@@ -293,9 +293,23 @@ def _derive(store: Store, manifest: dict[str, Any], settings: Any, prices: Price
             if nxt and sub.get("status") in BILLED and (entry["nextLifecycleDateTime"] or "9") > nxt:
                 entry["nextLifecycleDateTime"] = nxt
     activity, inputs = _activity(store, prefix, datasets)
-    earlier = find_runs(store, manifest, TREND_RUNS - 1)
-    changes, previous, no_changes = _changes(store, manifest, earlier[0] if earlier else None)
+    changes = None
+    try:  # the spools (on-disk look-ups) are closed in every exit path
+        earlier = find_runs(store, manifest, TREND_RUNS - 1)
+        changes, previous, no_changes = _changes(store, manifest, earlier[0] if earlier else None)
+        return _compute(store, manifest, settings, prices, names, prefix, datasets, sku_records, group_names, subs,
+                        activity, inputs, earlier, changes, previous, no_changes)
+    finally:
+        activity.close()
+        if changes is not None:
+            changes.previous.close()
 
+
+def _compute(store: Store, manifest: dict[str, Any], settings: Any, prices: PriceSheet | None, names: ProductNames,
+             prefix: str, datasets: dict[str, Any], sku_records: list[dict[str, Any]], group_names: dict[str, str],
+             subs: dict[str, dict[str, Any]], activity: Activity, inputs: dict[str, Any],
+             earlier: list[tuple[str, dict[str, Any]]], changes: Changes | None, previous: dict[str, Any] | None,
+             no_changes: str | None) -> dict[str, Any]:
     lines = GzLines(store, f"{prefix}/{FINDINGS_FILE}")
     flat = GzLines(store, f"{prefix}/{USER_LICENCES_FILE}")
     tally = Tally(sku_records, started=epoch(manifest["startedAt"]) or int(time.time()),

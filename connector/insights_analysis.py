@@ -3,8 +3,9 @@
 Definitions (docs/insights.md has them in full): a user holds a SKU when `assignedLicenses` lists it;
 the last successful sign-in is `lastSuccessfulSignInDateTime`, else the latest of `lastSignInDateTime` and
 `lastNonInteractiveSignInDateTime`; inactive = older than `inactiveDays` before the run started; never
-signed in = no sign-in at all and the account older than that. Per-user activity is held in one compact
-map (user id -> epoch seconds), so memory grows by a few dozen bytes per user, not with the files.
+signed in = no sign-in at all and the account older than that. Per-user activity (user id -> epoch
+seconds) and the previous run's assignments wait in on-disk spools (connector/spool.py) and are looked
+up a chunk of users at a time, so memory does not grow with the tenant.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from typing import Any
 import orjson
 
 from .insights_read import GzLines, lines, records
+from .spool import KeyValueSpool
 from .store import Store
 
 NEVER = -1  # in the activity map: the user has no sign-in at all
 SAMPLE = 20  # sampleUserIds per finding
+USERS_PER_CHUNK = 2000  # users parsed, then judged with one spool look-up for all of them
 
 # Exclusive classes of a licensed user, in order of precedence.
 DISABLED, NEVER_SIGNED_IN, INACTIVE, ACTIVE, NEW, UNKNOWN = (
@@ -87,39 +90,52 @@ def last_successful(sia: dict[str, Any] | None) -> int:
 
 @dataclass
 class Activity:
-    """Last activity per user: from sign-in activity (keyed by id) or a usage report (keyed by UPN)."""
+    """Last activity per user: from sign-in activity (keyed by id) or a usage report (keyed by UPN), in an
+    on-disk spool; `load` brings one chunk of users' values into memory before they are judged."""
 
     source: str | None  # "signInActivity", "usageReports" or None
-    by: str = "id"  # which user property keys `last`
-    last: dict[str, int] = field(default_factory=dict)
+    by: str = "id"  # which user property keys the spool
+    spool: KeyValueSpool | None = None
     note: str = ""
+    chunk: dict[str, int] = field(default_factory=dict)
+
+    def _key(self, user: dict[str, Any]) -> str:
+        return user.get("id") if self.by == "id" else (user.get("userPrincipalName") or "").lower()
+
+    def load(self, users: list[dict[str, Any]]) -> None:
+        if self.spool is not None:
+            self.chunk = self.spool.get_many(self._key(u) for u in users)
 
     def of(self, user: dict[str, Any]) -> int | None:
-        """Epoch seconds, NEVER, or None when this source knows nothing about the user."""
+        """Epoch seconds, NEVER, or None when this source knows nothing about the user (among the loaded)."""
         if self.source is None:
             return None
-        key = user.get("id") if self.by == "id" else (user.get("userPrincipalName") or "").lower()
-        return self.last.get(key)
+        return self.chunk.get(self._key(user))
+
+    def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
 
 
 def sign_in_activity(store: Store, relpath: str) -> Activity:
-    last: dict[str, int] = {}
+    spool = KeyValueSpool()
+    put = spool.put
     for rec in records(store, relpath):
-        last[rec["id"]] = last_successful(rec.get("signInActivity"))
-    return Activity("signInActivity", "id", last)
+        put(rec["id"], last_successful(rec.get("signInActivity")))
+    return Activity("signInActivity", "id", spool)
 
 
 def report_activity(store: Store, relpath: str) -> Activity:
     """getOffice365ActiveUserDetail: the latest of the per-workload last activity dates, keyed by UPN. Reports
     know activity, not sign-ins: "never" cannot be told from "long ago", so no user is NEVER here."""
-    last: dict[str, int] = {}
+    spool = KeyValueSpool(keep_max=True)  # a UPN listed twice keeps its latest activity
     for rec in records(store, relpath):
         stamps = [epoch(v) for k, v in rec.items() if k.endswith("LastActivityDate") or k == "lastActivityDate"]
         best = max((s for s in stamps if s is not None), default=None)
         upn = (rec.get("userPrincipalName") or "").lower()
         if upn:
-            last[upn] = max(best, last.get(upn) or 0) if best is not None else last.get(upn, 0)
-    return Activity("usageReports", "upn", last)
+            spool.put(upn, best if best is not None else 0)
+    return Activity("usageReports", "upn", spool)
 
 
 @dataclass
@@ -352,35 +368,49 @@ def _id_and_skus(line: bytes) -> tuple[str, tuple[str, ...]]:
     return uid, tuple(sorted({(lic.get("skuId") or "").lower() for lic in licences}))
 
 
-def previous_assignments(store: Store, relpath: str, flat: bool) -> dict[str, tuple[str, ...]]:
-    """user id -> SKU ids held in an earlier run (tuples shared between users): from its user_licences file
-    (`flat`, a few bytes a user) or, for runs without one, from its users file."""
-    shared: dict[tuple[str, ...], tuple[str, ...]] = {}
-    out: dict[str, tuple[str, ...]] = {}
+def previous_assignments(store: Store, relpath: str, flat: bool) -> KeyValueSpool:
+    """user id -> SKU ids held in an earlier run (comma-separated, in an on-disk spool): from its
+    user_licences file (`flat`, a few bytes a user) or, for runs without one, from its users file."""
+    spool = KeyValueSpool()
     if flat:
         for rec in records(store, relpath):
-            skus = tuple(rec["skuIds"])
-            out[rec["id"]] = shared.setdefault(skus, skus)
-        return out
+            spool.put(rec["id"], ",".join(rec["skuIds"]))
+        return spool
     for line in lines(store, relpath):
         if line:
             uid, skus = _id_and_skus(line)
-            out[uid] = shared.setdefault(skus, skus)
-    return out
+            spool.put(uid, ",".join(skus))
+    return spool
 
 
 class Changes:
-    """Users and licences added and removed since the previous run, counted while the users stream by."""
+    """Users and licences added and removed since the previous run, counted while the users stream by:
+    `load` brings a chunk of users' earlier assignments in, `done` drops them from the spool, and what
+    is left at the end are the users that are gone."""
 
-    def __init__(self, previous: dict[str, tuple[str, ...]]):
+    def __init__(self, previous: KeyValueSpool):
         self.previous = previous
+        self.chunk: dict[str, tuple[str, ...]] = {}
+        self._shared: dict[str, tuple[str, ...]] = {}
         self.added = 0
         self.assigned: dict[str, int] = {}
         self.removed: dict[str, int] = {}
 
+    def _skus(self, joined: str) -> tuple[str, ...]:
+        skus = self._shared.get(joined)
+        if skus is None:
+            skus = self._shared[joined] = tuple(joined.split(",")) if joined else ()
+        return skus
+
+    def load(self, uids: list[str]) -> None:
+        self.chunk = {k: self._skus(v) for k, v in self.previous.get_many(uids).items()}
+
+    def done(self, uids: list[str]) -> None:
+        self.previous.delete_many(uids)
+
     def add(self, uid: str, now: tuple[str, ...]) -> None:
         """One current user and the sorted SKU ids it holds."""
-        before = self.previous.pop(uid, None)
+        before = self.chunk.pop(uid, None)
         if before == now:
             return  # the common case: nothing changed
         if before is None:
@@ -396,20 +426,36 @@ class Changes:
 
     def finish(self) -> int:
         """Users that are gone (their licences count as removed); returns how many."""
-        for skus in self.previous.values():
-            for sid in skus:
+        gone = 0
+        for joined in self.previous.values():
+            gone += 1
+            for sid in self._skus(joined):
                 self.removed[sid] = self.removed.get(sid, 0) + 1
-        gone = len(self.previous)
-        self.previous = {}
+        self.previous.close()
         return gone
 
 
 def count_users(store: Store, relpath: str, tally: Tally, changes: Changes | None, flat: GzLines) -> None:
     """One pass over the users file: the tally, the changes, and user_licences (id and SKU ids per user)."""
     add, track, write, dumps = tally.add, (changes.add if changes else None), flat.write_line, orjson.dumps
+    chunk: list[dict[str, Any]] = []
+
+    def count(users: list[dict[str, Any]]) -> None:
+        uids = [u.get("id") for u in users]
+        tally.activity.load(users)
+        if changes:
+            changes.load(uids)
+        for user, uid in zip(users, uids, strict=True):
+            held = tuple(sorted(add(user)))
+            if track:
+                track(uid, held)
+            write(b'{"id":' + dumps(uid) + b',"skuIds":' + dumps(held) + b"}")
+        if changes:
+            changes.done(uids)
+
     for user in records(store, relpath, skip=b'"assignedPlans":['):
-        held = tuple(sorted(add(user)))
-        uid = user.get("id")
-        if track:
-            track(uid, held)
-        write(b'{"id":' + dumps(uid) + b',"skuIds":' + dumps(held) + b"}")
+        chunk.append(user)
+        if len(chunk) >= USERS_PER_CHUNK:
+            count(chunk)
+            chunk = []
+    count(chunk)

@@ -134,6 +134,19 @@ def test_retry_after_of_an_hour_fails_one_dataset_and_holds_up_no_other(sim, env
     assert len(read_dataset(store, manifest, "users")) == 1200
 
 
+def test_a_batch_item_with_an_hour_long_retry_after_fails_only_its_dataset(sim, env, tmp_path):
+    """Inside a $batch every item carries its own Retry-After (json-batching.md): the same policy applies."""
+    sim.spec.retry_after = 3600
+    sim.fail_next("/v1.0/groups/", 429, "TooManyRequests", "Please retry again later.", times=1)
+    manifest, store = run_bounded(env, SNAPSHOT_DIR=str(tmp_path), M365_DATASETS="users,groups,group_members")
+    members = manifest["datasets"]["group_members"]
+    assert members["status"] == "failed" and members["error"]["status"] == 429
+    warning = next(w for w in manifest["warnings"] if w.get("dataset") == "group_members")
+    assert warning["code"] == "throttled_gave_up" and "3600" in warning["message"]
+    assert [manifest["datasets"][n]["status"] for n in ("users", "groups")] == ["succeeded", "succeeded"]
+    assert len(read_dataset(store, manifest, "users")) == 1200
+
+
 def test_a_throttled_scope_slows_only_itself_and_loses_nothing(env, monkeypatch, tmp_path):
     # 720 users: 6 sign-in pages against 5 requests per 10 s, while users are listed alongside.
     with Simulator(TenantSpec(seed=21, users=720, identity_reports_limit=5, sign_in_is_identity_report=True)) as s:
