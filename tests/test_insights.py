@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from connector import insights_names
+from connector import insights_names, spool
 from connector.config import ConfigError
 from connector.store import LocalStore, read_json
 from simulator import Simulator, TenantSpec
@@ -68,7 +68,23 @@ def files_of(store, manifest) -> tuple[dict, list[dict]]:
     return doc, lines
 
 
-def test_insights_equal_the_figures_computed_from_the_tenant(sim, env, tmp_path):
+def spill_after(monkeypatch: pytest.MonkeyPatch, memory_keys: int | None) -> list[int]:
+    """Make the insights' per-user spools move to disk past `memory_keys` keys; the list grows at each spill."""
+    spills: list[int] = []
+    if memory_keys:
+        monkeypatch.setattr(spool, "MEMORY_KEYS", memory_keys)
+        real = spool.KeyValueSpool._spill
+
+        def spill(self: spool.KeyValueSpool) -> None:
+            spills.append(1)
+            real(self)
+        monkeypatch.setattr(spool.KeyValueSpool, "_spill", spill)
+    return spills
+
+
+@pytest.mark.parametrize("memory_keys", [None, 10], ids=["in-memory", "spilled-to-disk"])
+def test_insights_equal_the_figures_computed_from_the_tenant(sim, env, tmp_path, monkeypatch, memory_keys):
+    spills = spill_after(monkeypatch, memory_keys)  # the look-ups on disk must give the same figures
     manifest, store = run(env, SNAPSHOT_DIR=str(tmp_path / "s"), M365_DATASETS=DATASETS,
                           M365_PRICE_SHEET=price_sheet(tmp_path / "prices.csv", "NOT_A_SKU,1.00,EUR\n"))
     assert manifest["status"] == "succeeded" and manifest["insights"]["status"] == "succeeded"
@@ -132,10 +148,13 @@ def test_insights_equal_the_figures_computed_from_the_tenant(sim, env, tmp_path)
                                             "user_licences.jsonl.gz")).splitlines()
     assert {orjson.loads(x)["id"]: orjson.loads(x)["skuIds"] for x in flat} == {
         u["id"]: sorted(lic["skuId"] for lic in u["assignedLicenses"]) for u in want["users"]}
+    assert bool(spills) == bool(memory_keys)
 
 
-def test_changes_since_the_previous_run_and_the_trend(tmp_path, monkeypatch):
+@pytest.mark.parametrize("memory_keys", [None, 10], ids=["in-memory", "spilled-to-disk"])
+def test_changes_since_the_previous_run_and_the_trend(tmp_path, monkeypatch, memory_keys):
     """The same tenant three times: 300 users; 280 users after a round of licence changes; 310 users."""
+    spills = spill_after(monkeypatch, memory_keys)
     out = str(tmp_path / "s")
     docs, tenants = [], []
     for users, changes in ((300, 0), (280, 1), (310, 1)):
@@ -169,6 +188,7 @@ def test_changes_since_the_previous_run_and_the_trend(tmp_path, monkeypatch):
     assert ch["usersAdded"] == 30 and docs[1]["changes"]["usersRemoved"] == 20
     assert [p["runId"] for p in docs[2]["trend"]] == [d["basis"]["runId"] for d in docs]
     assert [p["assigned"] for p in docs[2]["trend"]] == [d["totals"]["assigned"] for d in docs]
+    assert len(spills) == (2 if memory_keys else 0)  # the previous run's assignments, in runs 2 and 3
 
 
 def test_usage_reports_stand_in_for_sign_ins_only_when_names_are_visible(sim, env, tmp_path):

@@ -1,0 +1,54 @@
+"""The key-value spool behind the insights' per-user look-ups: the same answers in memory and on disk."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from connector.spool import KeyValueSpool
+
+
+def _fill(spool: KeyValueSpool, pairs: list[tuple[str, int]]) -> None:
+    for k, v in pairs:
+        spool.put(k, v)
+
+
+@pytest.mark.parametrize("memory_keys", [1_000_000, 50])
+def test_put_get_delete_values_len_agree_with_a_dict(memory_keys: int) -> None:
+    rng = random.Random(7)
+    pairs = [(f"user-{rng.randrange(400)}", rng.randrange(10_000)) for _ in range(2_000)]
+    plain, keep_max = {}, {}
+    for k, v in pairs:
+        plain[k] = v
+        keep_max[k] = max(v, keep_max.get(k, v))
+    for keep, expected in ((False, plain), (True, keep_max)):
+        spool = KeyValueSpool(keep_max=keep, memory_keys=memory_keys)
+        try:
+            _fill(spool, pairs)
+            assert spool.on_disk is (memory_keys < len(expected))
+            assert len(spool) == len(expected)
+            wanted = [*rng.sample(sorted(expected), 100), "absent", "user-1"]
+            assert spool.get_many(wanted) == {k: expected[k] for k in wanted if k in expected}
+            gone = rng.sample(sorted(expected), 150)
+            spool.delete_many(gone)
+            left = {k: v for k, v in expected.items() if k not in gone}
+            assert len(spool) == len(left)
+            assert sorted(spool.values()) == sorted(left.values())
+            assert spool.get_many(gone) == {}
+        finally:
+            spool.close()
+
+
+def test_spills_to_disk_once_past_its_memory_limit_and_keeps_every_key() -> None:
+    spool = KeyValueSpool(memory_keys=10)
+    try:
+        _fill(spool, [(f"k{i}", i) for i in range(10)])
+        assert not spool.on_disk
+        spool.put("k10", 10)
+        assert spool.on_disk
+        _fill(spool, [(f"k{i}", i) for i in range(11, 20_000)])
+        assert len(spool) == 20_000
+        assert spool.get_many(["k0", "k10", "k19999"]) == {"k0": 0, "k10": 10, "k19999": 19999}
+    finally:
+        spool.close()
