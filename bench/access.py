@@ -36,7 +36,7 @@ def worker(env: dict[str, str]) -> dict:
     sys.path.insert(0, str(ROOT))
     from connector.config import load_settings
     from connector.engine import collect
-    from connector.store import LocalStore
+    from connector.store_local import LocalStore
 
     with tempfile.TemporaryDirectory() as out:
         settings = load_settings(env)

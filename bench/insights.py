@@ -28,7 +28,7 @@ WORKER = """
 import asyncio, resource, sys, time, orjson
 from connector.config import load_settings
 from connector.engine import collect
-from connector.store import LocalStore
+from connector.store_local import LocalStore
 env = orjson.loads(sys.stdin.buffer.read())
 import os; os.environ.update(env)
 t0 = time.perf_counter(); c0 = time.process_time()

@@ -24,7 +24,7 @@ def _usage() -> tuple[float, float]:
 def collect(env: dict[str, str]) -> dict:
     from connector.config import load_settings
     from connector.engine import collect as run_collect
-    from connector.store import LocalStore
+    from connector.store_local import LocalStore
 
     with tempfile.TemporaryDirectory() as out:
         settings = load_settings(env)
@@ -87,7 +87,7 @@ def coldstart(env: dict[str, str], started: float) -> dict:
     imported = time.perf_counter()
     from connector.config import load_settings
     from connector.engine import Run
-    from connector.store import LocalStore
+    from connector.store_local import LocalStore
 
     with tempfile.TemporaryDirectory() as out:
         run = Run(load_settings(env), LocalStore(out), trigger="bench")

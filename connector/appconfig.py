@@ -90,7 +90,7 @@ _stores_lock = threading.Lock()
 def store_for(settings: Settings, *, interactive: bool = False) -> Store:
     """One store per settings per process: keeps the credential's token cache across invocations.
     `interactive` stores (HTTP API) give up within seconds when Storage is unreachable."""
-    from .store import open_store
+    from .destination import open_store
 
     with _stores_lock:
         store = _stores.get((settings, interactive))

@@ -218,9 +218,10 @@ def _azure_error() -> type[BaseException]:
 
 
 def cmd_run(args: argparse.Namespace, env: dict[str, str] | None = None, trigger: str = "cli") -> int:
+    from .destination import open_store
     from .engine import run_prefix
     from .progress import LiveTable
-    from .store import DestinationError, open_store
+    from .store import DestinationError
 
     settings = _settings(args, env)
     require_destination(settings)
@@ -312,7 +313,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _demo_insights(out: str) -> None:
     from .insights_cli import print_summary
-    from .store import LocalStore, read_json
+    from .store import read_json
+    from .store_local import LocalStore
 
     store = LocalStore(out)
     for pointer in sorted(store.list("tenants/")):
@@ -323,8 +325,8 @@ def _demo_insights(out: str) -> None:
 
 
 def cmd_insights(args: argparse.Namespace) -> int:
+    from .destination import open_store
     from .insights_cli import NotFound, run
-    from .store import open_store
 
     env = dict(os.environ)
     if args.out:

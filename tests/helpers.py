@@ -10,8 +10,9 @@ from typing import Any
 import orjson
 
 from connector.config import load_settings
+from connector.destination import open_store
 from connector.engine import collect_sync
-from connector.store import Store, open_store, read_json
+from connector.store import Store, read_json
 
 
 def settings_for(env: dict[str, str], **extra: str):

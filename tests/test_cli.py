@@ -277,7 +277,7 @@ def test_cli_takes_the_tenant_lock(tmp_path):
     """A second run into the same folder while one holds the tenant's lock exits 4 and names the holder;
     the Function's worker takes the same lock."""
     from connector.locks import TenantLock
-    from connector.store import LocalStore
+    from connector.store_local import LocalStore
     from simulator import Simulator, TenantSpec
 
     out = tmp_path / "out"

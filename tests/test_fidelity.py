@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from connector.config import ConfigError, load_settings
+from connector.destination import open_store
 from connector.engine import collect
 from connector.retry import MAX_WAIT, AdaptiveLimiter, retry_after_seconds
-from connector.store import open_store
 from simulator import Simulator, TenantSpec
 from simulator.tenant import DEFAULT_ROLES, Tenant
 from tests.conftest import apply_env

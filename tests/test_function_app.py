@@ -520,7 +520,7 @@ def test_queue_connection_forms():
 
 
 def test_local_folder_lock_is_exclusive(tmp_path: Path):
-    from connector.store import LocalStore
+    from connector.store_local import LocalStore
 
     store = LocalStore(tmp_path)
     first, second = runs.TenantLock(store, "t"), runs.TenantLock(store, "t")
@@ -785,7 +785,7 @@ def test_post_when_only_the_queue_is_down_is_a_503_and_the_run_is_not_left_queue
 
 def test_listing_recent_runs_costs_the_same_at_50_and_500_runs(env):
     from connector.status import create_status, list_statuses, new_record
-    from connector.store import BlobStore
+    from connector.store_blob import BlobStore
 
     store = BlobStore(f"l{uuid.uuid4().hex[:12]}", connection_string=env["SNAPSHOT_CONNECTION_STRING"])
     key = "contoso.onmicrosoft.com"

@@ -17,7 +17,8 @@ import pytest
 
 from connector import insights_names, spool
 from connector.config import ConfigError
-from connector.store import LocalStore, read_json
+from connector.store import read_json
+from connector.store_local import LocalStore
 from simulator import Simulator, TenantSpec
 from simulator.reference import shipped_product_names
 from simulator.tenant import DEFAULT_ROLES

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from connector.destination import open_store
 from connector.engine import collect_sync
 from connector.progress import PROGRESS_EVENT
-from connector.store import open_store
 from connector.telemetry import SummaryFilter
 from simulator import Simulator, TenantSpec
 from tests.conftest import apply_env

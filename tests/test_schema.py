@@ -97,7 +97,8 @@ def test_writer_applies_the_normaliser_only_where_graph_sent_empty_dates(tmp_pat
 
     import orjson
 
-    from connector.store import JsonlGzWriter, _LocalSink
+    from connector.store import JsonlGzWriter
+    from connector.store_local import _LocalSink
 
     ds = DATASETS["user_sign_in_activity"]
     path = tmp_path / ds.file
