@@ -129,7 +129,6 @@ class Batcher:
         source = iter(items)
         pending: deque[Item] = deque()
         running: set[asyncio.Future[tuple[list[Item], Any]]] = set()
-        settings = self.ctx.settings
 
         def refill() -> None:
             while len(pending) < BATCH_SIZE * 4:
@@ -164,43 +163,7 @@ class Batcher:
                         raise GraphError(502, "BatchIncomplete", f"$batch answered {len(answers)} of "
                                          f"{len(items_sent)} requests", path="/$batch")
                     for answer in answers:
-                        item = items_sent[int(answer["id"])]
-                        status = int(answer.get("status") or 0)
-                        body = answer.get("body") or {}
-                        headers = answer.get("headers") or {}
-                        if status == 200:
-                            out.append((item, body))
-                            next_link = body.get("@odata.nextLink")
-                            if next_link:
-                                pending.appendleft(Item(item.leg, item.parent, self._relative(next_link)))
-                        elif status == 404 and item.parent is not None:
-                            name = item.leg.name
-                            self.vanished[name] = self.vanished.get(name, 0) + 1  # deleted since it was listed
-                        elif status in RETRY_STATUSES:
-                            # The same policy as every other request (connector/retry.py): one budget, the
-                            # item's own Retry-After, no wait past MAX_WAIT or the run's time limit.
-                            hinted = retry_after_seconds(next((v for k, v in headers.items()
-                                                               if k.lower() == "retry-after"), None))
-                            wait = hinted if hinted is not None else backoff(item.attempts)
-                            reason = give_up_reason(item.attempts, settings.max_retries, wait, hinted is not None,
-                                                    self.graph.deadline)
-                            if reason:
-                                error = error_from(status, headers, orjson.dumps(body),
-                                                   f"/$batch: {item.url.split('?')[0]}")
-                                error.message = f"{error.message} ({reason})"
-                                raise error
-                            item.attempts += 1
-                            self.stats.retries += 1
-                            if status == 429:
-                                self.stats.throttled += 1
-                                self.graph.scope(self.ds.name).throttled(wait)
-                            item.not_before = time.monotonic() + wait
-                            pending.append(item)
-                        else:
-                            error = error_from(status, headers, orjson.dumps(body),
-                                               f"/$batch: {item.url.split('?')[0]}")
-                            if not (status == 403 and self.refused is not None and self.refused(item, error)):
-                                raise error
+                        self._answer(items_sent[int(answer["id"])], answer, pending, out)
                 if out:
                     yield out
         finally:
@@ -208,6 +171,44 @@ class Batcher:
                 task.cancel()
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
+
+    def _answer(self, item: Item, answer: dict[str, Any], pending: deque[Item],
+                out: list[tuple[Item, dict[str, Any]]]) -> None:
+        """One item's answer inside a $batch: its records out, its next page or its retry queued, or the
+        dataset's error raised."""
+        status = int(answer.get("status") or 0)
+        body = answer.get("body") or {}
+        headers = answer.get("headers") or {}
+        if status == 200:
+            out.append((item, body))
+            next_link = body.get("@odata.nextLink")
+            if next_link:
+                pending.appendleft(Item(item.leg, item.parent, self._relative(next_link)))
+        elif status == 404 and item.parent is not None:
+            name = item.leg.name
+            self.vanished[name] = self.vanished.get(name, 0) + 1  # deleted since it was listed
+        elif status in RETRY_STATUSES:
+            # The same policy as every other request (connector/retry.py): one budget, the
+            # item's own Retry-After, no wait past MAX_WAIT or the run's time limit.
+            hinted = retry_after_seconds(next((v for k, v in headers.items() if k.lower() == "retry-after"), None))
+            wait = hinted if hinted is not None else backoff(item.attempts)
+            reason = give_up_reason(item.attempts, self.ctx.settings.max_retries, wait, hinted is not None,
+                                    self.graph.deadline)
+            if reason:
+                error = error_from(status, headers, orjson.dumps(body), f"/$batch: {item.url.split('?')[0]}")
+                error.message = f"{error.message} ({reason})"
+                raise error
+            item.attempts += 1
+            self.stats.retries += 1
+            if status == 429:
+                self.stats.throttled += 1
+                self.graph.scope(self.ds.name).throttled(wait)
+            item.not_before = time.monotonic() + wait
+            pending.append(item)
+        else:
+            error = error_from(status, headers, orjson.dumps(body), f"/$batch: {item.url.split('?')[0]}")
+            if not (status == 403 and self.refused is not None and self.refused(item, error)):
+                raise error
 
 
 def _resolve(source: str, leg: Leg, parent: dict[str, Any] | None, child: dict[str, Any]) -> Any:
