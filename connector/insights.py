@@ -85,8 +85,12 @@ def _activity(store: Store, prefix: str, datasets: dict[str, Any]) -> tuple[Acti
 
 def find_runs(store: Store, current: dict[str, Any], limit: int) -> list[tuple[str, dict[str, Any]]]:
     """Published runs of the tenant that finished before the `current` run started, newest first:
-    (run id, manifest). Run ids sort by their start second only, so the manifests' times decide."""
+    (run id, manifest). Run ids sort by their start second only, so the manifests' times decide; runs that
+    finished within the same second are ordered by latest.json, which names the one published last (the
+    current run moves it only after its insights)."""
     tenant_id, started = current["tenantId"], current["startedAt"]
+    pointer = read_json(store, f"tenants/{tenant_id}/latest.json")
+    latest = pointer.get("runId") if isinstance(pointer, dict) else None
     second = current["runId"][:16]
     names = store.list(f"tenants/{tenant_id}/runs/")
     run_ids = sorted({n.split("/")[3] for n in names if n.endswith("/manifest.json") and n.count("/") == 4},
@@ -100,7 +104,7 @@ def find_runs(store: Store, current: dict[str, Any], limit: int) -> list[tuple[s
             found.append((run_id, manifest))
             if len(found) > limit and found[-1][0][:16] < found[limit - 1][0][:16]:
                 break  # enough, and no later run can share a start second with the ones kept
-    found.sort(key=lambda r: (r[1].get("finishedAt") or "", r[0]), reverse=True)
+    found.sort(key=lambda r: (r[1].get("finishedAt") or "", r[0] == latest, r[0]), reverse=True)
     return found[:limit]
 
 

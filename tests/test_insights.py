@@ -343,3 +343,26 @@ def test_a_failure_in_the_insights_costs_only_the_insights(sim, env, tmp_path, m
     prefix = f"tenants/{manifest['tenantId']}/runs/{manifest['runId']}"
     assert read_json(store, f"{prefix}/insights.json") is None
     assert [n for n in store.list(prefix) if "licen" in n] == []  # no half set of derived files
+
+
+def test_the_previous_run_is_the_one_published_last_when_runs_share_a_second(tmp_path):
+    """Run ids and manifest times have a resolution of one second; two runs may start and finish in the same
+    one (quick CLI runs). The one latest.json names was published last, whatever its random id suffix."""
+    from connector.insights import find_runs
+    from connector.store import write_json
+
+    store, tenant = LocalStore(str(tmp_path)), "00000000-0000-0000-0000-000000000001"
+    second = "20261201T235844Z"
+
+    def publish(run_id: str, finished: str) -> None:
+        write_json(store, f"tenants/{tenant}/runs/{run_id}/manifest.json",
+                   {"tenantId": tenant, "runId": run_id, "status": "succeeded",
+                    "startedAt": "2026-12-01T23:58:44Z", "finishedAt": finished})
+        write_json(store, f"tenants/{tenant}/latest.json", {"runId": run_id})
+
+    publish(f"{second}-ffffff", "2026-12-01T23:58:44Z")  # the earlier run, with the larger suffix
+    publish(f"{second}-000000", "2026-12-01T23:58:44Z")  # published after it
+    current = {"tenantId": tenant, "runId": "20261201T235845Z-123456", "startedAt": "2026-12-01T23:58:45Z"}
+    assert [r for r, _ in find_runs(store, current, 5)] == [f"{second}-000000", f"{second}-ffffff"]
+    write_json(store, f"tenants/{tenant}/latest.json", {"runId": f"{second}-ffffff"})
+    assert [r for r, _ in find_runs(store, current, 5)] == [f"{second}-ffffff", f"{second}-000000"]
