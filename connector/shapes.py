@@ -535,6 +535,11 @@ CREDENTIAL_FIELDS = (
     Field("keyCredentials", "array", "certificates and keys: ids, thumbprints and dates (the public key itself, "
           "`key`, is removed)", items=KEY_CREDENTIAL),
 )
+VERIFIED_PUBLISHER = Field("verifiedPublisher", "object", "", fields=(
+    Field("displayName", "string", ""),
+    Field("verifiedPublisherId", "string", ""),
+    Field("addedDateTime", "datetime", ""),
+))
 ROLE_SCHEDULE_COMMON = (
     Field("id", "string", "the schedule's id"),
     Field("principalId", "uuid", "the user, group or service principal"),
@@ -600,16 +605,7 @@ APPLICATIONS = (
     Field("tags", "array", "", items="string"),
     Field("notes", "string", ""),
     Field("disabledByMicrosoftStatus", "string", ""),
-    Field(
-        "verifiedPublisher",
-        "object",
-        "",
-        fields=(
-            Field("displayName", "string", ""),
-            Field("verifiedPublisherId", "string", ""),
-            Field("addedDateTime", "datetime", ""),
-        ),
-    ),
+    VERIFIED_PUBLISHER,
 )
 SERVICE_PRINCIPALS = (
     Field("id", "uuid", "object id"),
@@ -643,16 +639,7 @@ SERVICE_PRINCIPALS = (
     ),
     *CREDENTIAL_FIELDS,
     Field("disabledByMicrosoftStatus", "string", ""),
-    Field(
-        "verifiedPublisher",
-        "object",
-        "",
-        fields=(
-            Field("displayName", "string", ""),
-            Field("verifiedPublisherId", "string", ""),
-            Field("addedDateTime", "datetime", ""),
-        ),
-    ),
+    VERIFIED_PUBLISHER,
 )
 APP_OWNERS = (
     Field("objectId", "uuid", "applications.id or service_principals.id"),
