@@ -32,6 +32,7 @@ import orjson
 from .datasets import Dataset, FanOut, Leg
 from .graph import GraphError, error_from, give_up_reason
 from .retry import RETRY_STATUSES, backoff, retry_after_seconds
+from .spool import scratch_database
 from .strategy import Context, first_url, register
 
 BATCH_SIZE = 20  # Graph's maximum requests per $batch (concepts/json-batching.md)
@@ -50,15 +51,7 @@ class _Spool:
     memory flat however many memberships the tenant has; only one group's closure is in memory."""
 
     def __init__(self) -> None:
-        import sqlite3
-
-        # An anonymous database: SQLite keeps a small page cache in memory and spills the rest to a file
-        # in the temporary directory that it unlinks as soon as it opens it, so nothing is left behind
-        # however the process ends (exception, full disk, SIGKILL).
-        self._db: Any = sqlite3.connect("")
-        self._db.execute("PRAGMA temp_store=FILE")
-        self._db.execute("PRAGMA journal_mode=OFF")
-        self._db.execute("PRAGMA synchronous=OFF")
+        self._db: Any = scratch_database()
         self._db.execute("CREATE TABLE m (grp TEXT, member TEXT, type TEXT)")
         self._indexed = False
 

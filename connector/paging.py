@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
-import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
 from .datasets import Dataset
 from .graph import Graph, GraphError
+from .spool import scratch_database
 from .strategy import RESTART, Context, Records, first_url, register
 
 log = logging.getLogger("m365_connector")
@@ -98,21 +97,17 @@ def group_filter(field: str, chars: str) -> str:
 
 
 class SeenIds:
-    """User ids already written, in a temporary SQLite file: a million ids would be about 100 MB in a
-    Python set, here they cost disk (about 50 MB per million), not memory (a 2 MB page cache).
+    """User ids already written, in an anonymous SQLite database (connector/spool.py): a million ids
+    would be about 100 MB in a Python set, here they cost disk (about 50 MB per million), not memory (a
+    2 MB page cache).
     `new(records)` keeps the records not seen before. One open transaction without a journal: the
     file is scratch, so nothing is ever committed or synced."""
 
     CACHE_KIB = 2048  # SQLite's default page cache: full by 100,000 users, so memory stays flat from there
 
     def __init__(self) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="m365-ids-")
-        self._db = sqlite3.connect(f"{self._dir.name}/ids.db", isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=OFF")
-        self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute(f"PRAGMA cache_size=-{self.CACHE_KIB}")
+        self._db = scratch_database(self.CACHE_KIB)
         self._db.execute("CREATE TABLE seen (id TEXT PRIMARY KEY) WITHOUT ROWID")
-        self._db.execute("BEGIN")
         self._inserts: dict[int, str] = {}
         self.count = 0
         self.dropped = 0
@@ -144,7 +139,6 @@ class SeenIds:
         if self._db is not None:
             self._db.close()
             self._db = None  # type: ignore[assignment]
-            self._dir.cleanup()
 
 
 async def sequential(graph: Graph, ds: Dataset) -> AsyncIterator[list[dict[str, Any]]]:

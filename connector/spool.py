@@ -19,6 +19,20 @@ PARAMS = 900  # keys per IN (...) query: under SQLite's oldest limit on host par
 BUFFER = 5000  # rows written per executemany
 
 
+def scratch_database(cache_kib: int = 2048) -> sqlite3.Connection:
+    """An anonymous SQLite database for scratch data: SQLite keeps a bounded page cache in memory and spills
+    the rest to a file in the temporary directory that it unlinks as soon as it opens it, so nothing is
+    left behind however the process ends (exception, full disk, SIGKILL). No journal, no sync, one open
+    transaction: nothing is ever committed."""
+    db = sqlite3.connect("", isolation_level=None)
+    db.execute("PRAGMA temp_store=FILE")
+    db.execute("PRAGMA journal_mode=OFF")
+    db.execute("PRAGMA synchronous=OFF")
+    db.execute(f"PRAGMA cache_size=-{cache_kib}")
+    db.execute("BEGIN")
+    return db
+
+
 class KeyValueSpool:
     """str -> int or str. `keep_max=True`: putting a key again keeps the larger value (integers)."""
 
@@ -51,12 +65,8 @@ class KeyValueSpool:
             self._spill()
 
     def _spill(self) -> None:
-        db = sqlite3.connect("", isolation_level=None)
-        db.execute("PRAGMA journal_mode=OFF")
-        db.execute("PRAGMA synchronous=OFF")
-        db.execute("PRAGMA cache_size=-2000")  # 2 MB
+        db = scratch_database()
         db.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v) WITHOUT ROWID")
-        db.execute("BEGIN")
         self._db = db
         mem, self._mem = self._mem or {}, None
         db.executemany(self._insert, mem.items())  # sqlite3 reads the items lazily
