@@ -36,6 +36,7 @@ from msgraph_core.middleware import GraphTelemetryHandler
 
 from .auth import GraphCredential
 from .config import Settings
+from .rawjson import raw_page
 from .retry import MAX_WAIT, RETRY_STATUSES, AdaptiveLimiter, Deadline, backoff, retry_after_seconds
 
 __all__ = ["AdaptiveLimiter", "Graph", "GraphError", "Page", "RequestStats"]
@@ -345,9 +346,15 @@ class Graph:
     async def first_page(self, builder: str, url: str, label: str, headers: dict[str, str] | None = None) -> Page:
         return await self._page(builder, url, label, headers)
 
-    async def _page(self, builder: str, url: str, label: str, headers: dict[str, str] | None) -> Page:
+    async def _page(self, builder: str, url: str, label: str, headers: dict[str, str] | None,
+                    raw: tuple[str, ...] | None = None) -> Page:
+        """One page; with `raw` (the properties to read) its records stay Graph's JSON (connector/rawjson.py)."""
         def check(response: httpx.Response) -> Page:
             content = response.content
+            if raw is not None:
+                records, next_link, count = raw_page(content, raw)
+                if records is not None:
+                    return Page(records, next_link, len(content), count)
             body = _json(content)
             if not isinstance(body, dict):
                 raise ValueError("the page is not a JSON object")
@@ -368,23 +375,24 @@ class Graph:
         raise error_from(result.status_code, result.headers, result.content, urlsplit(url).path)
 
     async def pages(self, builder: str, first_url: str | None, label: str, headers: dict[str, str] | None = None,
-                    prefetch: bool = False, first: Page | None = None) -> AsyncIterator[Page]:
+                    prefetch: bool = False, first: Page | None = None,
+                    raw: tuple[str, ...] | None = None) -> AsyncIterator[Page]:
         """Follow @odata.nextLink from first_url (or from an already fetched first page); with prefetch
-        the next page is requested while the caller works on the current one."""
+        the next page is requested while the caller works on the current one. `raw`: see _page."""
         pending: asyncio.Future[Page] | None = None
         url: str | None = first_url
         try:
             if first is not None:
                 url = first.next_link
                 if prefetch and url:
-                    pending = asyncio.ensure_future(self._page(builder, url, label, headers))
+                    pending = asyncio.ensure_future(self._page(builder, url, label, headers, raw))
                 yield first
             while url:
-                page = await (pending or self._page(builder, url, label, headers))
+                page = await (pending or self._page(builder, url, label, headers, raw))
                 pending = None
                 url = page.next_link
                 if prefetch and url:
-                    pending = asyncio.ensure_future(self._page(builder, url, label, headers))
+                    pending = asyncio.ensure_future(self._page(builder, url, label, headers, raw))
                 yield page
         finally:
             if pending is not None and not pending.done():

@@ -7,22 +7,20 @@ one block at a time, so memory does not grow with the size of the files.
 from __future__ import annotations
 
 import hashlib
-import zlib
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
 
-from .store import BLOCK_SIZE, Store
+from .store import BLOCK_SIZE, Store, gzip_compressor, gzip_inflater
 
 PIECE = 1 << 20  # derived files are compressed in pieces of about this much JSON
-LEVEL = 1  # derived files: zlib's fastest level (a third of level 6's CPU; files about 15% larger)
 SLICE = 64 << 10  # compressed bytes inflated at a time: a 4 MiB block of JSON can be 50 MiB unpacked
 
 
 def lines(store: Store, relpath: str) -> Iterator[bytes]:
     """Lines of a gzip JSON Lines file in the store, streamed."""
-    inflate = zlib.decompressobj(31)
+    inflate = gzip_inflater()
     rest = b""
     for block in store.read_chunks(relpath):
         view = memoryview(block)
@@ -65,7 +63,7 @@ class GzLines:
     def __init__(self, store: Store, relpath: str):
         self.relpath = relpath
         self._sink = store.sink(relpath)
-        self._zip = zlib.compressobj(LEVEL, zlib.DEFLATED, 31)
+        self._zip = gzip_compressor()
         self._hash = hashlib.sha256()
         self._pending: list[bytes] = []
         self._size = 0

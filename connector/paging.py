@@ -141,9 +141,17 @@ class SeenIds:
             self._db = None  # type: ignore[assignment]
 
 
-async def sequential(graph: Graph, ds: Dataset) -> AsyncIterator[list[dict[str, Any]]]:
-    """The plain @odata.nextLink chain (no ConsistencyLevel header: see the module docstring)."""
-    async for page in graph.pages(ds.builder, first_url(graph, ds), ds.name, prefetch=True):
+def raw_keys(ds: Dataset) -> tuple[str, ...]:
+    """What this strategy reads of a record it writes as Graph sent it (connector/rawjson.py): the id
+    (deduplication) and the user principal name (the domain filter)."""
+    return ("id", ds.upn_field) if ds.upn_field and ds.upn_field != "id" else ("id",)
+
+
+async def sequential(graph: Graph, ds: Dataset, raw: bool = False) -> AsyncIterator[list[dict[str, Any]]]:
+    """The plain @odata.nextLink chain (no ConsistencyLevel header: see the module docstring). With
+    `raw` the records are RawRecords, to be written unchanged; a caller that changes records leaves it off."""
+    async for page in graph.pages(ds.builder, first_url(graph, ds), ds.name, prefetch=True,
+                                  raw=raw_keys(ds) if raw else None):
         yield page.records
 
 
@@ -166,7 +174,8 @@ async def _count_users(graph: Graph) -> int | None:
 
 
 class Partitions:
-    """Concurrent chains over the prefix partitions, deduplicated by id, verified against $count."""
+    """Concurrent chains over the prefix partitions, deduplicated by id, verified against $count. Their
+    records are RawRecords (connector/rawjson.py): the `pages` strategy writes them as Graph sent them."""
 
     def __init__(self, graph: Graph, ds: Dataset, groups: list[str], seen: SeenIds):
         self.graph, self.ds, self.groups, self.seen = graph, ds, groups, seen
@@ -183,7 +192,7 @@ class Partitions:
 
         async def chain(g: int) -> None:
             extra = "$filter=" + quote(self.filter(g), safe="(),")
-            async for page in graph.pages(ds.builder, first_url(graph, ds, extra), ds.name):
+            async for page in graph.pages(ds.builder, first_url(graph, ds, extra), ds.name, raw=raw_keys(ds)):
                 await queue.put((g, page.records))
 
         async def run_all() -> None:
@@ -251,7 +260,7 @@ async def pages(ctx: Context, ds: Dataset) -> AsyncIterator[Records]:
     kind, total, groups = await plan(graph, ds)
     ctx.plan.update(describe(kind, total, groups))
     if kind != "partitioned":
-        async for records in sequential(graph, ds):
+        async for records in sequential(graph, ds, raw=True):
             yield records
         return
     seen = SeenIds()
@@ -286,7 +295,7 @@ async def pages(ctx: Context, ds: Dataset) -> AsyncIterator[Records]:
         ctx.warn("partition_fallback", ds.name, f"{ds.name}: {reason}; collected again as one sequential chain.")
         ctx.plan["fallback"] = "sequential"
         yield RESTART
-        async for records in sequential(graph, ds):
+        async for records in sequential(graph, ds, raw=True):
             yield records
     finally:
         seen.close()

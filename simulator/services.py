@@ -17,11 +17,13 @@ import os
 import re
 import time
 from collections import deque
+from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
 
 import orjson
+from isal import isal_zlib
 
 from .tokens import GRAPH_RESOURCE, RESOURCE_ALIASES, TOKEN_EXCHANGE_RESOURCE, VAULT_RESOURCE, new_guid
 from .web import Request, Response
@@ -95,6 +97,25 @@ def _broken(response: Response, kind: str) -> Response:
     if kind == "garbage":
         return Response(200, b"<html><body>Service Unavailable</body></html>", {"Content-Type": "text/html"})
     return Response(response.status, response.body, dict(response.headers), fault=kind)
+
+
+# Graph compresses a response body when the request accepts gzip: the SDKs' decompression middleware is
+# specified for it (msgraph-sdk-design middleware/DecompressionHandler.md: "Decompress response bodies
+# that have the header Content-Encoding: gzip"; Python's HTTPX sends Accept-Encoding and decodes by
+# itself), and Graph's answers carry "Vary: Accept-Encoding" (the captured response in
+# middleware/CompressionHandler.md). Graph's threshold and level are not documented; small bodies stay
+# plain here, and ISA-L's fast level keeps the stand-in's CPU low.
+GZIP_MIN_BYTES = 1024
+
+
+def _encoded(req: Request, response: Response) -> Response:
+    accepted = req.headers.get("accept-encoding", "")
+    if len(response.body) < GZIP_MIN_BYTES or "gzip" not in accepted.lower():
+        return response
+    packer = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)
+    body = packer.compress(response.body) + packer.flush()
+    headers = {**response.headers, "Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+    return Response(response.status, body, headers, fault=response.fault)
 
 
 def _graph_date() -> str:
@@ -587,6 +608,8 @@ class GraphService:
         self._window: deque[tuple[float, int]] = deque()
         self._report_calls: dict[str, deque[float]] = {}
         self._identity_reports: deque[float] = deque()
+        self._cache: dict[tuple[str, ...], dict[int, bytes]] = {}  # TenantSpec.render_cache
+        self._cache_version = -1
 
     # Property names by lower-case name; lazy because SKUs and users need the tenant's UPN index.
     @cached_property
@@ -611,6 +634,7 @@ class GraphService:
         fault = self.sim._take_break("graph", req.path)
         if fault is not None:
             response = _broken(response, fault)
+        response = _encoded(req, response)
         remaining = self.sim.spec.latency - (time.monotonic() - started)
         if remaining > 0:
             time.sleep(remaining)
@@ -957,8 +981,13 @@ class GraphService:
         if start + len(page) < len(candidates):
             body["@odata.nextLink"] = self._next_link(req, self._make_skiptoken(page[-1] + 1, filter_text))
         tenant = sim.tenant
-        users = [tenant.user(i, props) for i in page]
         eventual = req.headers.get("consistencylevel", "").lower() == "eventual"
+        if sim.spec.render_cache and not (sign_in and sim.spec.sign_in_eventual_quirk and eventual):
+            body["value"] = self._rendered(page, props)
+            with sim._lock:
+                sim.users_cursors[filter_text] = max(sim.users_cursors.get(filter_text, -1), page[-1] if page else -1)
+            return self._ok(body)
+        users = [tenant.user(i, props) for i in page]
         if sign_in and sim.spec.sign_in_eventual_quirk and eventual:
             # graph-facts §11 [ISSUE msgraph-sdk-powershell #1898]: under ConsistencyLevel: eventual (with
             # $count=true in the report; any eventual request here, to be strict) signInActivity comes back
@@ -970,6 +999,22 @@ class GraphService:
         with sim._lock:
             sim.users_cursors[filter_text] = max(sim.users_cursors.get(filter_text, -1), page[-1] if page else -1)
         return self._ok(body)
+
+    def _rendered(self, page: Sequence[int], props: list[str]) -> list[orjson.Fragment]:
+        """The users' JSON from the benchmark's render cache (TenantSpec.render_cache), built once per
+        user and $select; emptied whenever a user is renamed or deleted."""
+        tenant, key = self.sim.tenant, tuple(props)
+        if self._cache_version != tenant.version:
+            self._cache.clear()
+            self._cache_version = tenant.version
+        cache = self._cache.setdefault(key, {})
+        out = []
+        for i in page:
+            data = cache.get(i)
+            if data is None:
+                data = cache[i] = orjson.dumps(tenant.user(i, props))
+            out.append(orjson.Fragment(data))
+        return out
 
     def _users_count(self, req: Request, claims: dict[str, Any]) -> Response:
         options = self._options(req, {"$filter"}, "users/$count")
