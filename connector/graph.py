@@ -177,9 +177,7 @@ class Graph:
         adapter.base_url = self.base
         self.client = GraphServiceClient(request_adapter=adapter)
         self._http = http
-        # Requests in flight at Graph, all scopes together: held by the innermost middleware from sending a
-        # request until its answer's headers are in, not while the SDK builds the request or the body is read.
-        self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self._slots = asyncio.Semaphore(settings.max_concurrency)  # requests in flight, all scopes together
         self.scopes: dict[str, AdaptiveLimiter] = {}  # per dataset: throttling slows only its own scope
         self.deadline = Deadline(settings.run_time_limit * 60)
         self.first_request_at: float | None = None  # perf_counter() of the first Graph request (cold start)
@@ -231,7 +229,7 @@ class Graph:
             self.first_request_at = time.perf_counter()
         while True:
             progress = scope.completed
-            async with scope:
+            async with scope, self._slots:
                 try:
                     response = await attempt()
                 except (httpx.TransportError, httpx.DecodingError) as exc:
@@ -504,8 +502,7 @@ class _AttemptCounter(BaseMiddleware):
         budget = request.extensions.get(_Budget.KEY)
         if budget is not None and _origin(str(request.url)) == self._graph._origin:
             budget.take()  # only Graph's own answers count; the download host is another origin
-        async with self._graph._slots:
-            response = await super().send(request, transport)
+        response = await super().send(request, transport)
         stats = self._graph._stats(label)
         stats.by_status[response.status_code] = stats.by_status.get(response.status_code, 0) + 1
         return response
