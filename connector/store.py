@@ -116,6 +116,11 @@ def read_json(store: Store, relpath: str) -> Any | None:
     return None if data is None else orjson.loads(data)
 
 
+def _jsonl(records: list[dict[str, Any]]) -> bytes:
+    dumps = orjson.dumps
+    return b"\n".join([r.raw if type(r) is RawRecord else dumps(r) for r in records]) + b"\n"
+
+
 class JsonlGzWriter:
     """Streams records to a sink as gzip'd JSON Lines, hashing and counting as it goes.
 
@@ -153,14 +158,13 @@ class JsonlGzWriter:
     async def write(self, records: list[dict[str, Any]]) -> None:
         if not records:
             return
-        dumps = orjson.dumps
         # A RawRecord (connector/rawjson.py) is written as the JSON Graph sent; a batch with an empty
         # string in it has those records parsed for the normaliser.
-        data = b"\n".join([r.raw if type(r) is RawRecord else dumps(r) for r in records]) + b"\n"
+        data = _jsonl(records)
         if self._normalise is not None and b'":""' in data:
             records = [full(r) if type(r) is RawRecord and b'":""' in r.raw else r for r in records]
             if self._normalise(records):
-                data = b"\n".join([r.raw if type(r) is RawRecord else dumps(r) for r in records]) + b"\n"
+                data = _jsonl(records)
         self.records += len(records)
         block = self._emit(self._zip.compress(data))
         if block is not None:

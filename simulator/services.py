@@ -982,13 +982,10 @@ class GraphService:
             body["@odata.nextLink"] = self._next_link(req, self._make_skiptoken(page[-1] + 1, filter_text))
         tenant = sim.tenant
         eventual = req.headers.get("consistencylevel", "").lower() == "eventual"
-        if sim.spec.render_cache and not (sign_in and sim.spec.sign_in_eventual_quirk and eventual):
-            body["value"] = self._rendered(page, props)
-            with sim._lock:
-                sim.users_cursors[filter_text] = max(sim.users_cursors.get(filter_text, -1), page[-1] if page else -1)
-            return self._ok(body)
-        users = [tenant.user(i, props) for i in page]
-        if sign_in and sim.spec.sign_in_eventual_quirk and eventual:
+        quirk = sign_in and sim.spec.sign_in_eventual_quirk and eventual
+        users: list[Any] = (self._rendered(page, props) if sim.spec.render_cache and not quirk
+                            else [tenant.user(i, props) for i in page])
+        if quirk:
             # graph-facts §11 [ISSUE msgraph-sdk-powershell #1898]: under ConsistencyLevel: eventual (with
             # $count=true in the report; any eventual request here, to be strict) signInActivity comes back
             # empty for some users. Which ones is not known; every seventh here.

@@ -773,9 +773,6 @@ class Tenant:
         upn = self.upn(index)
         guest = core.kind == KIND_GUEST
         service = core.kind == KIND_SERVICE
-        created = (
-            self.now_epoch - (30 + int.from_bytes(d[8:10], "big") % 2970) * DAY - int.from_bytes(d[12:15], "big") % DAY
-        )
         if properties is not None and _NARROW.issuperset(properties):
             # Only id, UPN and sign-in activity asked for (the sign-in listing): the rest of the
             # object is not built, which halves the cost of serving those pages.
@@ -783,6 +780,9 @@ class Tenant:
             if "signInActivity" in properties:
                 user["signInActivity"] = self._sign_in(index, service)
             return {p: user[p] for p in properties if p in user}
+        created = (
+            self.now_epoch - (30 + int.from_bytes(d[8:10], "big") % 2970) * DAY - int.from_bytes(d[12:15], "big") % DAY
+        )
         uid = _guid(d[16:])
         first, last = core.first, core.last
         local, domain = upn.split("@", 1)
