@@ -5,18 +5,11 @@ written, so gzip and Blob work overlap with Graph's latency.
 
 `upn_prefix` cuts a long chain into concurrent chains: Graph returns at most 120 users per page
 when signInActivity is selected, so 100,000 users are 834 sequential round trips. The users are
-split by the first character of userPrincipalName ($filter=startswith(...) joined with `or`) and
-every partition is paged concurrently. What Graph allows shapes the plan (graph-facts §11):
-
-- A UPN starts with one of A-Z a-z 0-9 ' . - _ ! # ^ ~ (70 characters). Whether startswith()
-  compares case-sensitively the docs do not say, so a letter's two cases always share a partition:
-  the plan is right either way, and every user falls in exactly one partition.
-- `or` takes at most 15 clauses in the default query mode, so a partition holds at most 15
-  characters and there are at least 5 partitions (range filters on userPrincipalName are not
-  documented for the default mode: `ge` is missing from the filter table).
-- The tenant's size comes from `/users/$count` (one request per run, shared by its datasets); the
-  pages are requested without `ConsistencyLevel: eventual`, which was reported to empty
-  signInActivity for some users.
+split by userPrincipalName prefix ($filter=startswith(...) joined with `or`) into partitions of
+about equal size (connector/upn_plan.py says how, within Graph's limits), paged largest first, as
+many at once as the Graph requests in flight allow. The tenant's size comes from `/users/$count`
+(one request per run, shared by its datasets); the pages are requested without
+`ConsistencyLevel: eventual`, which was reported to empty signInActivity for some users.
 
 The union is checked by user id, not by count: ids already written wait in a temporary SQLite file
 (memory stays flat), so a user renamed from one partition into another while both are paged is
@@ -31,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -38,18 +32,10 @@ from .datasets import Dataset
 from .graph import Graph, GraphError
 from .spool import scratch_database
 from .strategy import RESTART, Context, Records, first_url, register
+from .upn_plan import SAMPLE_SIZE, Partition, Sample, partition_budget, plan_partitions
 
 log = logging.getLogger("m365_connector")
 
-_LETTERS = "abcdefghijklmnopqrstuvwxyz"
-_DIGITS = "0123456789"
-_SYMBOLS = "'.-_!#^~"  # allowed in a UPN, rare as its first character
-MAX_CLAUSES = 15  # Graph's limit on `or` clauses in a directory $filter (default query mode)
-MIN_GROUPS = -(-(2 * len(_LETTERS) + len(_DIGITS) + len(_SYMBOLS)) // MAX_CLAUSES)  # 70 clauses -> 5
-MAX_GROUPS = len(_LETTERS) + len(_DIGITS)  # one letter (both cases) or digit per partition at most
-# Splitting costs requests: every partition ends on a part-filled page (about half a page wasted), and
-# the recount one more. Keep the expected waste near 4% of the minimum: partitions = 8% of the pages, less 3.
-WASTE_SHARE = 0.08
 # Partitions page concurrently, so pages in flight grow with them; cap records in flight per dataset.
 RECORDS_IN_FLIGHT = 5000
 # Parsed pages waiting for the writer.
@@ -58,42 +44,12 @@ QUEUE_PAGES = 4
 REPAGE_SHARE = 0.5
 
 
-def group_count(pages: int, top: int) -> int:
-    """How many partitions to page concurrently; 0 means the plain chain (fewer than MIN_GROUPS pay)."""
-    groups = max(0, min(MAX_GROUPS, int(WASTE_SHARE * pages - 3), RECORDS_IN_FLIGHT // top))
-    return groups if groups >= MIN_GROUPS else 0
-
-
 def _literal(ch: str) -> str:
     return "'" + ch.replace("'", "''") + "'"
 
 
-def prefix_groups(count: int) -> list[str]:
-    """The start characters in `count` partitions (at least MIN_GROUPS) of at most MAX_CLAUSES each.
-
-    Letters (both cases together) and digits are dealt round-robin, so each partition mixes common
-    and rare initials and the chains end together; the rare symbols fill the partitions with room."""
-    count = max(MIN_GROUPS, min(count, MAX_GROUPS))
-    groups: list[str] = [""] * count
-    keys = [c + c.upper() for c in _LETTERS] + list(_DIGITS)
-    for i, key in enumerate(keys):
-        for step in range(count):
-            g = (i + step) % count
-            if len(groups[g]) + len(key) <= MAX_CLAUSES:
-                groups[g] += key
-                break
-        else:  # pragma: no cover - MIN_GROUPS leaves room by construction
-            raise ValueError(f"{count} partitions cannot hold every start character")
-    for symbol in _SYMBOLS:
-        g = min(range(count), key=lambda k: len(groups[k]))
-        if len(groups[g]) >= MAX_CLAUSES:  # pragma: no cover
-            raise ValueError(f"{count} partitions cannot hold every start character")
-        groups[g] += symbol
-    return groups
-
-
-def group_filter(field: str, chars: str) -> str:
-    return " or ".join(f"startswith({field},{_literal(c)})" for c in chars)
+def group_filter(field: str, starts: list[str]) -> str:
+    return " or ".join(f"startswith({field},{_literal(c)})" for c in starts)
 
 
 class SeenIds:
@@ -173,33 +129,63 @@ async def _count_users(graph: Graph) -> int | None:
         return None
 
 
+async def upn_sample(graph: Graph) -> Sample | None:
+    """One page of userPrincipalNames once per run, shared like the count; None if refused."""
+    future = graph.shared.get("upnSample")
+    if future is None:
+        future = graph.shared["upnSample"] = asyncio.ensure_future(_sample_upns(graph))
+    return await asyncio.shield(future)
+
+
+async def _sample_upns(graph: Graph) -> Sample | None:
+    url = f"{graph.base}/users?$select=userPrincipalName&$top={SAMPLE_SIZE}"
+    try:
+        page = await graph.first_page("users", url, "tenant_upn_sample")
+    except GraphError as exc:
+        log.log(logging.INFO if exc.status == 0 else logging.WARNING,
+                "userPrincipalName sample refused (%s); partitions are not sized", exc.code)
+        return None
+    sample = Sample(r.get("userPrincipalName") for r in page.records if isinstance(r, dict))
+    return sample if len(sample) else None
+
+
+def chains_at_once(graph: Graph, ds: Dataset) -> int:
+    """Partitions paged at once: no more than the requests Graph may have in flight, nor than
+    RECORDS_IN_FLIGHT records' worth of pages."""
+    return max(1, min(RECORDS_IN_FLIGHT // max(1, ds.top or 1), graph.settings.max_concurrency))
+
+
 class Partitions:
     """Concurrent chains over the prefix partitions, deduplicated by id, verified against $count. Their
     records are RawRecords (connector/rawjson.py): the `pages` strategy writes them as Graph sent them."""
 
-    def __init__(self, graph: Graph, ds: Dataset, groups: list[str], seen: SeenIds):
-        self.graph, self.ds, self.groups, self.seen = graph, ds, groups, seen
+    def __init__(self, graph: Graph, ds: Dataset, parts: list[Partition], seen: SeenIds):
+        self.graph, self.ds, self.parts, self.seen = graph, ds, parts, seen
         self.field = ds.upn_field or "userPrincipalName"
-        self.returned = [0] * len(groups)  # records each partition returned, duplicates included
+        self.returned = [0] * len(parts)  # records each partition returned, duplicates included
+        self.chains = chains_at_once(graph, ds)
 
     def filter(self, g: int) -> str:
-        return group_filter(self.field, self.groups[g])
+        return group_filter(self.field, self.parts[g].starts())
 
     async def page(self, which: list[int]) -> AsyncIterator[list[dict[str, Any]]]:
-        """Page the given partitions concurrently; yields the records not written before."""
+        """Page the given partitions, the largest first, `chains` at once; yields the records not
+        written before."""
         queue: asyncio.Queue[tuple[int, list[dict[str, Any]]] | None] = asyncio.Queue(maxsize=QUEUE_PAGES)
         graph, ds = self.graph, self.ds
+        order = iter(sorted(which, key=lambda g: -self.parts[g].weight))
 
-        async def chain(g: int) -> None:
-            extra = "$filter=" + quote(self.filter(g), safe="(),")
-            async for page in graph.pages(ds.builder, first_url(graph, ds, extra), ds.name, raw=raw_keys(ds)):
-                await queue.put((g, page.records))
+        async def chains() -> None:
+            for g in order:  # shared by the workers: each takes the next partition when its chain ends
+                extra = "$filter=" + quote(self.filter(g), safe="(),")
+                async for page in graph.pages(ds.builder, first_url(graph, ds, extra), ds.name, raw=raw_keys(ds)):
+                    await queue.put((g, page.records))
 
         async def run_all() -> None:
             try:
                 async with asyncio.TaskGroup() as tg:
-                    for g in which:
-                        tg.create_task(chain(g))
+                    for _ in range(min(self.chains, len(which))):
+                        tg.create_task(chains())
             finally:
                 await queue.put(None)
 
@@ -225,31 +211,42 @@ class Partitions:
         """Partitions whose `$count` now differs from what they returned."""
         counts = await asyncio.gather(*(
             self.graph.count("/users", self.ds.name, "$filter=" + quote(self.filter(g), safe="(),"))
-            for g in range(len(self.groups))))
+            for g in range(len(self.parts))))
         return [g for g, n in enumerate(counts) if n != self.returned[g]]
 
 
-async def plan(graph: Graph, ds: Dataset) -> tuple[str, int | None, list[str]]:
+@dataclass
+class Plan:
+    kind: str  # "sequential" or "partitioned"
+    total: int | None = None  # /users/$count
+    parts: list[Partition] = field(default_factory=list)
+    sample: int = 0  # userPrincipalNames the sizes were estimated from
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"strategy": self.kind}
+        if self.total is not None:
+            out["userCount"] = self.total
+        if self.parts:
+            out["partitions"] = len(self.parts)
+            out["partitionPrefixes"] = [p.prefixes for p in self.parts]
+            out["sizedBySample"] = self.sample
+        return out
+
+
+async def plan(graph: Graph, ds: Dataset) -> Plan:
     """Choose sequential or partitioned paging from the declaration and the tenant's size."""
     if ds.partition != "upn_prefix" or not ds.top:
-        return "sequential", None, []
+        return Plan("sequential")
     total = await tenant_user_count(graph)
     if total is None:
-        return "sequential", None, []
-    groups = group_count(-(-total // ds.top), ds.top)
-    if not groups:
-        return "sequential", total, []
-    return "partitioned", total, prefix_groups(groups)
-
-
-def describe(kind: str, total: int | None, groups: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {"strategy": kind}
-    if total is not None:
-        out["userCount"] = total
-    if groups:
-        out["partitions"] = len(groups)
-        out["partitionStarts"] = groups
-    return out
+        return Plan("sequential")
+    if not partition_budget(-(-total // ds.top)):
+        return Plan("sequential", total)
+    sample = await upn_sample(graph)
+    parts = plan_partitions(total, ds.top, chains_at_once(graph, ds), sample)
+    if not parts:  # pragma: no cover - the budget was checked above
+        return Plan("sequential", total)
+    return Plan("partitioned", total, parts, len(sample) if sample else 0)
 
 
 @register("pages")
@@ -257,12 +254,13 @@ async def pages(ctx: Context, ds: Dataset) -> AsyncIterator[Records]:
     """Plain @odata.nextLink paging, split into concurrent chains when the plan says so; a split
     whose distinct users do not add up (or a filter Graph refuses) is discarded and paged as one chain."""
     graph = ctx.graph
-    kind, total, groups = await plan(graph, ds)
-    ctx.plan.update(describe(kind, total, groups))
-    if kind != "partitioned":
+    chosen = await plan(graph, ds)
+    ctx.plan.update(chosen.describe())
+    if chosen.kind != "partitioned":
         async for records in sequential(graph, ds, raw=True):
             yield records
         return
+    groups = chosen.parts
     seen = SeenIds()
     try:
         try:
@@ -276,7 +274,7 @@ async def pages(ctx: Context, ds: Dataset) -> AsyncIterator[Records]:
                 # Something changed while paging (or the count lags): find the partitions that moved.
                 changed = await parts.changed()
                 if changed and len(changed) <= REPAGE_SHARE * len(groups):
-                    ctx.plan["repagedPartitions"] = [groups[g] for g in changed]
+                    ctx.plan["repagedPartitions"] = [groups[g].prefixes for g in changed]
                     before = seen.count
                     async for records in parts.page(changed):
                         yield records

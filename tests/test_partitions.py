@@ -4,11 +4,13 @@ Graph's filter limits, whatever changes while the partitions are paged."""
 from __future__ import annotations
 
 import collections
+import random
 import time
 
 import pytest
 
-from connector.paging import MAX_CLAUSES, SeenIds, group_count, group_filter, prefix_groups
+from connector.paging import SeenIds, group_filter
+from connector.upn_plan import MAX_CLAUSES, Sample, partition_budget, plan_partitions
 from simulator import Simulator, TenantSpec
 from simulator.services import parse_upn_prefix_filter
 from simulator.tenant import UPN_LOCAL_CHARS
@@ -16,18 +18,69 @@ from tests.conftest import apply_env
 from tests.helpers import as_written, read_dataset, run
 
 
-def test_prefix_groups_keep_graph_limits_and_cover_every_start_character_once():
-    for count in (0, 1, 5, 7, 36, 100):
-        groups = prefix_groups(count)
-        chars = "".join(groups)
-        assert len(groups) >= 5 and len(chars) == len(set(chars))
-        assert sorted(chars) == sorted(UPN_LOCAL_CHARS)  # exactly the characters Entra allows
-        assert all(len(g) <= MAX_CLAUSES for g in groups)
-        for c in "abcdefghijklmnopqrstuvwxyz":  # both cases always in one partition
-            assert any(c in g and c.upper() in g for g in groups)
-    assert group_filter("userPrincipalName", "a'") == \
+def _allowed_upns(rnd: random.Random, n: int, first: str = UPN_LOCAL_CHARS, shortest: int = 1) -> list[str]:
+    """Random UPNs over the characters Entra allows, in both cases, local parts of `shortest` to 6."""
+    return [rnd.choice(first) + "".join(rnd.choice(UPN_LOCAL_CHARS) for _ in range(rnd.randrange(shortest - 1, 6)))
+            + "@contoso.com" for _ in range(n)]
+
+
+def _owner(parts, case_sensitive: bool):
+    """UPN -> the partitions whose filter matches it, under either reading of startswith() (prefixes are
+    at most two characters, so a UPN's first one and two characters find them)."""
+    index: dict[str, set[int]] = collections.defaultdict(set)
+    for g, p in enumerate(parts):
+        for start in p.starts():
+            index[start if case_sensitive else start.lower()].add(g)
+
+    def owners(upn: str) -> set[int]:
+        name = upn if case_sensitive else upn.lower()
+        return index.get(name[:1], set()) | index.get(name[:2], set())
+    return owners
+
+
+@pytest.mark.parametrize("shape", ["no-sample", "simulated-names", "numeric-ids", "one-initial"])
+def test_partitions_keep_graph_limits_and_hold_every_allowed_upn_exactly_once(shape):
+    rnd = random.Random(shape)
+    sample = {"no-sample": None,
+              "simulated-names": Sample(u for u in _allowed_upns(rnd, 999, "abcdeijlmp")),
+              "numeric-ids": Sample(_allowed_upns(rnd, 999, "0123456789")),
+              "one-initial": Sample(_allowed_upns(rnd, 999, "aA"))}[shape]
+    for total in (12_000, 100_000, 1_000_000):
+        pages = -(-total // 120)
+        parts = plan_partitions(total, 120, 16, sample)
+        assert 5 <= len(parts) <= partition_budget(pages)
+        assert max(len(p.starts()) for p in parts) <= MAX_CLAUSES
+        for case_sensitive in (False, True):
+            owners = _owner(parts, case_sensitive)
+            for upn in _allowed_upns(rnd, 3000) + ["a@x", "Z@x", "9@x", "~@x", "ab@x", "AB@x"]:
+                assert len(owners(upn)) == 1, (shape, total, upn, case_sensitive)
+    assert group_filter("userPrincipalName", ["a", "'"]) == \
         "startswith(userPrincipalName,'a') or startswith(userPrincipalName,'''')"
-    assert group_count(10, 120) == 0 and group_count(100, 120) >= 5 and group_count(100_000, 999) == 5
+    assert plan_partitions(10 * 120, 120, 16, sample) == []  # 10 pages: one chain
+    assert len(plan_partitions(100_000, 999, 5, sample)) == 5  # 101 pages: the budget allows 5
+
+
+def test_a_skewed_tenant_is_split_into_partitions_of_about_equal_size():
+    """Half the users start with 'a' (one partition per start character would leave one chain with half
+    the pages): the sample shows it, 'a' is split by second character and no partition comes near the
+    share of one of the 16 chains paged at once; without a sample nothing could be split."""
+    rnd = random.Random(7)
+    names = (_allowed_upns(rnd, 150_000, "aA", 3) + _allowed_upns(rnd, 150_000, "bcdefghijklmnopqrstuvwxyz0123", 3))
+    rnd.shuffle(names)
+    parts = plan_partitions(len(names), 120, 16, Sample(names[:999]))
+    owners = _owner(parts, False)
+    sizes = collections.Counter(g for u in names for g in owners(u))
+    assert sum(sizes.values()) == len(names)
+    assert any(len(prefix) == 2 for p in parts for prefix in p.prefixes)  # 'a' was split
+    # The run waits for its longest chain: a partition must be well below a chain's share of the users.
+    assert max(sizes.values()) <= 0.5 * len(names) / 16, (max(sizes.values()), len(parts))
+    # Heaviest first: the order the chains start in.
+    assert [p.weight for p in parts] == sorted((p.weight for p in parts), reverse=True)
+    blind = plan_partitions(len(names), 120, 16, None)
+    assert all(len(prefix) == 1 for p in blind for prefix in p.prefixes)
+    owners = _owner(blind, False)
+    blind_sizes = collections.Counter(g for u in names for g in owners(u))
+    assert max(blind_sizes.values()) >= 0.5 * len(names)  # what the sample saves: one chain of half the users
 
 
 def test_seen_ids_keep_first_occurrence_only():
@@ -60,6 +113,10 @@ def test_every_start_character_in_both_cases_is_collected_once_without_fallback(
     ds = manifest["datasets"]["user_sign_in_activity"]
     assert ds["plan"]["strategy"] == "partitioned" and ds["plan"]["partitions"] >= 5
     assert "fallback" not in ds["plan"] and not manifest["warnings"]
+    # Sized by one shared page of userPrincipalNames; every prefix the manifest names was asked for.
+    assert ds["plan"]["sizedBySample"] == 999 and len(ds["plan"]["partitionPrefixes"]) == ds["plan"]["partitions"]
+    samples = [r for r in sim.requests if r.path == "/v1.0/users" and r.query.get("$select") == "userPrincipalName"]
+    assert len(samples) == 1 and samples[0].query.get("$top") == "999"
     expected = {u["id"]: u for u in sim.tenant.users()}
     assert {u["userPrincipalName"][0] for u in expected.values()} == set(UPN_LOCAL_CHARS)
     records = read_dataset(store, manifest, "user_sign_in_activity")
