@@ -146,7 +146,11 @@ async def _sample_upns(graph: Graph) -> Sample | None:
                 "userPrincipalName sample refused (%s); partitions are not sized", exc.code)
         return None
     sample = Sample(r.get("userPrincipalName") for r in page.records if isinstance(r, dict))
-    return sample if len(sample) else None
+    if len(sample) < 2 or sample.in_name_order:
+        # Users in name order (or hardly any): the page is not a sample of the tenant's names.
+        log.info("userPrincipalName sample of %d names is not a fair sample; partitions are not sized", len(sample))
+        return None
+    return sample
 
 
 def chains_at_once(graph: Graph, ds: Dataset) -> int:

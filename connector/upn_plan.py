@@ -66,8 +66,10 @@ def partition_budget(pages: int) -> int:
 class Sample:
     """Lower-cased UPNs of a sample, sorted, so the hits of any prefix are two bisections."""
 
-    def __init__(self, upns: Iterable[str]):
-        self.names = sorted(u.lower() for u in upns if isinstance(u, str) and u)
+    def __init__(self, upns: Iterable[str | None]):
+        received = [u.lower() for u in upns if isinstance(u, str) and u]
+        self.names = sorted(received)
+        self.in_name_order = received == self.names  # a page sorted by name is no sample of the tenant
 
     def __len__(self) -> int:
         return len(self.names)

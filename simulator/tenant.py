@@ -532,6 +532,7 @@ class Tenant:
         # Changes made while clients page (tests of races): index -> new UPN, deleted indexes.
         self._renamed: dict[int, str] = {}
         self._deleted: set[int] = set()
+        self._sorted_names: dict[bool, tuple[list[str], list[int]]] = {}
         self.version = 0
 
     # ------------------------------------------------------------------ compact index
@@ -737,9 +738,13 @@ class Tenant:
     def _prefix_matches(self, prefixes: tuple[str, ...], case_sensitive: bool, version: int) -> tuple[int, ...]:
         self._build_index()
         assert self._lower_upns is not None and self._upns is not None
-        names = self._upns if case_sensitive else self._lower_upns
+        keys, order = self._name_order(case_sensitive)
         wanted = prefixes if case_sensitive else tuple(p.lower() for p in prefixes)
-        found = [i for i, u in enumerate(names) if u.startswith(wanted)]
+        found_set: set[int] = set()
+        for prefix in set(wanted):  # each prefix is a run of the names in sorted order
+            lo = bisect.bisect_left(keys, prefix)
+            found_set.update(order[lo:bisect.bisect_left(keys, prefix + "\U0010ffff", lo)])
+        found = sorted(found_set)
         if self._renamed or self._deleted:
             keep = set(found)
             for i, upn in self._renamed.items():
@@ -749,6 +754,20 @@ class Tenant:
                     keep.discard(i)
             found = sorted(keep - self._deleted)
         return tuple(found)
+
+    def _name_order(self, case_sensitive: bool) -> tuple[list[str], list[int]]:
+        """The original UPNs sorted (lower-cased unless case-sensitive) with their indexes: a prefix's users
+        are two bisections away, so hundreds of partition filters over 1,000,000 users stay cheap."""
+        cached = self._sorted_names.get(case_sensitive)
+        if cached is None:
+            with self._lock:
+                cached = self._sorted_names.get(case_sensitive)
+                if cached is None:
+                    names = self._upns if case_sensitive else self._lower_upns
+                    assert names is not None
+                    order = sorted(range(len(names)), key=names.__getitem__)
+                    cached = self._sorted_names[case_sensitive] = ([names[i] for i in order], order)
+        return cached
 
     @staticmethod
     def page_from(indexes: range | tuple[int, ...], after: int) -> int:

@@ -249,3 +249,12 @@ def test_eventual_consistency_quirk_costs_no_sign_in_data(monkeypatch, tmp_path)
         assert sign_in_pages and not any("consistencylevel" in r.headers for r in sign_in_pages)
         counts = [r for r in sim.requests if r.path == "/v1.0/users/$count"]
         assert len(counts) == 1 and counts[0].headers["consistencylevel"] == "eventual"  # shared by both
+
+
+def test_a_page_in_name_order_is_not_taken_for_a_sample():
+    """If Graph listed users by name, its first page would hold one initial: not a sample to size by."""
+    rnd = random.Random(3)
+    names = _allowed_upns(rnd, 999, "abcdeijlmp", 3)
+    assert not Sample(names).in_name_order
+    assert Sample(sorted(names, key=str.lower)).in_name_order
+    assert Sample(names).hits("a") == sum(1 for n in names if n.lower().startswith("a"))
