@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from .datasets import Dataset
@@ -35,6 +35,7 @@ from .strategy import RESTART, Context, Records, first_url, register
 from .upn_plan import SAMPLE_SIZE, Partition, Sample, partition_budget, plan_partitions
 
 log = logging.getLogger("m365_connector")
+T = TypeVar("T")
 
 # Partitions page concurrently, so pages in flight grow with them; cap records in flight per dataset.
 RECORDS_IN_FLIGHT = 5000
@@ -111,46 +112,44 @@ async def sequential(graph: Graph, ds: Dataset, raw: bool = False) -> AsyncItera
         yield page.records
 
 
-async def tenant_user_count(graph: Graph) -> int | None:
-    """`/users/$count` once per run, shared by every dataset that plans partitions; None if refused."""
-    future = graph.shared.get("userCount")
+async def _once(graph: Graph, key: str, lookup: Callable[[], Awaitable[T]], refused: str) -> T | None:
+    """A run-wide look-up done once and shared by every dataset that plans partitions; None if Graph
+    refused it (logged with `refused`: what the datasets do without it)."""
+    future = graph.shared.get(key)
     if future is None:
-        future = graph.shared["userCount"] = asyncio.ensure_future(_count_users(graph))
+        future = graph.shared[key] = asyncio.ensure_future(_refusal_as_none(lookup, refused))
     return await asyncio.shield(future)
 
 
-async def _count_users(graph: Graph) -> int | None:
+async def _refusal_as_none(lookup: Callable[[], Awaitable[T]], refused: str) -> T | None:
     try:
-        return await graph.count("/users", "tenant_user_count")
+        return await lookup()
     except GraphError as exc:
         # Graph not reached at all (status 0): the datasets fail with the one line that names the setting.
-        log.log(logging.INFO if exc.status == 0 else logging.WARNING,
-                "/users/$count refused (%s); user datasets are paged as one chain", exc.code)
+        log.log(logging.INFO if exc.status == 0 else logging.WARNING, "%s (%s)", refused, exc.code)
         return None
+
+
+async def tenant_user_count(graph: Graph) -> int | None:
+    """`/users/$count` once per run; None if refused."""
+    return await _once(graph, "userCount", lambda: graph.count("/users", "tenant_user_count"),
+                       "/users/$count refused; user datasets are paged as one chain")
 
 
 async def upn_sample(graph: Graph) -> Sample | None:
-    """One page of userPrincipalNames once per run, shared like the count; None if refused."""
-    future = graph.shared.get("upnSample")
-    if future is None:
-        future = graph.shared["upnSample"] = asyncio.ensure_future(_sample_upns(graph))
-    return await asyncio.shield(future)
-
-
-async def _sample_upns(graph: Graph) -> Sample | None:
-    url = f"{graph.base}/users?$select=userPrincipalName&$top={SAMPLE_SIZE}"
-    try:
+    """One page of userPrincipalNames once per run; None if refused or not a fair sample."""
+    async def fetch() -> Sample | None:
+        url = f"{graph.base}/users?$select=userPrincipalName&$top={SAMPLE_SIZE}"
         page = await graph.first_page("users", url, "tenant_upn_sample")
-    except GraphError as exc:
-        log.log(logging.INFO if exc.status == 0 else logging.WARNING,
-                "userPrincipalName sample refused (%s); partitions are not sized", exc.code)
-        return None
-    sample = Sample(r.get("userPrincipalName") for r in page.records if isinstance(r, dict))
-    if len(sample) < 2 or sample.in_name_order:
-        # Users in name order (or hardly any): the page is not a sample of the tenant's names.
-        log.info("userPrincipalName sample of %d names is not a fair sample; partitions are not sized", len(sample))
-        return None
-    return sample
+        sample = Sample(r.get("userPrincipalName") for r in page.records if isinstance(r, dict))
+        if len(sample) < 2 or sample.in_name_order:
+            # Users in name order (or hardly any): the page is not a sample of the tenant's names.
+            log.info("userPrincipalName sample of %d names is not a fair sample; partitions are not sized",
+                     len(sample))
+            return None
+        return sample
+
+    return await _once(graph, "upnSample", fetch, "userPrincipalName sample refused; partitions are not sized")
 
 
 def chains_at_once(graph: Graph, ds: Dataset) -> int:
