@@ -1,6 +1,6 @@
 """Azure Functions entry point (Python v2 programming model): triggers and routes only.
 
-Every decision lives in connector.api (HTTP), connector.runs (requests) and connector.worker (the queue
+Every decision lives in connector.service: api (HTTP), runs (requests) and worker (the queue
 worker), with queue, status records, locks and schedule in their own modules.
 Importing this module does no network I/O and imports no Graph or Azure SDK client modules, so
 cold starts stay short; those are imported when a function first runs.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from connector import api, runs, telemetry
+from connector.service import api, runs, telemetry
 
 telemetry.install()
 

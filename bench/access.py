@@ -34,9 +34,9 @@ DATASETS = ("group_members", "group_owners", "app_owners", "app_role_assignments
 def worker(env: dict[str, str]) -> dict:
     """In the collector's own process: one run, its manifest's figures, CPU and peak RSS."""
     sys.path.insert(0, str(ROOT))
+    from connector.collect.engine import collect
     from connector.config import load_settings
-    from connector.engine import collect
-    from connector.store_local import LocalStore
+    from connector.store.local import LocalStore
 
     with tempfile.TemporaryDirectory() as out:
         settings = load_settings(env)

@@ -27,8 +27,8 @@ DATASETS = "organization,subscribed_skus,users,user_sign_in_activity,groups,subs
 WORKER = """
 import asyncio, resource, sys, time, orjson
 from connector.config import load_settings
-from connector.engine import collect
-from connector.store_local import LocalStore
+from connector.collect.engine import collect
+from connector.store.local import LocalStore
 env = orjson.loads(sys.stdin.buffer.read())
 import os; os.environ.update(env)
 t0 = time.perf_counter(); c0 = time.process_time()
@@ -61,7 +61,7 @@ def collect(env: dict[str, str]) -> dict:
 ALONE = """
 import contextlib, io, resource, sys, time, orjson
 t0 = time.perf_counter()
-from connector.cli import main
+from connector.cli.main import main
 out = io.StringIO()
 with contextlib.redirect_stdout(out):
     code = main(["insights", "--out", sys.argv[1], "--json"])

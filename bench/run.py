@@ -40,7 +40,7 @@ def minimum_requests(name: str, entry: dict) -> int | None:
     """Fewest requests Graph allows for what the dataset returned: full pages at the size caps,
     one per report, one $batch per 20 groups plus the group list. None when it depends on a page
     size Graph does not document."""
-    from connector.datasets import DATASETS
+    from connector.catalog.datasets import DATASETS
 
     ds = DATASETS[name]
     if ds.report:

@@ -22,9 +22,9 @@ def _usage() -> tuple[float, float]:
 
 
 def collect(env: dict[str, str]) -> dict:
+    from connector.collect.engine import collect as run_collect
     from connector.config import load_settings
-    from connector.engine import collect as run_collect
-    from connector.store_local import LocalStore
+    from connector.store.local import LocalStore
 
     with tempfile.TemporaryDirectory() as out:
         settings = load_settings(env)
@@ -48,7 +48,7 @@ def model(env: dict[str, str], limit: int) -> dict:
     from msgraph import GraphServiceClient
     from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 
-    from connector.datasets import DATASETS
+    from connector.catalog.datasets import DATASETS
 
     credential = ClientSecretCredential(env["M365_TENANT_ID"], env["M365_CLIENT_ID"], env["M365_CLIENT_SECRET"],
                                         authority=env["M365_AUTHORITY_HOST"], disable_instance_discovery=True)
@@ -85,9 +85,9 @@ def coldstart(env: dict[str, str], started: float) -> dict:
     import function_app  # noqa: F401 - the import is what is measured
 
     imported = time.perf_counter()
+    from connector.collect.engine import Run
     from connector.config import load_settings
-    from connector.engine import Run
-    from connector.store_local import LocalStore
+    from connector.store.local import LocalStore
 
     with tempfile.TemporaryDirectory() as out:
         run = Run(load_settings(env), LocalStore(out), trigger="bench")

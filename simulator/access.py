@@ -472,7 +472,7 @@ class AppDirectory:
             return self._group_relation(svc, req, claims, raw, rest, GROUP_ROLES)
         if rest == ["oauth2permissiongrants"]:
             # api/oauth2permissiongrant-list.md: "supports the $filter (eq) OData query parameter" only; the page
-            # size is not documented [UNVERIFIED: 100]. Permissions: see connector/datasets.py GRANT_READ.
+            # size is not documented [UNVERIFIED: 100]. Permissions: see connector/catalog/datasets.py GRANT_READ.
             svc._options(req, {"$skiptoken"}, "oauth2PermissionGrants")
             svc._deny(claims, frozenset({"DelegatedPermissionGrant.Read.All", "Directory.Read.All",
                                          "DelegatedPermissionGrant.ReadWrite.All", "Directory.ReadWrite.All"}))

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 PRODUCT_NAMES_PATH = ("/download/e/3/e/e3e9faf2-f28b-490a-9ada-c6089a1fc5b0/"
                       "Product%20names%20and%20service%20plan%20identifiers%20for%20licensing.csv")
-_SHIPPED = Path(__file__).resolve().parent.parent / "connector" / "data" / "product-names.csv.gz"
+_SHIPPED = Path(__file__).resolve().parent.parent / "connector" / "insights" / "data" / "product-names.csv.gz"
 
 
 def shipped_product_names() -> bytes:

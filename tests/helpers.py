@@ -9,10 +9,10 @@ from typing import Any
 
 import orjson
 
+from connector.collect.engine import collect_sync
 from connector.config import load_settings
-from connector.destination import open_store
-from connector.engine import collect_sync
-from connector.store import Store, read_json
+from connector.store.contract import Store, read_json
+from connector.store.destination import open_store
 
 
 def settings_for(env: dict[str, str], **extra: str):
@@ -53,7 +53,7 @@ def latest(store: Store, tenant_id: str) -> dict[str, Any] | None:
 
 def as_written(value: Any) -> Any:
     """A Graph value as the snapshot holds it: "" in a date-time property becomes null (the format's one
-    normalisation), written out here independently of connector.schema so the two can disagree."""
+    normalisation), written out here independently of connector.catalog.schema so the two can disagree."""
     if isinstance(value, dict):
         return {k: None if v == "" and (k.endswith("DateTime") or k.endswith("Date")) else as_written(v)
                 for k, v in value.items()}

@@ -80,7 +80,7 @@ def test_global_options_go_before_or_after_the_command():
 
 
 def test_global_option_before_the_command_is_not_reset_by_it():
-    from connector.cli import build_parser
+    from connector.cli.main import build_parser
 
     parser = build_parser()
     assert parser.parse_args(["-v", "run"]).verbose is True
@@ -90,7 +90,7 @@ def test_global_option_before_the_command_is_not_reset_by_it():
 
 
 def test_datasets_take_commas_and_spaces(capsys):
-    from connector.cli import build_parser
+    from connector.cli.main import build_parser
 
     parser = build_parser()
     args = parser.parse_args(["run", "--datasets", "users,groups", "devices", "--datasets", "users"])
@@ -116,18 +116,19 @@ def _actions(parser):
 def test_every_command_documents_its_exit_codes():
     import argparse
 
-    from connector.cli import COMMANDS, EXIT_CODES, build_parser
+    from connector.cli.main import COMMANDS, EXIT_CODES, build_parser
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == set(COMMANDS)
     missing = sorted(set(COMMANDS) - set(EXIT_CODES))
-    assert missing == [], f"add the exit codes of {missing} to connector.cli.EXIT_CODES (shown in --help and README)"
+    assert missing == [], (f"add the exit codes of {missing} to connector.cli.main.EXIT_CODES "
+                            "(shown in --help and README)")
     for name, parser in sub.choices.items():
         assert "exit codes:" in (parser.epilog or ""), name
 
 
 def test_every_option_has_help():
-    from connector.cli import build_parser
+    from connector.cli.main import build_parser
 
     actions = list(_actions(build_parser()))
     assert len(actions) > 20
@@ -276,8 +277,8 @@ def _sim_run(env: dict[str, str], args: list[str], timeout: int = 300) -> subpro
 def test_cli_takes_the_tenant_lock(tmp_path):
     """A second run into the same folder while one holds the tenant's lock exits 4 and names the holder;
     the Function's worker takes the same lock."""
-    from connector.locks import TenantLock
-    from connector.store_local import LocalStore
+    from connector.store.local import LocalStore
+    from connector.store.locks import TenantLock
     from simulator import Simulator, TenantSpec
 
     out = tmp_path / "out"
@@ -323,7 +324,7 @@ def test_concurrent_cli_runs_into_one_folder_are_serialised(tmp_path):
 ], ids=["graph-down", "graph-tls", "authority-down", "authority-tls"])
 def test_unreachable_graph_and_untrusted_certificates_are_one_line(cli_sim, tmp_path, monkeypatch, capsys, over,
                                                                      setting, code):
-    from connector.cli import main
+    from connector.cli.main import main
     from tests.conftest import apply_env
 
     # No retries: a refused connection is otherwise retried with backoff for about 45 s (progress lines meanwhile).

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from connector.datasets import DATASETS, USER_FIELDS
-from connector.store import read_json
+from connector.catalog.datasets import DATASETS, USER_FIELDS
+from connector.store.contract import read_json
 from simulator import Simulator, TenantSpec
 from simulator.tenant import DEFAULT_ROLES
 from tests.conftest import apply_env
@@ -171,7 +171,7 @@ def test_foreign_next_link_is_refused_and_receives_nothing(sim5000, sim_env, tmp
 
 
 def test_no_secret_or_token_reaches_logs_outputs_or_snapshots(sim5000, sim_env, tmp_path, caplog, capsys):
-    from connector.cli import main
+    from connector.cli.main import main
 
     caplog.set_level(logging.DEBUG)
     code = main(["-v", "run", "--out", str(tmp_path)])
@@ -209,9 +209,9 @@ def test_no_user_model_objects_are_built(sim5000, sim_env, tmp_path, monkeypatch
     assert built == []
 
     # The spy does see the model-object way, so the zero above means something.
-    from connector.auth import GraphCredential, read_client_secret
     from connector.config import load_settings
-    from connector.graph import Graph
+    from connector.graph.auth import GraphCredential, read_client_secret
+    from connector.graph.client import Graph
 
     async def model_way():
         settings = load_settings(sim_env)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from connector.cli import main
+from connector.cli.main import main
 from connector.config import ConfigError, load_settings
 
 GOOD = {

@@ -20,17 +20,17 @@ import uuid
 import pytest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
-from connector import runs
-from connector.appconfig import store_for, tenant_key
 from connector.config import load_settings
-from connector.store import read_json
+from connector.service import runs
+from connector.service.appconfig import store_for, tenant_key
+from connector.store.contract import read_json
 from simulator import Simulator, TenantSpec
 from simulator.tenant import DEFAULT_ROLES
 from tests.conftest import ROOT, apply_env
 
 DATASETS = "organization,subscribed_skus,users,user_sign_in_activity,groups,group_members"
 WORKER = ("import sys\n"
-          "from connector.worker import process_message\n"
+          "from connector.service.worker import process_message\n"
           "process_message(sys.stdin.buffer.read(), 1, lease_seconds=15, renew_seconds=0.2)\n")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from connector.cli import main
+from connector.cli.main import main
 from simulator import Simulator, TenantSpec
 from tests.conftest import apply_env
 from tests.helpers import run

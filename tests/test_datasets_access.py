@@ -14,9 +14,9 @@ import httpx
 import orjson
 import pytest
 
-from connector.apps import ExpiryFinding, scrub
-from connector.batch import _row
-from connector.datasets import APPLICATION_SELECT, DATASETS, ENTRA_P2, SERVICE_PRINCIPAL_SELECT, Leg
+from connector.catalog.datasets import APPLICATION_SELECT, DATASETS, ENTRA_P2, SERVICE_PRINCIPAL_SELECT, Leg
+from connector.collect.apps import ExpiryFinding, scrub
+from connector.collect.batch import _row
 from simulator import Simulator, TenantSpec
 from simulator.inventory import SP_TYPE
 from simulator.tenant import DEFAULT_ROLES
@@ -387,8 +387,8 @@ def test_large_tenants_read_managers_in_two_character_chains(sim, env, tmp_path,
 def test_permission_report_shows_optional_permissions_and_probes_a_fan_outs_parent_list(sim, env):
     import asyncio
 
+    from connector.collect.permissions import permission_report
     from connector.config import load_settings
-    from connector.permissions import permission_report
 
     sim.spec.roles = DEFAULT_ROLES - {"Member.Read.Hidden"}
     settings = load_settings({**env, "M365_DATASETS": "group_members,detected_app_devices,role_eligibilities"})

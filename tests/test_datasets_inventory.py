@@ -9,8 +9,8 @@ import ssl
 
 import pytest
 
-from connector.datasets import DATASETS
-from connector.reports import CsvStream, field_name
+from connector.catalog.datasets import DATASETS
+from connector.collect.reports import CsvStream, field_name
 from simulator import Simulator, TenantSpec
 from simulator.tenant import DEFAULT_ROLES
 from simulator.usage import REPORTS

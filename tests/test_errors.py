@@ -7,7 +7,7 @@ import ssl
 import httpx
 import pytest
 
-from connector.errors import authority_failure, graph_failure
+from connector.graph.unreachable import authority_failure, graph_failure
 
 
 def _raised(outer: BaseException, inner: BaseException) -> BaseException:

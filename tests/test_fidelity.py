@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from connector.collect.engine import collect
 from connector.config import ConfigError, load_settings
-from connector.destination import open_store
-from connector.engine import collect
-from connector.retry import MAX_WAIT, AdaptiveLimiter, retry_after_seconds
+from connector.graph.retry import MAX_WAIT, AdaptiveLimiter, retry_after_seconds
+from connector.store.destination import open_store
 from simulator import Simulator, TenantSpec
 from simulator.tenant import DEFAULT_ROLES, Tenant
 from tests.conftest import apply_env
@@ -255,7 +255,7 @@ def test_registration_licence_check_failure_names_directory_read_all(sim, env, t
 
 
 def test_check_reports_cloud_gaps_as_no_failure_and_the_directory_read_remedy(sim, env):
-    from connector.permissions import permission_report
+    from connector.collect.permissions import permission_report
 
     sim.spec.registration_needs_directory_read = True
     settings = settings_for(env, M365_CLOUD="china", M365_DATASETS="users,report_mailbox_usage_detail")

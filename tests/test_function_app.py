@@ -27,10 +27,10 @@ from azure.storage.blob import BlobLeaseClient
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 import function_app
-from connector import runs
+from connector.catalog.datasets import DATASETS
 from connector.config import SETTING_NAMES, ConfigError, load_settings
-from connector.datasets import DATASETS
-from connector.store import read_json
+from connector.service import runs
+from connector.store.contract import read_json
 from simulator import Simulator, TenantSpec
 from simulator.tenant import DEFAULT_ROLES
 from tests.conftest import ROOT, apply_env
@@ -157,9 +157,9 @@ def test_settings_names_cover_what_the_code_reads():
     pattern = re.compile(r"""["'](M365_\w+|KEY_VAULT_\w+|SNAPSHOT_\w+|AzureWebJobsStorage\w*|APPLICATIONINSIGHTS_\w+|"""
                          r"""PYTHON_APPLICATIONINSIGHTS_\w+)["']""")
     read = set()
-    for path in ("function_app.py", "connector/runs.py", "connector/api.py", "connector/telemetry.py",
-                 "connector/appconfig.py", "connector/run_queue.py", "connector/worker.py", "connector/schedule.py",
-                 "connector/status.py", "connector/locks.py"):
+    service = ("runs", "api", "telemetry", "appconfig", "run_queue", "worker", "schedule")
+    for path in ("function_app.py", *(f"connector/service/{name}.py" for name in service),
+                 "connector/store/status.py", "connector/store/locks.py"):
         read |= set(pattern.findall((ROOT / path).read_text()))
     assert read - names - set(SETTING_NAMES) == set()
     example = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
@@ -520,7 +520,7 @@ def test_queue_connection_forms():
 
 
 def test_local_folder_lock_is_exclusive(tmp_path: Path):
-    from connector.store_local import LocalStore
+    from connector.store.local import LocalStore
 
     store = LocalStore(tmp_path)
     first, second = runs.TenantLock(store, "t"), runs.TenantLock(store, "t")
@@ -666,7 +666,7 @@ def test_running_without_a_live_lease_is_stale_in_get_and_post(sim, env):
     store, key = _store(env), runs.tenant_key(load_settings(env))
     record = runs.read_status(store, key, body["runId"])
     record.update(status="running", attempts=1, worker={"host": "gone", "pid": "1"})
-    from connector.status import write_status
+    from connector.store.status import write_status
 
     write_status(store, record)  # what a worker killed mid-run leaves: running, and its lease expired
     code, seen = get(body["runId"])
@@ -695,7 +695,7 @@ def test_redelivery_of_an_abandoned_run_collects_it_again(sim, env):
     store, key = _store(env), runs.tenant_key(load_settings(env))
     record = runs.read_status(store, key, body["runId"])
     record.update(status="running", attempts=1)
-    from connector.status import write_status
+    from connector.store.status import write_status
 
     write_status(store, record)
     before = collections(sim)
@@ -784,8 +784,8 @@ def test_post_when_only_the_queue_is_down_is_a_503_and_the_run_is_not_left_queue
 # -- listing runs does not grow with the history (issue 11.13) ------------------------------------------------
 
 def test_listing_recent_runs_costs_the_same_at_50_and_500_runs(env):
-    from connector.status import create_status, list_statuses, new_record
-    from connector.store_blob import BlobStore
+    from connector.store.blob import BlobStore
+    from connector.store.status import create_status, list_statuses, new_record
 
     store = BlobStore(f"l{uuid.uuid4().hex[:12]}", connection_string=env["SNAPSHOT_CONNECTION_STRING"])
     key = "contoso.onmicrosoft.com"

@@ -211,9 +211,9 @@ def code_setting_names() -> set[str]:
     from connector.config import SETTING_NAMES
 
     names = set(SETTING_NAMES)
-    runs = optional_import("connector.runs")
+    runs = optional_import("connector.service.runs")
     if runs is None or not hasattr(runs, "FUNCTION_SETTING_NAMES"):
-        pytest.skip("connector.runs.FUNCTION_SETTING_NAMES does not exist yet: the Function app's settings "
+        pytest.skip("connector.service.runs.FUNCTION_SETTING_NAMES does not exist yet: the Function app's settings "
                     "cannot be compared with the templates until it does")
     return names | set(runs.FUNCTION_SETTING_NAMES)
 
@@ -265,7 +265,7 @@ def test_parameter_defaults_agree_with_the_code():
     assert decorator("main.bicep", "m365AuthMode", "allowed") == ["secret", "certificate", "federated"]
     assert default("main.bicep", "m365AuthMode") == "secret"
     assert default("main.bicep", "m365Domains") == "*" and default("main.bicep", "m365Datasets") == "*"
-    runs = optional_import("connector.runs")
+    runs = optional_import("connector.service.runs")
     if runs is not None:
         assert default("main.bicep", "m365Schedule") == runs.DEFAULT_SCHEDULE
         assert dig(parse("main.bicep"), "variables", "runQueueName", "value") == runs.RUNS_QUEUE
@@ -347,7 +347,7 @@ def test_storage_account_is_identity_only_and_hardened():
 
 
 def test_lifecycle_rule_deletes_old_runs_after_retention_days():
-    from connector.engine import run_prefix
+    from connector.store.publish import run_prefix
 
     policy = one("core/storage.bicep", "Microsoft.Storage/storageAccounts/managementPolicies")
     rules = policy["properties"]["policy"]["rules"]
@@ -474,9 +474,9 @@ def test_alert_queries_look_for_what_the_code_logs(indexed, monkeypatch, tmp_pat
     import logging
     from datetime import UTC, datetime, timedelta
 
-    from connector.auth import SecretInfo, secret_expiry_warning
-    from connector.runs import POISON_QUEUE
-    from connector.telemetry import SummaryFilter
+    from connector.graph.auth import SecretInfo, secret_expiry_warning
+    from connector.service.runs import POISON_QUEUE
+    from connector.service.telemetry import SummaryFilter
     from simulator import Simulator, TenantSpec
     from tests.conftest import apply_env
     from tests.helpers import run
@@ -501,7 +501,8 @@ def test_alert_queries_look_for_what_the_code_logs(indexed, monkeypatch, tmp_pat
     poison = f"run 20261122T020000Z-3f9a1c failed: its message went to {POISON_QUEUE}"
     assert f'"went to {POISON_QUEUE}"' in queries["poisoned"] and f"went to {POISON_QUEUE}" in poison
     assert 'operation_Name == "run_poison"' in queries["poisoned"] and "run_poison" in indexed
-    assert '"run_poisoned"' in queries["poisoned"] and '"run_poisoned"' in (ROOT / "connector/worker.py").read_text()
+    worker = (ROOT / "connector/service/worker.py").read_text()
+    assert '"run_poisoned"' in queries["poisoned"] and '"run_poisoned"' in worker
 
     soon = datetime.now(UTC) + timedelta(days=10)
     for kind, prefix in (("secret", "The client secret in Key Vault"),
@@ -509,4 +510,4 @@ def test_alert_queries_look_for_what_the_code_logs(indexed, monkeypatch, tmp_pat
         text = secret_expiry_warning(SecretInfo(value="x", source="keyvault", expires_on=soon, kind=kind))
         assert text and text.startswith(prefix) and f'message startswith "{prefix}"' in queries["credential"]
     assert '"secret_expiring"' in queries["credential"]
-    assert 'extra={"event": "secret_expiring"}' in (ROOT / "connector/engine.py").read_text()
+    assert 'extra={"event": "secret_expiring"}' in (ROOT / "connector/collect/engine.py").read_text()

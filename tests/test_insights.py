@@ -15,10 +15,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from connector import insights_names, spool
+from connector import spool
 from connector.config import ConfigError
-from connector.store import read_json
-from connector.store_local import LocalStore
+from connector.insights import names as insights_names
+from connector.store.contract import read_json
+from connector.store.local import LocalStore
 from simulator import Simulator, TenantSpec
 from simulator.reference import shipped_product_names
 from simulator.tenant import DEFAULT_ROLES
@@ -294,7 +295,7 @@ def test_product_names_are_refreshed_cached_and_fall_back(sim, env, tmp_path):
         "Microsoft 365 E3"
     sim.spec.product_names_status, sim.spec.product_names_csv = 200, b"<html>captive portal</html>"
     assert insights_names.load(LocalStore(tmp_path / "x"), url).basis["source"] == "package"
-    source = json.loads((ROOT / "connector" / "data" / "product-names.source.json").read_text())
+    source = json.loads((ROOT / "connector" / "insights" / "data" / "product-names.source.json").read_text())
     assert hashlib.sha256(shipped_product_names()).hexdigest() == source["sha256"]
     assert len(insights_names.parse(shipped_product_names())) == source["skus"]
 
@@ -328,12 +329,12 @@ def test_domain_filter_counts_the_filtered_users_and_blocks_comparison(sim, env,
 
 
 def test_a_failure_in_the_insights_costs_only_the_insights(sim, env, tmp_path, monkeypatch):
-    import connector.insights
+    import connector.insights.derive
 
     def broken(doc):
         raise RuntimeError("report renderer broke")
 
-    monkeypatch.setattr(connector.insights, "render", broken)
+    monkeypatch.setattr(connector.insights.derive, "render", broken)
     manifest, store = run(env, SNAPSHOT_DIR=str(tmp_path), M365_DATASETS="organization,subscribed_skus,users")
     assert manifest["status"] == "succeeded"
     assert manifest["insights"]["status"] == "failed" and "report renderer broke" in manifest["insights"]["error"]
@@ -348,8 +349,8 @@ def test_a_failure_in_the_insights_costs_only_the_insights(sim, env, tmp_path, m
 def test_the_previous_run_is_the_one_published_last_when_runs_share_a_second(tmp_path):
     """Run ids and manifest times have a resolution of one second; two runs may start and finish in the same
     one (quick CLI runs). The one latest.json names was published last, whatever its random id suffix."""
-    from connector.insights import find_runs
-    from connector.store import write_json
+    from connector.insights.derive import find_runs
+    from connector.store.contract import write_json
 
     store, tenant = LocalStore(str(tmp_path)), "00000000-0000-0000-0000-000000000001"
     second = "20261201T235844Z"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from connector.graph import AdaptiveLimiter
+from connector.graph.client import AdaptiveLimiter
 
 
 def test_halves_pauses_and_recovers_one_slot_per_limit_successes():
@@ -53,9 +53,9 @@ def test_halves_pauses_and_recovers_one_slot_per_limit_successes():
 
 
 def _graph_on(sim, monkeypatch, **extra):
-    from connector.auth import GraphCredential, read_client_secret
     from connector.config import load_settings
-    from connector.graph import Graph
+    from connector.graph.auth import GraphCredential, read_client_secret
+    from connector.graph.client import Graph
     from tests.conftest import apply_env
 
     env = {**sim.env(secret_in="env"), **extra}
@@ -90,7 +90,7 @@ def test_requests_in_flight_never_exceed_max_concurrency(monkeypatch):
 
 
 def test_a_token_in_hand_is_reused_and_one_near_expiry_is_asked_for_again(monkeypatch):
-    from connector.auth import REUSE_SECONDS
+    from connector.graph.auth import REUSE_SECONDS
     from simulator import Simulator, TenantSpec
 
     with Simulator(TenantSpec(users=20)) as sim:

@@ -14,8 +14,8 @@ import jsonschema
 import pytest
 import schemathesis  # requirements-dev.txt; scripts/test installs it
 
-from connector import runs
-from connector.openapi import RUN_ID_PATTERN, document
+from connector.service import runs
+from connector.service.openapi import RUN_ID_PATTERN, document
 from simulator import Simulator, TenantSpec
 from tests.conftest import apply_env
 
@@ -59,7 +59,7 @@ def test_description_is_valid_and_served_keyed(indexed):
     response = indexed["openapi"].get_user_function()(func.HttpRequest("GET", "http://localhost/api/openapi.json",
                                                                        body=b""))
     assert response.status_code == 200 and json.loads(response.get_body())["paths"] == doc["paths"]
-    from connector.docgen import OPENAPI_FILE, ROOT
+    from connector.cli.docgen import OPENAPI_FILE, ROOT
 
     assert json.loads((ROOT / OPENAPI_FILE).read_text()) == doc, "run: m365-connector docs"
 
@@ -146,7 +146,7 @@ def test_replies_match_the_description(indexed, api_env, monkeypatch):
 
 
 def test_readme_and_function_docs_list_every_endpoint_and_function(indexed):
-    from connector.docgen import ROOT
+    from connector.cli.docgen import ROOT
 
     readme = (ROOT / "README.md").read_text()
     guide = (ROOT / "docs/function-app.md").read_text()

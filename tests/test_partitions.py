@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from connector.paging import SeenIds, group_filter
-from connector.upn_plan import MAX_CLAUSES, Sample, partition_budget, plan_partitions
+from connector.collect.paging import SeenIds, group_filter
+from connector.collect.upn_plan import MAX_CLAUSES, Sample, partition_budget, plan_partitions
 from simulator import Simulator, TenantSpec
 from simulator.services import parse_upn_prefix_filter
 from simulator.tenant import UPN_LOCAL_CHARS

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from connector.destination import open_store
-from connector.engine import collect_sync
-from connector.progress import PROGRESS_EVENT
-from connector.telemetry import SummaryFilter
+from connector.collect.engine import collect_sync
+from connector.collect.progress import PROGRESS_EVENT
+from connector.service.telemetry import SummaryFilter
+from connector.store.destination import open_store
 from simulator import Simulator, TenantSpec
 from tests.conftest import apply_env
 from tests.helpers import settings_for

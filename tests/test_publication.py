@@ -16,12 +16,12 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from connector.destination import open_store
-from connector.engine import collect, new_run_id
-from connector.insights import DERIVED_FILES
-from connector.publish import marker_path, run_prefix
-from connector.store import DestinationError, read_json
-from connector.store_local import LocalStore
+from connector.collect.engine import collect, new_run_id
+from connector.insights.derive import DERIVED_FILES
+from connector.store.contract import DestinationError, read_json
+from connector.store.destination import open_store
+from connector.store.local import LocalStore
+from connector.store.publish import marker_path, run_prefix
 from simulator import Simulator, TenantSpec
 from simulator.tenant import DEFAULT_ROLES
 from tests.conftest import ROOT, apply_env

@@ -9,11 +9,11 @@ import gzip
 import orjson
 import pytest
 
-from connector.datasets import DATASETS
-from connector.paging import SeenIds
+from connector.catalog.datasets import DATASETS
+from connector.catalog.schema import normaliser_for
+from connector.collect.paging import SeenIds
 from connector.rawjson import RawRecord, full, raw_page
-from connector.schema import normaliser_for
-from connector.store import JsonlGzWriter
+from connector.store.contract import JsonlGzWriter
 
 KEYS = ("id", "userPrincipalName")
 USERS = [

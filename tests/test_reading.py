@@ -21,10 +21,10 @@ import orjson
 import pandas as pd
 import pytest
 
-from connector.datasets import DATASETS
-from connector.docgen import ROOT
-from connector.schema import DATES
-from connector.shapes import Field
+from connector.catalog.datasets import DATASETS
+from connector.catalog.schema import DATES
+from connector.catalog.shapes import Field
+from connector.cli.docgen import ROOT
 from simulator import Simulator, TenantSpec
 from tests.conftest import apply_env
 from tests.helpers import read_dataset, run

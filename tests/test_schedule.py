@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from connector.appconfig import function_problems
-from connector.schedule import DEFAULT_SCHEDULE, schedule_problem, timer_schedule
+from connector.service.appconfig import function_problems
+from connector.service.schedule import DEFAULT_SCHEDULE, schedule_problem, timer_schedule
 
 
 @pytest.mark.parametrize("value", [

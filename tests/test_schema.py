@@ -7,10 +7,10 @@ import copy
 
 import pytest
 
-from connector import reports
-from connector.datasets import DATASETS
-from connector.schema import TYPES, compile_normaliser, json_schema, normaliser_for
-from connector.shapes import Field
+from connector.catalog.datasets import DATASETS
+from connector.catalog.schema import TYPES, compile_normaliser, json_schema, normaliser_for
+from connector.catalog.shapes import Field
+from connector.collect import reports
 
 
 def _walk(fields: tuple[Field, ...], where: str):
@@ -48,7 +48,7 @@ def test_selected_properties_are_the_declared_ones():
 
 
 def test_report_columns_are_named_and_typed_as_the_parser_writes_them():
-    """Each report field is a CSV header run through connector/reports.py's own rules."""
+    """Each report field is a CSV header run through connector/collect/reports.py's own rules."""
     expected_type = {reports._products: {"array"}, reports._date: {"date"}, reports._text: {"string"},
                      reports._auto: {"integer", "boolean", "string"}}
     for ds in DATASETS.values():
@@ -97,8 +97,8 @@ def test_writer_applies_the_normaliser_only_where_graph_sent_empty_dates(tmp_pat
 
     import orjson
 
-    from connector.store import JsonlGzWriter
-    from connector.store_local import _LocalSink
+    from connector.store.contract import JsonlGzWriter
+    from connector.store.local import _LocalSink
 
     ds = DATASETS["user_sign_in_activity"]
     path = tmp_path / ds.file

@@ -13,7 +13,7 @@ def test_configure_exports_the_connector_logger_with_its_facts():
     connections, so nothing leaves the machine."""
     code = (
         "import logging, sys\n"
-        "from connector import telemetry\n"
+        "from connector.service import telemetry\n"
         "env = {'APPLICATIONINSIGHTS_CONNECTION_STRING': 'InstrumentationKey=00000000-0000-0000-0000-000000000000;"
         "IngestionEndpoint=http://127.0.0.1:9/'}\n"
         "print(telemetry.configure(env)); print(telemetry.configure(env))\n"

@@ -1,5 +1,5 @@
 // Alerts for the people on call, on the Application Insights component the Function app logs to.
-// Every rule reads the connector's own log lines (connector/engine.py, connector/runs.py): the text the
+// Every rule reads the connector's own log lines (connector/collect/engine.py, connector/service/runs.py): the text the
 // Functions host forwards (traces.message) and, with azure-monitor-opentelemetry, the same facts as
 // customDimensions. tests/test_infra.py checks that the texts the queries look for are the ones the
 // code logs. The queries are also in docs/deploy.md (Alerts and KQL).

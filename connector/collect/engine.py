@@ -1,0 +1,293 @@
+"""The collection engine: runs every selected dataset declaration concurrently into one snapshot.
+
+A run publishes a complete, verifiable snapshot or says exactly what is partial and why: data
+files stay invisible until every dataset has finished, then are committed together, then derived
+files, the manifest (counts, sizes, sha256), `latest.json` (only forward, only for runs that
+succeeded or are partial) and the `latest/` copies (connector.store.publish). Missing permissions or
+licences skip a dataset with a named warning; they never stop the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from connector.catalog.datasets import DATASETS, Dataset
+from connector.catalog.schema import normaliser_for
+from connector.collect.failures import classify, retry_facts, skip_before_start
+from connector.collect.progress import PROGRESS_LOG_SECONDS, log_progress
+from connector.collect.results import DatasetResult, log_summary, run_status, warning
+from connector.collect.results import manifest as build_manifest
+from connector.collect.strategy import RESTART, Context, strategy_for
+from connector.config import Settings
+from connector.graph.auth import GraphCredential, read_client_secret, secret_expiry_warning, token_failure_from
+from connector.graph.unreachable import Unreachable
+from connector.store.contract import Store, write_json
+from connector.store.publish import Publication, run_prefix
+
+log = logging.getLogger("m365_connector")
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sorts by time: 20261122T020000Z-3f9a1c."""
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+class Run:
+    """One collection: owns the Graph session, the results and the manifest."""
+
+    def __init__(self, settings: Settings, store: Store, *, trigger: str = "cli", run_id: str | None = None,
+                 progress: Callable[[Run], None] | None = None, progress_every: float | None = PROGRESS_LOG_SECONDS,
+                 lock_path: str | None = None):
+        self.settings = settings
+        self.lock_path = lock_path  # the tenant lock this run holds, so a sweep can tell it is alive
+        self.publication: Publication | None = None
+        self._unreachable: dict[str, Unreachable] = {}
+        self.store = store
+        self.trigger = trigger
+        self.run_id = run_id or new_run_id()
+        self.progress = progress
+        self.progress_every = progress_every  # seconds between progress log lines; None: none
+        self.dataset_started: dict[str, float] = {}
+        self.tenant_id = settings.tenant_id
+        self.results: dict[str, DatasetResult] = {n: DatasetResult() for n in settings.selected_datasets}
+        self.warnings: list[dict[str, str]] = []
+        self.error: dict[str, Any] | None = None
+        self.granted: frozenset[str] = frozenset()
+        self.started = time.time()
+        self.finished: float | None = None
+        self.status = "running"
+        self.graph = None
+        self.prices: Any = None  # the price sheet (M365_PRICE_SHEET), read before any Graph request
+        self.insights: dict[str, Any] | None = None  # the manifest's entry for the derived insights files
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _notify(self) -> None:
+        if self.progress:
+            try:
+                self.progress(self)
+            except Exception:  # progress reporting must never break a collection
+                log.exception("progress callback failed")
+
+    def _accepts(self, ds: Dataset) -> Callable[[dict[str, Any]], bool] | None:
+        if not ds.upn_field or self.settings.domains is None:
+            return None
+        suffixes = tuple("@" + d for d in self.settings.domains)
+        key = ds.upn_field
+        return lambda rec: (rec.get(key) or "").lower().endswith(suffixes)
+
+    async def _log_progress(self) -> None:
+        """A progress line every `progress_every` seconds while datasets run (logs, Application Insights)."""
+        while True:
+            await asyncio.sleep(self.progress_every or PROGRESS_LOG_SECONDS)
+            try:
+                log_progress(self)
+            except Exception:  # progress reporting must never break a collection
+                log.exception("progress log failed")
+
+    # -- one dataset ---------------------------------------------------------------------------
+    async def _write(self, ds: Dataset, ctx: Context, res: DatasetResult) -> None:
+        """Stream the dataset's strategy into its file; the file is discarded unless complete, and
+        started again when the strategy yields RESTART."""
+        assert self.publication is not None
+        normalise = normaliser_for(ds)  # Graph's "" for an unset date becomes null (docs/snapshot-format.md)
+        writer = self.publication.writer(ds.file, normalise)
+        accept = self._accepts(ds)
+        res.records = res.excludedByDomainFilter = 0
+        try:
+            async for records in strategy_for(ds)(ctx, ds):
+                if records is RESTART:
+                    await writer.abort()
+                    writer = self.publication.writer(ds.file, normalise)
+                    res.records = res.excludedByDomainFilter = 0
+                    continue
+                if accept is not None and not ctx.domain_filter:
+                    accept = None  # the strategy found no user names to filter on (concealed reports)
+                    res.domainFilter = "not applied"
+                if accept is not None:
+                    kept = [r for r in records if accept(r)]
+                    res.excludedByDomainFilter += len(records) - len(kept)
+                    records = kept
+                await writer.write(records)
+                res.records = writer.records
+            info = await writer.finish()  # committed with the run's other files once every dataset is done
+        except BaseException:
+            await writer.abort()
+            raise
+        res.file, res.bytes, res.sha256 = ds.file, info.bytes, info.sha256
+
+    async def _collect(self, ds: Dataset) -> None:
+        res = self.results[ds.name]
+        res.status = "running"
+        if ds.upn_field:
+            res.domainFilter = "all users" if self.settings.domains is None else "applied"
+        t0 = self.dataset_started[ds.name] = time.perf_counter()
+        self._notify()
+        ctx = Context(self.settings, self.graph, self.granted)
+        try:
+            # The run's time limit bounds every dataset: one still paging when it passes fails with a
+            # named warning, and the others are published in time.
+            await asyncio.wait_for(self._write(ds, ctx, res), max(0.0, self.graph.deadline.remaining()))
+            res.status = "succeeded"
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            res.status, res.records = "failed", 0
+            res.error = {"code": "RunTimeLimit", "message": "the run's time limit passed while collecting"}
+            res.warnings.append(warning(
+                "run_time_limit", ds.name,
+                f"{ds.name} was still being collected when the run's time limit passed (M365_RUN_TIME_LIMIT="
+                f"{self.settings.run_time_limit} minutes); it is left out of this snapshot. Raise the limit (and "
+                "functionTimeout in host.json) or collect it in a run of its own."))
+        except Exception as exc:
+            unreachable = classify(ds, res, exc, self.settings, self.store, self.granted)
+            if unreachable is not None:
+                self._unreachable[ds.name] = unreachable
+        finally:
+            res.plan.update(ctx.plan)
+            res.extra.update(ctx.extra)
+            res.warnings.extend(ctx.warnings)
+            res.durationSeconds = round(time.perf_counter() - t0, 3)
+            stats = self.graph.stats.get(ds.name)
+            if stats:
+                res.requests, res.retries, res.throttled = stats.requests, stats.retries, stats.throttled
+                retry_facts(ds, res, stats)
+            self._notify()
+
+    # -- the run ---------------------------------------------------------------------------
+    async def execute(self) -> dict[str, Any]:
+        await asyncio.to_thread(self.store.prepare)  # an unusable destination fails before any Graph request
+        from connector.insights.prices import load as load_prices
+
+        self.prices = await asyncio.to_thread(load_prices, self.settings, self.store)  # ConfigError when malformed
+        credential = None
+        try:
+            try:
+                secret = await asyncio.to_thread(read_client_secret, self.settings)
+                credential = GraphCredential(self.settings, secret)
+                self.granted, claims = await asyncio.to_thread(credential.roles)
+            except Exception as exc:
+                failure = token_failure_from(exc, self.settings.authority_host)
+                self.error = {"stage": "token", **failure.as_dict()}
+                self.warnings.append(warning("token_failed", None, str(failure)))
+                for res in self.results.values():
+                    res.status = "failed"
+                return await self._finish()
+            self.tenant_id = claims.get("tid") or self.settings.tenant_id
+            self.publication = Publication(self.store, self.tenant_id, self.run_id, self.lock_path)
+            from connector.insights.derive import DERIVED_FILES
+
+            await asyncio.to_thread(self.publication.begin,
+                                    [DATASETS[n].file for n in self.settings.selected_datasets] + list(DERIVED_FILES))
+            expiry = secret_expiry_warning(secret)
+            if expiry:
+                self.warnings.append(warning("secret_expiring", None, expiry))
+                log.warning(expiry, extra={"event": "secret_expiring"})  # alerted on (infra/core/alerts.bicep)
+
+            from connector.graph.client import Graph
+
+            self.graph = Graph(self.settings, credential)
+            try:
+                tasks = []
+                for name in self.settings.selected_datasets:
+                    ds = DATASETS[name]
+                    if not skip_before_start(ds, self.results[name], self.settings, self.granted):
+                        tasks.append(self._collect(ds))
+                self._notify()
+                ticker = asyncio.ensure_future(self._log_progress()) if self.progress_every else None
+                try:
+                    await asyncio.gather(*tasks)
+                finally:
+                    if ticker is not None:
+                        ticker.cancel()
+            finally:
+                await self.graph.aclose()
+            self._graph_unreachable()
+            return await self._finish()
+        except BaseException:
+            if self.publication is not None:  # cancelled, lease lost, storage failed: publish nothing
+                await self.publication.rollback()
+            raise
+        finally:
+            if credential is not None:
+                credential.close()
+
+    def _graph_unreachable(self) -> None:
+        """Every dataset that was tried failed to reach Graph the same way: that is the run's error."""
+        tried = [n for n, r in self.results.items() if r.status != "skipped"]
+        found = {self._unreachable[n] for n in tried if n in self._unreachable}
+        if tried and len(found) == 1 and all(n in self._unreachable for n in tried):
+            self.error = {"stage": "graph", **found.pop().as_dict()}
+
+    async def derive(self) -> None:
+        """Derived files (licence insights), computed from the committed data files read back from the store,
+        before the manifest lists them (each in the manifest's `files` with bytes and sha256). A failure here
+        costs the insights, never the collected data."""
+        from connector.insights.derive import derive
+
+        try:
+            self.insights = await asyncio.to_thread(derive, self.store, self.manifest(), self.settings, self.prices)
+        except Exception as exc:
+            log.error("licence insights failed", exc_info=exc)
+            self.insights = {"status": "failed", "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            self.warnings.append(warning("insights_failed", None, "Licence insights could not be computed "
+                                          f"({type(exc).__name__}); the datasets are complete. Run `python -m "
+                                          "connector insights` over this run to retry."))
+            return
+        self.warnings.extend(self.insights.get("warnings", ()))
+        if self.publication is not None:
+            for name, info in (self.insights.get("files") or {}).items():
+                self.publication.adopt(name, info)
+
+    async def _finish(self) -> dict[str, Any]:
+        self.status = run_status(self.results)
+        for res in self.results.values():
+            self.warnings.extend(w for w in res.warnings if w not in self.warnings)
+        pub = self.publication
+        if pub is None:  # no token, so no file was written: the manifest says why
+            self.finished = time.time()
+            manifest = self.manifest()
+            write_json(self.store, f"{run_prefix(self.tenant_id, self.run_id)}/manifest.json", manifest)
+            log_summary(self)
+            self._notify()
+            return manifest
+        done = {r.file: name for name, r in self.results.items() if r.status == "succeeded" and r.file}
+        await pub.commit(done, done)
+        await self.derive()
+        newer = await asyncio.to_thread(pub.newer_published) if self.status != "failed" else None
+        if newer:
+            self.warnings.append(warning(
+                "not_latest", None, f"run {newer} started later and was published first, so latest.json and "
+                                    "latest/ stay with it; this run is complete under its own folder."))
+        self.finished = time.time()
+        manifest = self.manifest()
+        await asyncio.to_thread(pub.write_manifest, manifest)
+        if self.status in ("succeeded", "partial") and await asyncio.to_thread(pub.point_latest, manifest):
+            try:
+                await asyncio.to_thread(pub.copy_latest)
+            except Exception as exc:  # the run is published; latest/ has no manifest until the next run
+                log.error("copying run %s to latest/ failed (%s); latest.json points at it", self.run_id,
+                          type(exc).__name__)
+        await asyncio.to_thread(pub.end)
+        log_summary(self)
+        self._notify()
+        return manifest
+
+    def manifest(self) -> dict[str, Any]:
+        return build_manifest(self)
+
+async def collect(settings: Settings, store: Store, *, trigger: str = "cli", run_id: str | None = None,
+                  progress: Callable[[Run], None] | None = None,
+                  progress_every: float | None = PROGRESS_LOG_SECONDS, lock_path: str | None = None) -> dict[str, Any]:
+    """Run one collection and return its manifest (already written to the store)."""
+    return await Run(settings, store, trigger=trigger, run_id=run_id, progress=progress,
+                     progress_every=progress_every, lock_path=lock_path).execute()
+
+
+def collect_sync(settings: Settings, store: Store, **kwargs: Any) -> dict[str, Any]:
+    return asyncio.run(collect(settings, store, **kwargs))

@@ -1,0 +1,508 @@
+"""Microsoft Graph access through msgraph-sdk's request pipeline, taking pages raw.
+
+Requests are built with the SDK's request builders and sent by its request adapter, so the
+SDK's middleware (authentication, retry honouring Retry-After, redirects) applies. Responses
+come back through NativeResponseHandler as raw bytes parsed with orjson: building SDK model
+objects per record costs about 10 ms per user, which a 100,000-user tenant cannot afford.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import reduce
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+from kiota_abstractions.method import Method
+from kiota_abstractions.native_response_handler import NativeResponseHandler
+from kiota_abstractions.request_information import RequestInformation
+from kiota_abstractions.request_option import RequestOption
+from kiota_authentication_azure.azure_identity_authentication_provider import AzureIdentityAuthenticationProvider
+from kiota_http.kiota_client_factory import KiotaClientFactory
+from kiota_http.middleware.middleware import REQUEST_OPTIONS_KEY, BaseMiddleware
+from kiota_http.middleware.options import ResponseHandlerOption, RetryHandlerOption
+from msgraph import GraphRequestAdapter, GraphServiceClient
+from msgraph_core import GraphClientFactory
+from msgraph_core.middleware import GraphTelemetryHandler
+
+from connector.config import Settings
+from connector.graph.auth import GraphCredential
+from connector.graph.retry import MAX_WAIT, RETRY_STATUSES, AdaptiveLimiter, Deadline, backoff, retry_after_seconds
+from connector.rawjson import raw_page
+
+__all__ = ["AdaptiveLimiter", "Graph", "GraphError", "Page", "RequestStats"]
+
+log = logging.getLogger("m365_connector")
+
+# Graph error codes that mean "this app may not read this" (fix: grant a permission).
+PERMISSION_ERROR_CODES = frozenset({
+    "Authorization_RequestDenied", "Authentication_MSGraphPermissionMissing", "S2SUnauthorized",
+    "Forbidden", "accessDenied", "UnknownError_Forbidden",
+})
+
+
+@dataclass
+class GraphError(Exception):
+    """A Graph request failed for good (after the SDK's bounded retries)."""
+
+    status: int
+    code: str
+    message: str
+    request_id: str = ""
+    path: str = ""
+
+    def __str__(self) -> str:
+        rid = f", request-id {self.request_id}" if self.request_id else ""
+        return f"HTTP {self.status} {self.code}: {self.message} ({self.path}{rid})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "code": self.code, "message": self.message,
+                "requestId": self.request_id, "path": self.path}
+
+
+class ForeignLinkError(GraphError):
+    """Graph handed back a next link to another origin; following it would leak the token."""
+
+
+class BudgetExceeded(GraphError):
+    """A request would break a documented rate limit (usage reports: 14 per 10 minutes); not sent."""
+
+
+class RequestBudget:
+    """At most `limit` attempts per `window` seconds, retries included, for every run in this process.
+
+    Graph's usage-report limit (14 requests per 10 minutes per app, tenant and report API) is
+    counted per attempt by the service, so the gate sits in the innermost middleware where
+    every attempt, retried or not, passes. Refusing is better than sending: a 429 from the
+    reports service costs more of the window than waiting for the next run.
+    """
+
+    def __init__(self, name: str, limit: int, window: float):
+        self.name, self.limit, self.window = name, limit, window
+        self._calls: deque[float] = deque()
+
+    def take(self) -> None:
+        now = time.monotonic()
+        while self._calls and self._calls[0] <= now - self.window:
+            self._calls.popleft()
+        if len(self._calls) >= self.limit:
+            wait = int(self._calls[0] + self.window - now) + 1
+            raise BudgetExceeded(
+                429, "ReportRateLimitReached",
+                f"{self.name}: this process already made {self.limit} requests to this report in the last "
+                f"{int(self.window // 60)} minutes (Graph's limit per app and tenant); not sent, to keep within it. "
+                f"Run again in {wait} s.")
+        self._calls.append(now)
+
+
+_BUDGETS: dict[tuple[str, ...], RequestBudget] = {}
+
+
+def request_budget(key: tuple[str, ...], limit: int, window: float) -> RequestBudget:
+    """The process-wide budget for one (endpoint, tenant, app, API) key."""
+    budget = _BUDGETS.get(key)
+    if budget is None:
+        budget = _BUDGETS[key] = RequestBudget(key[-1], limit, window)
+    return budget
+
+
+@dataclass
+class RequestStats:
+    requests: int = 0  # requests made (a retried request counts once)
+    retries: int = 0  # attempts sent again, whatever the cause
+    throttled: int = 0  # answers 429
+    waited: float = 0.0  # seconds spent waiting before retries (Retry-After or backoff)
+    broken: int = 0  # transport errors and broken pages that were retried
+    by_status: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class Page:
+    records: list[dict[str, Any]]
+    next_link: str | None
+    raw_bytes: int
+    count: int | None = None
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
+def error_from(status: int, headers: Any, content: bytes, path: str) -> GraphError:
+    code, message = f"HTTP{status}", ""
+    try:
+        body = orjson.loads(content) if content else {}
+        err = body.get("error") or {}
+        code = err.get("code") or code
+        message = err.get("message") or ""
+    except (orjson.JSONDecodeError, AttributeError):
+        message = content[:200].decode("utf-8", "replace")
+    request_id = headers.get("request-id", "") if headers is not None else ""
+    return GraphError(status, code, message or "(no message)", request_id, path)
+
+
+class Graph:
+    """One Graph session per run: SDK client, pipeline and counters."""
+
+    def __init__(self, settings: Settings, credential: GraphCredential):
+        self.settings = settings
+        self.base = f"{settings.graph_endpoint}/v1.0"
+        self._origin = _origin(settings.graph_endpoint)
+        host = urlsplit(settings.graph_endpoint).hostname or ""
+        auth = AzureIdentityAuthenticationProvider(credential, scopes=[settings.graph_scope], allowed_hosts=[host])
+        # The SDK's retry handler stays in the pipeline but sends each attempt once: the connector's
+        # requests are retried by Graph._send (connector/graph/retry.py), which also retries transport errors
+        # and broken pages, knows the run's deadline and does not hold a connection slot while it waits.
+        options = {RetryHandlerOption.get_key(): RetryHandlerOption(delay=0, max_retries=0, should_retry=False)}
+        middleware = KiotaClientFactory.get_default_middleware(options)
+        middleware.append(GraphTelemetryHandler())
+        middleware.append(_AttemptCounter(self))
+        limits = httpx.Limits(max_connections=settings.max_concurrency * 2,
+                              max_keepalive_connections=settings.max_concurrency * 2)
+        http = httpx.AsyncClient(timeout=httpx.Timeout(120, connect=20), http2=True, limits=limits,
+                                 base_url=self.base)
+        http = GraphClientFactory.create_with_custom_middleware(middleware, client=http)
+        adapter = GraphRequestAdapter(auth, http)
+        adapter.base_url = self.base
+        self.client = GraphServiceClient(request_adapter=adapter)
+        self._http = http
+        self._slots = asyncio.Semaphore(settings.max_concurrency)  # requests in flight, all scopes together
+        self.scopes: dict[str, AdaptiveLimiter] = {}  # per dataset: throttling slows only its own scope
+        self.deadline = Deadline(settings.run_time_limit * 60)
+        self.first_request_at: float | None = None  # perf_counter() of the first Graph request (cold start)
+        self.stats: dict[str, RequestStats] = {}
+        self.shared: dict[str, asyncio.Future[Any]] = {}  # run-wide lookups several datasets need once
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def _stats(self, label: str) -> RequestStats:
+        return self.stats.setdefault(label, RequestStats())
+
+    def check_link(self, url: str, label: str) -> None:
+        if _origin(url) != self._origin:
+            raise ForeignLinkError(
+                0, "ForeignNextLink",
+                f"Graph returned a next link to {urlsplit(url).scheme}://{urlsplit(url).netloc}, which is not the "
+                f"configured Graph endpoint {self.settings.graph_endpoint}; it was not followed and no token was "
+                "sent. If Graph is reached through a proxy or private endpoint, set M365_GRAPH_ENDPOINT to it.",
+                path=urlsplit(url).path)
+
+    def scope(self, label: str) -> AdaptiveLimiter:
+        limiter = self.scopes.get(label)
+        if limiter is None:
+            limiter = self.scopes[label] = AdaptiveLimiter(self.settings.max_concurrency)
+        return limiter
+
+    def _info(self, builder: str, url: str, label: str, headers: dict[str, str] | None) -> RequestInformation:
+        request_builder = reduce(getattr, builder.split("."), self.client).with_url(url)
+        info = request_builder.to_get_request_information()
+        for name, value in (headers or {}).items():
+            info.headers.try_add(name, value)
+        info.add_request_options([ResponseHandlerOption(NativeResponseHandler()), _Label(label)])
+        return info
+
+    async def _send(self, label: str, attempt: Callable[[], Any], *, check: Callable[[Any], Any] | None = None,
+                    max_retries: int | None = None, path: str = "") -> Any:
+        """Send one request through the SDK pipeline with the retry policy of connector/graph/retry.py.
+
+        `attempt()` sends once and returns the httpx response; `check(response)` turns a 200 into the
+        result and raises ValueError for a broken body (retried like a transport error). Non-200
+        answers that are not worth retrying are returned as they are, for the caller's error."""
+        stats = self._stats(label)
+        scope = self.scope(label)
+        budget = self.settings.max_retries if max_retries is None else max_retries
+        stats.requests += 1
+        retries = 0
+        if self.first_request_at is None:
+            self.first_request_at = time.perf_counter()
+        while True:
+            progress = scope.completed
+            async with scope, self._slots:
+                try:
+                    response = await attempt()
+                except (httpx.TransportError, httpx.DecodingError) as exc:
+                    if _certificate_problem(exc):
+                        raise
+                    response, failure = None, exc
+            if response is not None:
+                status = response.status_code
+                if status == 429:
+                    stats.throttled += 1
+                if status not in RETRY_STATUSES:
+                    if status != 200 or check is None:
+                        if status < 400:
+                            scope.succeeded()
+                        return response
+                    try:
+                        result = check(response)
+                    except ValueError as exc:
+                        failure = exc
+                    else:
+                        scope.succeeded()
+                        return result
+                else:
+                    failure = None
+            # Something to retry: a retryable status, a transport error or a broken body.
+            hinted = retry_after_seconds(response.headers.get("retry-after")) if response is not None else None
+            wait = hinted if hinted is not None else backoff(retries)
+            throttled = response is not None and response.status_code == 429
+            # Patience, not failure, while the scope still gets answers: some request of it succeeded
+            # during this attempt or since the scope's previous 429. Such a 429 uses no retry budget.
+            patient = throttled and (scope.completed > progress or scope.completed > scope.completed_at_throttle)
+            if throttled:
+                scope.completed_at_throttle = scope.completed
+            reason = give_up_reason(retries, budget, wait, hinted is not None, self.deadline, counted=not patient)
+            if reason:
+                if response is not None and failure is None:
+                    await _read(response)
+                    error = error_from(response.status_code, response.headers, response.content, path)
+                    error.message = f"{error.message} ({reason})"
+                    raise error
+                raise GraphError(0, "BrokenResponse" if isinstance(failure, ValueError) else "ConnectionFailed",
+                                 f"{type(failure).__name__}: {str(failure)[:200] or 'no details'} ({reason})",
+                                 path=path) from failure
+            if response is not None:
+                await response.aclose()
+                if response.status_code == 429:
+                    scope.throttled(wait)  # only now: this request will be sent again after the pause
+            if failure is not None:
+                stats.broken += 1
+                log.info("%s: %s on %s; retrying in %.1f s", label, type(failure).__name__, path, wait)
+            stats.retries += 1
+            stats.waited += wait
+            if not patient:
+                retries += 1
+            await asyncio.sleep(wait)
+
+    async def get(self, builder: str, url: str, label: str, headers: dict[str, str] | None = None,
+                  check: Callable[[httpx.Response], Any] | None = None):
+        """GET one URL through the SDK pipeline (retried per connector/graph/retry.py); the raw httpx response,
+        or check(response) for a 200 when a check is given."""
+        self.check_link(url, label)
+        adapter = self.client.request_adapter
+
+        async def attempt() -> httpx.Response:
+            return await adapter.send_async(self._info(builder, url, label, headers), None, {})
+
+        return await self._send(label, attempt, check=check, path=urlsplit(url).path)
+
+    def _prepare(self, info: RequestInformation, label: str, options: Iterable[RequestOption]) -> None:
+        info.add_request_options([ResponseHandlerOption(NativeResponseHandler()), _Label(label), *options])
+        self.client.request_adapter.set_base_url_for_request_information(info)
+
+    @asynccontextmanager
+    async def stream(self, build: Callable[[], RequestInformation], label: str,
+                     options: Iterable[RequestOption] = (), max_retries: int | None = None,
+                     ) -> AsyncIterator[httpx.Response]:
+        """Send a request built by an SDK request builder through the same pipeline (auth, redirect,
+        counters, retries until the headers arrive) but leave the body unread, so a large download is
+        read in chunks. `build()` makes a fresh RequestInformation for each attempt."""
+        adapter = self.client.request_adapter
+        options = list(options)
+
+        async def attempt() -> httpx.Response:
+            info = build()
+            self._prepare(info, label, options)
+            request = await adapter.convert_to_native_async(info)
+            return await self._http.send(request, stream=True)
+
+        response = await self._send(label, attempt, max_retries=max_retries)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def post_json(self, path: str, body: bytes, label: str) -> httpx.Response:
+        """POST a JSON body (JSON batching: `$batch`, whose requests are all GETs, so sending it again is
+        safe) through the SDK pipeline; the raw response back, its body checked to be JSON when 200."""
+        adapter = self.client.request_adapter
+
+        async def attempt() -> httpx.Response:
+            info = RequestInformation(Method.POST)
+            info.url = f"{self.base}{path}"
+            info.headers.try_add("Accept", "application/json")
+            info.set_stream_content(body, "application/json")
+            self._prepare(info, label, ())
+            return await adapter.send_async(info, None, {})
+
+        def check(response: httpx.Response) -> httpx.Response:
+            _json(response.content)
+            return response
+
+        return await self._send(label, attempt, check=check, path=path)
+
+    async def first_page(self, builder: str, url: str, label: str, headers: dict[str, str] | None = None) -> Page:
+        return await self._page(builder, url, label, headers)
+
+    async def _page(self, builder: str, url: str, label: str, headers: dict[str, str] | None,
+                    raw: tuple[str, ...] | None = None) -> Page:
+        """One page; with `raw` (the properties to read) its records stay Graph's JSON (connector/rawjson.py)."""
+        def check(response: httpx.Response) -> Page:
+            content = response.content
+            if raw is not None:
+                records, next_link, count = raw_page(content, raw)
+                if records is not None:
+                    return Page(records, next_link, len(content), count)
+            body = _json(content)
+            if not isinstance(body, dict):
+                raise ValueError("the page is not a JSON object")
+            value = body.get("value")
+            if "value" in body and not isinstance(value, list):
+                raise ValueError("the page's value is not a list")
+            next_link = body.get("@odata.nextLink")
+            if next_link is not None and not isinstance(next_link, str):
+                raise ValueError("the page's @odata.nextLink is not a string")
+            return Page(value if isinstance(value, list) else [body], next_link, len(content),
+                        body.get("@odata.count"))
+
+        result = await self.get(builder, url, label, headers, check=check)
+        if isinstance(result, Page):
+            if result.next_link:
+                self.check_link(result.next_link, label)
+            return result
+        raise error_from(result.status_code, result.headers, result.content, urlsplit(url).path)
+
+    async def pages(self, builder: str, first_url: str | None, label: str, headers: dict[str, str] | None = None,
+                    prefetch: bool = False, first: Page | None = None,
+                    raw: tuple[str, ...] | None = None) -> AsyncIterator[Page]:
+        """Follow @odata.nextLink from first_url (or from an already fetched first page); with prefetch
+        the next page is requested while the caller works on the current one. `raw`: see _page."""
+        pending: asyncio.Future[Page] | None = None
+        url: str | None = first_url
+        try:
+            if first is not None:
+                url = first.next_link
+                if prefetch and url:
+                    pending = asyncio.ensure_future(self._page(builder, url, label, headers, raw))
+                yield first
+            while url:
+                page = await (pending or self._page(builder, url, label, headers, raw))
+                pending = None
+                url = page.next_link
+                if prefetch and url:
+                    pending = asyncio.ensure_future(self._page(builder, url, label, headers, raw))
+                yield page
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
+
+    async def count(self, path: str, label: str, query: str = "") -> int:
+        """`$count` of a directory collection (an advanced query: ConsistencyLevel eventual)."""
+        url = f"{self.base}{path}/$count" + (f"?{query}" if query else "")
+
+        def check(response: httpx.Response) -> int:
+            text = response.content.decode("utf-8", "replace").strip().lstrip("\ufeff")
+            if not text.isdigit():
+                raise ValueError(f"$count answered {text[:40]!r}, not a number")
+            return int(text)
+
+        result = await self.get(path.strip("/").split("/")[0], url, label, {"ConsistencyLevel": "eventual"},
+                                check=check)
+        if isinstance(result, int):
+            return result
+        raise error_from(result.status_code, result.headers, result.content, path)
+
+
+def _json(content: bytes) -> Any:
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"the body is not JSON ({len(content)} bytes: {exc})") from None
+
+
+async def _read(response: httpx.Response) -> None:
+    try:
+        await response.aread()
+    except httpx.HTTPError:
+        pass
+
+
+def _certificate_problem(exc: BaseException) -> bool:
+    """A TLS certificate that does not verify is a configuration problem; sending again cannot help."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def give_up_reason(retries: int, budget: int, wait: float, hinted: bool, deadline: Deadline,
+                    counted: bool = True) -> str:
+    """Why a failed attempt is not sent again, or "" to retry it (`counted`: it uses the retry budget)."""
+    if counted and retries >= budget:
+        return f"gave up after {retries} retries (M365_MAX_RETRIES={budget})"
+    if hinted and wait > MAX_WAIT:
+        return (f"Graph asked to wait {wait:.0f} s before trying again (Retry-After), longer than the connector "
+                f"waits for one request ({MAX_WAIT:.0f} s); the other datasets were not held up. Run again later")
+    if wait > deadline.remaining():
+        return (f"waiting {wait:.0f} s more would pass the run's time limit (M365_RUN_TIME_LIMIT="
+                f"{deadline.seconds / 60:.0f} minutes)")
+    return ""
+
+
+class _Label:
+    """Request option carrying the dataset name, so per-attempt middleware can count by dataset."""
+
+    KEY = "m365_connector.label"
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def get_key(self) -> str:
+        return self.KEY
+
+
+class _Budget:
+    """Request option: every attempt of this request to Graph takes a slot of the budget first."""
+
+    KEY = "m365_connector.budget"
+
+    def __init__(self, budget: RequestBudget):
+        self.budget = budget
+
+    def get_key(self) -> str:
+        return self.KEY
+
+
+def budget_option(budget: RequestBudget) -> RequestOption:
+    return _Budget(budget)  # type: ignore[return-value]
+
+
+class _AttemptCounter(BaseMiddleware):
+    """Innermost middleware: sees every attempt, including ones the retry handler repeats."""
+
+    def __init__(self, graph: Graph):
+        super().__init__()
+        self._graph = graph
+
+    async def send(self, request: httpx.Request, transport: httpx.AsyncBaseTransport) -> httpx.Response:
+        # The last middleware removes the kiota options before sending, and a retry resends the same
+        # request object, so keep the label under a key of our own.
+        label = request.extensions.get(_Label.KEY)
+        if label is None:
+            options = request.extensions.get(REQUEST_OPTIONS_KEY) or {}
+            label = request.extensions[_Label.KEY] = getattr(options.get(_Label.KEY), "label", "other")
+            budget = getattr(options.get(_Budget.KEY), "budget", None)
+            if budget is not None:
+                request.extensions[_Budget.KEY] = budget
+        budget = request.extensions.get(_Budget.KEY)
+        if budget is not None and _origin(str(request.url)) == self._graph._origin:
+            budget.take()  # only Graph's own answers count; the download host is another origin
+        response = await super().send(request, transport)
+        stats = self._graph._stats(label)
+        stats.by_status[response.status_code] = stats.by_status.get(response.status_code, 0) + 1
+        return response

@@ -1,0 +1,127 @@
+"""The words of insights.json: each finding's message and remedy, and the `basis` that says what the figures
+rest on and what each falls back to when an input is missing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from connector.insights.analysis import Activity, epoch
+
+ADMIN_BILLING = "Microsoft 365 admin center, Billing, Your products"
+ENTRA_LICENCES = "Entra admin center, Identity, Billing, Licenses"
+
+
+def label(sku: dict[str, Any]) -> str:
+    name, part = sku.get("productName"), sku["skuPartNumber"]
+    return f"{name} ({part})" if name else part
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def describe(code: str, n: int, sku: dict[str, Any], days: int) -> tuple[str, str]:
+    """(message, remedy) of one finding."""
+    what = label(sku)
+    renewal = sku.get("nextLifecycleDateTime")
+    listed = f"The users are listed in licence_findings.jsonl.gz (code {code})."
+    if code == "unused_seats":
+        when = f" before the subscription renews on {renewal[:10]}" if renewal else " at the next renewal"
+        return (f"{_plural(n, 'paid seat')} of {what} {'is' if n == 1 else 'are'} not assigned "
+                f"({sku['enabled']:,} enabled, {sku['consumed']:,} consumed).",
+                f"Reduce the subscription by up to {n:,} seats{when} ({ADMIN_BILLING}), or assign them to users "
+                "waiting for a licence.")
+    if code == "over_assigned":
+        return (f"{n:,} more {what} licences are assigned than there are paid seats ({sku['consumed']:,} consumed, "
+                f"{sku['enabled']:,} enabled).",
+                f"Buy {n:,} seats ({ADMIN_BILLING}) or remove the licence from users who do not need it; until then "
+                "new assignments of this product fail.")
+    if code == "licence_on_disabled_account":
+        return (f"{_plural(n, 'user')} with a disabled account {'holds' if n == 1 else 'hold'} {what}.",
+                "Remove the licence (directly, or by removing the user from the licensing group). If the mailbox "
+                f"must stay, convert it to a shared mailbox, which needs no licence up to 50 GB. {listed}")
+    if code == "licence_never_used":
+        return (f"{_plural(n, 'user')} {'holds' if n == 1 else 'hold'} {what} but never signed in, with an account "
+                f"older than {days} days.",
+                f"Check with the user's manager whether the account is needed; remove the licence if not. {listed}")
+    if code == "licence_inactive":
+        return (f"{_plural(n, 'user')} {'holds' if n == 1 else 'hold'} {what} without a successful sign-in in the "
+                f"last {days} days.",
+                f"Confirm with their managers, then remove the licence or disable the account. {listed}")
+    if code == "subscription_not_active":
+        status = sku.get("capabilityStatus")
+        fix = ("Renew the subscription before it is suspended, or move these users to another product."
+               if status == "Warning" else
+               "These users no longer have the service: renew the subscription or give them another product.")
+        return (f"{_plural(n, 'user')} {'holds' if n == 1 else 'hold'} {what}, whose subscription is {status}.",
+                f"{fix} ({ADMIN_BILLING}) {listed}")
+    if code == "group_assignment_error":
+        return (f"{_plural(n, 'user')} did not get {what} from a licensing group: the assignment is in error.",
+                f"Open the group in the {ENTRA_LICENCES} and fix the error shown for each user (CountViolation: buy "
+                "seats or free some; MutuallyExclusiveViolation: remove the conflicting licence; "
+                "ProhibitedInUsageLocationViolation: set the user's usage location), then select Reprocess. "
+                f"{listed}")
+    if code == "direct_and_group_assignment":
+        return (f"{_plural(n, 'user')} {'holds' if n == 1 else 'hold'} {what} both directly and through a group.",
+                "Remove the direct assignment: the group keeps the licence (one seat is used either way), and "
+                f"leaving the group will then remove it as intended. {listed}")
+    if code == "licence_on_guest":
+        return (f"{_plural(n, 'guest')} {'holds' if n == 1 else 'hold'} {what}.",
+                "Check that each guest needs a licence in this tenant: guests usually work with their home "
+                f"tenant's licences. {listed}")
+    raise KeyError(code)
+
+
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def basis(manifest: dict[str, Any], days: int, activity: Activity, inputs: dict[str, Any], prices: Any,
+          names: Any, previous: dict[str, Any] | None, no_changes: str | None, datasets: dict[str, Any]
+          ) -> dict[str, Any]:
+    started = epoch(manifest["startedAt"]) or 0
+    report = datasets.get("report_office365_active_user_detail") or {}
+    source = activity.source
+    if source == "signInActivity":
+        activity_note = ("last successful sign-in from user_sign_in_activity (lastSuccessfulSignInDateTime, else "
+                         "the latest of lastSignInDateTime and lastNonInteractiveSignInDateTime)")
+        never_note = "no sign-in value at all in user_sign_in_activity, account older than inactiveDays"
+    elif source == "usageReports":
+        activity_note = ("sign-in activity unavailable: the latest *LastActivityDate of "
+                         "report_office365_active_user_detail (names visible), joined on userPrincipalName; a "
+                         "licensed user with no date there counts as inactive once the account is older than "
+                         "inactiveDays")
+        never_note = "null: usage reports record activity, not sign-ins, so never cannot be told from long ago"
+    else:
+        activity_note = ("null: neither sign-in activity (needs AuditLog.Read.All and Entra ID P1/P2) nor a usage "
+                         "report with visible names is in this run")
+        never_note = activity_note
+    fallbacks = {
+        "assignedInactive": activity_note,
+        "assignedNeverSignedIn": never_note,
+        "wasteSeats": ("unused seats plus users holding the SKU whose account is disabled, inactive or never signed "
+                       "in (each user once)" if source else
+                       "unused seats plus users with a disabled account only: activity is unknown"),
+        "monthlyWaste": ("wasteSeats x monthlyPrice from M365_PRICE_SHEET; SKUs missing from the sheet have null "
+                         "money" if prices else "null: no price sheet (M365_PRICE_SHEET)"),
+        "productName": (f"Microsoft's product names CSV ({names.basis.get('source')}); null for a SKU it does not "
+                        "list"),
+        "changes": "compared with the previous published run" if previous else f"null: {no_changes}",
+    }
+    return {
+        "runId": manifest["runId"], "tenantId": manifest["tenantId"], "startedAt": manifest["startedAt"],
+        "inactiveDays": days, "inactiveBefore": _iso(started - days * 86400),
+        "activitySource": source,
+        "inputs": {
+            "users": True, "subscribedSkus": True, **inputs,
+            "namesConcealed": report.get("concealed") if report else None,
+            "groups": (datasets.get("groups") or {}).get("status") == "succeeded",
+            "subscriptions": (datasets.get("subscriptions") or {}).get("status") == "succeeded",
+            "previousRun": previous["runId"] if previous else None,
+            "priceSheet": prices.basis() if prices else None,
+        },
+        "fallbacks": fallbacks,
+        "domainFilter": manifest.get("domainFilter"),
+        "productNames": names.basis,
+    }

@@ -1,0 +1,253 @@
+"""The Function app's HTTP API as plain functions: request bytes and parameters in, a Reply out.
+
+function_app.py only turns a Reply into an HttpResponse, so every status code and message is decided
+(and tested) here. Error bodies are `{"error": {"code", "message", ...}}` and never carry secrets or
+setting values. Storage that cannot be reached is a 503 within seconds, not a 500 after a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from connector import __version__
+from connector.catalog.datasets import DATASETS
+from connector.config import ConfigError
+from connector.service.runs import (
+    TERMINAL,
+    QueueUnavailable,
+    current_view,
+    function_problems,
+    function_settings,
+    list_statuses,
+    read_status,
+    request_run,
+    store_for,
+    tenant_key,
+    valid_run_id,
+)
+
+log = logging.getLogger("m365_connector")
+
+MAX_BODY = 64 * 1024
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+RETRY_AFTER = "30"
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> bytes:
+        return orjson.dumps(self.body, option=orjson.OPT_INDENT_2)
+
+
+def _error(status: int, code: str, message: str, **more: Any) -> Reply:
+    return Reply(status, {"error": {"code": code, "message": message, **more}})
+
+
+def _config_error(exc: ConfigError) -> Reply:
+    return _error(500, "configuration", "The Function app's settings are invalid; fix them in the app settings.",
+                  problems=[{"setting": p.setting, "message": p.message} for p in exc.problems])
+
+
+def _with_storage(store: Any, work: Callable[[], Reply]) -> Reply:
+    """Run `work`; Storage that cannot be reached or refuses the identity becomes a 503 naming the setting."""
+    from azure.core.exceptions import AzureError
+
+    from connector.store.contract import DestinationError
+
+    try:
+        return work()
+    except (AzureError, OSError, DestinationError) as exc:
+        problem = store.explain(exc)
+        log.error("the HTTP API could not use the snapshot storage: %s", problem)
+        reply = _error(503, "storage_unavailable", f"The run store cannot be used right now: {problem}",
+                       setting=problem.setting)
+        reply.headers["Retry-After"] = RETRY_AFTER
+        return reply
+
+
+def runs_url(request_url: str, run_id: str | None = None) -> str:
+    """The runs URL on the caller's host, without the query string (it may hold the function key)."""
+    parts = urlsplit(request_url)
+    path = parts.path
+    marker = path.find("/runs")
+    base = path[:marker] if marker >= 0 else path.rstrip("/")
+    origin = f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
+    return f"{origin}{base}/runs" + (f"/{run_id}" if run_id else "")
+
+
+def _parse_body(body: bytes, valid: list[str]) -> list[str] | None | Reply:
+    """Requested datasets from an optional JSON body, or the error Reply."""
+    if not body.strip():
+        return None
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return _error(400, "malformed_json", f"The body is not valid JSON ({exc}). Send {{\"datasets\": [...]}} "
+                                             "or no body.", validDatasets=valid)
+    if not isinstance(data, dict):
+        return _error(400, "wrong_type", f"The body must be a JSON object such as {{\"datasets\": [\"users\"]}}, "
+                                         f"not {type(data).__name__}.", validDatasets=valid)
+    unknown = sorted(set(data) - {"datasets"})
+    if unknown:
+        return _error(400, "unknown_field", f"Unknown field(s) {', '.join(unknown)}; the only field is "
+                                            "\"datasets\".", validDatasets=valid)
+    datasets = data.get("datasets")
+    if datasets is None:
+        return None
+    if not isinstance(datasets, list) or not all(isinstance(d, str) for d in datasets):
+        return _error(400, "wrong_type", "\"datasets\" must be a list of dataset names (strings).",
+                      validDatasets=valid)
+    if not datasets:
+        return _error(400, "empty_datasets", "\"datasets\" is empty; omit it to collect every dataset.",
+                      validDatasets=valid)
+    bad = [d for d in datasets if d not in valid]
+    if bad:
+        extra = ""
+        outside = [d for d in bad if d in DATASETS]
+        if outside:
+            extra = f" ({', '.join(outside)} exist but are not selected by M365_DATASETS)"
+        return _error(400, "unknown_dataset", f"Unknown dataset name(s): {', '.join(bad)}{extra}. Valid names: "
+                                              f"{', '.join(valid)}.", validDatasets=valid)
+    return list(dict.fromkeys(datasets))
+
+
+def _run_reply(status: int, record: dict[str, Any], url: str, *, existing: bool = False) -> Reply:
+    status_url = runs_url(url, record["runId"])
+    body = {"runId": record["runId"], "status": record["status"], "statusUrl": status_url}
+    if existing:
+        body["existing"] = True
+        body["message"] = "A run of this tenant is already queued or running; no new run was started."
+    return Reply(status, body, {"Location": status_url, "Retry-After": RETRY_AFTER})
+
+
+def post_run(body: bytes, url: str, env: Mapping[str, str] | None = None) -> Reply:
+    """POST /api/runs: queue a run (202), or answer with the tenant's active run."""
+    env = os.environ if env is None else env
+    if len(body) > MAX_BODY:  # before anything else: the body is not even looked at
+        return _error(413, "body_too_large", f"The request body is {len(body)} bytes; the limit is {MAX_BODY}.",
+                      validDatasets=list(DATASETS))
+    try:
+        settings = function_settings(env)
+    except ConfigError as exc:
+        return _config_error(exc)
+    valid = list(settings.selected_datasets)
+    parsed = _parse_body(body, valid)
+    if isinstance(parsed, Reply):
+        return parsed
+    store = store_for(settings, interactive=True)
+
+    def work() -> Reply:
+        try:
+            result = request_run(settings, "http", parsed, env, store=store)
+        except ConfigError as exc:
+            return _config_error(exc)
+        except QueueUnavailable as exc:
+            reply = _error(503, "queue_unavailable", f"The run could not be queued. {exc}")
+            reply.headers["Retry-After"] = RETRY_AFTER
+            return reply
+        return _run_reply(202, result.record, url, existing=not result.created)
+
+    return _with_storage(store, work)
+
+
+def get_run(run_id: str, url: str, env: Mapping[str, str] | None = None) -> Reply:
+    """GET /api/runs/{runId}: the status record."""
+    env = os.environ if env is None else env
+    if not valid_run_id(run_id):
+        return _error(400, "malformed_run_id", "The path does not end in a run id; run ids look like "
+                                               "20261122T020000Z-3f9a1c.")
+    try:
+        settings = function_settings(env)
+    except ConfigError as exc:
+        return _config_error(exc)
+    store, key = store_for(settings, interactive=True), tenant_key(settings)
+
+    def work() -> Reply:
+        record = read_status(store, key, run_id)
+        if record is None:
+            return _error(404, "unknown_run", f"No run {run_id} for tenant {key}.")
+        record = current_view(store, key, record)
+        headers = {} if record["status"] in TERMINAL else {"Retry-After": RETRY_AFTER}
+        return Reply(200, record, headers)
+
+    return _with_storage(store, work)
+
+
+def list_runs(limit: str | None, url: str, env: Mapping[str, str] | None = None) -> Reply:
+    """GET /api/runs?limit=N: recent runs, newest first."""
+    env = os.environ if env is None else env
+    if limit in (None, ""):
+        n = DEFAULT_LIMIT
+    else:
+        # ASCII digits only, whole string: int() would take "٣", " 5", "5\n" or "1_0".
+        n = int(limit) if re.fullmatch(r"[0-9]{1,3}", limit) else 0
+        if not 1 <= n <= MAX_LIMIT:
+            return _error(400, "bad_limit", f"limit must be a whole number from 1 to {MAX_LIMIT} (ASCII digits).")
+    try:
+        settings = function_settings(env)
+    except ConfigError as exc:
+        return _config_error(exc)
+    store, key = store_for(settings, interactive=True), tenant_key(settings)
+
+    def work() -> Reply:
+        records = [current_view(store, key, r) for r in list_statuses(store, key, n)]
+        for record in records:
+            record["statusUrl"] = runs_url(url, record["runId"])
+        return Reply(200, {"tenant": key, "runs": records})
+
+    return _with_storage(store, work)
+
+
+def permissions(env: Mapping[str, str] | None = None) -> Reply:
+    """GET /api/permissions: 200 (ok true/false) when a token was had, 502 when not."""
+    from connector.collect.permissions import permission_report
+
+    env = os.environ if env is None else env
+    try:
+        settings = function_settings(env, destination=False)
+    except ConfigError as exc:
+        return _config_error(exc)
+    report = asyncio.run(permission_report(settings))
+    return Reply(200 if report["token"]["ok"] else 502, report)
+
+
+def openapi(env: Mapping[str, str] | None = None) -> Reply:
+    """GET /api/openapi.json: the OpenAPI description of this API (connector/service/openapi.py), with the
+    dataset names this deployment accepts (all of them when its settings cannot be read)."""
+    from connector.service.openapi import document
+
+    env = os.environ if env is None else env
+    try:
+        datasets: list[str] | None = list(function_settings(env).selected_datasets)
+    except ConfigError:
+        datasets = None
+    return Reply(200, document(datasets))
+
+
+def health(env: Mapping[str, str] | None = None) -> Reply:
+    """GET /api/health (anonymous): whether the configuration is valid and which settings are not, nothing more.
+    What is wrong with each is in the log (and in the 500 answer of the keyed endpoints)."""
+    env = os.environ if env is None else env
+    problems = function_problems(env)
+    if problems:
+        log.warning("configuration problems: %s", "; ".join(map(str, problems)))
+    body = {
+        "status": "ok" if not problems else "misconfigured",
+        "version": __version__,
+        "configuration": {"valid": not problems, "settings": sorted({p.setting for p in problems})},
+    }
+    return Reply(200 if not problems else 503, body)

@@ -1,0 +1,278 @@
+"""The queue worker: collects the run a message names, at most once at a time per tenant.
+
+A message is only a pointer to a status record; the record (in our own storage) says what to
+collect and may only move along the allowed transitions. A run whose worker died (SIGKILL, host
+crash, scale-in) is `running` without a live lease: the next delivery takes the lock and collects
+it again from the start, and what the dead attempt left is swept by the engine before writing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from connector.config import ConfigError
+from connector.service.appconfig import function_settings, store_for, tenant_key
+from connector.service.run_queue import POISON_QUEUE, RUNS_QUEUE, BadMessage, RunMessage, parse_message
+from connector.store.contract import Store, read_json
+from connector.store.locks import (
+    LEASE_SECONDS,
+    RENEW_SECONDS,
+    Renewer,
+    TenantBusy,
+    TenantLock,
+    busy_message,
+    live_holder,
+    lock_path,
+)
+from connector.store.status import (
+    GUID_RE,
+    TERMINAL,
+    clear_pointer,
+    fail,
+    now_iso,
+    read_status,
+    write_status,
+)
+
+log = logging.getLogger("m365_connector")
+
+
+class _Reporter:
+    """Writes the status record as the run goes; shared by the engine's callback and the lease renewer."""
+
+    def __init__(self, store: Store, record: dict[str, Any]):
+        self.store = store
+        self.record = record
+        self.run: Any = None
+        self.lock = threading.Lock()
+
+    def progress(self, run: Any) -> None:
+        self.run = run
+        if run.finished is None:
+            self.save()
+
+    def save(self) -> None:
+        with self.lock:
+            run = self.run
+            if run is not None and self.record["status"] not in TERMINAL:
+                if GUID_RE.fullmatch(run.tenant_id or ""):
+                    self.record["tenantId"] = run.tenant_id
+                self.record["datasets"] = {n: {"status": r.status, "records": r.records,
+                                               "seconds": r.durationSeconds or None}
+                                           for n, r in run.results.items()}
+                self.record["warnings"] = list(run.warnings)
+            write_status(self.store, self.record)
+
+
+def _final_error(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    if manifest["status"] != "failed":
+        return None
+    err = manifest.get("error")
+    if err:
+        return {"message": f"{err.get('code')} ({err.get('reason')})", "remedy": err.get("remedy"),
+                "code": err.get("code")}
+    messages = [w["message"] for w in manifest.get("warnings") or []]
+    return {"message": "no dataset could be collected",
+            "remedy": " ".join(messages[:3]) or "See the warnings and the Function's logs."}
+
+
+def _finish_from_manifest(store: Store, record: dict[str, Any], manifest: dict[str, Any]) -> None:
+    prefix = f"tenants/{manifest['tenantId']}/runs/{manifest['runId']}"
+    record.update(
+        status=manifest["status"], tenantId=manifest["tenantId"], startedAt=manifest["startedAt"],
+        finishedAt=manifest["finishedAt"], warnings=manifest["warnings"],
+        manifest=f"{prefix}/manifest.json", manifestUrl=store.url(f"{prefix}/manifest.json"),
+        error=_final_error(manifest),
+        datasets={n: {"status": d["status"], "records": d["records"], "seconds": d["durationSeconds"]}
+                  for n, d in manifest["datasets"].items()},
+    )
+    write_status(store, record)
+
+
+def _published_manifest(store: Store, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest of a run whose worker died after publishing it but before the final status."""
+    tenant_id = record.get("tenantId") or record["tenant"]
+    try:
+        manifest = read_json(store, f"tenants/{tenant_id}/runs/{record['runId']}/manifest.json")
+    except ValueError:
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("runId") == record["runId"] else None
+
+
+def _datasets(settings: Any, record: dict[str, Any], msg: RunMessage) -> tuple[str, ...]:
+    """What the run collects: the record's datasets that M365_DATASETS still selects (and that the
+    message names, if it names any). Nothing outside M365_DATASETS is ever collected."""
+    wanted = set(record.get("datasets") or ())
+    if msg.datasets is not None:
+        wanted &= set(msg.datasets)
+    return tuple(d for d in settings.selected_datasets if d in wanted)
+
+
+def process_message(body: str | bytes, dequeue_count: int = 1, env: Mapping[str, str] | None = None, *,
+                    lease_seconds: int = LEASE_SECONDS, renew_seconds: float = RENEW_SECONDS) -> str:
+    """Collect the run a queue message asks for, at most once at a time per tenant.
+
+    Returns "collected", "duplicate" (already finished) or "ignored" (not a run of ours).
+    Raises TenantBusy while another worker holds the tenant's lock, so the queue delivers it again later.
+    """
+    env = os.environ if env is None else env
+    try:
+        msg = parse_message(body)
+    except BadMessage as exc:
+        log.error("ignoring a message on %s: %s", RUNS_QUEUE, exc)
+        return "ignored"
+    run_id = msg.run_id
+    try:
+        settings = function_settings(env)
+    except ConfigError as exc:
+        # Retried by the queue (the setting may be fixed meanwhile), then marked by the poison handler.
+        log.error("run %s cannot start: configuration errors: %s", run_id, "; ".join(map(str, exc.problems)))
+        raise
+    key = tenant_key(settings)
+    if msg.tenant != key:
+        log.error("ignoring run %s: its message names another tenant than this app collects (M365_TENANT_ID)",
+                  run_id)
+        return "ignored"
+    store = store_for(settings)
+    record = read_status(store, key, run_id)
+    if record is None:
+        log.error("ignoring run %s: no status record exists for it, so it was not requested through this app",
+                  run_id)
+        return "ignored"
+    if record["status"] in TERMINAL:
+        log.info("run %s already %s; duplicate delivery ignored", run_id, record["status"])
+        return "duplicate"
+
+    lock = TenantLock(store, key, lease_seconds)
+    if not lock.acquire(run_id, record["trigger"]):
+        holder = live_holder(store, key)
+        record = read_status(store, key, run_id) or record  # as late as possible: another worker may have started it
+        if record["status"] == "queued" and (holder or {}).get("runid") != run_id:
+            record["error"] = {"message": f"waiting for the tenant's lock ({busy_message(key, holder)})",
+                               "remedy": "Nothing to do: the queue delivers the run again in a few minutes."}
+            write_status(store, record)
+        raise TenantBusy(f"run {run_id}: {busy_message(key, holder)}", holder)
+    try:
+        return _collect_locked(store, key, lock, msg, settings, dequeue_count, renew_seconds)
+    finally:
+        lock.release()
+        try:
+            latest = read_status(store, key, run_id)
+            if latest is None or latest["status"] in TERMINAL:
+                clear_pointer(store, key, run_id)
+        except Exception as exc:  # storage gone: the original outcome matters more; a later request clears it
+            log.warning("run %s: could not clear the active-run pointer (%s)", run_id, type(exc).__name__)
+
+
+def _collect_locked(store: Store, key: str, lock: TenantLock, msg: RunMessage, settings: Any,
+                    dequeue_count: int, renew_seconds: float) -> str:
+    from connector.collect.engine import collect
+
+    run_id = msg.run_id
+    record = read_status(store, key, run_id)  # re-read under the lock: another worker may have finished it
+    if record is None or record["status"] in TERMINAL:
+        return "duplicate"
+    abandoned = record["status"] == "running"  # we hold the lock, so its previous worker is gone
+    if abandoned:
+        manifest = _published_manifest(store, record)
+        if manifest is not None:
+            log.warning("run %s: its worker stopped after publishing; status completed from its manifest", run_id)
+            _finish_from_manifest(store, record, manifest)
+            return "collected"
+        log.warning("run %s: its previous worker stopped without finishing (%s); collecting it again from the "
+                    "start", run_id, (record.get("worker") or {}).get("host", "unknown host"))
+    datasets = _datasets(settings, record, msg)
+    if not datasets:
+        fail(store, record, "none of the run's datasets is selected by M365_DATASETS any more",
+             "Request the run again (POST /api/runs) with datasets that M365_DATASETS selects.")
+        return "collected"
+    settings = dataclasses.replace(settings, datasets=datasets)
+    record.update(status="running", startedAt=now_iso(), error=None,
+                  attempts=max(int(record.get("attempts") or 0) + 1, dequeue_count),
+                  worker={"lock": lock_path(key), **lock.holder})
+    reporter = _Reporter(store, record)
+    reporter.save()
+    log.info("run %s started (trigger %s, attempt %d)", run_id, record["trigger"], record["attempts"],
+             extra={"run_id": run_id, "trigger": record["trigger"], "event": "run_started"})
+    renewer = Renewer(lock, reporter.save, renew_seconds)
+
+    async def _collect() -> dict[str, Any]:
+        task = asyncio.ensure_future(collect(settings, store, trigger=record["trigger"], run_id=run_id,
+                                             progress=reporter.progress, lock_path=lock_path(key)))
+        renewer.watch(task)
+        return await task
+
+    try:
+        manifest = asyncio.run(_collect())
+    except BaseException as exc:
+        renewer.finish()
+        try:
+            stored = read_status(store, key, run_id)
+            if stored is not None and stored["status"] in TERMINAL:
+                raise exc  # finished or given up elsewhere meanwhile: leave that record alone
+            with reporter.lock:
+                record.update(status="queued", startedAt=None)
+                record["error"] = {"message": ("the tenant lock was lost" if renewer.lost else
+                                               f"the collection stopped: {type(exc).__name__}"),
+                                   "remedy": "It is retried automatically; after repeated failures the run is "
+                                             "marked failed. See the Function's logs for this run id."}
+            reporter.save()
+        except Exception as note:
+            if note is not exc:  # storage gone too: the record is corrected by the next delivery
+                log.warning("run %s: could not record the failed attempt (%s)", run_id, type(note).__name__)
+        raise
+    renewer.finish()
+    with reporter.lock:
+        _finish_from_manifest(store, record, manifest)
+    return "collected"
+
+
+def process_poison(body: str | bytes, env: Mapping[str, str] | None = None) -> str:
+    """A message that failed every delivery: mark its run failed so callers stop waiting. Only a run that
+    shows a failed delivery (an error or an attempt) and has no live worker can be failed this way."""
+    env = os.environ if env is None else env
+    try:
+        msg = parse_message(body)
+    except BadMessage as exc:
+        log.error("ignoring a message on %s: %s", POISON_QUEUE, exc)
+        return "ignored"
+    try:
+        settings = function_settings(env)
+    except ConfigError as exc:
+        log.error("poison message for run %s; configuration errors: %s", msg.run_id,
+                  "; ".join(map(str, exc.problems)))
+        return "ignored"
+    key = tenant_key(settings)
+    if msg.tenant != key:
+        log.error("ignoring poison message for run %s: it names another tenant than M365_TENANT_ID", msg.run_id)
+        return "ignored"
+    store = store_for(settings)
+    record = read_status(store, key, msg.run_id)
+    if record is None:
+        log.error("ignoring poison message for run %s: no status record exists for it", msg.run_id)
+        return "ignored"
+    if record["status"] in TERMINAL:
+        log.info("poison message for run %s ignored: the run is %s", msg.run_id, record["status"])
+        return "ignored"
+    holder = live_holder(store, key)
+    if holder is not None and holder.get("runid") == msg.run_id:
+        log.info("poison message for run %s ignored: a worker is collecting it", msg.run_id)
+        return "ignored"
+    if record["status"] == "queued" and not (record.get("attempts") or record.get("error")):
+        log.error("poison message for run %s ignored: no delivery of that run has failed yet", msg.run_id)
+        return "ignored"
+    earlier = (record.get("error") or {}).get("message")
+    fail(store, record, "the run failed on every delivery attempt" + (f"; last: {earlier}" if earlier else ""),
+         f"Look up run {msg.run_id} in the Function's logs (Application Insights traces), fix the cause, "
+         "then POST /api/runs again.")
+    clear_pointer(store, key, msg.run_id)
+    log.error("run %s failed: its message went to %s", msg.run_id, POISON_QUEUE,
+              extra={"run_id": msg.run_id, "trigger": record.get("trigger"), "status": "failed",
+                     "event": "run_poisoned"})
+    return "failed"
