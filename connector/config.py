@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from connector.catalog.datasets import DATASETS
+from connector.catalog.quotas import QuotaError, parse_overrides, parse_scale
 
 GUID_HINT = "a GUID such as 00000000-0000-0000-0000-000000000000"
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}$", re.I)
@@ -66,6 +67,8 @@ SETTING_NAMES: tuple[str, ...] = (
     "M365_MAX_CONCURRENCY",
     "M365_MAX_RETRIES",
     "M365_RUN_TIME_LIMIT",
+    "M365_GRAPH_QUOTAS",
+    "M365_GRAPH_QUOTA_SCALE",
     "M365_REPORT_PERIOD",
     "M365_INACTIVE_DAYS",
     "M365_PRICE_SHEET",
@@ -113,6 +116,9 @@ class Settings:
     max_concurrency: int = 16
     max_retries: int = 6
     run_time_limit: int = 100  # minutes a run may spend on Graph (host.json's functionTimeout is 120)
+    # Graph's documented quotas (connector/catalog/quotas.py) overridden: ((name, limit, seconds), ...)
+    quota_overrides: tuple[tuple[str, float, float], ...] = ()
+    quota_scale: float = 1.0  # quota windows divided by this: only against the simulator, scaled alike
     report_period: str = "D30"  # usage reports: D7, D30, D90 or D180
     snapshot_dir: str | None = None
     snapshot_container: str = DEFAULT_CONTAINER
@@ -354,7 +360,20 @@ class _Reader:
     def limits(self) -> dict[str, object]:
         return {"max_concurrency": self.integer("M365_MAX_CONCURRENCY", 16, 1, 64),
                 "max_retries": self.integer("M365_MAX_RETRIES", 6, 0, 10),
-                "run_time_limit": self.integer("M365_RUN_TIME_LIMIT", 100, 1, 1440)}
+                "run_time_limit": self.integer("M365_RUN_TIME_LIMIT", 100, 1, 1440), **self.quotas()}
+
+    def quotas(self) -> dict[str, object]:
+        overrides: dict[str, tuple[float, float]] = {}
+        scale = 1.0
+        try:
+            overrides = parse_overrides(self.get("M365_GRAPH_QUOTAS"))
+        except QuotaError as exc:
+            self.problem("M365_GRAPH_QUOTAS", str(exc).removeprefix("M365_GRAPH_QUOTAS").lstrip(": "))
+        try:
+            scale = parse_scale(self.get("M365_GRAPH_QUOTA_SCALE") or "1")
+        except QuotaError as exc:
+            self.problem("M365_GRAPH_QUOTA_SCALE", str(exc).removeprefix("M365_GRAPH_QUOTA_SCALE").lstrip(": "))
+        return {"quota_overrides": tuple((name, *pair) for name, pair in overrides.items()), "quota_scale": scale}
 
     def destination(self) -> dict[str, object]:
         container = self.get("SNAPSHOT_CONTAINER") or DEFAULT_CONTAINER

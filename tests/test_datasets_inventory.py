@@ -232,7 +232,7 @@ def test_report_requests_never_exceed_14_per_10_minutes(monkeypatch, tmp_path):
         sent = s.request_count("/v1.0/reports/getMailboxUsageDetail")
         assert sent == 14
         assert statuses[:4] == [("failed", "TooManyRequests")] * 4
-        assert statuses[-1] == ("failed", "ReportRateLimitReached")
+        assert statuses[-1] == ("failed", "QuotaWouldBeExceeded")
         assert "14 requests" in manifest["datasets"]["report_mailbox_usage_detail"]["error"]["message"]
 
 

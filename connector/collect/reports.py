@@ -29,16 +29,14 @@ import orjson
 
 from connector.catalog.datasets import REPORT_SETTINGS_READ, Dataset
 from connector.collect.strategy import Context, register
-from connector.graph.client import GraphError, _origin, budget_option, error_from, request_budget
+from connector.graph.client import GraphError, _origin, error_from
 
 log = logging.getLogger("m365_connector")
 
 PERIODS = ("D7", "D30", "D90", "D180")
-# Graph: 14 CSV requests per 10 minutes per app and tenant, for each report API (graph-facts §6).
-REPORT_LIMIT = 14
-REPORT_WINDOW = 600.0
-# Attempts per report request and run: 1 + retries. Three runs back to back stay within 14 even if
-# every attempt is throttled; the process-wide budget refuses anything beyond that.
+# Attempts per report request and run: 1 + retries. Graph allows 14 CSV requests per 10 minutes per app,
+# tenant and report API (connector/catalog/quotas.py): three runs back to back stay within it even if every
+# attempt is throttled; the process-wide pacer refuses anything beyond that.
 REPORT_RETRIES = 2
 ROWS_PER_BATCH = 2000
 CONCEALED_RE = re.compile(r"^[0-9A-Fa-f]{32}$")
@@ -203,11 +201,9 @@ async def report(ctx: Context, ds: Dataset) -> AsyncIterator[list[dict[str, Any]
     confirmed = await report_settings(ctx)
     if confirmed is not None:
         ctx.extra["reportSettings"] = {"displayConcealedNames": confirmed}
-    budget = request_budget((settings.graph_endpoint, settings.tenant_id, settings.client_id, ds.report or ds.name),
-                            REPORT_LIMIT, REPORT_WINDOW)
     parser = CsvStream()
     first = True
-    async with graph.stream(lambda: _request(ctx, ds), ds.name, [budget_option(budget)],
+    async with graph.stream(lambda: _request(ctx, ds), ds.name,
                             max_retries=min(REPORT_RETRIES, settings.max_retries)) as response:
         if response.status_code != 200:
             content = await response.aread()

@@ -10,13 +10,10 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from connector import __version__
 from connector.catalog.datasets import DATASETS
-
-if TYPE_CHECKING:
-    from connector.collect.engine import Run
 
 log = logging.getLogger("m365_connector")
 
@@ -73,7 +70,25 @@ def run_status(results: dict[str, DatasetResult]) -> str:
     return "failed"
 
 
-def manifest(run: Run) -> dict[str, Any]:
+class RunFacts(Protocol):
+    """What the manifest reads of a run (connector.collect.engine.Run has it)."""
+
+    settings: Any
+    results: dict[str, DatasetResult]
+    tenant_id: str
+    run_id: str
+    trigger: str
+    started: float
+    finished: float | None
+    status: str
+    granted: frozenset[str]
+    warnings: list[dict[str, str]]
+    error: dict[str, Any] | None
+    publication: Any
+    insights: dict[str, Any] | None
+
+
+def manifest(run: RunFacts) -> dict[str, Any]:
     s = run.settings
     org_wide = [n for n in run.results if not DATASETS[n].upn_field]
     return {
@@ -104,7 +119,7 @@ def manifest(run: Run) -> dict[str, Any]:
     }
 
 
-def log_summary(run: Run) -> None:
+def log_summary(run: RunFacts) -> None:
     log.info("collection finished", extra={"m365": {
         "event": "collection_finished", "runId": run.run_id, "tenantId": run.tenant_id,
         "trigger": run.trigger, "status": run.status,

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import ssl
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,8 +33,10 @@ from msgraph import GraphRequestAdapter, GraphServiceClient
 from msgraph_core import GraphClientFactory
 from msgraph_core.middleware import GraphTelemetryHandler
 
+from connector.catalog.quotas import classify, quotas
 from connector.config import Settings
 from connector.graph.auth import GraphCredential
+from connector.graph.pacer import Pacer, pacer_for
 from connector.graph.retry import MAX_WAIT, RETRY_STATUSES, AdaptiveLimiter, Deadline, backoff, retry_after_seconds
 from connector.rawjson import raw_page
 
@@ -74,45 +75,8 @@ class ForeignLinkError(GraphError):
 
 
 class BudgetExceeded(GraphError):
-    """A request would break a documented rate limit (usage reports: 14 per 10 minutes); not sent."""
-
-
-class RequestBudget:
-    """At most `limit` attempts per `window` seconds, retries included, for every run in this process.
-
-    Graph's usage-report limit (14 requests per 10 minutes per app, tenant and report API) is
-    counted per attempt by the service, so the gate sits in the innermost middleware where
-    every attempt, retried or not, passes. Refusing is better than sending: a 429 from the
-    reports service costs more of the window than waiting for the next run.
-    """
-
-    def __init__(self, name: str, limit: int, window: float):
-        self.name, self.limit, self.window = name, limit, window
-        self._calls: deque[float] = deque()
-
-    def take(self) -> None:
-        now = time.monotonic()
-        while self._calls and self._calls[0] <= now - self.window:
-            self._calls.popleft()
-        if len(self._calls) >= self.limit:
-            wait = int(self._calls[0] + self.window - now) + 1
-            raise BudgetExceeded(
-                429, "ReportRateLimitReached",
-                f"{self.name}: this process already made {self.limit} requests to this report in the last "
-                f"{int(self.window // 60)} minutes (Graph's limit per app and tenant); not sent, to keep within it. "
-                f"Run again in {wait} s.")
-        self._calls.append(now)
-
-
-_BUDGETS: dict[tuple[str, ...], RequestBudget] = {}
-
-
-def request_budget(key: tuple[str, ...], limit: int, window: float) -> RequestBudget:
-    """The process-wide budget for one (endpoint, tenant, app, API) key."""
-    budget = _BUDGETS.get(key)
-    if budget is None:
-        budget = _BUDGETS[key] = RequestBudget(key[-1], limit, window)
-    return budget
+    """A request would wait longer than MAX_WAIT for room in a documented quota (usage reports: 14 per 10
+    minutes); not sent: a 429 from the reports service costs more of the window than waiting for the next run."""
 
 
 @dataclass
@@ -122,6 +86,7 @@ class RequestStats:
     throttled: int = 0  # answers 429
     waited: float = 0.0  # seconds spent waiting before retries (Retry-After or backoff)
     broken: int = 0  # transport errors and broken pages that were retried
+    paced: float = 0.0  # seconds requests waited for room in Graph's quotas before they were sent
     by_status: dict[int, int] = field(default_factory=dict)
 
 
@@ -183,6 +148,10 @@ class Graph:
         self.first_request_at: float | None = None  # perf_counter() of the first Graph request (cold start)
         self.stats: dict[str, RequestStats] = {}
         self.shared: dict[str, asyncio.Future[Any]] = {}  # run-wide lookups several datasets need once
+        # Graph's quotas, shared by every dataset of the run and every run of the process for this app and tenant.
+        limits = quotas({n: (limit, window) for n, limit, window in settings.quota_overrides}, settings.quota_scale)
+        self.pacer: Pacer = pacer_for((settings.graph_endpoint, settings.tenant_id.lower(), settings.client_id),
+                                      limits)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -466,22 +435,6 @@ class _Label:
         return self.KEY
 
 
-class _Budget:
-    """Request option: every attempt of this request to Graph takes a slot of the budget first."""
-
-    KEY = "m365_connector.budget"
-
-    def __init__(self, budget: RequestBudget):
-        self.budget = budget
-
-    def get_key(self) -> str:
-        return self.KEY
-
-
-def budget_option(budget: RequestBudget) -> RequestOption:
-    return _Budget(budget)  # type: ignore[return-value]
-
-
 class _AttemptCounter(BaseMiddleware):
     """Innermost middleware: sees every attempt, including ones the retry handler repeats."""
 
@@ -496,13 +449,64 @@ class _AttemptCounter(BaseMiddleware):
         if label is None:
             options = request.extensions.get(REQUEST_OPTIONS_KEY) or {}
             label = request.extensions[_Label.KEY] = getattr(options.get(_Label.KEY), "label", "other")
-            budget = getattr(options.get(_Budget.KEY), "budget", None)
-            if budget is not None:
-                request.extensions[_Budget.KEY] = budget
-        budget = request.extensions.get(_Budget.KEY)
-        if budget is not None and _origin(str(request.url)) == self._graph._origin:
-            budget.take()  # only Graph's own answers count; the download host is another origin
+        graph = self._graph
+        buckets: list[tuple[str, str, float]] = []
+        if _origin(str(request.url)) == graph._origin:  # only Graph's own answers count; not a download host
+            buckets = request_buckets(request)
+            reservation = graph.pacer.reserve(buckets, max_wait=MAX_WAIT)
+            if reservation is None:
+                limits = "; ".join(f"{q.name}: {q.limit:g} {q.unit} per {q.window:g} s {q.counted.split(':')[0]}"
+                                   for q in (graph.pacer.limits[n] for n in sorted({b[0] for b in buckets})))
+                raise BudgetExceeded(
+                    429, "QuotaWouldBeExceeded",
+                    f"{label}: Graph's documented quota has no room for this request within {MAX_WAIT:.0f} s "
+                    f"({limits}); earlier requests of this app and tenant used it. Not sent, to keep within it: "
+                    "run again later.")
+            delay = reservation.delay()
+            if delay > 0:
+                graph._stats(label).paced += delay
+                await asyncio.sleep(delay)
         response = await super().send(request, transport)
-        stats = self._graph._stats(label)
+        stats = graph._stats(label)
         stats.by_status[response.status_code] = stats.by_status.get(response.status_code, 0) + 1
+        if buckets:
+            feedback(graph.pacer, buckets, response)
         return response
+
+
+def request_buckets(request: httpx.Request) -> list[tuple[str, str, float]]:
+    """The quota buckets of one attempt; a `$batch` draws on its items' buckets, each item on its own."""
+    url = str(request.url)
+    if request.method == "POST" and urlsplit(url).path.endswith("/$batch"):
+        try:
+            items = orjson.loads(request.content).get("requests") or []
+        except (orjson.JSONDecodeError, AttributeError, httpx.RequestNotRead):
+            items = []
+        buckets: list[tuple[str, str, float]] = []
+        for item in items:
+            if isinstance(item, dict) and isinstance(item.get("url"), str):
+                buckets += classify(str(item.get("method") or "GET"), "/" + item["url"].lstrip("/"))
+        return buckets
+    return classify(request.method, url)
+
+
+def feedback(pacer: Pacer, buckets: list[tuple[str, str, float]], response: httpx.Response) -> None:
+    """What Graph said about its quotas: a 429 pauses the request's buckets for every dataset; the resource
+    units it charged beyond the estimate, and a limit percentage over 80%, slow the identity bucket."""
+    headers = response.headers
+    if response.status_code == 429:
+        wait = retry_after_seconds(headers.get("retry-after"))
+        pacer.pause(buckets, min(MAX_WAIT, wait if wait is not None else backoff(0)))
+    units = headers.get("x-ms-resource-unit")
+    estimated = sum(u for name, _, u in buckets if name == "identity")
+    if units and estimated:
+        try:
+            pacer.charge("identity", "", float(units) - estimated)
+        except ValueError:
+            pass
+    share = headers.get("x-ms-throttle-limit-percentage")
+    if share:
+        try:
+            pacer.near_limit("identity", float(share))
+        except ValueError:
+            pass
