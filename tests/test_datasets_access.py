@@ -18,7 +18,7 @@ from connector.apps import ExpiryFinding, scrub
 from connector.batch import _row
 from connector.datasets import APPLICATION_SELECT, DATASETS, ENTRA_P2, SERVICE_PRINCIPAL_SELECT, Leg
 from simulator import Simulator, TenantSpec
-from simulator.inventory import SP_TYPE
+from simulator.object_types import SP_TYPE
 from simulator.tenant import DEFAULT_ROLES
 from tests.conftest import apply_env
 from tests.helpers import read_dataset, run
