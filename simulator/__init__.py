@@ -3,7 +3,8 @@
 A development tool (tests, demo, benchmark); not deployed. See :class:`Simulator`.
 """
 
-from .server import SECRET_NAME, Simulator
+from .server import Simulator
+from .state import SECRET_NAME
 from .tenant import Tenant, TenantSpec
 from .web import RequestRecord
 

@@ -19,7 +19,7 @@ from urllib.parse import unquote
 from .web import Request, Response
 
 if TYPE_CHECKING:
-    from .server import Simulator
+    from .state import SimulatorState
 
 PRODUCT_NAMES_PATH = ("/download/e/3/e/e3e9faf2-f28b-490a-9ada-c6089a1fc5b0/"
                       "Product%20names%20and%20service%20plan%20identifiers%20for%20licensing.csv")
@@ -34,7 +34,7 @@ def shipped_product_names() -> bytes:
 class DownloadCenterService:
     """download.microsoft.com: anonymous GETs of published files."""
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: SimulatorState) -> None:
         self.sim = sim
 
     def __call__(self, req: Request) -> Response:

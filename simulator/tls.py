@@ -48,15 +48,25 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def generate(directory: str) -> CertificateFiles:
-    """Create a CA and a server certificate (SANs localhost, 127.0.0.1, ::1) in ``directory``."""
-    now = dt.datetime.now(dt.UTC)
-    not_before = now - dt.timedelta(days=1)
-    not_after = now + dt.timedelta(days=30)
+def _key_usage(*, signs_certificates: bool) -> x509.KeyUsage:
+    """A CA signs certificates and CRLs; the server certificate signs and agrees keys (ECDHE)."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=not signs_certificates,
+        key_cert_sign=signs_certificates,
+        crl_sign=signs_certificates,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
+
+def _ca(not_before: dt.datetime, not_after: dt.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A self-signed CA (path length 0)."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("M365 simulator test CA")
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
     ca_cert = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
@@ -66,29 +76,22 @@ def generate(directory: str) -> CertificateFiles:
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ca_ski, critical=False)
+        .add_extension(_key_usage(signs_certificates=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+    return ca_key, ca_cert
 
+
+def _server(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, not_before: dt.datetime,
+            not_after: dt.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """The server certificate the CA signs: SANs localhost, 127.0.0.1 and ::1."""
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name("localhost"))
-        .issuer_name(ca_name)
+        .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
@@ -105,24 +108,21 @@ def generate(directory: str) -> CertificateFiles:
             critical=False,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(signs_certificates=False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+    return key, cert
+
+
+def generate(directory: str) -> CertificateFiles:
+    """Create a CA and a server certificate (SANs localhost, 127.0.0.1, ::1) in ``directory``."""
+    now = dt.datetime.now(dt.UTC)
+    not_before = now - dt.timedelta(days=1)
+    not_after = now + dt.timedelta(days=30)
+    ca_key, ca_cert = _ca(not_before, not_after)
+    key, cert = _server(ca_key, ca_cert, not_before, not_after)
 
     files = CertificateFiles(
         ca_file=os.path.join(directory, "ca.pem"),

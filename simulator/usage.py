@@ -15,9 +15,10 @@ import datetime as dt
 import hashlib
 import io
 import random
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .tenant import DAY, _day, _digest
+from .seeded import DAY, digest, iso_date
 
 if TYPE_CHECKING:
     from .tenant import Tenant
@@ -199,6 +200,190 @@ def _duration(seconds: int) -> str:
     return "PT" + (f"{h}H" if h else "") + (f"{m}M" if m else "") + (f"{s}S" if s or not (h or m) else "")
 
 
+@dataclass
+class _UserRows:
+    """One licensed user as every report's rows see it, with the user's own random draws for the report."""
+
+    tenant: Tenant
+    refresh_epoch: int
+    refresh: str
+    days: int
+    user: dict[str, Any]
+    combo: tuple[str, ...]
+    services: set[str]
+    rnd: random.Random
+    seen_epoch: int | None
+    active: bool
+    products: list[str]
+    base: dict[str, Any]
+    mailbox: bool
+    spo: bool
+    teams: bool
+
+    def recent(self, active: bool, window: int | None = None) -> str | None:
+        window = max(self.days, 30) if window is None else window
+        return iso_date((self.refresh_epoch - self.rnd.randrange(0, window) * DAY) // DAY) if active else None
+
+    def seen(self, flag: bool) -> str | None:
+        """Last activity date: on or shortly before the last sign-in, within the reports' data."""
+        if not flag or self.seen_epoch is None:
+            return None
+        return iso_date((min(self.refresh_epoch, self.seen_epoch) - self.rnd.randrange(0, 3) * DAY) // DAY)
+
+    def assigned(self, has: bool) -> str | None:
+        return iso_date((self.refresh_epoch - self.rnd.randrange(30, 1500) * DAY) // DAY) if has else None
+
+
+def _office365_active(u: _UserRows) -> list[dict[str, Any]] | None:
+    rnd, services, active, base, mailbox, spo, teams = u.rnd, u.services, u.active, u.base, u.mailbox, u.spo, u.teams
+    has = {"Exchange": mailbox, "OneDrive": spo, "SharePoint": spo,
+           "SkypeForBusiness": "MicrosoftCommunicationsOnline" in services, "Yammer": False,
+           "Teams": teams}
+    row = dict(base)
+    for key, value in has.items():
+        lower = key[0].lower() + key[1:]
+        row[f"has{key}License"] = value
+        row[f"{lower}LastActivityDate"] = u.seen(value and active and rnd.random() < 0.9)
+        row[f"{lower}LicenseAssignDate"] = u.assigned(value)
+    rows = [row]
+    return rows
+
+
+def _m365_app(u: _UserRows) -> list[dict[str, Any]] | None:
+    rnd, user, refresh, days, services, active = u.rnd, u.user, u.refresh, u.days, u.services, u.active
+    if "MicrosoftOffice" not in services:
+        return None
+    row = {"reportRefreshDate": refresh, "userPrincipalName": user["userPrincipalName"],
+           "lastActivationDate": u.recent(True, 400), "lastActivityDate": u.seen(active),
+           "reportPeriod": days}
+    for _p, pj in _PLATFORMS:
+        row[pj[0].lower() + pj[1:]] = False
+    for _a, aj in _APPS:
+        row[aj] = False
+    for _p, pj in _PLATFORMS:
+        for _a, aj in _APPS:
+            used = active and rnd.random() < (0.6 if pj in ("Windows", "Web") else 0.2)
+            row[f"{aj}{pj}"] = used
+            if used:
+                row[pj[0].lower() + pj[1:]] = True
+                row[aj] = True
+    rows = [row]
+    return rows
+
+
+def _activations(u: _UserRows) -> list[dict[str, Any]] | None:
+    rnd, user, refresh, combo, services = u.rnd, u.user, u.refresh, u.combo, u.services
+    if "MicrosoftOffice" not in services:
+        return None
+    kinds = ["MICROSOFT 365 APPS FOR ENTERPRISE"] + (["VISIO"] if "VISIO" in combo else [])
+    rows = []
+    for product in kinds:
+        rows.append({"reportRefreshDate": refresh, "userPrincipalName": user["userPrincipalName"],
+                     "displayName": user["displayName"], "productType": product,
+                     "lastActivatedDate": u.recent(True, 700), "windows": rnd.randrange(0, 4),
+                     "mac": rnd.randrange(0, 2), "windows10Mobile": 0, "ios": rnd.randrange(0, 3),
+                     "android": rnd.randrange(0, 2), "activatedOnSharedComputer": rnd.random() < 0.05})
+    return rows
+
+
+def _email_activity(u: _UserRows) -> list[dict[str, Any]] | None:
+    rnd, days, active, base, mailbox = u.rnd, u.days, u.active, u.base, u.mailbox
+    if not mailbox:
+        return None
+    row = {k: base[k] for k in ("reportRefreshDate", "userPrincipalName", "displayName", "isDeleted",
+                                "deletedDate", "assignedProducts", "reportPeriod")}
+    row.update({"lastActivityDate": u.seen(active), "sendCount": rnd.randrange(0, 40 * max(1, days)),
+                "receiveCount": rnd.randrange(0, 120 * max(1, days)),
+                "readCount": rnd.randrange(0, 100 * max(1, days)),
+                "meetingCreatedCount": rnd.randrange(0, 3 * max(1, days)),
+                "meetingInteractedCount": rnd.randrange(0, 5 * max(1, days))})
+    rows = [row]
+    return rows
+
+
+def _mailbox_usage(u: _UserRows) -> list[dict[str, Any]] | None:
+    rnd, user, refresh, days, combo, active, mailbox = u.rnd, u.user, u.refresh, u.days, u.combo, u.active, u.mailbox
+    if not mailbox:
+        return None
+    quota = 100 * 1024**3 if "E5" in combo else 50 * 1024**3
+    rows = [{"reportRefreshDate": refresh, "userPrincipalName": user["userPrincipalName"],
+             "displayName": user["displayName"], "isDeleted": False, "deletedDate": None,
+             "createdDate": user["createdDateTime"][:10], "lastActivityDate": u.seen(active),
+             "itemCount": rnd.randrange(0, 90000), "storageUsedInBytes": rnd.randrange(10**6, quota),
+             "issueWarningQuotaInBytes": quota - 2 * 1024**3,
+             "prohibitSendQuotaInBytes": quota - 1024**3, "prohibitSendReceiveQuotaInBytes": quota,
+             "deletedItemCount": rnd.randrange(0, 5000), "deletedItemSizeInBytes": rnd.randrange(0, 10**9),
+             "deletedItemQuotaInBytes": 30 * 1024**3, "hasArchive": rnd.random() < 0.2,
+             "recipientType": "User", "reportPeriod": days}]
+    return rows
+
+
+def _onedrive_usage(u: _UserRows) -> list[dict[str, Any]] | None:
+    rnd, user, refresh, days, active, spo = u.rnd, u.user, u.refresh, u.days, u.active, u.spo
+    t = u.tenant
+    if not spo:
+        return None
+    local = user["userPrincipalName"].replace("@", "_").replace(".", "_").lower()
+    tenant_host = t.initial_domain.split(".")[0]
+    files = rnd.randrange(0, 20000)
+    rows = [{"reportRefreshDate": refresh,
+             "siteUrl": f"https://{tenant_host}-my.sharepoint.com/personal/{local}",
+             "ownerDisplayName": user["displayName"], "isDeleted": False,
+             "lastActivityDate": u.seen(active), "fileCount": files,
+             "activeFileCount": rnd.randrange(0, files + 1), "storageUsedInBytes": rnd.randrange(0, 10**11),
+             "storageAllocatedInBytes": 1024**4, "ownerPrincipalName": user["userPrincipalName"],
+             "reportPeriod": days}]
+    return rows
+
+
+def _sharepoint_activity(u: _UserRows) -> list[dict[str, Any]] | None:
+    rnd, user, refresh, days, active, products, spo = u.rnd, u.user, u.refresh, u.days, u.active, u.products, u.spo
+    if not spo:
+        return None
+    rows = [{"reportRefreshDate": refresh, "userPrincipalName": user["userPrincipalName"],
+             "isDeleted": False, "deletedDate": None, "lastActivityDate": u.seen(active),
+             "viewedOrEditedFileCount": rnd.randrange(0, 500), "syncedFileCount": rnd.randrange(0, 900),
+             "sharedInternallyFileCount": rnd.randrange(0, 40),
+             "sharedExternallyFileCount": rnd.randrange(0, 5), "visitedPageCount": rnd.randrange(0, 300),
+             "assignedProducts": products, "reportPeriod": days}]
+    return rows
+
+
+def _teams_activity(u: _UserRows) -> list[dict[str, Any]] | None:
+    rnd, user, refresh, days, active, products, teams = u.rnd, u.user, u.refresh, u.days, u.active, u.products, u.teams
+    t = u.tenant
+    if not teams:
+        return None
+    audio, video, share = (rnd.randrange(0, 40 * 3600) for _ in range(3))
+    row = {"reportRefreshDate": refresh, "tenantDisplayName": t.display_name,
+           "sharedChannelTenantDisplayNames": 'Fabrikam, Inc.;Northwind "Traders"'
+           if rnd.random() < 0.05 else None,
+           "userId": user["id"], "userPrincipalName": user["userPrincipalName"],
+           "lastActivityDate": u.seen(active), "isDeleted": False, "deletedDate": None,
+           "assignedProducts": products}
+    for _h, j in _TEAMS_COUNTS:
+        row[j] = rnd.randrange(0, 400) if active else 0
+    row.update({"audioDuration": _duration(audio), "videoDuration": _duration(video),
+                "screenShareDuration": _duration(share), "audioDurationInSeconds": audio,
+                "videoDurationInSeconds": video, "screenShareDurationInSeconds": share,
+                "hasOtherAction": rnd.random() < 0.3, "isLicensed": True, "reportPeriod": days})
+    rows = [row]
+    return rows
+
+
+# report function -> rows of one licensed user (None: the user is not in that report)
+_ROW_BUILDERS = {
+    "getOffice365ActiveUserDetail": _office365_active,
+    "getM365AppUserDetail": _m365_app,
+    "getOffice365ActivationsUserDetail": _activations,
+    "getEmailActivityUserDetail": _email_activity,
+    "getMailboxUsageDetail": _mailbox_usage,
+    "getOneDriveUsageAccountDetail": _onedrive_usage,
+    "getSharePointActivityUserDetail": _sharepoint_activity,
+    "getTeamsUserActivityUserDetail": _teams_activity,
+}
+
+
 class UsageReports:
     """Typed report rows for one tenant; rows depend on the report, the period and concealment."""
 
@@ -235,142 +420,13 @@ class UsageReports:
         """Rows keyed by Graph JSON name with typed values (dates as YYYY-MM-DD strings)."""
         columns, takes_period = REPORTS[report]
         days = PERIODS[period] if takes_period and period else 0
-        t = self.tenant
-        refresh_epoch = t.now_epoch - 2 * DAY
-        refresh = _day(refresh_epoch // DAY)
+        refresh_epoch = self.tenant.now_epoch - 2 * DAY
+        build = _ROW_BUILDERS[report]
         out: list[dict[str, Any]] = []
         for i, user, combo in self._users():
-            services = {p["service"] for p in user["assignedPlans"]}
-            rnd = random.Random(int.from_bytes(_digest(self.seed, f"usage:{report}:{period}:{i}"), "big"))
-
-            def recent(active: bool, window: int = max(days, 30), rnd: random.Random = rnd) -> str | None:
-                return _day((refresh_epoch - rnd.randrange(0, window) * DAY) // DAY) if active else None
-
-            seen_epoch = self.last_seen(user)
-
-            def seen(flag: bool, rnd: random.Random = rnd, seen_epoch: int | None = seen_epoch) -> str | None:
-                """Last activity date: on or shortly before the last sign-in, within the reports' data."""
-                if not flag or seen_epoch is None:
-                    return None
-                return _day((min(refresh_epoch, seen_epoch) - rnd.randrange(0, 3) * DAY) // DAY)
-
-            def assigned(has: bool, rnd: random.Random = rnd) -> str | None:
-                return _day((refresh_epoch - rnd.randrange(30, 1500) * DAY) // DAY) if has else None
-
-            # Reports keep about 180 days of activity; older users show no date.
-            active = seen_epoch is not None and refresh_epoch - seen_epoch < HORIZON_DAYS * DAY
-            products = [PRODUCT_NAMES[k] for k in combo]
-            base = {"reportRefreshDate": refresh, "userPrincipalName": user["userPrincipalName"],
-                    "displayName": user["displayName"], "isDeleted": False, "deletedDate": None,
-                    "assignedProducts": products, "reportPeriod": days}
-            mailbox = "exchange" in services
-            spo = "SharePoint" in services
-            teams = "TeamspaceAPI" in services
-            if report == "getOffice365ActiveUserDetail":
-                has = {"Exchange": mailbox, "OneDrive": spo, "SharePoint": spo,
-                       "SkypeForBusiness": "MicrosoftCommunicationsOnline" in services, "Yammer": False,
-                       "Teams": teams}
-                row = dict(base)
-                for key, value in has.items():
-                    lower = key[0].lower() + key[1:]
-                    row[f"has{key}License"] = value
-                    row[f"{lower}LastActivityDate"] = seen(value and active and rnd.random() < 0.9)
-                    row[f"{lower}LicenseAssignDate"] = assigned(value)
-                rows = [row]
-            elif report == "getM365AppUserDetail":
-                if "MicrosoftOffice" not in services:
-                    continue
-                row = {"reportRefreshDate": refresh, "userPrincipalName": user["userPrincipalName"],
-                       "lastActivationDate": recent(True, 400), "lastActivityDate": seen(active),
-                       "reportPeriod": days}
-                for _p, pj in _PLATFORMS:
-                    row[pj[0].lower() + pj[1:]] = False
-                for _a, aj in _APPS:
-                    row[aj] = False
-                for _p, pj in _PLATFORMS:
-                    for _a, aj in _APPS:
-                        used = active and rnd.random() < (0.6 if pj in ("Windows", "Web") else 0.2)
-                        row[f"{aj}{pj}"] = used
-                        if used:
-                            row[pj[0].lower() + pj[1:]] = True
-                            row[aj] = True
-                rows = [row]
-            elif report == "getOffice365ActivationsUserDetail":
-                if "MicrosoftOffice" not in services:
-                    continue
-                kinds = ["MICROSOFT 365 APPS FOR ENTERPRISE"] + (["VISIO"] if "VISIO" in combo else [])
-                rows = []
-                for product in kinds:
-                    rows.append({"reportRefreshDate": refresh, "userPrincipalName": user["userPrincipalName"],
-                                 "displayName": user["displayName"], "productType": product,
-                                 "lastActivatedDate": recent(True, 700), "windows": rnd.randrange(0, 4),
-                                 "mac": rnd.randrange(0, 2), "windows10Mobile": 0, "ios": rnd.randrange(0, 3),
-                                 "android": rnd.randrange(0, 2), "activatedOnSharedComputer": rnd.random() < 0.05})
-            elif report == "getEmailActivityUserDetail":
-                if not mailbox:
-                    continue
-                row = {k: base[k] for k in ("reportRefreshDate", "userPrincipalName", "displayName", "isDeleted",
-                                            "deletedDate", "assignedProducts", "reportPeriod")}
-                row.update({"lastActivityDate": seen(active), "sendCount": rnd.randrange(0, 40 * max(1, days)),
-                            "receiveCount": rnd.randrange(0, 120 * max(1, days)),
-                            "readCount": rnd.randrange(0, 100 * max(1, days)),
-                            "meetingCreatedCount": rnd.randrange(0, 3 * max(1, days)),
-                            "meetingInteractedCount": rnd.randrange(0, 5 * max(1, days))})
-                rows = [row]
-            elif report == "getMailboxUsageDetail":
-                if not mailbox:
-                    continue
-                quota = 100 * 1024**3 if "E5" in combo else 50 * 1024**3
-                rows = [{"reportRefreshDate": refresh, "userPrincipalName": user["userPrincipalName"],
-                         "displayName": user["displayName"], "isDeleted": False, "deletedDate": None,
-                         "createdDate": user["createdDateTime"][:10], "lastActivityDate": seen(active),
-                         "itemCount": rnd.randrange(0, 90000), "storageUsedInBytes": rnd.randrange(10**6, quota),
-                         "issueWarningQuotaInBytes": quota - 2 * 1024**3,
-                         "prohibitSendQuotaInBytes": quota - 1024**3, "prohibitSendReceiveQuotaInBytes": quota,
-                         "deletedItemCount": rnd.randrange(0, 5000), "deletedItemSizeInBytes": rnd.randrange(0, 10**9),
-                         "deletedItemQuotaInBytes": 30 * 1024**3, "hasArchive": rnd.random() < 0.2,
-                         "recipientType": "User", "reportPeriod": days}]
-            elif report == "getOneDriveUsageAccountDetail":
-                if not spo:
-                    continue
-                local = user["userPrincipalName"].replace("@", "_").replace(".", "_").lower()
-                tenant_host = t.initial_domain.split(".")[0]
-                files = rnd.randrange(0, 20000)
-                rows = [{"reportRefreshDate": refresh,
-                         "siteUrl": f"https://{tenant_host}-my.sharepoint.com/personal/{local}",
-                         "ownerDisplayName": user["displayName"], "isDeleted": False,
-                         "lastActivityDate": seen(active), "fileCount": files,
-                         "activeFileCount": rnd.randrange(0, files + 1), "storageUsedInBytes": rnd.randrange(0, 10**11),
-                         "storageAllocatedInBytes": 1024**4, "ownerPrincipalName": user["userPrincipalName"],
-                         "reportPeriod": days}]
-            elif report == "getSharePointActivityUserDetail":
-                if not spo:
-                    continue
-                rows = [{"reportRefreshDate": refresh, "userPrincipalName": user["userPrincipalName"],
-                         "isDeleted": False, "deletedDate": None, "lastActivityDate": seen(active),
-                         "viewedOrEditedFileCount": rnd.randrange(0, 500), "syncedFileCount": rnd.randrange(0, 900),
-                         "sharedInternallyFileCount": rnd.randrange(0, 40),
-                         "sharedExternallyFileCount": rnd.randrange(0, 5), "visitedPageCount": rnd.randrange(0, 300),
-                         "assignedProducts": products, "reportPeriod": days}]
-            elif report == "getTeamsUserActivityUserDetail":
-                if not teams:
-                    continue
-                audio, video, share = (rnd.randrange(0, 40 * 3600) for _ in range(3))
-                row = {"reportRefreshDate": refresh, "tenantDisplayName": t.display_name,
-                       "sharedChannelTenantDisplayNames": 'Fabrikam, Inc.;Northwind "Traders"'
-                       if rnd.random() < 0.05 else None,
-                       "userId": user["id"], "userPrincipalName": user["userPrincipalName"],
-                       "lastActivityDate": seen(active), "isDeleted": False, "deletedDate": None,
-                       "assignedProducts": products}
-                for _h, j in _TEAMS_COUNTS:
-                    row[j] = rnd.randrange(0, 400) if active else 0
-                row.update({"audioDuration": _duration(audio), "videoDuration": _duration(video),
-                            "screenShareDuration": _duration(share), "audioDurationInSeconds": audio,
-                            "videoDurationInSeconds": video, "screenShareDurationInSeconds": share,
-                            "hasOtherAction": rnd.random() < 0.3, "isLicensed": True, "reportPeriod": days})
-                rows = [row]
-            else:  # pragma: no cover - REPORTS lists every report above
-                raise KeyError(report)
+            rows = build(self._user_rows(report, period, days, refresh_epoch, i, user, combo))
+            if rows is None:
+                continue
             for row in rows:
                 if concealed:
                     for _h, j, kind in columns:
@@ -380,6 +436,22 @@ class UsageReports:
                             row[j] = ZERO_GUID
                 out.append({j: row[j] for _h, j, _k in columns})
         return out
+
+    def _user_rows(self, report: str, period: str | None, days: int, refresh_epoch: int, i: int,
+                   user: dict[str, Any], combo: tuple[str, ...]) -> _UserRows:
+        """What the row builders need about licensed user ``i``, with the user's random draws for the report."""
+        refresh = iso_date(refresh_epoch // DAY)
+        services = {p["service"] for p in user["assignedPlans"]}
+        rnd = random.Random(int.from_bytes(digest(self.seed, f"usage:{report}:{period}:{i}"), "big"))
+        seen_epoch = self.last_seen(user)
+        # Reports keep about 180 days of activity; older users show no date.
+        active = seen_epoch is not None and refresh_epoch - seen_epoch < HORIZON_DAYS * DAY
+        products = [PRODUCT_NAMES[k] for k in combo]
+        base = {"reportRefreshDate": refresh, "userPrincipalName": user["userPrincipalName"],
+                "displayName": user["displayName"], "isDeleted": False, "deletedDate": None,
+                "assignedProducts": products, "reportPeriod": days}
+        return _UserRows(self.tenant, refresh_epoch, refresh, days, user, combo, services, rnd, seen_epoch, active,
+                         products, base, "exchange" in services, "SharePoint" in services, "TeamspaceAPI" in services)
 
     def render(self, report: str, rows: list[dict[str, Any]]) -> bytes:
         """The CSV as downloaded: BOM, header line, every field quoted, CRLF line ends."""

@@ -63,6 +63,22 @@ class Response:
         return cls(status, orjson.dumps(payload), {"Content-Type": content_type, **(headers or {})})
 
 
+PLAIN_JSON = "application/json; charset=utf-8"
+
+BREAKS = ("reset", "cut", "truncated", "garbage")
+
+
+def broken(response: Response, kind: str) -> Response:
+    """A response spoilt on the way, as networks and overloaded front ends do: `reset` closes the
+    connection without an answer, `cut` sends the headers and half the body then closes, `truncated`
+    is a complete HTTP answer whose JSON stops halfway, `garbage` a 200 whose body is not JSON."""
+    if kind == "truncated":
+        return Response(response.status, response.body[: max(1, len(response.body) // 2)], dict(response.headers))
+    if kind == "garbage":
+        return Response(200, b"<html><body>Service Unavailable</body></html>", {"Content-Type": "text/html"})
+    return Response(response.status, response.body, dict(response.headers), fault=kind)
+
+
 App = Callable[[Request], Response]
 Recorder = Callable[[RequestRecord], None]
 

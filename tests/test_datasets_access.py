@@ -18,7 +18,7 @@ from connector.catalog.datasets import APPLICATION_SELECT, DATASETS, ENTRA_P2, S
 from connector.collect.apps import ExpiryFinding, scrub
 from connector.collect.batch import _row
 from simulator import Simulator, TenantSpec
-from simulator.inventory import SP_TYPE
+from simulator.object_types import SP_TYPE
 from simulator.tenant import DEFAULT_ROLES
 from tests.conftest import apply_env
 from tests.helpers import read_dataset, run

@@ -12,7 +12,7 @@ import pytest
 from connector.collect.paging import SeenIds, group_filter
 from connector.collect.upn_plan import MAX_CLAUSES, Sample, partition_budget, plan_partitions
 from simulator import Simulator, TenantSpec
-from simulator.services import parse_upn_prefix_filter
+from simulator.graph.users import parse_upn_prefix_filter
 from simulator.tenant import UPN_LOCAL_CHARS
 from tests.conftest import apply_env
 from tests.helpers import as_written, read_dataset, run

@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from simulator import Simulator, TenantSpec
-from simulator.services import DEFAULT_USER_PROPERTIES
+from simulator.user_objects import DEFAULT_USER_PROPERTIES
 
 ROLES = frozenset({"User.Read.All", "Organization.Read.All", "AuditLog.Read.All"})
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
