@@ -82,6 +82,8 @@ class Simulator(SimulatorState):
             "SSL_CERT_FILE": self.ca_file,
             "REQUESTS_CA_BUNDLE": self.ca_file,
         }
+        if self.spec.quotas and self.spec.quota_scale != 1:  # the collector paces by the same scaled quotas
+            env["M365_GRAPH_QUOTA_SCALE"] = repr(float(self.spec.quota_scale))
         identity = {"IDENTITY_ENDPOINT": self.identity_endpoint, "IDENTITY_HEADER": self.identity_header}
         if secret_in == "env":
             env["M365_CLIENT_SECRET"] = self.client_secret

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import os
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,8 +80,20 @@ class TenantSpec:
     # benchmark turns them on (graph-facts §11).
     startswith_case_sensitive: bool = False  # startswith() compares case-sensitively (docs don't say; off)
     sign_in_eventual_quirk: bool = False  # signInActivity empty for some users under ConsistencyLevel: eventual
-    identity_reports_limit: int | None = None  # identity and access reports: requests per 10 s (docs: 5)
-    sign_in_is_identity_report: bool = False  # listing users with signInActivity counts against that limit
+    identity_reports_limit: int | None = None  # identity and access reports: requests per 10 s (None: quotas)
+    sign_in_is_identity_report: bool = False  # with identity_reports_limit: signInActivity listings count too
+    # Graph's documented quotas (graph-facts §6, concepts/throttling-limits.md), enforced unless turned off:
+    # identity resource units by tenant size, identity and access reports 5 per 10 s, GET signInActivity
+    # 10 per minute, Intune 2,000 per 20 s, usage reports 14 per 10 minutes per report and 40 per tenant.
+    quotas: bool = True
+    # Every quota window divided by this (the collector's M365_GRAPH_QUOTA_SCALE must match: env() sets it):
+    # a 1,000,000-user run in minutes for benchmarks, the test suite in seconds. Not a behaviour of Graph.
+    quota_scale: float = field(default_factory=lambda: float(os.environ.get("SIMULATOR_QUOTA_SCALE") or 1))
+    # Users per page when signInActivity is selected: 500 (includes/throttling-entra-logs-reports.md, the v1.0
+    # List users page); 120 is the older documented cap. With sign_in_top_fails, a $top above the cap is
+    # refused with the 400 reported in msgraph-sdk-powershell #1898 instead of being capped.
+    sign_in_page_limit: int = 500
+    sign_in_top_fails: bool = False
     registration_needs_directory_read: bool = False  # userRegistrationDetails' licence check wants Directory.Read.All
     # Benchmarks: keep each user's JSON once built for a $select, so a second collection costs the
     # stand-in little CPU (real Graph's CPU is not on the client's machine). Memory: about 2.5 KB per user

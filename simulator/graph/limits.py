@@ -16,11 +16,23 @@ if TYPE_CHECKING:
     from ..state import SimulatorState
 
 REPORT_WINDOW = 600.0  # §6: usage reports, 14 requests per 10 minutes per app and tenant, per report API
+# §6: CSV usage reports, 40 requests per 10 minutes per tenant for all apps, all report APIs together.
+REPORTS_PER_TENANT = 40
 
-# graph-facts §6 (DOCS concepts/throttling-limits.md, identity and access reports): 5 requests per 10 s per
-# app and tenant; userRegistrationDetails is listed there. Listing users with signInActivity is an open
-# question [ISSUE microsoft-graph-docs-contrib #8653], so it joins that limit only when the spec says so.
+# graph-facts §6 (DOCS concepts/throttling-limits.md, include throttling-entra-logs-reports.md, PR #9591):
+# identity and access reports 5 requests per 10 s per app and tenant (userRegistrationDetails and
+# signInActivity are among its resources); GET signInActivity 10 requests per minute per app and tenant.
+IDENTITY_REPORTS_LIMIT = 5
 IDENTITY_REPORTS_WINDOW = 10.0
+SIGN_IN_LIMIT = 10
+SIGN_IN_WINDOW = 60.0
+# DOCS includes/throttling-intune-devices.md: any device management request, 2,000 per 20 s per app and tenant.
+INTUNE_LIMIT = 2000
+INTUNE_WINDOW = 20.0
+# §6 identity and access: resource units per 10 s per app and tenant by the tenant's size (S < 50 users,
+# M 50-500, L > 500).
+RU_WINDOW = 10.0
+RU_BY_SIZE = ((50, 3500), (501, 5000), (math.inf, 8000))
 KEY_SELECT_LIMIT = 150  # $select=keyCredentials: 150 requests per minute per tenant (api/application-list.md,
 KEY_SELECT_WINDOW = 60.0  # api/serviceprincipal-list.md)
 
@@ -34,32 +46,55 @@ class Limits:
         self._report_calls: dict[str, deque[float]] = {}
         self._identity_reports: deque[float] = deque()
         self._key_selects: deque[float] = deque()
+        self._sign_ins: deque[float] = deque()
+        self._intune: deque[float] = deque()
+        self._reports_tenant: deque[float] = deque()
+
+    @property
+    def scale(self) -> float:
+        return self.sim.spec.quota_scale if self.sim.spec.quotas else 1.0
+
+    def ru_limit(self) -> int | None:
+        """The spec's resource-unit budget, else the documented one for the tenant's size (with quotas on)."""
+        spec = self.sim.spec
+        if spec.rate_limit_ru_per_10s or not spec.quotas:
+            return spec.rate_limit_ru_per_10s
+        return next(units for below, units in RU_BY_SIZE if spec.users < below)
 
     def charge(self, req: Request, headers: dict[str, str]) -> None:
         """Count the request's resource units (header x-ms-resource-unit) against the spec's budget per 10 s."""
         sim, spec = self.sim, self.sim.spec
+        path = req.path.lower()
+        if path.startswith("/v1.0/devicemanagement/"):  # Intune has its own limit, not resource units
+            self.intune()
+            return
+        if path.startswith("/v1.0/reports/"):  # reports: their own limits (usage reports, identity reports)
+            return
+        if path == "/v1.0/$batch":  # §10: "Requests in a batch are evaluated individually": the items are charged
+            return
         cost = self.cost(req)
         headers["x-ms-resource-unit"] = str(cost)
-        limit = spec.rate_limit_ru_per_10s
+        limit = self.ru_limit()
+        span = RU_WINDOW / (self.scale if not spec.rate_limit_ru_per_10s else 1.0)
         if limit:
             with sim._lock:
                 now = time.monotonic()
-                while self._window and self._window[0][0] <= now - 10:
+                while self._window and self._window[0][0] <= now - span:
                     self._window.popleft()
                 used = sum(c for _, c in self._window)
                 if used + cost > limit:
-                    freed, wait = 0, 10.0
+                    freed, wait = 0, span
                     for stamp, c in self._window:
                         freed += c
                         if used - freed + cost <= limit:
-                            wait = stamp + 10 - now
+                            wait = stamp + span - now
                             break
                     raise GraphError(
                         429,
                         "TooManyRequests",
                         "Please retry again later.",
                         {
-                            "Retry-After": str(max(1, math.ceil(wait))),
+                            "Retry-After": _seconds(wait),
                             "x-ms-throttle-limit-percentage": f"{min(1.8, (used + cost) / limit):.1f}",
                             "x-ms-throttle-scope": f"Tenant_Application/ReadOnly/{sim.tenant_id}/{sim.client_id}",
                             "x-ms-throttle-information": "ResourceUnitLimitExceeded",
@@ -89,18 +124,39 @@ class Limits:
         return max(1, cost)
 
     def identity_report(self) -> None:
-        """One request against the identity and access reports limit (when the spec sets one)."""
-        limit = self.sim.spec.identity_reports_limit
-        if limit:
-            self._take(self._identity_reports, IDENTITY_REPORTS_WINDOW, limit)
+        """One request against the identity and access reports limit (the spec's, else the documented 5)."""
+        spec = self.sim.spec
+        if spec.identity_reports_limit:
+            self._take(self._identity_reports, IDENTITY_REPORTS_WINDOW, spec.identity_reports_limit)
+        elif spec.quotas:
+            self._take(self._identity_reports, IDENTITY_REPORTS_WINDOW / self.scale, IDENTITY_REPORTS_LIMIT)
+
+    def sign_in_activity(self) -> None:
+        """A users listing that selects or filters signInActivity: 10 per minute, and an identity report."""
+        spec = self.sim.spec
+        if spec.identity_reports_limit:  # the older spec switch: the reports limit only when asked for
+            if spec.sign_in_is_identity_report:
+                self.identity_report()
+            return
+        if spec.quotas:
+            self._take(self._sign_ins, SIGN_IN_WINDOW / self.scale, SIGN_IN_LIMIT)
+            self.identity_report()
+
+    def intune(self) -> None:
+        if self.sim.spec.quotas:
+            self._take(self._intune, INTUNE_WINDOW / self.scale, INTUNE_LIMIT)
 
     def usage_report(self, name: str) -> None:
-        """§4: one request for usage report ``name`` against 14 per 10 minutes (TenantSpec.report_rate_limit)."""
+        """§4: one request for usage report ``name`` against 14 per 10 minutes (TenantSpec.report_rate_limit),
+        and 40 per 10 minutes for the tenant's reports together."""
         limit = self.sim.spec.report_rate_limit
+        window = REPORT_WINDOW / self.scale
         if limit:
             with self.sim._lock:
                 calls = self._report_calls.setdefault(name, deque())
-            self._take(calls, REPORT_WINDOW, limit)
+            self._take(calls, window, limit)
+        if self.sim.spec.quotas:
+            self._take(self._reports_tenant, window, REPORTS_PER_TENANT)
 
     def key_select(self) -> None:
         """A listing with $select=keyCredentials: 150 a minute per tenant."""
@@ -113,6 +169,14 @@ class Limits:
             while calls and calls[0] <= now - window:
                 calls.popleft()
             if len(calls) >= limit:
-                wait = max(1, math.ceil(calls[0] + window - now))
-                raise GraphError(429, "TooManyRequests", "Please retry again later.", {"Retry-After": str(wait)})
+                raise GraphError(429, "TooManyRequests", "Please retry again later.",
+                                 {"Retry-After": _seconds(calls[0] + window - now)})
             calls.append(now)
+
+
+def _seconds(wait: float) -> str:
+    """Retry-After in seconds: whole seconds as Graph usually sends them, a decimal below 10 s (the docs' sample
+    shows "2.128"), which scaled quotas need."""
+    if wait >= 10:
+        return str(math.ceil(wait))
+    return f"{max(0.001, wait):.3f}"

@@ -128,9 +128,13 @@ class UsersArea(Area):
         if sign_in:
             require_audit_log(claims)
             require_premium(sim.spec.premium)
-            if sim.spec.sign_in_is_identity_report:
-                self.limits.identity_report()
-            size = min(size, 120)
+            self.limits.sign_in_activity()
+            cap = sim.spec.sign_in_page_limit
+            if size > cap and sim.spec.sign_in_top_fails and "$top" in options:
+                # The older service refused a larger page outright [ISSUE msgraph-sdk-powershell #1898].
+                raise GraphError(400, "Request_UnsupportedQuery",
+                                 f"Cannot query data for more than {cap} users at a time")
+            size = min(size, cap)
         # Keyset paging: the token holds the index of the next user, so users added, renamed or deleted
         # while a client pages neither shift nor repeat the others (an opaque cursor, like Graph's).
         after = self.pager.read_skiptoken(options["$skiptoken"], filter_text) if "$skiptoken" in options else 0
