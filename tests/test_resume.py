@@ -148,3 +148,82 @@ def test_interrupted_sign_in_listing_resumes_to_the_same_snapshot(sim, env, paus
     # Published: the checkpoints are gone, and never listed in the manifest.
     assert store.list(f"tenants/{tid}/checkpoints/") == []
     assert not [f for f in manifest["files"] if "checkpoint" in f["path"]]
+
+
+def _stop_half_way(sim, settings, store, run_id: str) -> None:
+    sim.spec.latency = 0.1
+    try:
+        asyncio.run(_interrupted(settings, store, run_id, after_records=USERS // 3, pause=True))
+    finally:
+        time.sleep(0.4)  # the request in flight when the run stopped is logged when answered
+        sim.spec.latency = 0.0
+
+
+def _spoil(store, path: str, how: str, tid: str) -> None:
+    state = read_json(store, path)
+    if how == "corrupt":
+        store.write_bytes(path, orjson.dumps(state)[:-20], "application/json")
+        return
+    if how == "other_tenant":
+        state["tenantId"] = str(uuid.uuid4())
+    elif how == "other_run":
+        state["runId"] = new_run_id()
+    elif how == "older_format":
+        state["format"] = FORMAT - 1
+    elif how == "altered_chunk":
+        chunk = f"tenants/{tid}/checkpoints/{state['runId']}/{state['chunks'][0]['name']}"
+        store.write_bytes(chunk, gzip.compress(b'{"id": "invented"}\n'), "application/gzip")
+    write_json(store, path, state)
+
+
+@pytest.mark.parametrize("how", ["corrupt", "other_tenant", "other_run", "older_format", "altered_chunk"])
+def test_a_checkpoint_that_cannot_be_trusted_is_set_aside_and_the_listing_restarts(sim, env, how, caplog):
+    if "SNAPSHOT_CONTAINER" in env and how not in ("corrupt", "other_tenant"):
+        pytest.skip("Blob Storage: one corrupt and one foreign checkpoint are enough")
+    clean_manifest, clean = _clean_run(env)
+    tid = clean_manifest["tenantId"]
+    settings = load_settings(env)
+    store = open_store(settings)
+    run_id = new_run_id()
+    _stop_half_way(sim, settings, store, run_id)
+    path = checkpoint_path(tid, run_id, SIGNIN)
+    _spoil(store, path, how, tid)
+
+    sim.clear_requests()
+    manifest = asyncio.run(Run(settings, store, trigger="test", run_id=run_id, progress_every=None).execute())
+    assert manifest["status"] == "succeeded"  # a bad checkpoint never fails the run
+    assert _files(store, manifest) == clean  # nor poisons it: every record, once, in order
+    assert len(_signin_pages(sim)) == clean_manifest["datasets"][SIGNIN]["requests"]  # the listing restarted
+    warning = next(w for w in manifest["warnings"] if w["code"] == "checkpoint_refused")
+    assert path in warning["message"] and "set aside as" in warning["message"]
+    assert "SNAPSHOT_DIR or SNAPSHOT_CONTAINER" in warning["message"]  # the fix
+    assert any(path in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    aside = store.list(f"tenants/{tid}/checkpoints-set-aside/{run_id}/")
+    assert len(aside) == 1 and aside[0] in warning["message"]  # kept for inspection, not deleted silently
+    assert "resumed" not in manifest["datasets"][SIGNIN]
+    assert manifest["datasets"]["organization"]["resumed"]["complete"] is True  # the others still resume
+    assert store.list(f"tenants/{tid}/checkpoints/") == []
+
+
+def test_a_next_link_graph_refuses_restarts_that_listing(sim, env):
+    """Graph's page tokens expire; the simulator answers a token it did not issue as Graph does (400)."""
+    clean_manifest, clean = _clean_run(env)
+    tid = clean_manifest["tenantId"]
+    settings = load_settings(env)
+    store = open_store(settings)
+    run_id = new_run_id()
+    _stop_half_way(sim, settings, store, run_id)
+    path = checkpoint_path(tid, run_id, SIGNIN)
+    state = read_json(store, path)
+    token = state["nextLink"].split("$skiptoken=")[1]
+    state["nextLink"] = state["nextLink"].replace(token, token[:-4] + ("AAAA" if token[-4:] != "AAAA" else "BBBB"))
+    write_json(store, path, state)
+
+    sim.clear_requests()
+    manifest = asyncio.run(Run(settings, store, trigger="test", run_id=run_id, progress_every=None).execute())
+    assert manifest["status"] == "succeeded"
+    assert _files(store, manifest) == clean
+    entry = manifest["datasets"][SIGNIN]
+    assert entry["plan"]["resumeRestarted"] == "400 Request_BadRequest"
+    assert [w for w in entry["warnings"] if w["code"] == "resume_restarted"]
+    assert len(_signin_pages(sim)) == clean_manifest["datasets"][SIGNIN]["requests"] + 1  # the refused link
