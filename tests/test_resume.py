@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import hashlib
 import os
 import signal
 import subprocess
@@ -93,8 +92,10 @@ async def _interrupted(settings, store, run_id: str, *, after_records: int, paus
 
 
 def _clean_run(env) -> tuple[dict[str, Any], dict[str, tuple[str, int]]]:
-    settings = load_settings({**env, "SNAPSHOT_DIR": env.get("SNAPSHOT_DIR", "") + "-clean"}
-                             if "SNAPSHOT_DIR" in env else {**env, "SNAPSHOT_CONTAINER": env["SNAPSHOT_CONTAINER"] + "c"})
+    """The same tenant collected without interruption, into a destination of its own."""
+    other = ({"SNAPSHOT_DIR": env["SNAPSHOT_DIR"] + "-clean"} if "SNAPSHOT_DIR" in env
+             else {"SNAPSHOT_CONTAINER": env["SNAPSHOT_CONTAINER"] + "c"})
+    settings = load_settings({**env, **other})
     store = open_store(settings)
     manifest = asyncio.run(Run(settings, store, trigger="test", progress_every=None).execute())
     assert manifest["status"] == "succeeded", manifest["warnings"]
@@ -227,3 +228,136 @@ def test_a_next_link_graph_refuses_restarts_that_listing(sim, env):
     assert entry["plan"]["resumeRestarted"] == "400 Request_BadRequest"
     assert [w for w in entry["warnings"] if w["code"] == "resume_restarted"]
     assert len(_signin_pages(sim)) == clean_manifest["datasets"][SIGNIN]["requests"] + 1  # the refused link
+
+
+# -- the queue worker: its invocation budget, and a worker killed outright ----------------------------------
+
+WORKER = ("import sys\n"
+          "from connector.service.worker import process_message\n"
+          "process_message(sys.stdin.buffer.read(), 1, lease_seconds=15, renew_seconds=0.2)\n")
+
+
+@pytest.fixture
+def queued(env, azurite, monkeypatch):
+    """The Function app's settings on Azurite's queue, and a way to take the next run message."""
+    from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+
+    from connector.service import runs
+
+    env = {**env, "AzureWebJobsStorage": azurite.connection_string}
+    apply_env(monkeypatch, env)
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+    queue = QueueClient.from_connection_string(azurite.connection_string, f"{runs.RUNS_QUEUE}",
+                                               message_decode_policy=TextBase64DecodePolicy())
+    try:
+        queue.create_queue()
+    except Exception:
+        queue.clear_messages()
+
+    def receive() -> bytes | None:
+        msgs = list(queue.receive_messages(max_messages=1, visibility_timeout=60))
+        if not msgs:
+            return None
+        queue.delete_message(msgs[0])
+        return msgs[0].content.encode()
+
+    return env, receive
+
+
+def test_the_invocation_budget_requeues_the_run_and_the_next_delivery_finishes_it(sim, queued):
+    from connector.service import runs
+
+    env, receive = queued
+    clean_manifest, clean = _clean_run(env)
+    pages_clean = clean_manifest["datasets"][SIGNIN]["requests"]
+    settings = load_settings(env)
+    store, key = runs.store_for(settings), runs.tenant_key(settings)
+    run_id = runs.request_run(settings, "http", None, env).record["runId"]
+    sim.clear_requests()
+    sim.spec.latency = 0.3
+    try:
+        assert runs.process_message(receive(), 1, env, lease_seconds=15, budget_seconds=3.0) == "requeued"
+    finally:
+        time.sleep(0.5)
+        sim.spec.latency = 0.0
+    first = len(_signin_pages(sim))
+    record = runs.read_status(store, key, run_id)
+    assert record["status"] == "queued" and record["resumes"] == 1, record
+    assert "M365_INVOCATION_BUDGET" in record["paused"]["reason"]
+    assert record["datasets"]["organization"]["status"] == "succeeded"  # its progress, kept
+    tid = clean_manifest["tenantId"]
+    state = read_json(store, checkpoint_path(tid, run_id, SIGNIN))
+    assert 0 < state["records"] < USERS and state["nextLink"]
+    assert store.read_bytes(f"tenants/{tid}/runs/{run_id}/manifest.json") is None  # nothing published
+    # The run holds on to the tenant: another request gets it back instead of starting a second run.
+    assert runs.request_run(settings, "timer", None, env).record["runId"] == run_id
+
+    body = receive()  # the run's own message, queued again by the worker
+    assert body is not None and orjson.loads(body)["runId"] == run_id
+    assert receive() is None  # and no other
+    sim.clear_requests()
+    assert runs.process_message(body, 1, env, lease_seconds=15) == "collected"
+    record = runs.read_status(store, key, run_id)
+    assert record["status"] == "succeeded", record
+    manifest = read_json(store, record["manifest"])
+    assert _files(store, manifest) == clean
+    assert first + len(_signin_pages(sim)) <= pages_clean + 1  # at most the page requested ahead, again
+    assert store.list(f"tenants/{tid}/checkpoints/") == []
+
+
+def test_a_killed_worker_resumes_on_the_next_delivery(sim, queued, tmp_path):
+    from connector.service import runs
+
+    env, receive = queued
+    clean_manifest, clean = _clean_run(env)
+    pages_clean = clean_manifest["datasets"][SIGNIN]["requests"]
+    settings = load_settings(env)
+    store, key = runs.store_for(settings), runs.tenant_key(settings)
+    run_id = runs.request_run(settings, "http", None, env).record["runId"]
+    tid = clean_manifest["tenantId"]
+    body = receive()
+    sim.clear_requests()
+    sim.spec.latency = 0.2
+    worker = subprocess.Popen([sys.executable, "-c", WORKER], cwd=ROOT, stdin=subprocess.PIPE,
+                              env={k: v for k, v in os.environ.items() if not k.startswith("_")})
+    worker.stdin.write(body)
+    worker.stdin.close()
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            state = read_json(store, checkpoint_path(tid, run_id, SIGNIN))
+            if state and state["records"] >= USERS // 2:
+                break
+            assert worker.poll() is None, "the worker finished before it could be killed"
+            time.sleep(0.05)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(30)
+        time.sleep(0.5)
+        sim.spec.latency = 0.0
+    first = len(_signin_pages(sim))
+    saved = read_json(store, checkpoint_path(tid, run_id, SIGNIN))["records"]
+    assert runs.read_status(store, key, run_id)["status"] == "running"  # what the dead worker left
+
+    # The timer finds the run it could resume: it queues that run again instead of starting another.
+    deadline = time.monotonic() + 30
+    while store.lease_holder(f"tenants/{key}/run.lock") is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert runs.timer_fired(env=env).record["runId"] == run_id
+    again = receive()
+    assert again is not None and orjson.loads(again)["runId"] == run_id
+
+    sim.clear_requests()
+    assert runs.process_message(again, 2, env, lease_seconds=15) == "collected"
+    record = runs.read_status(store, key, run_id)
+    assert record["status"] == "succeeded", record
+    manifest = read_json(store, record["manifest"])
+    assert _files(store, manifest) == clean
+    assert manifest["datasets"][SIGNIN]["resumed"]["recordsReplayed"] == saved
+    second = len(_signin_pages(sim))
+    assert second == pages_clean - saved // 120  # only the pages the checkpoint did not hold
+    assert first + second <= pages_clean + 2  # lost: at most the page in flight and the one requested ahead
+    assert store.list(f"tenants/{tid}/checkpoints/") == []
+    everything = store.list(f"tenants/{tid}/runs/{run_id}/")
+    assert {p.rsplit("/", 1)[1] for p in everything} == {e["path"] for e in manifest["files"]} | \
+        {"manifest.json"} | ({"status.json"} if key == tid else set())
