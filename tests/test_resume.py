@@ -361,3 +361,29 @@ def test_a_killed_worker_resumes_on_the_next_delivery(sim, queued, tmp_path):
     everything = store.list(f"tenants/{tid}/runs/{run_id}/")
     assert {p.rsplit("/", 1)[1] for p in everything} == {e["path"] for e in manifest["files"]} | \
         {"manifest.json"} | ({"status.json"} if key == tid else set())
+
+
+def test_cli_run_resume_continues_the_newest_unfinished_run(sim, env, capsys):
+    from connector.cli.main import main
+
+    if "SNAPSHOT_CONTAINER" in env:
+        pytest.skip("the folder destination is enough for the command line")
+    clean_manifest, clean = _clean_run(env)
+    settings = load_settings(env)
+    store = open_store(settings)
+    run_id = new_run_id()
+    _stop_half_way(sim, settings, store, run_id)
+    capsys.readouterr()
+
+    assert main(["run", "--resume", "--json"]) == 0
+    out = capsys.readouterr()
+    manifest = orjson.loads(out.out)
+    assert manifest["runId"] == run_id and f"resuming run {run_id}" in out.err
+    assert _files(store, manifest) == clean
+    assert manifest["datasets"][SIGNIN]["resumed"]["continuedFromNextLink"] is True
+    # Nothing is left to resume: a second --resume starts a new run and says so; an id without checkpoints
+    # is refused with the fix.
+    assert main(["run", "--resume", run_id]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["run", "--resume", "-q"]) == 0
+    assert "nothing to resume" not in capsys.readouterr().err  # -q: quiet
