@@ -1,7 +1,7 @@
 """Checkpoints: a listing that outlasts its invocation resumes where it stood instead of starting over.
 
 Every dataset the engine writes spools its JSON Lines (exactly the bytes its data file gets) to
-`tenants/<tenantId>/checkpoints/<runId>/<dataset>.NNNNNN.jsonl.gz` chunks, and
+`tenants/<tenantId>/checkpoints/<runId>/<dataset>.NNNNNN.spool.gz` chunks (gzip), and
 `tenants/<tenantId>/checkpoints/<runId>/<dataset>.json` says how far it got: the chunks (bytes,
 sha256), records written, the plan, warnings and, for a listing paged as one @odata.nextLink chain,
 the next link. A chain saves after every page when its declaration is quota-paced (`paced`: pages come
@@ -22,17 +22,13 @@ import asyncio
 import hashlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from connector.store.contract import Store, gzip_compressor, gzip_inflater, write_json
 from connector.store.publish import checkpoint_prefix
 from connector.store.status import now_iso, valid_run_id
-
-if TYPE_CHECKING:
-    from connector.collect.results import DatasetResult
-    from connector.collect.strategy import Context
 
 log = logging.getLogger("m365_connector")
 
@@ -180,7 +176,7 @@ class Spool:
         self._out.append(self._zip.flush())
         data = b"".join(self._out)
         self._zip, self._out, self._out_len = None, [], 0
-        name = f"{self.dataset}.{len(self.state['chunks']) + 1:06d}.jsonl.gz"
+        name = f"{self.dataset}.{len(self.state['chunks']) + 1:06d}.spool.gz"  # not a data file: no .jsonl.gz
         self._busy = True
         await asyncio.to_thread(self.store.write_bytes, f"{checkpoint_prefix(self.tenant_id, self.run_id)}{name}",
                                 data, "application/gzip")
@@ -191,7 +187,7 @@ class Spool:
         """After a page of a chain: save now? Every page when paced, else every CHECKPOINT_SECONDS."""
         return next_link is not None and (self.paced or time.monotonic() - self._saved_at >= CHECKPOINT_SECONDS)
 
-    async def save(self, res: DatasetResult, ctx: Context, next_link: str | None, complete: bool = False) -> None:
+    async def save(self, res: Any, ctx: Any, next_link: str | None, complete: bool = False) -> None:
         """Write the spool's open chunk, then the checkpoint naming it (a crash in between loses nothing
         the checkpoint claims): where the listing stands and what its manifest entry says so far."""
         await self._roll()
@@ -203,7 +199,7 @@ class Spool:
         self._busy = False
         self._saved_at = time.monotonic()
 
-    def restore(self, res: DatasetResult, ctx: Context) -> None:
+    def restore(self, res: Any, ctx: Any) -> None:
         """After replay: the manifest entry's facts as they were saved, and where the chain continues."""
         state = self.state
         res.records, res.excludedByDomainFilter = state["records"], int(state.get("excludedByDomainFilter") or 0)
