@@ -127,9 +127,7 @@ def test_interrupted_sign_in_listing_resumes_to_the_same_snapshot(sim, env, paus
     assert not [p for p in store.list(f"tenants/{tid}/runs/{run_id}/") if p.endswith(".jsonl.gz")]
     assert latest_resumable(store, tid) == run_id
 
-    sim.clear_requests()
-    manifest = asyncio.run(Run(settings, store, trigger="test", run_id=run_id, progress_every=None).execute())
-    assert manifest["status"] == "succeeded", manifest["warnings"]
+    manifest = _resume(sim, settings, store, run_id)
     resumed = _files(store, manifest)
     assert resumed == clean  # same records, same order, same sha256 for every dataset
 
@@ -160,6 +158,24 @@ def _stop_half_way(sim, settings, store, run_id: str) -> None:
         sim.spec.latency = 0.0
 
 
+def _half_done(sim, env) -> tuple[dict[str, Any], dict[str, tuple[str, int]], Any, Any, str]:
+    """A clean run's manifest and files, and a run of the same tenant stopped half-way through sign-in."""
+    clean_manifest, clean = _clean_run(env)
+    settings = load_settings(env)
+    store = open_store(settings)
+    run_id = new_run_id()
+    _stop_half_way(sim, settings, store, run_id)
+    return clean_manifest, clean, settings, store, run_id
+
+
+def _resume(sim, settings, store, run_id: str) -> dict[str, Any]:
+    """Collect the run again under its id, with a fresh request log; it must succeed."""
+    sim.clear_requests()
+    manifest = asyncio.run(Run(settings, store, trigger="test", run_id=run_id, progress_every=None).execute())
+    assert manifest["status"] == "succeeded", manifest["warnings"]
+    return manifest
+
+
 def _spoil(store, path: str, how: str, tid: str) -> None:
     state = read_json(store, path)
     if how == "corrupt":
@@ -181,18 +197,12 @@ def _spoil(store, path: str, how: str, tid: str) -> None:
 def test_a_checkpoint_that_cannot_be_trusted_is_set_aside_and_the_listing_restarts(sim, env, how, caplog):
     if "SNAPSHOT_CONTAINER" in env and how not in ("corrupt", "other_tenant"):
         pytest.skip("Blob Storage: one corrupt and one foreign checkpoint are enough")
-    clean_manifest, clean = _clean_run(env)
+    clean_manifest, clean, settings, store, run_id = _half_done(sim, env)
     tid = clean_manifest["tenantId"]
-    settings = load_settings(env)
-    store = open_store(settings)
-    run_id = new_run_id()
-    _stop_half_way(sim, settings, store, run_id)
     path = checkpoint_path(tid, run_id, SIGNIN)
     _spoil(store, path, how, tid)
 
-    sim.clear_requests()
-    manifest = asyncio.run(Run(settings, store, trigger="test", run_id=run_id, progress_every=None).execute())
-    assert manifest["status"] == "succeeded"  # a bad checkpoint never fails the run
+    manifest = _resume(sim, settings, store, run_id)
     assert _files(store, manifest) == clean  # nor poisons it: every record, once, in order
     assert len(_signin_pages(sim)) == clean_manifest["datasets"][SIGNIN]["requests"]  # the listing restarted
     warning = next(w for w in manifest["warnings"] if w["code"] == "checkpoint_refused")
@@ -208,21 +218,15 @@ def test_a_checkpoint_that_cannot_be_trusted_is_set_aside_and_the_listing_restar
 
 def test_a_next_link_graph_refuses_restarts_that_listing(sim, env):
     """Graph's page tokens expire; the simulator answers a token it did not issue as Graph does (400)."""
-    clean_manifest, clean = _clean_run(env)
+    clean_manifest, clean, settings, store, run_id = _half_done(sim, env)
     tid = clean_manifest["tenantId"]
-    settings = load_settings(env)
-    store = open_store(settings)
-    run_id = new_run_id()
-    _stop_half_way(sim, settings, store, run_id)
     path = checkpoint_path(tid, run_id, SIGNIN)
     state = read_json(store, path)
     token = state["nextLink"].split("$skiptoken=")[1]
     state["nextLink"] = state["nextLink"].replace(token, token[:-4] + ("AAAA" if token[-4:] != "AAAA" else "BBBB"))
     write_json(store, path, state)
 
-    sim.clear_requests()
-    manifest = asyncio.run(Run(settings, store, trigger="test", run_id=run_id, progress_every=None).execute())
-    assert manifest["status"] == "succeeded"
+    manifest = _resume(sim, settings, store, run_id)
     assert _files(store, manifest) == clean
     entry = manifest["datasets"][SIGNIN]
     assert entry["plan"]["resumeRestarted"] == "400 Request_BadRequest"
@@ -264,15 +268,35 @@ def queued(env, azurite, monkeypatch):
     return env, receive
 
 
+def _requested(env) -> tuple[dict[str, Any], dict[str, tuple[str, int]], Any, Any, str, str]:
+    """A clean run's manifest and files, and a run of the same tenant requested through the Function app."""
+    from connector.service import runs
+
+    clean_manifest, clean = _clean_run(env)
+    settings = load_settings(env)
+    store, key = runs.store_for(settings), runs.tenant_key(settings)
+    return clean_manifest, clean, settings, store, key, runs.request_run(settings, "http", None, env).record["runId"]
+
+
+def _deliver(sim, env, store, key: str, body: bytes, count: int, clean: dict[str, tuple[str, int]]) -> dict[str, Any]:
+    """Deliver the run's message to the worker (fresh request log): it finishes the run, equal to the clean one."""
+    from connector.service import runs
+
+    sim.clear_requests()
+    assert runs.process_message(body, count, env, lease_seconds=15) == "collected"
+    record = runs.read_status(store, key, orjson.loads(body)["runId"])
+    assert record["status"] == "succeeded", record
+    manifest = read_json(store, record["manifest"])
+    assert _files(store, manifest) == clean
+    return manifest
+
+
 def test_the_invocation_budget_requeues_the_run_and_the_next_delivery_finishes_it(sim, queued):
     from connector.service import runs
 
     env, receive = queued
-    clean_manifest, clean = _clean_run(env)
+    clean_manifest, clean, settings, store, key, run_id = _requested(env)
     pages_clean = clean_manifest["datasets"][SIGNIN]["requests"]
-    settings = load_settings(env)
-    store, key = runs.store_for(settings), runs.tenant_key(settings)
-    run_id = runs.request_run(settings, "http", None, env).record["runId"]
     sim.clear_requests()
     sim.spec.latency = 0.3
     try:
@@ -295,12 +319,7 @@ def test_the_invocation_budget_requeues_the_run_and_the_next_delivery_finishes_i
     body = receive()  # the run's own message, queued again by the worker
     assert body is not None and orjson.loads(body)["runId"] == run_id
     assert receive() is None  # and no other
-    sim.clear_requests()
-    assert runs.process_message(body, 1, env, lease_seconds=15) == "collected"
-    record = runs.read_status(store, key, run_id)
-    assert record["status"] == "succeeded", record
-    manifest = read_json(store, record["manifest"])
-    assert _files(store, manifest) == clean
+    _deliver(sim, env, store, key, body, 1, clean)
     assert first + len(_signin_pages(sim)) <= pages_clean + 1  # at most the page requested ahead, again
     assert store.list(f"tenants/{tid}/checkpoints/") == []
 
@@ -309,11 +328,8 @@ def test_a_killed_worker_resumes_on_the_next_delivery(sim, queued, tmp_path):
     from connector.service import runs
 
     env, receive = queued
-    clean_manifest, clean = _clean_run(env)
+    clean_manifest, clean, settings, store, key, run_id = _requested(env)
     pages_clean = clean_manifest["datasets"][SIGNIN]["requests"]
-    settings = load_settings(env)
-    store, key = runs.store_for(settings), runs.tenant_key(settings)
-    run_id = runs.request_run(settings, "http", None, env).record["runId"]
     tid = clean_manifest["tenantId"]
     body = receive()
     sim.clear_requests()
@@ -347,12 +363,7 @@ def test_a_killed_worker_resumes_on_the_next_delivery(sim, queued, tmp_path):
     again = receive()
     assert again is not None and orjson.loads(again)["runId"] == run_id
 
-    sim.clear_requests()
-    assert runs.process_message(again, 2, env, lease_seconds=15) == "collected"
-    record = runs.read_status(store, key, run_id)
-    assert record["status"] == "succeeded", record
-    manifest = read_json(store, record["manifest"])
-    assert _files(store, manifest) == clean
+    manifest = _deliver(sim, env, store, key, again, 2, clean)
     assert manifest["datasets"][SIGNIN]["resumed"]["recordsReplayed"] == saved
     second = len(_signin_pages(sim))
     assert second == pages_clean - saved // 120  # only the pages the checkpoint did not hold
@@ -368,11 +379,7 @@ def test_cli_run_resume_continues_the_newest_unfinished_run(sim, env, capsys):
 
     if "SNAPSHOT_CONTAINER" in env:
         pytest.skip("the folder destination is enough for the command line")
-    clean_manifest, clean = _clean_run(env)
-    settings = load_settings(env)
-    store = open_store(settings)
-    run_id = new_run_id()
-    _stop_half_way(sim, settings, store, run_id)
+    clean_manifest, clean, settings, store, run_id = _half_done(sim, env)
     capsys.readouterr()
 
     assert main(["run", "--resume", "--json"]) == 0

@@ -99,7 +99,7 @@ class Spool:
         try:
             state = orjson.loads(data)
         except ValueError:
-            raise Refused("not valid JSON (corrupt)") from None
+            state = None  # cut short or overwritten: said as one reason below
         if not isinstance(state, dict):
             raise Refused("not a JSON object (corrupt)")
         fmt = state.get("format")
