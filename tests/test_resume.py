@@ -22,7 +22,7 @@ import pytest
 
 from connector.collect.checkpoint import FORMAT, checkpoint_path, latest_resumable
 from connector.collect.engine import Run, new_run_id
-from connector.config import load_settings
+from connector.config import ConfigError, load_settings
 from connector.store.contract import read_json, write_json
 from connector.store.destination import open_store
 from simulator import Simulator, TenantSpec
@@ -185,6 +185,8 @@ def _spoil(store, path: str, how: str, tid: str) -> None:
         state["tenantId"] = str(uuid.uuid4())
     elif how == "other_run":
         state["runId"] = new_run_id()
+    elif how == "other_settings":
+        state["inputs"] = "0" * 16  # as if M365_DOMAINS or M365_REPORT_PERIOD had changed since
     elif how == "older_format":
         state["format"] = FORMAT - 1
     elif how == "altered_chunk":
@@ -193,7 +195,8 @@ def _spoil(store, path: str, how: str, tid: str) -> None:
     write_json(store, path, state)
 
 
-@pytest.mark.parametrize("how", ["corrupt", "other_tenant", "other_run", "older_format", "altered_chunk"])
+@pytest.mark.parametrize("how", ["corrupt", "other_tenant", "other_run", "other_settings", "older_format",
+                                 "altered_chunk"])
 def test_a_checkpoint_that_cannot_be_trusted_is_set_aside_and_the_listing_restarts(sim, env, how, caplog):
     if "SNAPSHOT_CONTAINER" in env and how not in ("corrupt", "other_tenant"):
         pytest.skip("Blob Storage: one corrupt and one foreign checkpoint are enough")
@@ -394,3 +397,18 @@ def test_cli_run_resume_continues_the_newest_unfinished_run(sim, env, capsys):
     assert "--resume" in capsys.readouterr().err
     assert main(["run", "--resume", "-q"]) == 0
     assert "nothing to resume" not in capsys.readouterr().err  # -q: quiet
+
+
+def test_the_invocation_budget_setting_is_checked_and_defaults_below_function_timeout(monkeypatch):
+    from connector.service.appconfig import budget_problem, function_timeout_minutes, invocation_budget
+
+    timeout = function_timeout_minutes()
+    assert timeout == 120  # host.json
+    assert invocation_budget({}) == 0.75 * timeout * 60
+    assert invocation_budget({"M365_INVOCATION_BUDGET": "25"}) == 25 * 60
+    for bad in ("abc", "0", "-5", "120", "600"):
+        problem = budget_problem({"M365_INVOCATION_BUDGET": bad})
+        assert problem and "functionTimeout" in problem and bad not in problem.split("(")[0], bad
+        with pytest.raises(ConfigError) as err:
+            invocation_budget({"M365_INVOCATION_BUDGET": bad})
+        assert "M365_INVOCATION_BUDGET" in str(err.value.problems[0])

@@ -57,11 +57,21 @@ def latest_resumable(store: Store, tenant_id: str) -> str | None:
     return max((r for r in runs if valid_run_id(r)), default=None)
 
 
+def settings_fingerprint(settings: Any, query: str) -> str:
+    """What a dataset's records depend on besides the tenant: the domain filter, the report period and the
+    request; a checkpoint made under others is not resumed."""
+    domains = sorted(settings.domains) if settings.domains is not None else "*"
+    key = orjson.dumps([domains, settings.report_period, query])
+    return hashlib.sha256(key).hexdigest()[:16]
+
+
 class Spool:
     """One dataset's checkpoint and its spooled JSON Lines."""
 
-    def __init__(self, store: Store, tenant_id: str, run_id: str, dataset: str, paced: bool = False):
+    def __init__(self, store: Store, tenant_id: str, run_id: str, dataset: str, paced: bool = False,
+                 inputs: str = ""):
         self.store, self.tenant_id, self.run_id, self.dataset, self.paced = store, tenant_id, run_id, dataset, paced
+        self.inputs = inputs  # what the records depend on besides Graph (settings_fingerprint)
         self.path = checkpoint_path(tenant_id, run_id, dataset)
         self.state = self._fresh()
         self._zip: Any = None
@@ -73,6 +83,7 @@ class Spool:
 
     def _fresh(self) -> dict[str, Any]:
         return {"format": FORMAT, "tenantId": self.tenant_id, "runId": self.run_id, "dataset": self.dataset,
+                "inputs": self.inputs,
                 "complete": False, "nextLink": None, "records": 0, "excludedByDomainFilter": 0,
                 "domainFilter": None, "plan": {}, "extra": {}, "warnings": [], "chunks": [], "savedAt": None}
 
@@ -109,6 +120,9 @@ class Spool:
         for key, mine in (("tenantId", self.tenant_id), ("runId", self.run_id), ("dataset", self.dataset)):
             if state.get(key) != mine:
                 raise Refused(f"foreign: its {key} is not this run's ({mine})")
+        if state.get("inputs") != self.inputs:
+            raise Refused("made with other settings (M365_DOMAINS, M365_REPORT_PERIOD or the dataset's request "
+                          "differ), so its records would not match this collection's")
         chunks = state.get("chunks")
         if (not isinstance(chunks, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str)
                                                     and isinstance(c.get("sha256"), str) for c in chunks)

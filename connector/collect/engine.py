@@ -19,7 +19,7 @@ from typing import Any
 
 from connector.catalog.datasets import DATASETS, Dataset
 from connector.catalog.schema import normaliser_for
-from connector.collect.checkpoint import Refused, Spool
+from connector.collect.checkpoint import Refused, Spool, settings_fingerprint
 from connector.collect.failures import classify, retry_facts, skip_before_start
 from connector.collect.progress import PROGRESS_LOG_SECONDS, log_progress
 from connector.collect.results import DatasetResult, log_summary, run_status, warning
@@ -99,7 +99,8 @@ class Run:
         checkpoint of this run id is replayed first: a complete dataset is then done, a chain continues."""
         assert self.publication is not None
         normalise = normaliser_for(ds)  # Graph's "" for an unset date becomes null (docs/snapshot-format.md)
-        spool = Spool(self.store, self.tenant_id, self.run_id, ds.name, ds.paced)
+        spool = Spool(self.store, self.tenant_id, self.run_id, ds.name, ds.paced,
+                      settings_fingerprint(self.settings, ds.query()))
         writer = await self._resume(ds, ctx, res, spool)
         accept = self._accepts(ds)
         written: str | None = None  # the next link after the last page both the file and the spool hold
