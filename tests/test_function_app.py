@@ -682,11 +682,13 @@ def test_running_without_a_live_lease_is_stale_in_get_and_post(sim, env):
         assert again["runId"] == body["runId"] and again["existing"]
     finally:
         lock.release()
-    # Without it, a new request does not get the dead run back.
+    # Without it, a new request gets the dead run back, queued again to resume from its checkpoints (a second
+    # run of the tenant is never started while one can be resumed: issue 21).
     status, again, _ = post()
-    assert status == 202 and again["runId"] != body["runId"] and not again.get("existing")
-    assert get(body["runId"])[1]["status"] == "failed"
-    assert runs.process_message(msg.get_body(), 2) == "duplicate"
+    assert status == 202 and again["runId"] == body["runId"] and again.get("existing")
+    assert get(body["runId"])[1]["status"] == "queued"
+    assert runs.process_message(msg.get_body(), 2) == "collected"
+    assert get(body["runId"])[1]["status"] == "succeeded"
 
 
 def test_redelivery_of_an_abandoned_run_collects_it_again(sim, env):

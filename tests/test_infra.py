@@ -42,6 +42,7 @@ NOT_SET_IN_AZURE: dict[str, str] = {
     "M365_PRICE_SHEET": "optional: add it (a blob URL) to put money on licence waste; unset, insights count seats",
     "M365_PRODUCT_NAMES_URL": "optional override; the code refreshes product names from Microsoft's published CSV",
     "M365_RUN_TIME_LIMIT": "optional tuning; the default (100 minutes) stays below host.json's functionTimeout",
+    "M365_INVOCATION_BUDGET": "optional tuning; the default (75% of host.json's functionTimeout) applies",
     "AzureWebJobsStorage": "connection-string form, for Azurite; Azure uses the identity-based __ settings",
     "AzureWebJobsStorage__accountName": "alternative to the service URIs, public cloud only; the URIs are set",
     "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "optional: unset, the connector exports its own logger itself",

@@ -21,7 +21,7 @@ from connector.insights.derive import DERIVED_FILES
 from connector.store.contract import DestinationError, read_json
 from connector.store.destination import open_store
 from connector.store.local import LocalStore
-from connector.store.publish import marker_path, run_prefix
+from connector.store.publish import checkpoint_prefix, marker_path, run_prefix
 from simulator import Simulator, TenantSpec
 from simulator.tenant import DEFAULT_ROLES
 from tests.conftest import ROOT, apply_env
@@ -147,12 +147,17 @@ def test_a_cancelled_run_leaves_nothing(sim, sim_env, dest):
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(main())
     tid = state["run"].tenant_id
-    assert store.list(f"tenants/{tid}/") == []
+    # Only the run's checkpoints stay, to resume it from (issue 21): outside any run folder, no data file.
+    kept = f"tenants/{tid}/checkpoints/{state['run'].run_id}/"
+    left = store.list(f"tenants/{tid}/")
+    assert [p for p in left if not p.startswith(kept)] == []
+    assert not [p for p in left if p.endswith(".jsonl.gz")]
     if "SNAPSHOT_DIR" in dest:
-        assert [p for p in LocalStore(dest["SNAPSHOT_DIR"]).root.rglob("*") if p.is_file()] == []
+        files = [p for p in LocalStore(dest["SNAPSHOT_DIR"]).root.rglob("*") if p.is_file()]
+        assert sorted(str(p.relative_to(LocalStore(dest["SNAPSHOT_DIR"]).root)) for p in files) == left
     else:
         blobs = list(store.container.list_blobs(include=["uncommittedblobs"]))
-        assert blobs == []
+        assert sorted(b.name for b in blobs) == left
 
 
 def test_a_later_run_sweeps_what_dead_runs_left_but_not_live_ones(sim, sim_env, dest):
@@ -166,6 +171,7 @@ def test_a_later_run_sweeps_what_dead_runs_left_but_not_live_ones(sim, sim_env, 
         sink.put(b"half a file")
         sink.finish()
         store.write_bytes(f"{prefix}/status.json", b"{}", "application/json")
+        store.write_bytes(f"{checkpoint_prefix(tid, run_id)}users.json", b"{}", "application/json")
     store.write_bytes(marker_path(tid, dead), orjson.dumps({"runId": dead, "files": ["users.jsonl.gz",
                       "groups.jsonl.gz"], "lock": f"tenants/{tid}/dead.lock"}), "application/json")
     store.write_bytes(marker_path(tid, live), orjson.dumps({"runId": live, "files": ["users.jsonl.gz",
@@ -175,6 +181,8 @@ def test_a_later_run_sweeps_what_dead_runs_left_but_not_live_ones(sim, sim_env, 
         _run(sim_env, dest, M365_DATASETS="organization")
         assert store.list(run_prefix(tid, dead)) == [f"{run_prefix(tid, dead)}/status.json"]
         assert store.read_bytes(marker_path(tid, dead)) is None
+        assert store.list(checkpoint_prefix(tid, dead)) == []  # a dead run's checkpoints go with it
+        assert store.list(checkpoint_prefix(tid, live)) != []
         assert store.read_bytes(f"{run_prefix(tid, live)}/users.jsonl.gz") is not None
         assert store.read_bytes(marker_path(tid, live)) is not None
         if "SNAPSHOT_DIR" in dest:

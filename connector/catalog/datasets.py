@@ -138,6 +138,9 @@ class Dataset:
     upn_field: str | None = None  # the domain filter applies to this field; None = organisation-wide
     partition: str | None = None  # "upn_prefix": may be collected as concurrent startswith() partitions
     strategy: str = "pages"  # how records are fetched: a strategy registered in connector.collect.strategy
+    # Quota-paced (pages come at most 10 a minute): its chain is checkpointed after every page, not only
+    # every 30 s (connector/collect/checkpoint.py).
+    paced: bool = False
     record: str = ""  # what one output record is, for the documentation
     report: str | None = None  # usage-report function (strategy "report"), e.g. getMailboxUsageDetail
     report_period: bool = True  # the report function takes (period='D30'); getOffice365ActivationsUserDetail not
@@ -351,6 +354,7 @@ _DECLARATIONS = (
         licence=ENTRA_PREMIUM,
         upn_field="userPrincipalName",
         partition="upn_prefix",
+        paced=True,
         record="{id, userPrincipalName, signInActivity}; join to users on id",
         fields=shapes.SIGN_IN_ACTIVITY,
     ),
@@ -407,6 +411,7 @@ _DECLARATIONS = (
         requires=(AUDIT_READ,),
         licence=ENTRA_PREMIUM,
         upn_field="userPrincipalName",
+        paced=True,
         record="one userRegistrationDetails (Graph resource; `id` is the user id)",
         fields=shapes.USER_REGISTRATION_DETAILS,
     ),

@@ -20,7 +20,7 @@ import orjson
 from connector import __version__
 from connector.catalog.datasets import DATASETS
 from connector.cli.exit_codes import EXIT, EXIT_BUSY, EXIT_CODES, EXIT_CONFIG
-from connector.config import ConfigError, load_offline_settings, load_settings, require_destination
+from connector.config import ConfigError, Problem, load_offline_settings, load_settings, require_destination
 
 PROG = "m365-connector"
 _UNREACHABLE = frozenset({"graph_unreachable", "graph_tls", "authority_unreachable", "authority_tls"})
@@ -193,14 +193,16 @@ def _unreachable_line(manifest: dict[str, Any]) -> str | None:
     return err.get("remedy")
 
 
-def _collect_locked(settings: Any, store: Any, trigger: str, **options: Any) -> dict[str, Any]:
+def _collect_locked(settings: Any, store: Any, trigger: str, resume: str | None = None,
+                    **options: Any) -> dict[str, Any]:
     """One collection under the tenant's lock, as the Function's worker takes it: two runs into one destination
-    never overlap, and the lock is renewed (a lost lock stops the collection)."""
+    never overlap, and the lock is renewed (a lost lock stops the collection). `resume`: collect that
+    unfinished run again under its id, continuing from its checkpoints."""
     from connector.collect.engine import collect, new_run_id
     from connector.service.appconfig import tenant_key
     from connector.store.locks import lock_path, tenant_lock
 
-    key, run_id = tenant_key(settings), new_run_id()
+    key, run_id = tenant_key(settings), resume or new_run_id()
     with tenant_lock(store, key, run_id, trigger) as renewer:
         async def go() -> dict[str, Any]:
             task = asyncio.ensure_future(collect(settings, store, trigger=trigger, run_id=run_id,
@@ -230,11 +232,13 @@ def cmd_run(args: argparse.Namespace, env: dict[str, str] | None = None, trigger
     every = args.progress_every if mode == "log" else None
     try:
         store.prepare()  # an unusable destination is found before the lock and before any Graph request
+        resume = _run_to_resume(args, settings, store)
         if mode == "live":
             with LiveTable(sys.stderr) as table:
-                manifest = _collect_locked(settings, store, trigger, progress=table.attach, progress_every=None)
+                manifest = _collect_locked(settings, store, trigger, resume, progress=table.attach,
+                                           progress_every=None)
         else:
-            manifest = _collect_locked(settings, store, trigger, progress_every=every)
+            manifest = _collect_locked(settings, store, trigger, resume, progress_every=every)
     except DestinationError:
         raise
     except (OSError, _azure_error()) as exc:
@@ -250,6 +254,41 @@ def cmd_run(args: argparse.Namespace, env: dict[str, str] | None = None, trigger
     elif not args.quiet:
         _print_summary(manifest, location)
     return EXIT[manifest["status"]]
+
+
+def _run_to_resume(args: argparse.Namespace, settings: Any, store: Any) -> str | None:
+    """`run --resume [RUN_ID]`: the given run, or the tenant's newest run that left checkpoints (an unfinished
+    run: publishing removes them); None (a new run) when there is none, said on stderr."""
+    from connector.collect.checkpoint import latest_resumable
+    from connector.store.publish import checkpoint_prefix
+    from connector.store.status import GUID_RE
+
+    wanted = getattr(args, "resume", None)
+    if wanted is None:
+        return None
+    tenant = settings.tenant_id.lower()
+    tenants = {tenant} if GUID_RE.fullmatch(tenant) else \
+        {p.split("/")[1] for p in store.list("tenants/") if "/checkpoints/" in p}
+    if wanted != "latest":
+        if not any(store.list(f"{checkpoint_prefix(t, wanted)}") for t in tenants):
+            raise ConfigError([Problem("--resume", f"run {wanted} left no checkpoints in this destination (it "
+                                                   "finished, or never started): run without --resume")])
+        return wanted
+    found = max((r for r in (latest_resumable(store, t) for t in sorted(tenants)) if r), default=None)
+    if found is None and not args.quiet:
+        print("nothing to resume: no unfinished run left checkpoints in this destination; starting a new run",
+              file=sys.stderr)
+    elif not args.quiet:
+        print(f"resuming run {found} from its checkpoints", file=sys.stderr)
+    return found
+
+
+def _run_id(value: str) -> str:
+    from connector.store.status import valid_run_id
+
+    if value != "latest" and not valid_run_id(value):
+        raise argparse.ArgumentTypeError("is not a run id (such as 20261122T020000Z-3f9a1c)")
+    return value
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -422,6 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = command("run", "collect one snapshot with the settings from the environment")
     run.add_argument("--out", metavar="FOLDER", help="write to this local folder (overrides SNAPSHOT_DIR)")
+    run.add_argument("--resume", nargs="?", const="latest", type=_run_id, metavar="RUN_ID",
+                     help="continue an unfinished run from its checkpoints: the given one, or the newest one in "
+                          "the destination (a new run when there is none)")
     _collection_options(run)
     check = command("check", "report the token and, per dataset, whether the app may collect it")
     check.add_argument("--json", action="store_true", help="print the report as JSON on stdout")

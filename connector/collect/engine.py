@@ -19,6 +19,7 @@ from typing import Any
 
 from connector.catalog.datasets import DATASETS, Dataset
 from connector.catalog.schema import normaliser_for
+from connector.collect.checkpoint import Refused, Spool, settings_fingerprint
 from connector.collect.failures import classify, retry_facts, skip_before_start
 from connector.collect.progress import PROGRESS_LOG_SECONDS, log_progress
 from connector.collect.results import DatasetResult, log_summary, run_status, warning
@@ -27,7 +28,7 @@ from connector.collect.strategy import RESTART, Context, strategy_for
 from connector.config import Settings
 from connector.graph.auth import GraphCredential, read_client_secret, secret_expiry_warning, token_failure_from
 from connector.graph.unreachable import Unreachable
-from connector.store.contract import Store, write_json
+from connector.store.contract import JsonlGzWriter, Store, write_json
 from connector.store.publish import Publication, run_prefix
 
 log = logging.getLogger("m365_connector")
@@ -65,6 +66,7 @@ class Run:
         self.graph = None
         self.prices: Any = None  # the price sheet (M365_PRICE_SHEET), read before any Graph request
         self.insights: dict[str, Any] | None = None  # the manifest's entry for the derived insights files
+        self.pausing = False  # set before cancelling a run that will resume: chains save where they stand
 
     # -- helpers ---------------------------------------------------------------------------
     def _notify(self) -> None:
@@ -92,34 +94,71 @@ class Run:
 
     # -- one dataset ---------------------------------------------------------------------------
     async def _write(self, ds: Dataset, ctx: Context, res: DatasetResult) -> None:
-        """Stream the dataset's strategy into its file; the file is discarded unless complete, and
-        started again when the strategy yields RESTART."""
+        """Stream the dataset's strategy into its file and its checkpoint spool (connector/collect/checkpoint.py);
+        the file is discarded unless complete, and started again when the strategy yields RESTART. A
+        checkpoint of this run id is replayed first: a complete dataset is then done, a chain continues."""
         assert self.publication is not None
         normalise = normaliser_for(ds)  # Graph's "" for an unset date becomes null (docs/snapshot-format.md)
-        writer = self.publication.writer(ds.file, normalise)
+        spool = Spool(self.store, self.tenant_id, self.run_id, ds.name, ds.paced,
+                      settings_fingerprint(self.settings, ds.query()))
+        writer = await self._resume(ds, ctx, res, spool)
         accept = self._accepts(ds)
-        res.records = res.excludedByDomainFilter = 0
+        written: str | None = None  # the next link after the last page both the file and the spool hold
         try:
-            async for records in strategy_for(ds)(ctx, ds):
-                if records is RESTART:
-                    await writer.abort()
-                    writer = self.publication.writer(ds.file, normalise)
-                    res.records = res.excludedByDomainFilter = 0
-                    continue
-                if accept is not None and not ctx.domain_filter:
-                    accept = None  # the strategy found no user names to filter on (concealed reports)
-                    res.domainFilter = "not applied"
-                if accept is not None:
-                    kept = [r for r in records if accept(r)]
-                    res.excludedByDomainFilter += len(records) - len(kept)
-                    records = kept
-                await writer.write(records)
-                res.records = writer.records
+            if not spool.state["complete"]:
+                async for records in strategy_for(ds)(ctx, ds):
+                    link = ctx.next_link
+                    if records is RESTART:
+                        await writer.abort()
+                        writer = self.publication.writer(ds.file, normalise)
+                        res.records = res.excludedByDomainFilter = 0
+                        spool.restart()
+                        written = None
+                        continue
+                    if accept is not None and not ctx.domain_filter:
+                        accept = None  # the strategy found no user names to filter on (concealed reports)
+                        res.domainFilter = "not applied"
+                    if accept is not None:
+                        kept = [r for r in records if accept(r)]
+                        res.excludedByDomainFilter += len(records) - len(kept)
+                        records = kept
+                    await spool.add(await writer.write(records))
+                    res.records, written = writer.records, link
+                    if spool.due(link):
+                        await spool.save(res, ctx, link)
+                await spool.save(res, ctx, None, complete=True)
             info = await writer.finish()  # committed with the run's other files once every dataset is done
         except BaseException:
+            if self.pausing and written and spool.clean:  # the worker's budget is spent: keep every page
+                await asyncio.shield(spool.save(res, ctx, written))
             await writer.abort()
             raise
         res.file, res.bytes, res.sha256 = ds.file, info.bytes, info.sha256
+
+    async def _resume(self, ds: Dataset, ctx: Context, res: DatasetResult, spool: Spool) -> JsonlGzWriter:
+        """A fresh writer, fed with the records of this run's checkpoint of the dataset when there is one to
+        trust (a bad one is set aside with a warning and the dataset starts from the beginning)."""
+        assert self.publication is not None
+        writer = self.publication.writer(ds.file, normaliser_for(ds))
+        res.records = res.excludedByDomainFilter = 0
+        state = await asyncio.to_thread(spool.load)
+        if state is not None and not state["complete"] and not state["nextLink"]:
+            state = None  # saved mid-way without a place to continue: nothing to resume from
+            spool.restart()
+        if state is not None:
+            try:
+                await spool.replay(writer)
+            except Refused as why:
+                await writer.abort()
+                await asyncio.to_thread(spool.set_aside, str(why))
+                writer = self.publication.writer(ds.file, normaliser_for(ds))
+            else:
+                spool.restore(res, ctx)
+                log.info("%s resumed from its checkpoint: %d records replayed, %s", ds.name, res.records,
+                         "complete" if state["complete"] else "the listing continues from its next link")
+        if spool.refused:
+            ctx.warnings.append(spool.refused)
+        return writer
 
     async def _collect(self, ds: Dataset) -> None:
         res = self.results[ds.name]

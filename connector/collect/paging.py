@@ -31,7 +31,7 @@ from urllib.parse import quote
 from connector.catalog.datasets import Dataset
 from connector.collect.strategy import RESTART, Context, Records, first_url, register
 from connector.collect.upn_plan import SAMPLE_SIZE, Partition, Sample, partition_budget, plan_partitions
-from connector.graph.client import Graph, GraphError
+from connector.graph.client import ForeignLinkError, Graph, GraphError
 from connector.spool import scratch_database
 
 log = logging.getLogger("m365_connector")
@@ -104,12 +104,37 @@ def raw_keys(ds: Dataset) -> tuple[str, ...]:
     return ("id", ds.upn_field) if ds.upn_field and ds.upn_field != "id" else ("id",)
 
 
-async def sequential(graph: Graph, ds: Dataset, raw: bool = False) -> AsyncIterator[list[dict[str, Any]]]:
+async def sequential(graph: Graph, ds: Dataset, raw: bool = False, ctx: Context | None = None,
+                     start: str | None = None) -> AsyncIterator[list[dict[str, Any]]]:
     """The plain @odata.nextLink chain (no ConsistencyLevel header: see the module docstring). With
-    `raw` the records are RawRecords, to be written unchanged; a caller that changes records leaves it off."""
-    async for page in graph.pages(ds.builder, first_url(graph, ds), ds.name, prefetch=True,
+    `raw` the records are RawRecords, to be written unchanged; a caller that changes records leaves it off.
+    With `ctx`, each page's next link is told to the engine (its checkpoint); `start` resumes a chain."""
+    async for page in graph.pages(ds.builder, start or first_url(graph, ds), ds.name, prefetch=True,
                                   raw=raw_keys(ds) if raw else None):
+        if ctx is not None:
+            ctx.next_link = page.next_link
         yield page.records
+
+
+async def resumed(ctx: Context, ds: Dataset) -> AsyncIterator[Records]:
+    """A chain continued from its checkpoint's next link. A link Graph refuses (expired: 400 or 410; or
+    to another host than M365_GRAPH_ENDPOINT now names) before its first page restarts the listing: RESTART,
+    said in the manifest's plan (`resumeRestarted`) and warnings, then the dataset is paged from the start."""
+    link, ctx.resume_link = ctx.resume_link, None
+    got = False
+    try:
+        async for records in sequential(ctx.graph, ds, raw=True, ctx=ctx, start=link):
+            got = True
+            yield records
+        return
+    except GraphError as exc:
+        if got or not (exc.status in (400, 410) or isinstance(exc, ForeignLinkError)):
+            raise
+        reason = f"{exc.status} {exc.code}" if exc.status else exc.code
+    ctx.plan["resumeRestarted"] = reason
+    ctx.warn("resume_restarted", ds.name, f"{ds.name}: Graph refused the checkpoint's next link ({reason}), so the "
+                                          "listing was collected again from the start; nothing is missing.")
+    yield RESTART
 
 
 async def _once(graph: Graph, key: str, lookup: Callable[[], Awaitable[T]], refused: str) -> T | None:
@@ -257,10 +282,17 @@ async def pages(ctx: Context, ds: Dataset) -> AsyncIterator[Records]:
     """Plain @odata.nextLink paging, split into concurrent chains when the plan says so; a split
     whose distinct users do not add up (or a filter Graph refuses) is discarded and paged as one chain."""
     graph = ctx.graph
+    if ctx.resume_link:
+        restarted = False
+        async for records in resumed(ctx, ds):
+            restarted = records is RESTART
+            yield records
+        if not restarted:
+            return
     chosen = await plan(graph, ds)
     ctx.plan.update(chosen.describe())
     if chosen.kind != "partitioned":
-        async for records in sequential(graph, ds, raw=True):
+        async for records in sequential(graph, ds, raw=True, ctx=ctx):
             yield records
         return
     groups = chosen.parts
@@ -296,7 +328,7 @@ async def pages(ctx: Context, ds: Dataset) -> AsyncIterator[Records]:
         ctx.warn("partition_fallback", ds.name, f"{ds.name}: {reason}; collected again as one sequential chain.")
         ctx.plan["fallback"] = "sequential"
         yield RESTART
-        async for records in sequential(graph, ds, raw=True):
+        async for records in sequential(graph, ds, raw=True, ctx=ctx):
             yield records
     finally:
         seen.close()

@@ -46,6 +46,10 @@ class Context:
     plan: dict[str, Any] = field(default_factory=dict)
     warnings: list[dict[str, str]] = field(default_factory=list)
     domain_filter: bool = True
+    # A strategy paging one @odata.nextLink chain sets `next_link` before yielding a page (where the chain
+    # continues after it), so the engine can checkpoint it; `resume_link` is where a resumed chain starts.
+    next_link: str | None = None
+    resume_link: str | None = None
 
     def warn(self, code: str, dataset: str, message: str) -> None:
         self.warnings.append({"code": code, "dataset": dataset, "message": message})

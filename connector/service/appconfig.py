@@ -6,9 +6,11 @@ value (a connection string with an AccountKey, or a SAS, must not reach a log or
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 
 from connector.config import (
     ConfigError,
@@ -22,10 +24,14 @@ from connector.service.schedule import schedule_problem
 from connector.store.contract import Store
 
 STORAGE_CONNECTION = "AzureWebJobsStorage"
+HOST_JSON = Path(__file__).resolve().parents[2] / "host.json"
+BUDGET_SHARE = 0.75  # M365_INVOCATION_BUDGET's default: this share of functionTimeout
+UNBOUNDED_BUDGET_MINUTES = 45.0  # ... when functionTimeout is unbounded: under the 60-minute scale-in grace
 
 # Settings read by the Function app on top of connector.config.SETTING_NAMES.
 FUNCTION_SETTING_NAMES: tuple[str, ...] = (
     "M365_SCHEDULE",
+    "M365_INVOCATION_BUDGET",
     "AzureWebJobsStorage",
     "AzureWebJobsStorage__queueServiceUri",
     "AzureWebJobsStorage__accountName",
@@ -53,6 +59,9 @@ def function_problems(env: Mapping[str, str] | None = None) -> list[Problem]:
         function_settings(env)
     except ConfigError as exc:
         problems.extend(exc.problems)
+    problem = budget_problem(env)
+    if problem:
+        problems.append(Problem("M365_INVOCATION_BUDGET", problem))
     schedule = (env.get("M365_SCHEDULE") or "").strip()
     problem = schedule_problem(schedule) if schedule else None
     if problem:
@@ -65,6 +74,46 @@ def function_problems(env: Mapping[str, str] | None = None) -> list[Problem]:
     elif not queue_endpoint(env):
         problems.append(queue_problem())
     return problems
+
+
+def function_timeout_minutes(host_json: Path = HOST_JSON) -> float | None:
+    """host.json's functionTimeout in minutes; None when unbounded ("-1"), unset or unreadable."""
+    try:
+        value = json.loads(host_json.read_text()).get("functionTimeout")
+        h, m, s = (float(x) for x in str(value).split(":"))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    return h * 60 + m + s / 60
+
+
+def budget_problem(env: Mapping[str, str]) -> str | None:
+    raw = (env.get("M365_INVOCATION_BUDGET") or "").strip()
+    if not raw:
+        return None
+    try:
+        minutes = float(raw)
+    except ValueError:
+        minutes = -1.0
+    timeout = function_timeout_minutes()
+    if not 1 <= minutes < (timeout or 10_000):
+        below = f"below functionTimeout in host.json ({timeout:g} minutes)" if timeout else "1440 or less"
+        return (f"must be a number of minutes from 1, {below}: the queue worker stops collecting after it, saves "
+                "the run's checkpoints and queues the run again. Unset, it is "
+                f"{BUDGET_SHARE:.0%} of functionTimeout.")
+    return None
+
+
+def invocation_budget(env: Mapping[str, str]) -> float:
+    """Seconds one queue invocation may collect before it checkpoints and re-queues the run
+    (M365_INVOCATION_BUDGET, minutes; default BUDGET_SHARE of host.json's functionTimeout)."""
+    problem = budget_problem(env)
+    if problem:
+        raise ConfigError([Problem("M365_INVOCATION_BUDGET", problem)])
+    raw = (env.get("M365_INVOCATION_BUDGET") or "").strip()
+    if raw:
+        return float(raw) * 60
+    timeout = function_timeout_minutes()
+    return (timeout * BUDGET_SHARE if timeout else UNBOUNDED_BUDGET_MINUTES) * 60
 
 
 def queue_problem() -> Problem:

@@ -38,6 +38,7 @@ from connector.service.schedule import DEFAULT_SCHEDULE, schedule_problem, timer
 from connector.service.worker import process_message, process_poison
 from connector.store.contract import Store
 from connector.store.locks import LEASE_SECONDS, RENEW_SECONDS, TenantBusy, TenantLock, is_collecting, lock_path
+from connector.store.publish import RESUMABLE_FOR
 from connector.store.status import (
     ACTIVE,
     QUEUED_STALE,
@@ -53,6 +54,7 @@ from connector.store.status import (
     read_status,
     status_path,
     valid_run_id,
+    write_status,
 )
 
 log = logging.getLogger("m365_connector")
@@ -158,11 +160,37 @@ def request_run(settings: Settings, trigger: str, datasets: list[str] | None = N
             log.info("run %s is already %s; trigger %s starts nothing", active_id, record["status"], trigger,
                      extra={"run_id": active_id, "trigger": trigger, "event": "run_deduplicated"})
             return RunRequest(record, False)
+        if record["status"] in ACTIVE and _resume_stale(store, key, record, env):
+            return RunRequest(record, False)
         if record["status"] in ACTIVE:
             fail(store, record, f"the run was abandoned ({record['status']} with no worker collecting it)",
                  "A newer run was requested in its place; check the Function's logs for why this one stopped.")
         store.delete_if_unchanged(pointer, etag)
     raise RuntimeError("could not claim the tenant's active run after 5 attempts")
+
+
+def _resume_stale(store: Store, key: str, record: dict[str, Any], env: Mapping[str, str]) -> bool:
+    """A run nobody is collecting (its worker died, or its message was lost) that can still be resumed
+    from its checkpoints is queued again under its own run id, instead of being failed and replaced by a
+    new run: the schedule never starts a second run of a tenant while one can be resumed. Past
+    RESUMABLE_FOR it is given up (its checkpoints are swept)."""
+    requested = parse_iso(record.get("requestedAt"))
+    if requested is None or datetime.now(UTC) - requested > RESUMABLE_FOR:
+        return False
+    try:
+        # No datasets in the message: the worker collects what the record names (and M365_DATASETS selects).
+        send_message(env, encode_message(record["runId"], key, record.get("trigger") or "timer", None, now_iso()))
+    except Exception as exc:
+        log.warning("run %s could not be queued again to resume (%s)", record["runId"], type(exc).__name__)
+        return False
+    if record["status"] == "running":
+        record.update(status="queued", error={
+            "message": "its worker stopped without finishing; queued again to resume from its checkpoints",
+            "remedy": "Nothing to do."})
+        write_status(store, record)
+    log.info("run %s had no worker; queued again to resume", record["runId"],
+             extra={"run_id": record["runId"], "event": "run_requeued"})
+    return True
 
 
 def timer_fired(past_due: bool = False, env: Mapping[str, str] | None = None) -> RunRequest:

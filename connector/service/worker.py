@@ -3,7 +3,9 @@
 A message is only a pointer to a status record; the record (in our own storage) says what to
 collect and may only move along the allowed transitions. A run whose worker died (SIGKILL, host
 crash, scale-in) is `running` without a live lease: the next delivery takes the lock and collects
-it again from the start, and what the dead attempt left is swept by the engine before writing.
+it again, resuming from its checkpoints (connector/collect/checkpoint.py); what the dead attempt
+left unpublished is swept by the engine before writing. A delivery stops collecting when its
+invocation budget (M365_INVOCATION_BUDGET, below functionTimeout) is spent and queues the run again.
 """
 
 from __future__ import annotations
@@ -17,8 +19,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from connector.config import ConfigError
-from connector.service.appconfig import function_settings, store_for, tenant_key
-from connector.service.run_queue import POISON_QUEUE, RUNS_QUEUE, BadMessage, RunMessage, parse_message
+from connector.service.appconfig import function_settings, invocation_budget, store_for, tenant_key
+from connector.service.run_queue import (
+    POISON_QUEUE,
+    RUNS_QUEUE,
+    BadMessage,
+    RunMessage,
+    encode_message,
+    parse_message,
+    send_message,
+)
 from connector.store.contract import Store, read_json
 from connector.store.locks import (
     LEASE_SECONDS,
@@ -115,10 +125,12 @@ def _datasets(settings: Any, record: dict[str, Any], msg: RunMessage) -> tuple[s
 
 
 def process_message(body: str | bytes, dequeue_count: int = 1, env: Mapping[str, str] | None = None, *,
-                    lease_seconds: int = LEASE_SECONDS, renew_seconds: float = RENEW_SECONDS) -> str:
+                    lease_seconds: int = LEASE_SECONDS, renew_seconds: float = RENEW_SECONDS,
+                    budget_seconds: float | None = None) -> str:
     """Collect the run a queue message asks for, at most once at a time per tenant.
 
-    Returns "collected", "duplicate" (already finished) or "ignored" (not a run of ours).
+    Returns "collected", "duplicate" (already finished), "ignored" (not a run of ours) or "requeued" (the
+    invocation budget was spent: the run saved its checkpoints and was queued again to resume).
     Raises TenantBusy while another worker holds the tenant's lock, so the queue delivers it again later.
     """
     env = os.environ if env is None else env
@@ -130,6 +142,7 @@ def process_message(body: str | bytes, dequeue_count: int = 1, env: Mapping[str,
     run_id = msg.run_id
     try:
         settings = function_settings(env)
+        budget = invocation_budget(env) if budget_seconds is None else budget_seconds
     except ConfigError as exc:
         # Retried by the queue (the setting may be fixed meanwhile), then marked by the poison handler.
         log.error("run %s cannot start: configuration errors: %s", run_id, "; ".join(map(str, exc.problems)))
@@ -159,7 +172,7 @@ def process_message(body: str | bytes, dequeue_count: int = 1, env: Mapping[str,
             write_status(store, record)
         raise TenantBusy(f"run {run_id}: {busy_message(key, holder)}", holder)
     try:
-        return _collect_locked(store, key, lock, msg, settings, dequeue_count, renew_seconds)
+        return _collect_locked(store, key, lock, msg, settings, dequeue_count, renew_seconds, (budget, env))
     finally:
         lock.release()
         try:
@@ -171,7 +184,7 @@ def process_message(body: str | bytes, dequeue_count: int = 1, env: Mapping[str,
 
 
 def _collect_locked(store: Store, key: str, lock: TenantLock, msg: RunMessage, settings: Any,
-                    dequeue_count: int, renew_seconds: float) -> str:
+                    dequeue_count: int, renew_seconds: float, budget: tuple[float, Mapping[str, str]]) -> str:
     from connector.collect.engine import collect
 
     run_id = msg.run_id
@@ -185,8 +198,8 @@ def _collect_locked(store: Store, key: str, lock: TenantLock, msg: RunMessage, s
             log.warning("run %s: its worker stopped after publishing; status completed from its manifest", run_id)
             _finish_from_manifest(store, record, manifest)
             return "collected"
-        log.warning("run %s: its previous worker stopped without finishing (%s); collecting it again from the "
-                    "start", run_id, (record.get("worker") or {}).get("host", "unknown host"))
+        log.warning("run %s: its previous worker stopped without finishing (%s); collecting it again, resuming "
+                    "from its checkpoints", run_id, (record.get("worker") or {}).get("host", "unknown host"))
     datasets = _datasets(settings, record, msg)
     if not datasets:
         fail(store, record, "none of the run's datasets is selected by M365_DATASETS any more",
@@ -202,16 +215,24 @@ def _collect_locked(store: Store, key: str, lock: TenantLock, msg: RunMessage, s
              extra={"run_id": run_id, "trigger": record["trigger"], "event": "run_started"})
     renewer = Renewer(lock, reporter.save, renew_seconds)
 
+    spent = threading.Event()
+
     async def _collect() -> dict[str, Any]:
         task = asyncio.ensure_future(collect(settings, store, trigger=record["trigger"], run_id=run_id,
                                              progress=reporter.progress, lock_path=lock_path(key)))
         renewer.watch(task)
-        return await task
+        timer = asyncio.get_running_loop().call_later(budget[0], _spend_budget, task, reporter, spent)
+        try:
+            return await task
+        finally:
+            timer.cancel()
 
     try:
         manifest = asyncio.run(_collect())
     except BaseException as exc:
         renewer.finish()
+        if spent.is_set() and not renewer.lost:
+            return _requeue(store, record, reporter, msg, budget)
         try:
             stored = read_status(store, key, run_id)
             if stored is not None and stored["status"] in TERMINAL:
@@ -231,6 +252,37 @@ def _collect_locked(store: Store, key: str, lock: TenantLock, msg: RunMessage, s
     with reporter.lock:
         _finish_from_manifest(store, record, manifest)
     return "collected"
+
+
+def _spend_budget(task: asyncio.Future[Any], reporter: _Reporter, spent: threading.Event) -> None:
+    """The invocation budget is spent: stop collecting (chains save where they stand first), unless every
+    dataset is done and the run is publishing, which is left to finish."""
+    run = reporter.run
+    if run is not None and not any(r.status in ("pending", "running") for r in run.results.values()):
+        return
+    if run is not None:
+        run.pausing = True
+    spent.set()
+    task.cancel()
+
+
+def _requeue(store: Store, record: dict[str, Any], reporter: _Reporter, msg: RunMessage,
+             budget: tuple[float, Mapping[str, str]]) -> str:
+    """Queue the run again under its run id: the next delivery resumes it from its checkpoints. Its status
+    record stays `queued` with the progress so far; a queue that cannot be reached raises, so this delivery
+    is retried and resumes all the same."""
+    seconds, env = budget
+    with reporter.lock:
+        record.update(status="queued", error=None, resumes=int(record.get("resumes") or 0) + 1,
+                      paused={"at": now_iso(), "reason": f"the invocation budget of {seconds / 60:g} minutes "
+                              "(M365_INVOCATION_BUDGET) was spent; the run resumes from its checkpoints on the "
+                              "next delivery"})
+    reporter.save()
+    send_message(env, encode_message(msg.run_id, msg.tenant, record["trigger"],
+                                     list(msg.datasets) if msg.datasets else None, now_iso()))
+    log.info("run %s paused after %.0f s (M365_INVOCATION_BUDGET) and queued again to resume", msg.run_id, seconds,
+             extra={"run_id": msg.run_id, "event": "run_requeued"})
+    return "requeued"
 
 
 def process_poison(body: str | bytes, env: Mapping[str, str] | None = None) -> str:

@@ -24,6 +24,10 @@ from isal import isal_zlib
 from connector.rawjson import RawRecord, full
 
 BLOCK_SIZE = 4 * 1024 * 1024
+# JSON Lines go to the compressor in pieces of exactly this size (the last one shorter), so a file's
+# bytes depend only on its records, not on how they arrived in pages: a resumed listing replays its
+# spool and writes the same file, byte for byte, as a run that was never interrupted.
+COMPRESS_PIECE = 1024 * 1024
 # ISA-L's level 2 (python-isal): the gzip files are about 20% larger than zlib's level 6 but cost a
 # tenth of its CPU (1.8 against 25 us per user record, measured; see docs/performance.md). The files
 # are plain gzip, read by any gzip reader.
@@ -133,6 +137,7 @@ class JsonlGzWriter:
         self._normalise = normalise
         self._relpath = relpath
         self._zip = gzip_compressor()
+        self._raw = bytearray()  # JSON Lines not yet compressed (less than COMPRESS_PIECE)
         self._hash = hashlib.sha256()
         self._pending: list[bytes] = []
         self._pending_len = 0
@@ -155,9 +160,10 @@ class JsonlGzWriter:
         self.bytes += len(block)
         return block
 
-    async def write(self, records: list[dict[str, Any]]) -> None:
+    async def write(self, records: list[dict[str, Any]]) -> bytes:
+        """Add records; returns the JSON Lines written (a checkpoint spools them), b"" for none."""
         if not records:
-            return
+            return b""
         # A RawRecord (connector/rawjson.py) is written as the JSON Graph sent; a batch with an empty
         # string in it has those records parsed for the normaliser.
         data = _jsonl(records)
@@ -165,13 +171,29 @@ class JsonlGzWriter:
             records = [full(r) if type(r) is RawRecord and b'":""' in r.raw else r for r in records]
             if self._normalise(records):
                 data = _jsonl(records)
-        self.records += len(records)
-        block = self._emit(self._zip.compress(data))
+        await self.write_lines(data, len(records))
+        return data
+
+    async def write_lines(self, data: bytes, records: int) -> None:
+        """Add JSON Lines already serialised (and normalised): `records` lines of them."""
+        self.records += records
+        self._raw += data
+        if len(self._raw) < COMPRESS_PIECE:
+            return
+        whole = len(self._raw) - len(self._raw) % COMPRESS_PIECE
+        view = memoryview(self._raw)
+        out = [self._zip.compress(view[i:i + COMPRESS_PIECE]) for i in range(0, whole, COMPRESS_PIECE)]
+        view.release()
+        del self._raw[:whole]
+        block = self._emit(b"".join(out))
         if block is not None:
             await asyncio.to_thread(self._sink.put, self._account(block))
 
     async def finish(self) -> FileInfo:
         """Write the last bytes; the file stays invisible until commit()."""
+        if self._raw:
+            self._emit(self._zip.compress(bytes(self._raw)))
+            self._raw.clear()
         self._emit(self._zip.flush())
         block = b"".join(self._pending)
         self._pending = []

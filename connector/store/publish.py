@@ -33,6 +33,7 @@ log = logging.getLogger("m365_connector")
 
 MANIFEST = "manifest.json"
 UNLOCKED_STALE = timedelta(hours=6)  # a run that holds no lock and started this long ago is not running
+RESUMABLE_FOR = timedelta(days=7)  # checkpoints of a run older than this are swept, not resumed
 
 
 def run_prefix(tenant_id: str, run_id: str) -> str:
@@ -46,6 +47,30 @@ def _started(run_id: str) -> str:
 
 def marker_path(tenant_id: str, run_id: str) -> str:
     return f"tenants/{tenant_id}/in-progress/{run_id}.json"
+
+
+def checkpoint_prefix(tenant_id: str, run_id: str) -> str:
+    """Where a run's checkpoints live (connector/collect/checkpoint.py): beside its run folder, never in it."""
+    return f"tenants/{tenant_id}/checkpoints/{run_id}/"
+
+
+def remove_checkpoints(store: Store, tenant_id: str, run_id: str) -> None:
+    """A run's checkpoints and spooled records: removed once it is published, or once it is given up."""
+    for path in store.list(checkpoint_prefix(tenant_id, run_id)):
+        store.discard(path)
+
+
+def sweep_checkpoints(store: Store, tenant_id: str, current: str | None, dead: Iterable[str]) -> None:
+    """Checkpoints nobody will resume: of runs swept as dead, of runs already published, and older than
+    RESUMABLE_FOR (a run re-queued that long ago was given up)."""
+    dead = set(dead)
+    oldest = f"{datetime.now(UTC) - RESUMABLE_FOR:%Y%m%dT%H%M%S}"
+    prefix = f"tenants/{tenant_id}/checkpoints/"
+    runs = {p[len(prefix):].split("/", 1)[0] for p in store.list(prefix)}
+    for run_id in sorted(runs - {current}):
+        if (not valid_run_id(run_id) or run_id in dead or run_id[:15] < oldest
+                or store.read_bytes(f"{run_prefix(tenant_id, run_id)}/{MANIFEST}") is not None):
+            remove_checkpoints(store, tenant_id, run_id)
 
 
 def sweep(store: Store, tenant_id: str, *, current: str | None = None) -> list[str]:
@@ -81,6 +106,7 @@ def sweep(store: Store, tenant_id: str, *, current: str | None = None) -> list[s
                             run_id)
         if run_id != current:
             store.delete(path)
+    sweep_checkpoints(store, tenant_id, current, (r for r in swept if r != current))
     return swept
 
 
@@ -232,4 +258,5 @@ class Publication:
                 self.store.discard(path)
 
     def end(self) -> None:
+        remove_checkpoints(self.store, self.tenant_id, self.run_id)
         self.store.delete(self.marker)
