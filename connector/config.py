@@ -72,6 +72,7 @@ SETTING_NAMES: tuple[str, ...] = (
     "M365_REPORT_PERIOD",
     "M365_INACTIVE_DAYS",
     "M365_PRICE_SHEET",
+    "M365_INSIGHTS_EXCLUDE",
     "M365_PRODUCT_NAMES_URL",
     "SNAPSHOT_DIR",
     "SNAPSHOT_CONTAINER",
@@ -127,6 +128,7 @@ class Settings:
     inactive_days: int = DEFAULT_INACTIVE_DAYS  # licence insights: no successful sign-in for longer = inactive
     price_sheet: str | None = None  # CSV skuPartNumber,monthlyPrice,currency: local path or blob URL
     product_names_url: str | None = PRODUCT_NAMES_URL  # None: only the copy shipped in the package
+    insights_exclude: tuple[str, ...] = ()  # "sku:<part|id>", "user:<upn|id>", "group:<id|name>": left out of findings
 
     @property
     def graph_scope(self) -> str:
@@ -409,7 +411,16 @@ class _Reader:
             names_url = None
         elif names_raw:
             names_url = _url_or_none("M365_PRODUCT_NAMES_URL", names_raw, self.problems)
-        return {"inactive_days": inactive_days, "price_sheet": price_sheet, "product_names_url": names_url}
+        exclude = tuple(x.strip() for x in self.get("M365_INSIGHTS_EXCLUDE").split(",") if x.strip())
+        bad = [x for x in exclude if x.split(":", 1)[0].lower() not in ("sku", "user", "group") or not
+               x.split(":", 1)[-1].strip() or ":" not in x]
+        if bad:
+            self.problem("M365_INSIGHTS_EXCLUDE", f"{', '.join(bad)}: each entry is sku:<part number or id>, "
+                                                  "user:<userPrincipalName or id> or group:<id or display name>, "
+                                                  "separated by commas (e.g. sku:FLOW_FREE,user:admin@contoso.com).")
+            exclude = ()
+        return {"inactive_days": inactive_days, "price_sheet": price_sheet, "product_names_url": names_url,
+                "insights_exclude": exclude}
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:

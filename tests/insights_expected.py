@@ -4,9 +4,15 @@ definitions of docs/insights.md, independently of connector/insights*.py, for th
 from __future__ import annotations
 
 import collections
+import json
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
+
+# The bundled list of free SKUs is data (with its source), read here as a tool would.
+FREE = {k.upper() for k in json.loads((Path(__file__).resolve().parent.parent / "connector" / "insights" / "data" /
+                                       "free-skus.json").read_text())["skus"]}
 
 
 def ts(value: str | None) -> datetime | None:
@@ -23,13 +29,17 @@ def last_success(sia: dict[str, Any] | None) -> datetime | None:
 
 
 def expected(sim: Any, started: str, *, days: int = 90, source: str = "signInActivity",
-             prices: dict[str, Decimal] | None = None, report_rows: list[dict[str, Any]] | None = None
-             ) -> dict[str, Any]:
+             prices: dict[str, Decimal] | None = None, report_rows: list[dict[str, Any]] | None = None,
+             exclude: tuple[set[str], set[str]] = (set(), set())) -> dict[str, Any]:
     """Per SKU figures, findings per (code, skuId) with their users, and totals."""
     cutoff = ts(started) - timedelta(days=days)
     users = list(sim.tenant.users())
     skus = {s["skuId"]: s for s in sim.tenant.subscribed_skus()}
-    trials = {s["skuId"]: s["isTrial"] for s in sim.inventory.subscriptions()}
+    subscriptions = sim.inventory.subscriptions()
+    trials = {s["skuId"]: s["isTrial"] for s in subscriptions}
+    plans = {sid: {p["servicePlanId"] for p in s["servicePlans"]} for sid, s in skus.items()}
+    excluded_skus, excluded_users = exclude
+    excluded: collections.Counter = collections.Counter()
     activity: dict[str, datetime | None] = {}
     if report_rows is not None:
         for row in report_rows:
@@ -38,9 +48,12 @@ def expected(sim: Any, started: str, *, days: int = 90, source: str = "signInAct
     fig: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     findings: dict[tuple[str, str], set[str]] = collections.defaultdict(set)
 
-    def billed(sid: str) -> bool:
+    def free(sid: str) -> bool:
         price = (prices or {}).get(skus[sid]["skuPartNumber"])
-        return skus[sid]["capabilityStatus"] in ("Enabled", "Warning") and not trials.get(sid) and price != 0
+        return price == 0 or (price is None and skus[sid]["skuPartNumber"].upper() in FREE)
+
+    def billed(sid: str) -> bool:
+        return skus[sid]["capabilityStatus"] in ("Enabled", "Warning") and not trials.get(sid) and not free(sid)
 
     for u in users:
         held = {lic["skuId"] for lic in u["assignedLicenses"]}
@@ -84,6 +97,20 @@ def expected(sim: Any, started: str, *, days: int = 90, source: str = "signInAct
             if st["assignedByGroup"] and st["state"] != "Active":
                 fig[st["skuId"]]["groupErrors"] += 1
                 findings[("group_assignment_error", st["skuId"])].add(u["id"])
+        # Overlaps: a SKU paid for whose every (enabled) plan another held SKU also gives.
+        enabled_plans = {lic["skuId"]: plans[lic["skuId"]] - set(lic["disabledPlans"]) for lic in u["assignedLicenses"]}
+        for sid, mine in enabled_plans.items():
+            others = set().union(*(p for o, p in enabled_plans.items() if o != sid))
+            if mine and billed(sid) and mine <= others:
+                findings[("overlapping_licence", sid)].add(u["id"])
+    for key in list(findings):  # excluded users and SKUs are counted apart
+        code, sid = key
+        gone = {uid for uid in findings[key] if uid in excluded_users} if sid not in excluded_skus else findings[key]
+        if gone:
+            excluded[key] = len(gone)
+            findings[key] -= gone
+            if not findings[key]:
+                del findings[key]
     seat_findings = {}
     for sid, s in skus.items():
         f = fig[sid]
@@ -99,4 +126,16 @@ def expected(sim: Any, started: str, *, days: int = 90, source: str = "signInAct
         price = (prices or {}).get(s["skuPartNumber"])
         if price is not None:
             f["monthlyWaste"] = float(round(price * f["wasteSeats"], 2))
-    return {"skus": fig, "findings": findings, "seatFindings": seat_findings, "users": users, "skuRecords": skus}
+        f["free"] = free(sid)
+    for sub in subscriptions:  # one subscription per SKU in the simulator
+        sid, days = sub["skuId"], (ts(sub["nextLifecycleDateTime"]) - ts(started)).total_seconds() / 86400
+        if sub["status"] not in ("Enabled", "Warning") or days < 0:
+            continue
+        if not sub["isTrial"] and days <= 90 and fig[sid]["unusedSeats"]:
+            seat_findings[("renewal_unused_seats", sid)] = min(fig[sid]["unusedSeats"], sub["totalLicenses"])
+        if sub["isTrial"] and days <= 30 and fig[sid]["assigned"]:
+            seat_findings[("trial_ending", sid)] = fig[sid]["assigned"]
+    for key in [k for k in seat_findings if k[1] in excluded_skus]:
+        excluded[key] = seat_findings.pop(key)
+    return {"skus": fig, "findings": findings, "seatFindings": seat_findings, "users": users, "skuRecords": skus,
+            "excluded": excluded}

@@ -122,10 +122,11 @@ def test_insights_equal_the_figures_computed_from_the_tenant(sim, env, tmp_path,
     for key, f in got.items():
         members = user_findings.get(key)
         if members is None:
-            assert f["count"] == want["seatFindings"][key] and f["unit"] == "seats"
+            assert f["count"] == want["seatFindings"][key], key
             continue
         assert f["count"] == len(members) and set(f["sampleUserIds"]) <= members, key
         assert len(f["sampleUserIds"]) == min(20, len(members)) and f["message"] and f["remedy"]
+    assert not any("excluded" in x for x in lines) and doc["excluded"] == []
     assert {(x["userId"], x["code"], x["skuId"]) for x in lines} == {
         (uid, code, sid) for (code, sid), members in user_findings.items() for uid in members}
     users = {u["id"]: u for u in want["users"]}
@@ -142,7 +143,8 @@ def test_insights_equal_the_figures_computed_from_the_tenant(sim, env, tmp_path,
     # Money: the waste findings are priced, and the totals add up per currency.
     assert doc["totals"]["monthlyWaste"] == {"EUR": round(sum(s["monthlyWaste"] or 0 for s in doc["skus"]), 2)}
     top = doc["findings"][0]
-    assert top["monthlyWaste"] == max(f.get("monthlyWaste") or 0 for f in doc["findings"]) > 0
+    assert top["monthlySaving"] == max(f.get("monthlySaving") or 0 for f in doc["findings"]) > 0
+    check_recommendations(doc, lines, want)
     assert doc["changes"] is None and "no earlier published run" in doc["basis"]["fallbacks"]["changes"]
     assert [p["runId"] for p in doc["trend"]] == [manifest["runId"]]
     # A run reads back what it published: the users' lines in user_licences match the users file.
@@ -367,3 +369,81 @@ def test_the_previous_run_is_the_one_published_last_when_runs_share_a_second(tmp
     assert [r for r, _ in find_runs(store, current, 5)] == [f"{second}-000000", f"{second}-ffffff"]
     write_json(store, f"tenants/{tenant}/latest.json", {"runId": f"{second}-ffffff"})
     assert [r for r, _ in find_runs(store, current, 5)] == [f"{second}-ffffff", f"{second}-000000"]
+
+
+def check_recommendations(doc: dict, lines: list[dict], want: dict) -> None:
+    """Free SKUs, overlaps and renewals of the priced run, against the tenant's own figures."""
+    skus = {s["skuPartNumber"]: s for s in doc["skus"]}
+    # Free SKUs: the bundled list (Fabric Free, Windows Store) and a price of 0 (FLOW_FREE); not money.
+    assert [skus[p]["freeReason"] for p in ("FLOW_FREE", "POWER_BI_STANDARD", "WINDOWS_STORE", "SPE_E3")] == [
+        "priceSheet", "list", "list", None]
+    assert all(s["free"] == want["skus"][s["skuId"]]["free"] for s in doc["skus"])
+    assert doc["totals"]["enabledPaid"] == sum(s["enabled"] for s in doc["skus"] if s["billed"]) > 0
+    free = [s for s in doc["skus"] if s["free"]]
+    assert doc["totals"]["free"] == {"skus": 3, "enabled": sum(s["enabled"] for s in free),
+                                     "assigned": sum(s["assigned"] for s in free)}
+    assert skus["POWER_BI_STANDARD"]["assigned"] > 0 and skus["POWER_BI_STANDARD"]["wasteSeats"] == 0
+    on_free = [f for f in doc["findings"] if skus[f["skuPartNumber"]]["free"]]
+    assert on_free and {f["severity"] for f in on_free} == {"info"}
+    assert all(f["severity"] != "info" for f in doc["findings"] if not skus[f["skuPartNumber"]]["free"])
+    # Overlaps: Microsoft 365 E3 holds every EMS plan, so EMS beside it is redundant (and costs its price).
+    ems = next(f for f in doc["findings"] if f["code"] == "overlapping_licence")
+    assert ems["skuPartNumber"] == "EMS" and ems["count"] == len(want["findings"][("overlapping_licence",
+                                                                                      ems["skuId"])]) > 0
+    assert ems["monthlySaving"] == round(ems["count"] * 10.60, 2) and ems["yearlySaving"] == round(
+        ems["count"] * 10.60 * 12, 2)
+    overlap_lines = [x for x in lines if x["code"] == "overlapping_licence"]
+    assert overlap_lines and all(x["evidence"]["coveredBy"] == ["SPE_E3"] for x in overlap_lines)
+    # Renewals: the unused seats of subscriptions renewing within 90 days, with the date to act before.
+    renewing = [f for f in doc["findings"] if f["code"] == "renewal_unused_seats"]
+    assert renewing, "the seeded tenant renews a subscription with spare seats within 90 days"
+    for f in renewing:
+        sku = skus[f["skuPartNumber"]]
+        assert f["count"] <= sku["unusedSeats"] and f["renewsOn"][:10] in f["remedy"] and f["window"] in (30, 60, 90)
+        assert f["monthlySaving"] == round(f["count"] * sku["monthlyPrice"], 2)
+    saving = doc["totals"]["monthlySavingByCode"]
+    assert saving["overlapping_licence"] == {"EUR": ems["monthlySaving"]}
+
+
+def test_trials_with_users_that_end_soon(sim):
+    """The simulator's trials end months away; moved to 10 days, the rule names the trial with its holders."""
+    from connector.insights.advice import renewals
+    from connector.insights.analysis import epoch
+
+    subs = sim.inventory.subscriptions()
+    start = epoch(subs[0]["createdDateTime"]) + 500 * 86400
+    trial = next(s for s in subs if s["isTrial"] and s["status"] == "Warning")
+    soon = [dict(s, nextLifecycleDateTime=time_iso(start + 10 * 86400)) if s is trial else s for s in subs]
+    skus = {s["skuId"]: {"assigned": 7, "unusedSeats": 0, "billed": False} for s in subs}
+    _renew, trials = renewals(soon, skus, start, epoch)
+    assert set(trials) == {trial["skuId"]} and trials[trial["skuId"]]["days"] == 10
+    skus[trial["skuId"]]["assigned"] = 0  # a trial nobody holds is not a finding
+    assert renewals(soon, skus, start, epoch)[1] == {}
+
+
+def time_iso(ts: int) -> str:
+    import time
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def test_exclusions_are_reported_not_dropped(sim, env, tmp_path):
+    users = [u for u in sim.tenant.users() if u["accountEnabled"] is False and u["assignedLicenses"]]
+    upn = users[0]["userPrincipalName"]
+    manifest, store = run(env, SNAPSHOT_DIR=str(tmp_path / "s"), M365_DATASETS=DATASETS,
+                          M365_PRICE_SHEET=price_sheet(tmp_path / "prices.csv"),
+                          M365_INSIGHTS_EXCLUDE=f"sku:EMS,user:{upn.upper()}")
+    doc, lines = files_of(store, manifest)
+    skus = {s["skuPartNumber"]: s["skuId"] for s in doc["skus"]}
+    want = expected(sim, manifest["startedAt"], prices=PRICES, exclude=({skus["EMS"]}, {users[0]["id"]}))
+    got = {(f["code"], f["skuId"]): f["count"] for f in doc["findings"]}
+    assert got == {**{k: len(v) for k, v in want["findings"].items()}, **want["seatFindings"]}
+    assert {(e["code"], e["skuId"]): e["count"] for e in doc["excluded"]} == dict(want["excluded"])
+    assert any(sid == skus["EMS"] for _c, sid in want["excluded"]) and any(
+        sid != skus["EMS"] for _c, sid in want["excluded"])
+    flagged = {(x["userId"], x["code"], x["skuId"]) for x in lines if x.get("excluded")}
+    assert {x["excluded"] for x in lines if x.get("excluded")} == {"sku:EMS", "user"}
+    assert len([k for k in flagged if k[2] != skus["EMS"]]) == sum(
+        n for (c, sid), n in want["excluded"].items() if sid != skus["EMS"])
+    assert doc["basis"]["exclusions"]["skus"] == ["ems"] and doc["basis"]["exclusions"]["users"] == [upn.lower()]
+    with pytest.raises(ConfigError, match="M365_INSIGHTS_EXCLUDE"):
+        run(env, SNAPSHOT_DIR=str(tmp_path / "x"), M365_DATASETS=DATASETS, M365_INSIGHTS_EXCLUDE="licence:E3")

@@ -2,9 +2,10 @@
 
 DuckDB's `read_json` infers each column's type from a sample of the first 20,480 records; a value
 after the sample that does not fit (Graph's `""` for an unset date-time in a column it typed
-TIMESTAMP) fails the whole read. So the large snapshot here has more records than the sample in
-its biggest datasets, and every dataset is read back in shuffled order with the records whose
-dates are unset moved behind the sample: the worst place for them.
+TIMESTAMP, or for an unset request id in a column it typed UUID) fails the whole read. So the large
+snapshot here (25,000 users) has more records than the sample in its biggest datasets, and every
+dataset is read back in its natural order, reversed, shuffled, and shuffled with the records whose
+dates or identifiers are unset moved behind the sample: the worst place for them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pandas as pd
 import pytest
 
 from connector.catalog.datasets import DATASETS
-from connector.catalog.schema import DATES
+from connector.catalog.schema import DATES, EMPTY_IS_NULL
 from connector.catalog.shapes import Field
 from connector.cli.docgen import ROOT
 from simulator import Simulator, TenantSpec
@@ -33,7 +34,7 @@ DUCKDB_SAMPLE = 20480  # read_json's default sample_size
 # Datasets that exceed the sample in the large tenant (users and sign-ins: one record per user;
 # memberships: more than one per user). The others come from a smaller tenant with every dataset.
 LARGE = ("users", "user_sign_in_activity", "group_members")
-LARGE_USERS = 21_000
+LARGE_USERS = 25_000
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,7 @@ def snapshots(tmp_path_factory, monkeypatch_module) -> dict[str, list[dict[str, 
             if users == LARGE_USERS:
                 served = [u["signInActivity"] for u in sim.tenant.users() if u["signInActivity"]]
                 out["_served_empty_dates"] = [s for s in served if s["lastSuccessfulSignInDateTime"] == ""]
+                out["_served_empty_ids"] = [s for s in served if s["lastSuccessfulSignInRequestId"] == ""]
     return out
 
 
@@ -63,16 +65,18 @@ def monkeypatch_module():
 
 # -- what the declarations say about a record --------------------------------------------------------------------
 
-def date_paths(fields: tuple[Field, ...], prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str, bool]]:
-    """(path, date type, inside a list) of every declared date; lists of objects are one level deep here."""
+def date_paths(fields: tuple[Field, ...], prefix: tuple[str, ...] = (), types: frozenset[str] = DATES
+               ) -> list[tuple[tuple[str, ...], str, bool]]:
+    """(path, type, inside a list) of every declared date (or other `types`); lists of objects are one level
+    deep here."""
     out = []
     for f in fields:
-        if f.type in DATES:
+        if f.type in types:
             out.append(((*prefix, f.name), f.type, False))
         elif f.type == "object":
-            out.extend(date_paths(f.fields, (*prefix, f.name)))
+            out.extend(date_paths(f.fields, (*prefix, f.name), types))
         elif f.type == "array" and isinstance(f.items, tuple):
-            out.extend((path, t, True) for path, t, _ in date_paths(f.items, (*prefix, f.name)))
+            out.extend((path, t, True) for path, t, _ in date_paths(f.items, (*prefix, f.name), types))
     return out
 
 
@@ -93,11 +97,27 @@ def unset_dates(record: dict[str, Any], paths) -> int:
 
 
 def worst_order(records: list[dict[str, Any]], paths, seed: int) -> list[dict[str, Any]]:
-    """Shuffled, then records with unset dates behind the ones without (stable): the sample sees dates
-    only, and the unset ones come after it."""
+    """Shuffled, then records with unset dates or identifiers behind the ones without (stable): the sample
+    sees values only, and the unset ones come after it."""
     shuffled = list(records)
     random.Random(seed).shuffle(shuffled)
     return sorted(shuffled, key=lambda r: unset_dates(r, paths) > 0)
+
+
+ORDERS = ("natural", "reversed", "shuffled", "worst")
+
+
+def in_order(records: list[dict[str, Any]], order: str, paths, seed: int) -> list[dict[str, Any]]:
+    """The records as a consumer may meet them: as written, reversed, shuffled, or worst_order."""
+    if order == "natural":
+        return list(records)
+    if order == "reversed":
+        return records[::-1]
+    if order == "shuffled":
+        shuffled = list(records)
+        random.Random(seed).shuffle(shuffled)
+        return shuffled
+    return worst_order(records, paths, seed)
 
 
 def write_jsonl_gz(path: Path, records: list[dict[str, Any]]) -> Path:
@@ -111,16 +131,18 @@ def _quote(name: str) -> str:
 
 # -- DuckDB ------------------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("name", list(DATASETS))
-def test_duckdb_defaults_read_every_dataset_in_any_order(name, snapshots, tmp_path):
+def test_duckdb_defaults_read_every_dataset_in_any_order(name, order, snapshots, tmp_path):
     records = snapshots[name]
     ds = DATASETS[name]
     paths = date_paths(ds.fields)
+    unset_paths = date_paths(ds.fields, types=EMPTY_IS_NULL)
     if name in LARGE:
         assert len(records) > DUCKDB_SAMPLE, f"{name}: the large tenant must exceed DuckDB's sample"
-    ordered = worst_order(records, paths, seed=len(records))
-    if name in LARGE and paths:
-        assert unset_dates(ordered[-1], paths) > 0 or all(unset_dates(r, paths) == 0 for r in records)
+    ordered = in_order(records, order, unset_paths, seed=len(records))
+    if name in LARGE and unset_paths and order == "worst":
+        assert unset_dates(ordered[-1], unset_paths) > 0 or all(unset_dates(r, unset_paths) == 0 for r in records)
     path = write_jsonl_gz(tmp_path / ds.file, ordered)
     con = duckdb.connect()
     for reader in ("read_json_auto", "read_json"):
@@ -170,6 +192,21 @@ def test_graph_empty_dates_would_break_duckdb_without_the_normalisation(snapshot
     path = write_jsonl_gz(tmp_path / "graph-form.jsonl.gz", raw)
     with pytest.raises(duckdb.Error, match="timestamp"):
         duckdb.connect().sql(f"SELECT * FROM read_json_auto('{path}')").fetchall()
+
+
+def test_graph_empty_request_ids_would_break_duckdb_without_the_normalisation(snapshots, tmp_path):
+    """Graph's samples give an unset sign-in's request id as "" too: DuckDB types the column UUID from the
+    sample, and a later "" fails the read ("Could not convert string '' to UUID") unless written as null."""
+    assert snapshots["_served_empty_ids"], "the simulator should serve some unset request ids as \"\""
+    records = snapshots["user_sign_in_activity"]
+    assert all(r["signInActivity"] is None or r["signInActivity"]["lastSuccessfulSignInRequestId"] != ""
+               for r in records), "the snapshot must hold null where Graph sent \"\""
+    with_id = [r for r in records if (r["signInActivity"] or {}).get("lastSuccessfulSignInRequestId")]
+    assert len(with_id) > DUCKDB_SAMPLE
+    late = {**with_id[-1], "signInActivity": {**with_id[-1]["signInActivity"], "lastSuccessfulSignInRequestId": ""}}
+    path = write_jsonl_gz(tmp_path / "graph-form.jsonl.gz", with_id[:-1] + [late])
+    with pytest.raises(duckdb.Error, match="UUID"):
+        duckdb.connect().sql(f"SELECT * FROM read_json('{path}')").fetchall()
 
 
 # -- the published JSON Schema -----------------------------------------------------------------------------------

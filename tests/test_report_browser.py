@@ -80,7 +80,7 @@ def test_report_shows_the_numbers_of_insights_json_and_loads_nothing(snapshot):
     assert page["runId"] == doc["basis"]["runId"] and int(page["inactiveDays"]) == doc["basis"]["inactiveDays"]
 
     t = doc["totals"]
-    for key in ("enabled", "assigned", "unusedSeats", "wasteSeats", "findings"):
+    for key in ("enabledPaid", "assigned", "unusedSeats", "wasteSeats", "findings"):
         assert _number(page["totals"][key]) == t[key], key
     assert _money(page["totals"]["monthlyWaste"]) == t["monthlyWaste"] and t["monthlyWaste"]["EUR"] > 0
     for key in ("usersAdded", "usersRemoved", "licencesAssigned", "licencesRemoved", "seatsBought", "seatsDropped"):
@@ -94,7 +94,18 @@ def test_report_shows_the_numbers_of_insights_json_and_loads_nothing(snapshot):
     assert [(f["code"], f["sku"]) for f in page["findings"]] == [(f["code"], f["skuId"]) for f in doc["findings"]]
     for shown, f in zip(page["findings"], doc["findings"], strict=True):
         assert _number(shown["count"]) == f["count"]
-        assert _money(shown["monthlyWaste"]) == ({f["currency"]: f["monthlyWaste"]} if "monthlyWaste" in f else None)
+        assert _money(shown["monthlySaving"]) == ({f["currency"]: f["monthlySaving"]} if "monthlySaving" in f else None)
+    # Recommendations: every finding with money, by saving (month and year), and again by product.
+    priced = sorted((f for f in doc["findings"] if f.get("monthlySaving")), key=lambda f: -f["monthlySaving"])
+    assert [(r["code"], r["sku"]) for r in page["recommendations"]] == [(f["code"], f["skuId"]) for f in priced]
+    assert {f["code"] for f in priced} >= {"overlapping_licence", "licence_inactive"}
+    for shown, f in zip(page["recommendations"], priced, strict=True):
+        assert _money(shown["monthlySaving"]) == {f["currency"]: f["monthlySaving"]}
+        assert _money(shown["yearlySaving"]) == {f["currency"]: f["yearlySaving"]} and f["yearlySaving"] == round(
+            f["monthlySaving"] * 12, 2)
+    assert sorted((r["code"], r["sku"]) for r in page["bySku"]) == sorted((f["code"], f["skuId"]) for f in priced)
+    free = doc["totals"]["free"]
+    assert _number(page["totals"]["freeEnabled"]) == free["enabled"] > 0 and t["enabledPaid"] < t["enabled"]
 
     # Seats chart: each SKU's bar segments are its users by activity and its unused seats, drawn to one scale.
     seats = [b for b in page["bars"] if b["chart"] == "seats"]

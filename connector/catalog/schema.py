@@ -1,13 +1,14 @@
 """Record schemas from the dataset declarations: the published JSON Schema and the one normalisation.
 
 Graph writes an unset date-time as `null` in most places but as `""` in some (its own doc samples
-show `"lastSuccessfulSignInDateTime": ""`). A reader that infers column types from a sample
-(DuckDB's `read_json`, pandas, Spark) then fails or falls back to text depending on where such a
-value lands in the file. So the snapshot writes `""` in a declared date-time or date property as
-`null`: the only change the format makes to Graph's values (docs/snapshot-format.md).
+show `"lastSuccessfulSignInDateTime": ""` with `"lastSuccessfulSignInRequestId": ""`). A reader that
+infers column types from a sample (DuckDB's `read_json` types such columns TIMESTAMP or UUID, pandas,
+Spark) then fails or falls back to text depending on where such a value lands in the file. So the
+snapshot writes `""` in a declared date-time, date or identifier (uuid) property as `null`: the only
+change the format makes to Graph's values (docs/snapshot-format.md).
 
 The normaliser is compiled once per dataset from its declaration into closures that visit only
-the paths that can hold a date, so a dataset without dates costs nothing and `users` costs a few
+the paths that can hold such a value, so a dataset without them costs nothing and `users` costs a few
 dictionary look-ups per record (bench: `python -m connector.catalog.schema`).
 """
 
@@ -21,6 +22,7 @@ from connector.catalog.shapes import Field
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 DATES = frozenset({"datetime", "date"})
+EMPTY_IS_NULL = DATES | {"uuid"}  # scalar types whose "" Graph means as unset: written as null
 _SCALARS: dict[str, dict[str, Any]] = {
     "string": {"type": ["string", "null"]},
     "boolean": {"type": ["boolean", "null"]},
@@ -73,7 +75,7 @@ def json_schema(ds: Dataset) -> dict[str, Any]:
         "title": ds.name,
         "description": f"{ds.description} One line of {ds.file}: {ds.record}. Properties may be null; "
                        "properties not listed here may appear (Graph adds them). Date-times are ISO 8601 "
-                       "in UTC; Graph's \"\" for an unset date is written as null.",
+                       "in UTC; Graph's \"\" for an unset date or identifier is written as null.",
         **schema,
     }
 
@@ -82,8 +84,8 @@ def json_schema(ds: Dataset) -> dict[str, Any]:
 
 def _visitor(fields: tuple[Field, ...]) -> Callable[[Record], int] | None:
     """A function fixing one object in place and counting its changes, or None when nothing under it can
-    be a date."""
-    dates = tuple(f.name for f in fields if f.type in DATES)
+    be a date or an identifier."""
+    dates = tuple(f.name for f in fields if f.type in EMPTY_IS_NULL)
     nested: list[tuple[str, bool, Callable[[Record], int]]] = []
     for f in fields:
         if f.type == "object":
@@ -118,7 +120,7 @@ def _visitor(fields: tuple[Field, ...]) -> Callable[[Record], int] | None:
 
 
 def compile_normaliser(fields: tuple[Field, ...]) -> Normaliser | None:
-    """In-place normaliser of a list of records, or None when the declaration has no date."""
+    """In-place normaliser of a list of records, or None when the declaration has no date or identifier."""
     visit = _visitor(fields)
     if visit is None:
         return None

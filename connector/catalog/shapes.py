@@ -142,12 +142,12 @@ SIGN_IN_ACTIVITY = (
     _o("signInActivity", "null or absent when the user never signed in (or not since April 2020).", (
         F("lastNonInteractiveSignInDateTime", "datetime", "Last non-interactive sign-in attempt (a client signing "
                                                           "in on the user's behalf)."),
-        F("lastNonInteractiveSignInRequestId", "string", "Request id of that sign-in."),
+        F("lastNonInteractiveSignInRequestId", "uuid", "Request id of that sign-in (a GUID)."),
         F("lastSignInDateTime", "datetime", "Last interactive sign-in attempt, successful or not."),
-        F("lastSignInRequestId", "string", "Request id of that sign-in."),
+        F("lastSignInRequestId", "uuid", "Request id of that sign-in (a GUID)."),
         F("lastSuccessfulSignInDateTime", "datetime", "Last successful sign-in, interactive or not; recorded since "
                                                       "December 2023."),
-        F("lastSuccessfulSignInRequestId", "string", "Request id of that sign-in."),
+        F("lastSuccessfulSignInRequestId", "uuid", "Request id of that sign-in (a GUID)."),
     )),
 )
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from connector.insights.advice import Exclusions, Overlaps
 from connector.insights.read import GzLines, lines, records
 from connector.spool import KeyValueSpool
 from connector.store.contract import Store
@@ -41,8 +42,11 @@ FINDINGS: dict[str, tuple[str, str, bool]] = {
     "group_assignment_error": ("high", "users", False),
     "direct_and_group_assignment": ("low", "users", False),
     "licence_on_guest": ("low", "users", False),
+    "overlapping_licence": ("medium", "users", False),  # money: the redundant SKU's price
+    "renewal_unused_seats": ("medium", "seats", False),  # money: the seats not renewed
+    "trial_ending": ("medium", "users", False),
 }
-SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
+SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2, "info": 3}  # info: about a free SKU
 _WASTE = {DISABLED: "licence_on_disabled_account", NEVER_SIGNED_IN: "licence_never_used", INACTIVE: "licence_inactive"}
 _NONE: set[str] = set()  # returned for unlicensed users; never modified
 
@@ -151,6 +155,7 @@ class SkuTally:
     direct_and_group: int = 0
     group_errors: int = 0
     billed: bool = False  # paid for: waste findings apply
+    free: bool = False  # costs nothing (bundled list or a price of 0): its findings are informational
     classes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         (ACTIVE, NEW, INACTIVE, NEVER_SIGNED_IN, DISABLED, UNKNOWN), 0))
     not_active: bool = False  # capabilityStatus other than Enabled: its holders risk losing the service
@@ -171,13 +176,18 @@ class Tally:
     """Counts one run's users against its SKUs; writes licence_findings.jsonl.gz lines as it goes."""
 
     def __init__(self, skus: Iterable[dict[str, Any]], *, started: int, inactive_days: int, activity: Activity,
-                 group_names: dict[str, str], lines: GzLines | None, billed: Callable[[SkuTally], bool]):
+                 group_names: dict[str, str], lines: GzLines | None, billed: Callable[[SkuTally], bool],
+                 free: Callable[[SkuTally], bool] = lambda t: False, overlaps: Overlaps | None = None,
+                 exclusions: Exclusions | None = None):
         self.skus: dict[str, SkuTally] = {}
         for s in skus:
             sid = (s.get("skuId") or "").lower()
             self.skus[sid] = SkuTally(sid, s.get("skuPartNumber") or sid, s)
         for t in self.skus.values():
             t.billed = billed(t)  # waste findings only where seats are paid for
+            t.free = free(t)
+        self.overlaps = overlaps
+        self.exclusions = exclusions or Exclusions()
         self.cutoff = started - inactive_days * 86400
         self.activity = activity
         self.group_names = group_names
@@ -279,6 +289,11 @@ class Tally:
                     hit("direct_and_group_assignment", t, user, last, sid, direct, via)
                 if t.not_active:
                     hit("subscription_not_active", t, user, last, sid, direct, via)
+            if self.overlaps is not None and len(held) > 1:
+                for sid, cover, plans in self.overlaps.redundant(licences):
+                    extra = {"coveredBy": [self.skus[c].part_number if c in self.skus else c for c in cover],
+                             "sharedPlans": list(plans)}
+                    hit("overlapping_licence", self.sku(sid), user, last, sid, direct, via, extra=extra)
         for sid, err in errors.items():
             t = self.sku(sid)
             t.group_errors += 1
@@ -294,15 +309,20 @@ class Tally:
                 [{"id": g, "displayName": names.get(g)} for g in groups])
 
     def _hit(self, code: str, t: SkuTally, user: dict[str, Any], last: int | None, sid: str, direct: set[str],
-             via: dict[str, list[str]], error: str | None = None) -> None:
+             via: dict[str, list[str]], error: str | None = None, extra: dict[str, Any] | None = None) -> None:
         key = (code, t.sku_id)
-        f = self.findings.get(key)
-        if f is None:
-            f = self.findings[key] = Finding(code, t)
-        f.count += 1
         get = user.get
-        if len(f.samples) < SAMPLE:
-            f.samples.append(get("id"))
+        excluded = self.exclusions and self.exclusions.reason(user, t.sku_id, t.part_number,
+                                                               [g for gs in via.values() for g in gs])
+        if excluded:  # reported as excluded (count and line), not counted in the finding
+            self.exclusions.counts[key] = self.exclusions.counts.get(key, 0) + 1
+        else:
+            f = self.findings.get(key)
+            if f is None:
+                f = self.findings[key] = Finding(code, t)
+            f.count += 1
+            if len(f.samples) < SAMPLE:
+                f.samples.append(get("id"))
         if self.lines is None:
             return
         assignment, groups = self._path(sid, direct, via)
@@ -319,9 +339,20 @@ class Tally:
             evidence["error"] = error
         if code == "subscription_not_active":
             evidence["capabilityStatus"] = t.record.get("capabilityStatus") if t.record else None
-        self.lines.write({"userId": get("id"), "userPrincipalName": get("userPrincipalName"),
-                          "displayName": get("displayName"), "skuId": t.sku_id, "skuPartNumber": t.part_number,
-                          "code": code, "evidence": evidence})
+        if extra:
+            evidence.update(extra)
+        line = {"userId": get("id"), "userPrincipalName": get("userPrincipalName"), "displayName": get("displayName"),
+                "skuId": t.sku_id, "skuPartNumber": t.part_number, "code": code, "evidence": evidence}
+        if excluded:
+            line["excluded"] = excluded
+        self.lines.write(line)
+
+    def seat_finding(self, code: str, t: SkuTally, count: int) -> None:
+        """A finding about seats; an excluded SKU's is reported as excluded."""
+        if self.exclusions.sku(t.sku_id, t.part_number):
+            self.exclusions.counts[(code, t.sku_id)] = count
+        else:
+            self.findings[(code, t.sku_id)] = Finding(code, t, count)
 
     def seat_findings(self) -> None:
         """Findings about seats rather than users: unused (SKUs paid for) and over-assigned (enabled SKUs)."""
@@ -331,9 +362,9 @@ class Tally:
             enabled = (t.record.get("prepaidUnits") or {}).get("enabled") or 0
             consumed = t.record.get("consumedUnits") or 0
             if enabled > consumed and t.billed:
-                self.findings[("unused_seats", t.sku_id)] = Finding("unused_seats", t, enabled - consumed)
+                self.seat_finding("unused_seats", t, enabled - consumed)
             elif consumed > enabled:
-                self.findings[("over_assigned", t.sku_id)] = Finding("over_assigned", t, consumed - enabled)
+                self.seat_finding("over_assigned", t, consumed - enabled)
 
 
 _DATES: dict[int, str] = {}  # day number -> "YYYY-MM-DD"

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from connector import __version__
+from connector.insights.advice import Exclusions, Overlaps, free_skus, renewals
 from connector.insights.analysis import (
     DISABLED,
     FINDINGS,
@@ -128,13 +129,25 @@ def _changes(store: Store, manifest: dict[str, Any], previous: tuple[str, dict[s
 
 # -- the document -------------------------------------------------------------------------------------
 
+FREE_SKUS, FREE_BASIS = free_skus()
+
+
+def free_reason(part_number: str, prices: PriceSheet | None) -> str | None:
+    """Why a SKU costs nothing: `list` (the bundled list of free SKUs), `priceSheet` (priced 0), or None."""
+    price = prices.price(part_number) if prices else None
+    if price is not None and price[0] == 0:
+        return "priceSheet"
+    if part_number.upper() in FREE_SKUS and price is None:
+        return "list"
+    return None
+
+
 def is_billed(t: SkuTally, subs: dict[str, dict[str, Any]], prices: PriceSheet | None) -> bool:
-    """Paid for: in service (Enabled or Warning), not only trials (free and "viral" SKUs are trials) and not
-    priced 0 in the price sheet."""
+    """Paid for: in service (Enabled or Warning), not only trials (free and "viral" SKUs are trials), not a
+    free SKU (bundled list, unless the price sheet prices it above 0) and not priced 0 in the price sheet."""
     rec = t.record or {}
-    price = prices.price(t.part_number) if prices else None
     return (rec.get("capabilityStatus") in BILLED and (subs.get(t.sku_id) or {}).get("isTrial") is not True
-            and (price is None or price[0] > 0))
+            and free_reason(t.part_number, prices) is None)
 
 
 def _sku_entry(t: SkuTally, names: ProductNames, prices: PriceSheet | None, activity: str | None,
@@ -164,7 +177,7 @@ def _sku_entry(t: SkuTally, names: ProductNames, prices: PriceSheet | None, acti
         "wasteSeats": unused + waste_users if billed else 0,
         "assignedByActivity": dict(t.classes),
         "isTrial": sub.get("isTrial"), "nextLifecycleDateTime": sub.get("nextLifecycleDateTime"),
-        "billed": billed,
+        "billed": billed, "free": t.free, "freeReason": free_reason(t.part_number, prices),
     }
     if price:
         amount, currency = price
@@ -175,15 +188,39 @@ def _sku_entry(t: SkuTally, names: ProductNames, prices: PriceSheet | None, acti
     return entry
 
 
-def _finding(f: Finding, sku: dict[str, Any], inactive_days: int) -> dict[str, Any]:
+SAVES = ("overlapping_licence", "renewal_unused_seats")  # codes whose count x price is a saving, like waste
+
+
+def _finding(f: Finding, sku: dict[str, Any], inactive_days: int, detail: dict[str, Any] | None = None
+             ) -> dict[str, Any]:
     severity, unit, wastes = FINDINGS[f.code]
-    message, remedy = describe(f.code, f.count, sku, inactive_days)
-    out = {"code": f.code, "severity": severity, "skuId": sku["skuId"], "skuPartNumber": sku["skuPartNumber"],
-           "productName": sku["productName"], "count": f.count, "unit": unit, "message": message, "remedy": remedy,
-           "sampleUserIds": f.samples}
-    if wastes and sku.get("monthlyPrice") is not None and sku["billed"]:
+    message, remedy = describe(f.code, f.count, sku, inactive_days, detail or {})
+    out = {"code": f.code, "severity": "info" if sku.get("free") else severity, "skuId": sku["skuId"],
+           "skuPartNumber": sku["skuPartNumber"], "productName": sku["productName"], "count": f.count, "unit": unit,
+           "message": message, "remedy": remedy, "sampleUserIds": f.samples}
+    if detail:
+        out.update(detail)
+    priced = sku.get("monthlyPrice") is not None and sku["billed"]
+    if wastes and priced:
         out.update(monthlyWaste=_money(sku["monthlyPrice"] * f.count), currency=sku["currency"])
+    if (wastes or f.code in SAVES) and priced:
+        monthly = _money(sku["monthlyPrice"] * f.count)
+        out.update(monthlySaving=monthly, yearlySaving=_money(monthly * 12), currency=sku["currency"])
     return out
+
+
+def _advice(tally: Tally, skus: list[dict[str, Any]], subscriptions: list[dict[str, Any]], started: int
+            ) -> dict[tuple[str, str], dict[str, Any]]:
+    """Renewal and trial findings (after the users are counted: they need unused seats and holders); returns
+    the detail each finding carries."""
+    by_id = {s["skuId"]: s for s in skus}
+    renew, trials = renewals(subscriptions, by_id, started, epoch)
+    details: dict[tuple[str, str], dict[str, Any]] = {}
+    for code, found, count in (("renewal_unused_seats", renew, "seats"), ("trial_ending", trials, None)):
+        for sid, info in found.items():
+            tally.seat_finding(code, tally.skus[sid], info[count] if count else by_id[sid]["assigned"])
+            details[(code, sid)] = info
+    return details
 
 
 def _by_currency(skus: list[dict[str, Any]], key: str) -> dict[str, float] | None:
@@ -196,9 +233,16 @@ def _by_currency(skus: list[dict[str, Any]], key: str) -> dict[str, float] | Non
 
 def _totals(tally: Tally, skus: list[dict[str, Any]], findings: list[dict[str, Any]], activity: str | None
             ) -> dict[str, Any]:
-    def total(key: str) -> int | None:
-        values = [s[key] for s in skus if s.get(key) is not None]
+    def total(key: str, among: list[dict[str, Any]] = skus) -> int | None:
+        values = [s[key] for s in among if s.get(key) is not None]
         return sum(values) if values else None
+
+    free = [s for s in skus if s["free"]]
+    saving: dict[str, dict[str, float]] = {}  # by code: codes may name the same seat (no grand total)
+    for f in findings:
+        if f.get("monthlySaving") is not None:
+            by = saving.setdefault(f["code"], {})
+            by[f["currency"]] = _money(by.get(f["currency"], 0) + f["monthlySaving"])
 
     return {
         "users": tally.users, "licensedUsers": tally.licensed, "guests": tally.guests,
@@ -211,6 +255,9 @@ def _totals(tally: Tally, skus: list[dict[str, Any]], findings: list[dict[str, A
         "groupErrors": total("groupErrors"), "unusedSeats": total("unusedSeats"), "wasteSeats": total("wasteSeats"),
         "monthlyCost": _by_currency(skus, "monthlyCost"), "monthlyWaste": _by_currency(skus, "monthlyWaste"),
         "findings": len(findings),
+        "enabledPaid": total("enabled", [s for s in skus if s["billed"]]) or 0,
+        "free": {"skus": len(free), "enabled": total("enabled", free) or 0, "assigned": total("assigned", free) or 0},
+        "monthlySavingByCode": saving or None,
     }
 
 
@@ -289,8 +336,10 @@ def _derive(store: Store, manifest: dict[str, Any], settings: Any, prices: Price
     if _usable(datasets.get("groups")):
         group_names = {g["id"]: g.get("displayName") for g in records(store, f"{prefix}/{datasets['groups']['file']}")}
     subs: dict[str, dict[str, Any]] = {}  # skuId -> {isTrial: all its subscriptions are trials, next renewal}
+    sub_records: list[dict[str, Any]] = []
     if _usable(datasets.get("subscriptions")):
-        for sub in records(store, f"{prefix}/{datasets['subscriptions']['file']}"):
+        sub_records = list(records(store, f"{prefix}/{datasets['subscriptions']['file']}"))
+        for sub in sub_records:
             entry = subs.setdefault((sub.get("skuId") or "").lower(), {"isTrial": True, "nextLifecycleDateTime": None})
             entry["isTrial"] = entry["isTrial"] and sub.get("isTrial") is True
             nxt = sub.get("nextLifecycleDateTime")
@@ -301,29 +350,56 @@ def _derive(store: Store, manifest: dict[str, Any], settings: Any, prices: Price
     try:  # the spools (on-disk look-ups) are closed in every exit path
         earlier = find_runs(store, manifest, TREND_RUNS - 1)
         changes, previous, no_changes = _changes(store, manifest, earlier[0] if earlier else None)
-        return _compute(store, manifest, settings, prices, names, prefix, datasets, sku_records, group_names, subs,
-                        activity, inputs, earlier, changes, previous, no_changes)
+        exclusions = _exclusions(store, prefix, datasets, settings, group_names)
+        return _compute(store, manifest, settings, prices, names, prefix, datasets, sku_records, group_names,
+                        (subs, sub_records, exclusions), activity, inputs, earlier, changes, previous, no_changes)
     finally:
         activity.close()
         if changes is not None:
             changes.previous.close()
 
 
+def _exclusions(store: Store, prefix: str, datasets: dict[str, Any], settings: Any, group_names: dict[str, str]
+                ) -> Exclusions:
+    """M365_INSIGHTS_EXCLUDE, with the excluded groups' members from group_members when the run collected it
+    (else only the groups that assign a licence are known: licenseAssignmentStates.assignedByGroup)."""
+    ex = Exclusions.parse(tuple(getattr(settings, "insights_exclude", ()) or ()), group_names)
+    if ex.group_ids and _usable(datasets.get("group_members")):
+        ex.members = frozenset((m.get("memberId") or "").lower()
+                               for m in records(store, f"{prefix}/{datasets['group_members']['file']}")
+                               if (m.get("groupId") or "").lower() in ex.group_ids)
+    return ex
+
+
+def _overlaps(sku_records: list[dict[str, Any]], subs: dict[str, dict[str, Any]], prices: PriceSheet | None
+              ) -> Overlaps:
+    candidate, rank = {}, {}
+    for rec in sku_records:
+        t = SkuTally((rec.get("skuId") or "").lower(), rec.get("skuPartNumber") or "", rec)
+        candidate[t.sku_id] = is_billed(t, subs, prices)
+        price = prices.price(t.part_number) if prices else None
+        rank[t.sku_id] = (-(price[0] if price else 0), len(rec.get("servicePlans") or ()), t.part_number)
+    return Overlaps(sku_records, candidate, rank)
+
+
 def _compute(store: Store, manifest: dict[str, Any], settings: Any, prices: PriceSheet | None, names: ProductNames,
              prefix: str, datasets: dict[str, Any], sku_records: list[dict[str, Any]], group_names: dict[str, str],
-             subs: dict[str, dict[str, Any]], activity: Activity, inputs: dict[str, Any],
-             earlier: list[tuple[str, dict[str, Any]]], changes: Changes | None, previous: dict[str, Any] | None,
-             no_changes: str | None) -> dict[str, Any]:
+             advice: tuple[dict[str, dict[str, Any]], list[dict[str, Any]], Exclusions], activity: Activity,
+             inputs: dict[str, Any], earlier: list[tuple[str, dict[str, Any]]], changes: Changes | None,
+             previous: dict[str, Any] | None, no_changes: str | None) -> dict[str, Any]:
+    subs, _sub_records, exclusions = advice
     lines = GzLines(store, f"{prefix}/{FINDINGS_FILE}")
     flat = GzLines(store, f"{prefix}/{USER_LICENCES_FILE}")
     tally = Tally(sku_records, started=epoch(manifest["startedAt"]) or int(time.time()),
                   inactive_days=settings.inactive_days, activity=activity, group_names=group_names, lines=lines,
-                  billed=lambda t: is_billed(t, subs, prices))
+                  billed=lambda t: is_billed(t, subs, prices),
+                  free=lambda t: free_reason(t.part_number, prices) is not None,
+                  overlaps=_overlaps(sku_records, subs, prices), exclusions=exclusions)
     try:  # nothing becomes visible unless every file is complete
         count_users(store, f"{prefix}/{datasets['users']['file']}", tally, changes, flat)
         tally.seat_findings()
         findings_file, flat_file = lines.finish(), flat.finish()
-        doc = _document(manifest, settings, tally, names, prices, subs, activity, inputs, previous, no_changes,
+        doc = _document(manifest, settings, tally, names, prices, advice, activity, inputs, previous, no_changes,
                         changes, store, earlier)
         html = render(doc)
         lines.commit()
@@ -353,18 +429,23 @@ def _price_warnings(prices: PriceSheet | None, skus: list[dict[str, Any]]) -> li
 
 
 def _document(manifest: dict[str, Any], settings: Any, tally: Tally, names: ProductNames,
-              prices: PriceSheet | None, subs: dict[str, dict[str, Any]], activity: Activity,
-              inputs: dict[str, Any], previous: dict[str, Any] | None, no_changes: str | None,
+              prices: PriceSheet | None, advice: tuple[dict[str, dict[str, Any]], list[dict[str, Any]], Exclusions],
+              activity: Activity, inputs: dict[str, Any], previous: dict[str, Any] | None, no_changes: str | None,
               changes: Changes | None, store: Store, earlier: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     """insights.json from the finished tally."""
+    subs, sub_records, exclusions = advice
     datasets = manifest["datasets"]
     known = activity.source
     skus = [_sku_entry(t, names, prices, known, subs) for t in tally.skus.values()]
     skus.sort(key=lambda s: (-(s["assigned"] or 0), s["skuPartNumber"]))
     by_id = {s["skuId"]: s for s in skus}
-    findings = [_finding(f, by_id[f.sku.sku_id], settings.inactive_days) for f in tally.findings.values()]
-    findings.sort(key=lambda f: (-(f.get("monthlyWaste") or 0), SEVERITY_ORDER[f["severity"]], -f["count"],
+    details = _advice(tally, skus, sub_records, epoch(manifest["startedAt"]) or 0)
+    findings = [_finding(f, by_id[f.sku.sku_id], settings.inactive_days, details.get(key))
+                for key, f in tally.findings.items()]
+    findings.sort(key=lambda f: (-(f.get("monthlySaving") or 0), SEVERITY_ORDER[f["severity"]], -f["count"],
                                  f["code"], f["skuPartNumber"]))
+    excluded = [{"code": code, "skuId": sid, "skuPartNumber": by_id[sid]["skuPartNumber"], "count": n}
+                for (code, sid), n in sorted(exclusions.counts.items())]
     doc = {
         "version": INSIGHTS_VERSION,
         "generatedBy": f"m365-inventory-connector {__version__}",
@@ -373,7 +454,10 @@ def _document(manifest: dict[str, Any], settings: Any, tally: Tally, names: Prod
         "totals": _totals(tally, skus, findings, known),
         "skus": skus,
         "findings": findings,
+        "excluded": excluded,
         "changes": _change_block(changes, previous, skus) if changes and previous else None,
     }
+    doc["basis"]["freeSkus"] = FREE_BASIS
+    doc["basis"]["exclusions"] = exclusions.basis(tuple(getattr(settings, "insights_exclude", ()) or ()))
     doc["trend"] = _trend(store, earlier) + [trend_point(doc)]
     return doc

@@ -51,7 +51,10 @@ def _label(sku: dict[str, Any]) -> str:
 
 def _cards(doc: dict[str, Any]) -> str:
     t = doc["totals"]
-    cards = [("enabled", "paid seats", _n(t["enabled"])), ("assigned", "licences assigned", _n(t["assigned"])),
+    free = t.get("free") or {}
+    cards = [("enabledPaid", "paid seats", _n(t.get("enabledPaid"))),
+             ("freeEnabled", "free seats (not money)", _n(free.get("enabled"))),
+             ("assigned", "licences assigned", _n(t["assigned"])),
              ("unusedSeats", "unused seats", _n(t["unusedSeats"])), ("wasteSeats", "wasted seats", _n(t["wasteSeats"])),
              ("monthlyWaste", "monthly waste", _money(t["monthlyWaste"])), ("findings", "findings", _n(t["findings"]))]
     return "".join(f'<div class="card" data-total="{k}"><span class="v">{escape(v)}</span><span class="k">'
@@ -156,15 +159,49 @@ def _findings_table(findings: list[dict[str, Any]]) -> str:
         return '<p class="note">No findings.</p>'
     rows = []
     for f in findings:
-        money = f"{f['monthlyWaste']:,.2f} {f['currency']}" if f.get("monthlyWaste") is not None else ""
+        money = f"{f['monthlySaving']:,.2f} {f['currency']}" if f.get("monthlySaving") is not None else ""
         rows.append(
             f'<tr data-finding="{escape(f["code"])}" data-sku="{escape(f["skuId"])}">'
             f'<td class="sev-{f["severity"]}">{f["severity"]}</td><td><code>{escape(f["code"])}</code></td>'
             f'<td>{escape(f.get("productName") or f["skuPartNumber"])}</td>'
-            f'<td class="n" data-field="count">{f["count"]:,}</td><td class="n" data-field="monthlyWaste">{money}</td>'
+            f'<td class="n" data-field="count">{f["count"]:,}</td><td class="n" data-field="monthlySaving">{money}</td>'
             f'<td>{escape(f["message"])}<br><span class="note">{escape(f["remedy"])}</span></td></tr>')
     return ('<table data-table="findings"><tr><th>severity</th><th>finding</th><th>product</th><th class="n">count'
-            '</th><th class="n">monthly waste</th><th>what and what to do</th></tr>' + "".join(rows) + "</table>")
+            '</th><th class="n">saving/month</th><th>what and what to do</th></tr>' + "".join(rows) + "</table>")
+
+
+def _recommendations(findings: list[dict[str, Any]]) -> str:
+    """Findings with money, saving per month and year, by rule and by SKU. Sorting needs no script: the
+    table is given twice, by saving and by product (a <details> each), so the page stays script-free."""
+    priced = [f for f in findings if f.get("monthlySaving")]
+    if not priced:
+        return '<p class="note">No priced recommendation (no price sheet, or nothing to save).</p>'
+
+    def table(rows: list[dict[str, Any]], name: str) -> str:
+        body = "".join(
+            f'<tr data-recommendation="{escape(f["code"])}" data-sku="{escape(f["skuId"])}"><td><code>'
+            f'{escape(f["code"])}</code></td><td>{escape(f.get("productName") or f["skuPartNumber"])}</td>'
+            f'<td class="n" data-field="count">{f["count"]:,}</td>'
+            f'<td class="n" data-field="monthlySaving">{f["monthlySaving"]:,.2f} {escape(f["currency"])}</td>'
+            f'<td class="n" data-field="yearlySaving">{f["yearlySaving"]:,.2f} {escape(f["currency"])}</td></tr>'
+            for f in rows)
+        return (f'<table data-table="{name}"><tr><th>rule</th><th>product</th><th class="n">count</th>'
+                f'<th class="n">saving/month</th><th class="n">saving/year</th></tr>{body}</table>')
+
+    by_rule: dict[tuple[str, str], float] = {}
+    for f in priced:
+        by_rule[(f["code"], f["currency"])] = by_rule.get((f["code"], f["currency"]), 0) + f["monthlySaving"]
+    rules = "".join(f'<tr data-rule="{escape(code)}"><td><code>{escape(code)}</code></td><td class="n">{v:,.2f} '
+                    f'{escape(cur)}</td><td class="n">{v * 12:,.2f} {escape(cur)}</td></tr>'
+                    for (code, cur), v in sorted(by_rule.items(), key=lambda kv: -kv[1]))
+    ordered = sorted(priced, key=lambda f: -f["monthlySaving"])
+    by_sku = sorted(priced, key=lambda f: (f.get("productName") or f["skuPartNumber"], -f["monthlySaving"]))
+    return (f'<table data-table="savings-by-rule"><tr><th>rule</th><th class="n">saving/month</th>'
+            f'<th class="n">saving/year</th></tr>{rules}</table>'
+            f'<details open><summary>By saving</summary>{table(ordered, "recommendations")}</details>'
+            f'<details><summary>By product</summary>{table(by_sku, "recommendations-by-sku")}</details>'
+            '<p class="note">A seat may be named by more than one rule (an inactive user holding an overlapping '
+            'licence); the rules\' savings do not add up to one total.</p>')
 
 
 SKU_COLUMNS = (("enabled", "paid"), ("consumed", "consumed"), ("available", "available"), ("assigned", "assigned"),
@@ -223,6 +260,7 @@ started {escape(b["startedAt"])}. Inactive means no successful sign-in for more 
 <section><h2>Seats per SKU</h2>{_seat_chart(doc["skus"])}</section>
 <section><h2>Waste by SKU</h2>{_waste_chart(doc["skus"])}</section>
 <section><h2>Trend of the last runs</h2>{_trend_chart(doc["trend"])}</section>
+<section><h2>Recommendations</h2>{_recommendations(doc["findings"])}</section>
 <section><h2>Findings</h2>{_findings_table(doc["findings"])}</section>
 <section><h2>SKUs</h2>{_sku_table(doc["skus"])}</section>
 <section><h2>Changes since the previous run</h2>{_changes(doc["changes"], b["fallbacks"]["changes"])}</section>

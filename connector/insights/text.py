@@ -21,7 +21,29 @@ def _plural(n: int, word: str) -> str:
     return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
-def describe(code: str, n: int, sku: dict[str, Any], days: int) -> tuple[str, str]:
+def _advice(code: str, n: int, sku: dict[str, Any], what: str, listed: str, detail: dict[str, Any]
+            ) -> tuple[str, str]:
+    """(message, remedy) of the recommendation codes: overlaps, renewals, trials."""
+    price = sku.get("monthlyPrice")
+    money = (f" ({n * price:,.2f} {sku['currency']} a month)" if price is not None and sku.get("billed") else "")
+    if code == "overlapping_licence":
+        return (f"{_plural(n, 'user')} {'holds' if n == 1 else 'hold'} {what} although every service plan in it "
+                "comes from another licence they hold.",
+                f"Remove {what} from these users{money}; the other licence keeps the service. {listed}")
+    if code == "renewal_unused_seats":
+        when = (detail.get("renewsOn") or "")[:10]
+        return (f"{_plural(n, 'unused seat')} of {what} renew on {when}, within {detail.get('window')} days.",
+                f"Reduce the subscription by {n:,} seats before {when}{money} ({ADMIN_BILLING}).")
+    if code == "trial_ending":
+        when = (detail.get("endsOn") or "")[:10]
+        return (f"{_plural(n, 'user')} {'holds' if n == 1 else 'hold'} {what}, a trial that ends on {when}.",
+                f"Buy the product before {when} or move these users to another licence; they lose the service "
+                f"when the trial ends ({ADMIN_BILLING}).")
+    raise KeyError(code)
+
+
+def describe(code: str, n: int, sku: dict[str, Any], days: int, detail: dict[str, Any] | None = None
+             ) -> tuple[str, str]:
     """(message, remedy) of one finding."""
     what = label(sku)
     renewal = sku.get("nextLifecycleDateTime")
@@ -70,7 +92,7 @@ def describe(code: str, n: int, sku: dict[str, Any], days: int) -> tuple[str, st
         return (f"{_plural(n, 'guest')} {'holds' if n == 1 else 'hold'} {what}.",
                 "Check that each guest needs a licence in this tenant: guests usually work with their home "
                 f"tenant's licences. {listed}")
-    raise KeyError(code)
+    return _advice(code, n, sku, what, listed, detail or {})
 
 
 def _iso(ts: int) -> str:

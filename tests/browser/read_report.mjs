@@ -44,8 +44,16 @@ const shown = await page.evaluate(() => {
     findings: [...document.querySelectorAll('tr[data-finding]')].map((tr) => ({
       code: tr.dataset.finding, sku: tr.dataset.sku,
       count: text(tr.querySelector('[data-field="count"]')),
-      monthlyWaste: text(tr.querySelector('[data-field="monthlyWaste"]')),
+      monthlySaving: text(tr.querySelector('[data-field="monthlySaving"]')),
     })),
+    recommendations: [...document.querySelectorAll('table[data-table="recommendations"] tr[data-recommendation]')]
+      .map((tr) => ({
+        code: tr.dataset.recommendation, sku: tr.dataset.sku,
+        monthlySaving: text(tr.querySelector('[data-field="monthlySaving"]')),
+        yearlySaving: text(tr.querySelector('[data-field="yearlySaving"]')),
+      })),
+    bySku: [...document.querySelectorAll('table[data-table="recommendations-by-sku"] tr[data-recommendation]')]
+      .map((tr) => ({ code: tr.dataset.recommendation, sku: tr.dataset.sku })),
     bars: [...document.querySelectorAll('svg[data-chart] rect[data-series]')].map((el) => ({
       chart: el.closest('svg').dataset.chart, sku: el.dataset.sku, series: el.dataset.series,
       value: Number(el.dataset.value), ...box(el),
