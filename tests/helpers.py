@@ -52,10 +52,11 @@ def latest(store: Store, tenant_id: str) -> dict[str, Any] | None:
 
 
 def as_written(value: Any) -> Any:
-    """A Graph value as the snapshot holds it: "" in a date-time property becomes null (the format's one
-    normalisation), written out here independently of connector.catalog.schema so the two can disagree."""
+    """A Graph value as the snapshot holds it: "" in a date-time or identifier property (the sign-ins' request
+    ids) becomes null (the format's one normalisation), written out here independently of
+    connector.catalog.schema so the two can disagree."""
     if isinstance(value, dict):
-        return {k: None if v == "" and (k.endswith("DateTime") or k.endswith("Date")) else as_written(v)
+        return {k: None if v == "" and k.endswith(("DateTime", "Date", "RequestId")) else as_written(v)
                 for k, v in value.items()}
     if isinstance(value, list):
         return [as_written(v) for v in value]

@@ -30,13 +30,15 @@ from tests.conftest import ROOT, apply_env
 from tests.helpers import blob_env, read_dataset
 
 USERS = 3000
+# The older service's sign-in page of 120 (capped, not refused): 25 pages to interrupt, on a small tenant.
+PAGE = 120
 SIGNIN = "user_sign_in_activity"
 DATASETS = f"organization,subscribed_skus,groups,{SIGNIN}"
 
 
 @pytest.fixture(scope="module")
 def sim():
-    with Simulator(TenantSpec(seed=21, users=USERS)) as s:
+    with Simulator(TenantSpec(seed=21, users=USERS, sign_in_page_limit=PAGE)) as s:
         yield s
 
 
@@ -136,7 +138,7 @@ def test_interrupted_sign_in_listing_resumes_to_the_same_snapshot(sim, env, paus
     assert entry["resumed"]["recordsReplayed"] == state["records"]
     # The second attempt asked only for the pages the checkpoint did not hold...
     second = len(_signin_pages(sim))
-    assert second == pages_clean - state["records"] // 120
+    assert second == pages_clean - state["records"] // PAGE
     # ... the stopped attempt lost at most the page requested ahead (prefetch), and the page being written
     # when cancelled outright; no dataset finished before the interruption was requested again.
     assert first + second <= pages_clean + (1 if pause else 2)
@@ -369,7 +371,7 @@ def test_a_killed_worker_resumes_on_the_next_delivery(sim, queued, tmp_path):
     manifest = _deliver(sim, env, store, key, again, 2, clean)
     assert manifest["datasets"][SIGNIN]["resumed"]["recordsReplayed"] == saved
     second = len(_signin_pages(sim))
-    assert second == pages_clean - saved // 120  # only the pages the checkpoint did not hold
+    assert second == pages_clean - saved // PAGE  # only the pages the checkpoint did not hold
     assert first + second <= pages_clean + 2  # lost: at most the page in flight and the one requested ahead
     assert store.list(f"tenants/{tid}/checkpoints/") == []
     everything = store.list(f"tenants/{tid}/runs/{run_id}/")

@@ -29,7 +29,8 @@ VAULT_SCOPE = "https://vault.azure.net/.default"
 
 @pytest.fixture(scope="module")
 def sim():
-    with Simulator(TenantSpec(seed=3, users=5000)) as s:
+    # Raw requests check shapes and rules here; the quotas have their own tests (tests/test_quotas.py).
+    with Simulator(TenantSpec(seed=3, users=5000, quotas=False)) as s:
         yield s
 
 
@@ -392,12 +393,24 @@ def test_users_data_is_realistic(sim):
     assert Simulator(TenantSpec(seed=4, users=5)).tenant.user(4)["id"] != sim.tenant.user(4)["id"]
 
 
-def test_sign_in_activity_pages_are_capped_at_120(sim, http):
+def test_sign_in_activity_pages_are_capped_at_500(sim, http):
     pages = fetch_all(sim, http, {"$top": "999", "$select": "id,signInActivity"})
-    assert len(pages) == 42 and all(len(p["value"]) == 120 for p in pages[:-1])
+    assert len(pages) == 10 and all(len(p["value"]) == 500 for p in pages)
     got = {u["id"]: u["signInActivity"] for p in pages for u in p["value"]}
     assert got == {u["id"]: u["signInActivity"] for u in sim.tenant.users()}
     assert len(graph(sim, http, **{"$top": "50", "$select": "signInActivity"}).json()["value"]) == 50
+
+
+def test_the_older_sign_in_cap_of_120_caps_or_refuses(http):
+    with Simulator(TenantSpec(seed=3, users=300, quotas=False, sign_in_page_limit=120)) as older:
+        pages = fetch_all(older, http, {"$top": "500", "$select": "id,signInActivity"})
+        assert [len(p["value"]) for p in pages] == [120, 120, 60]
+        older.spec.sign_in_top_fails = True
+        token = token_request(older, http).json()["access_token"]
+        r = graph(older, http, token=token, **{"$top": "500", "$select": "id,signInActivity"})
+        assert r.status_code == 400 and "Cannot query data for more than 120 users at a time" in r.text
+        r = graph(older, http, token=token, **{"$top": "120", "$select": "id,signInActivity"})
+        assert r.status_code == 200 and len(r.json()["value"]) == 120
 
 
 def test_users_query_rules(sim, http):
@@ -681,8 +694,8 @@ def test_a_narrow_select_gives_the_same_values_as_the_whole_user(sim):
 
 
 def test_render_cache_serves_the_same_pages_and_follows_renames(http):
-    spec = TenantSpec(seed=3, users=300, render_cache=True)
-    with Simulator(spec) as cached, Simulator(TenantSpec(seed=3, users=300)) as plain:
+    spec = TenantSpec(seed=3, users=300, render_cache=True, quotas=False)
+    with Simulator(spec) as cached, Simulator(TenantSpec(seed=3, users=300, quotas=False)) as plain:
         params = {"$top": "120", "$select": "id,userPrincipalName,signInActivity"}
         first = fetch_all(cached, http, params)
         assert [u for p in first for u in p["value"]] == [u for p in fetch_all(plain, http, params) for u in p["value"]]

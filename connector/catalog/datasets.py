@@ -141,6 +141,8 @@ class Dataset:
     # Quota-paced (pages come at most 10 a minute): its chain is checkpointed after every page, not only
     # every 30 s (connector/collect/checkpoint.py).
     paced: bool = False
+    # A smaller page size to ask for once if Graph refuses `top` with an older cap (sign-in activity: 120).
+    fallback_top: int | None = None
     record: str = ""  # what one output record is, for the documentation
     report: str | None = None  # usage-report function (strategy "report"), e.g. getMailboxUsageDetail
     report_period: bool = True  # the report function takes (period='D30'); getOffice365ActivationsUserDetail not
@@ -350,10 +352,13 @@ _DECLARATIONS = (
         builder="users",
         requires=(USER_READ, AUDIT_READ),
         select=("id", "userPrincipalName", "signInActivity"),
-        top=120,  # Graph's cap when signInActivity is selected (older docs: a larger $top fails)
+        # "use $top=500 to get the maximum 500 users per page" (includes/throttling-entra-logs-reports.md, PR
+        # #9591); the older cap was 120, refused above it with a 400 (msgraph-sdk-powershell #1898). One chain:
+        # GET signInActivity is paced at 10 requests a minute, so partitions would cost requests and gain nothing.
+        top=500,
+        fallback_top=120,
         licence=ENTRA_PREMIUM,
         upn_field="userPrincipalName",
-        partition="upn_prefix",
         paced=True,
         record="{id, userPrincipalName, signInActivity}; join to users on id",
         fields=shapes.SIGN_IN_ACTIVITY,

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -39,6 +40,8 @@ T = TypeVar("T")
 
 # Partitions page concurrently, so pages in flight grow with them; cap records in flight per dataset.
 RECORDS_IN_FLIGHT = 5000
+# The older service's refusal of a page larger than its cap (sign-in activity: 120).
+OLDER_CAP = re.compile(r"more than \d+ users at a time", re.I)
 # Parsed pages waiting for the writer.
 QUEUE_PAGES = 4
 # More partitions than this share changed: not a local race (a lagging count): page the plain chain.
@@ -114,6 +117,32 @@ async def sequential(graph: Graph, ds: Dataset, raw: bool = False, ctx: Context 
         if ctx is not None:
             ctx.next_link = page.next_link
         yield page.records
+
+
+async def chain(ctx: Context, ds: Dataset) -> AsyncIterator[Records]:
+    """One chain at the declared page size. A Graph that refuses it with its older cap ("Cannot query data for
+    more than 120 users at a time": msgraph-sdk-powershell #1898) is asked again, once, at the declared
+    fallback, said in the manifest's plan (`pageSize`) and warnings."""
+    if ds.top:
+        ctx.plan["pageSize"] = ds.top
+    got = False
+    try:
+        async for records in sequential(ctx.graph, ds, raw=True, ctx=ctx):
+            got = True
+            yield records
+        return
+    except GraphError as exc:
+        if got or not (ds.fallback_top and exc.status == 400 and OLDER_CAP.search(exc.message)):
+            raise
+        refused = exc.message
+    smaller = replace(ds, top=ds.fallback_top)
+    ctx.plan["pageSize"] = ds.fallback_top
+    ctx.plan["pageSizeRefused"] = ds.top
+    ctx.warn("page_size_fallback", ds.name,
+             f"{ds.name}: Graph refused {ds.top} users a page ({refused}); paged at {ds.fallback_top} a page, so "
+             f"this listing needs {ds.top / (ds.fallback_top or 1):.1f} times as many requests under the same quota.")
+    async for records in sequential(ctx.graph, smaller, raw=True, ctx=ctx):
+        yield records
 
 
 async def resumed(ctx: Context, ds: Dataset) -> AsyncIterator[Records]:
@@ -292,7 +321,7 @@ async def pages(ctx: Context, ds: Dataset) -> AsyncIterator[Records]:
     chosen = await plan(graph, ds)
     ctx.plan.update(chosen.describe())
     if chosen.kind != "partitioned":
-        async for records in sequential(graph, ds, raw=True, ctx=ctx):
+        async for records in chain(ctx, ds):
             yield records
         return
     groups = chosen.parts

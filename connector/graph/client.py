@@ -490,13 +490,25 @@ def request_buckets(request: httpx.Request) -> list[tuple[str, str, float]]:
     return classify(request.method, url)
 
 
+def throttled_buckets(buckets: list[tuple[str, str, float]], headers: Any) -> list[tuple[str, str, float]]:
+    """Which of a request's buckets a 429 speaks of: resource units when Graph says so
+    (x-ms-throttle-information: ResourceUnitLimitExceeded), else the request-count quotas it draws on (sign-in
+    activity, identity reports, Intune, usage reports), else resource units."""
+    if "resourceunit" in (headers.get("x-ms-throttle-information") or "").lower():
+        return [b for b in buckets if b[0] == "identity"]
+    counted = [b for b in buckets if b[0] != "identity"]
+    return counted or buckets
+
+
 def feedback(pacer: Pacer, buckets: list[tuple[str, str, float]], response: httpx.Response) -> None:
     """What Graph said about its quotas: a 429 pauses the request's buckets for every dataset; the resource
     units it charged beyond the estimate, and a limit percentage over 80%, slow the identity bucket."""
     headers = response.headers
     if response.status_code == 429:
         wait = retry_after_seconds(headers.get("retry-after"))
-        pacer.pause(buckets, min(MAX_WAIT, wait if wait is not None else backoff(0)))
+        wait = wait if wait is not None else backoff(0)
+        if wait <= MAX_WAIT:  # a longer wait fails this request's dataset alone (retry.py): it holds up no other
+            pacer.pause(throttled_buckets(buckets, headers), wait)
     units = headers.get("x-ms-resource-unit")
     estimated = sum(u for name, _, u in buckets if name == "identity")
     if units and estimated:

@@ -46,6 +46,7 @@ class Limits:
         self._report_calls: dict[str, deque[float]] = {}
         self._identity_reports: deque[float] = deque()
         self._key_selects: deque[float] = deque()
+        self._budget: tuple[float, float] = (0.0, 0.0)  # the resource-unit budget `_window` counts against
         self._sign_ins: deque[float] = deque()
         self._intune: deque[float] = deque()
         self._reports_tenant: deque[float] = deque()
@@ -78,6 +79,9 @@ class Limits:
         span = RU_WINDOW / (self.scale if not spec.rate_limit_ru_per_10s else 1.0)
         if limit:
             with sim._lock:
+                if self._budget != (limit, span):  # a budget set anew (a test, the tenant's size) starts empty
+                    self._budget = (limit, span)
+                    self._window.clear()
                 now = time.monotonic()
                 while self._window and self._window[0][0] <= now - span:
                     self._window.popleft()
@@ -175,8 +179,8 @@ class Limits:
 
 
 def _seconds(wait: float) -> str:
-    """Retry-After in seconds: whole seconds as Graph usually sends them, a decimal below 10 s (the docs' sample
-    shows "2.128"), which scaled quotas need."""
-    if wait >= 10:
+    """Retry-After in seconds: whole seconds as Graph usually sends them, a decimal below one second (the docs'
+    sample shows "2.128"), which only scaled quotas need."""
+    if wait >= 1:
         return str(math.ceil(wait))
     return f"{max(0.001, wait):.3f}"
