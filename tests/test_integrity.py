@@ -238,6 +238,7 @@ def test_a_published_run_is_never_collected_into_again(sim, env):
     run_id, body = _request(env)
     lock_blob = f"tenants/{key}/run.lock"
     real = store.replace_if_unchanged
+    renewals_failed = _RenewalFailures()
 
     def latest_moves_while_the_lease_is_lost(relpath, data, tag):
         if relpath.endswith("/latest.json"):
@@ -245,16 +246,19 @@ def test_a_published_run_is_never_collected_into_again(sim, env):
                 BlobLeaseClient(store.container.get_blob_client(lock_blob)).break_lease(lease_break_period=0)
             else:
                 Path(env["SNAPSHOT_DIR"], lock_blob).unlink()  # the lock file goes: renewing it fails below
-            time.sleep(1.0)  # the renewer gives up and cancels the collection meanwhile
+            assert renewals_failed.twice.wait(30)  # the renewer gives up and cancels the collection meanwhile
+            time.sleep(0.2)
             raise OSError(errno.EIO, "Input/output error")
         return real(relpath, data, tag)
 
     store.replace_if_unchanged = latest_moves_while_the_lease_is_lost
     failing_renew = _make_local_renew_fail(env)
+    logging.getLogger("m365_connector").addHandler(renewals_failed)
     try:
         with pytest.raises(BaseException):  # noqa: B017 - cancelled: the lease was lost
             runs.process_message(body, 1, renew_seconds=0.05)
     finally:
+        logging.getLogger("m365_connector").removeHandler(renewals_failed)
         del store.replace_if_unchanged
         failing_renew()
     record = runs.read_status(store, key, run_id)
@@ -283,6 +287,21 @@ def test_a_published_run_is_never_collected_into_again(sim, env):
         Publication(store, tid, run_id).begin(["users.jsonl.gz"])
     assert after == {e["path"]: _sha(store.read_bytes(f"{run_prefix(tid, run_id)}/{e['path']}"))
                      for e in manifest["files"]}
+
+
+class _RenewalFailures(logging.Handler):
+    """Sets `twice` once the lease renewer has failed twice (it then cancels the collection)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+        self.twice = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("renewing the tenant lock failed"):
+            self.count += 1
+            if self.count >= 2:
+                self.twice.set()
 
 
 def _make_local_renew_fail(env):
@@ -610,7 +629,7 @@ def test_permissions_answers_within_seconds_when_graph_or_the_authority_is_unrea
     took = time.monotonic() - started
     body = json.loads(resp.get_body())
     assert resp.status_code == 503 and resp.headers.get("Retry-After"), body
-    assert took < 8, took  # was 28.6 s (and 200 ok:false)
+    assert took < 10, took  # was 28.6 s (and 200 ok:false); 5 s at most here, with room for a busy machine
     error = body["error"]
     if setting == "M365_GRAPH_ENDPOINT":
         assert error["code"] == "graph_unreachable" and error["setting"] == "M365_GRAPH_ENDPOINT"
