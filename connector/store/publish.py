@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -391,8 +392,6 @@ def _latest_warning(message: str) -> dict[str, str]:
 
 def _why(exc: BaseException) -> str:
     """The failure in a few words (no path, no URL): the OS's reason, or the exception's kind."""
-    import os
-
     if isinstance(exc, OSError) and exc.errno:
         return os.strerror(exc.errno).lower()
     return type(exc).__name__
