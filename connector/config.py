@@ -8,6 +8,7 @@ scheme and host of a URL are shown, and list entries are named by position.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import uuid
@@ -126,8 +127,9 @@ class Settings:
     snapshot_account_url: str | None = None
     snapshot_connection_string: str | None = field(default=None, repr=False)
     inactive_days: int = DEFAULT_INACTIVE_DAYS  # licence insights: no successful sign-in for longer = inactive
-    price_sheet: str | None = None  # CSV skuPartNumber,monthlyPrice,currency: local path or blob URL
-    product_names_url: str | None = PRODUCT_NAMES_URL  # None: only the copy shipped in the package
+    # URL-valued settings may carry a SAS: never in a repr, and written out only as public_url() gives them.
+    price_sheet: str | None = field(default=None, repr=False)  # CSV skuPartNumber,monthlyPrice,currency: path or URL
+    product_names_url: str | None = field(default=PRODUCT_NAMES_URL, repr=False)  # None: only the shipped copy
     insights_exclude: tuple[str, ...] = ()  # "sku:<part|id>", "user:<upn|id>", "group:<id|name>": left out of findings
 
     @property
@@ -162,6 +164,62 @@ def shown_url(value: str) -> str:
     if not parts.scheme or not host:
         return "(not a URL)"
     return f"{parts.scheme}://{host}{port}"
+
+
+def public_url(value: str) -> str:
+    """What any output (a file, a log line, an answer) may hold of a URL-valued setting: scheme, host, port and
+    path. The query (a SAS: `sig=...`), the fragment and user info are dropped, whatever the setting."""
+    shown = shown_url(value)
+    if shown == "(not a URL)":
+        return shown
+    return shown + urlsplit(value).path
+
+
+_URL_IN_TEXT = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^\s'\"<>]+)")
+
+
+def _cut_url(match: re.Match[str]) -> str:
+    rest = re.split(r"[?#]", match.group(2), maxsplit=1)[0]
+    authority, slash, path = rest.partition("/")
+    return match.group(1) + authority.rpartition("@")[2] + slash + path
+
+
+def scrub_urls(text: str) -> str:
+    """`text` (an exception's message, say) with every URL in it cut like public_url() cuts one (no query,
+    fragment or user info): libraries such as httpx quote the URL they failed on, SAS and all."""
+    return _URL_IN_TEXT.sub(_cut_url, text)
+
+
+_QUERY_IN_TEXT = re.compile(r"(?<=[^\s?])\?[^\s'\"<>]*")
+
+
+class _NoUrlSecrets(logging.Filter):
+    """Cuts the user info of every URL, and every query, from a library's log line before any handler sees it
+    (urllib3 logs the host and the path with its query apart: `http://host:port "GET /path?sig=... HTTP/1.1"`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is the logging module's to report
+            return True
+        cut = _QUERY_IN_TEXT.sub("", scrub_urls(message))
+        if cut != message:
+            record.msg, record.args = cut, ()
+        return True
+
+
+_NO_URL_SECRETS = _NoUrlSecrets()
+# Libraries that log the URLs they request with their query: httpx at INFO (every request), urllib3 at DEBUG.
+# A SAS in a URL-valued setting (M365_PRODUCT_NAMES_URL, M365_PRICE_SHEET) would reach the logs through them.
+URL_LOGGERS = ("httpx", "urllib3.connectionpool")
+
+
+def keep_secrets_out_of_library_logs() -> None:
+    """Idempotent: the URL-logging libraries' loggers cut queries and user info from their lines."""
+    for name in URL_LOGGERS:
+        target = logging.getLogger(name)
+        if _NO_URL_SECRETS not in target.filters:
+            target.addFilter(_NO_URL_SECRETS)
 
 
 def _ordinal(n: int) -> str:
@@ -401,9 +459,11 @@ class _Reader:
         if price_sheet and urlsplit(price_sheet).scheme in ("http", "https"):
             price_sheet = _url_or_none("M365_PRICE_SHEET", price_sheet, self.problems)
         elif price_sheet and not os.path.isfile(price_sheet):
-            self.problem("M365_PRICE_SHEET", f"{price_sheet!r} is neither a file nor a blob URL. Give the path of a "
-                                             "CSV with the columns skuPartNumber,monthlyPrice,currency, or its blob "
-                                             "URL (https://<account>.blob.core.windows.net/<container>/<name>.csv).")
+            # Never the value: it may be a secret or a SAS pasted without its https:// (item 2 of issue 22).
+            self.problem("M365_PRICE_SHEET", "is neither a file this process can read nor an https:// blob URL. "
+                                             "Give the path of a CSV with the columns skuPartNumber,monthlyPrice,"
+                                             "currency, or its blob URL (https://<account>.blob.core.windows.net/"
+                                             "<container>/<name>.csv, with a SAS or read by the managed identity).")
             price_sheet = None
         names_raw = self.get("M365_PRODUCT_NAMES_URL")
         names_url: str | None = PRODUCT_NAMES_URL

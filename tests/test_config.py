@@ -100,3 +100,29 @@ def test_run_without_destination_is_a_config_error(monkeypatch, capsys):
         monkeypatch.delenv(key, raising=False)
     assert main(["run"]) == 2
     assert "SNAPSHOT_DIR" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", [
+    "sv=2024-05-04&ss=b&sp=r&se=2030-01-01&sig=c2VjcmV0U2lnbmF0dXJlTWFya2Vy%3D",  # a SAS pasted without its URL
+    "ftp://reader:pAssw0rd-Marker@files.example.com/prices.csv",
+    "Xq98Q~pAstEd.ClientSecret-ValueThatMustNotShow",
+])
+def test_an_invalid_price_sheet_is_named_never_echoed(value):
+    """Issue 22 item 2: the message names the setting, the expected form and the fix, never the value."""
+    with pytest.raises(ConfigError) as err:
+        load_settings({**GOOD, "M365_PRICE_SHEET": value})
+    (problem,) = err.value.problems
+    assert problem.setting == "M365_PRICE_SHEET" and "https://" in problem.message and "CSV" in problem.message
+    for part in (value, "sig=", "pAssw0rd-Marker", "ClientSecret"):
+        assert part not in str(err.value)
+
+
+def test_url_valued_settings_are_never_in_a_repr_and_are_written_without_their_query():
+    from connector.config import public_url, scrub_urls
+
+    url = "https://reader:pw@st.blob.core.windows.net/sheets/prices.csv?sv=2024&sig=c2lnbmF0dXJl%3D#x"
+    s = load_settings({**GOOD, "M365_PRICE_SHEET": url, "M365_PRODUCT_NAMES_URL": url})
+    assert "sig=" not in repr(s) and "pw@" not in repr(s)
+    assert public_url(url) == "https://st.blob.core.windows.net/sheets/prices.csv"
+    assert scrub_urls(f"Client error '403 Forbidden' for url '{url}'") == \
+        "Client error '403 Forbidden' for url 'https://st.blob.core.windows.net/sheets/prices.csv'"

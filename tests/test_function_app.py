@@ -587,15 +587,31 @@ def test_poison_cannot_fail_a_run_that_is_still_queued(sim, env):
     assert get(body["runId"])[1]["status"] == "succeeded"
 
 
-def test_message_datasets_are_intersected_with_the_record_and_m365_datasets(sim, env, monkeypatch):
+def test_a_message_that_disagrees_with_the_record_is_refused_not_obeyed(sim, env, monkeypatch, caplog):
+    """Issue 22 item 4: a forged message with the right run id and tenant but other datasets (disjoint, or more),
+    another request time or another trigger neither fails the queued run nor widens it; it is refused and
+    logged, and the genuine message then collects what the record says (within M365_DATASETS)."""
     monkeypatch.setenv("M365_DATASETS", "organization,users")
     status, body, _ = post(b'{"datasets": ["users"]}')
     assert status == 202
-    receive(env)  # the genuine message is taken away; a forged one asks for more
-    forged = _message(runId=body["runId"], tenant=env["M365_TENANT_ID"].lower(),
-                      datasets=["users", "organization", "groups", "role_assignments"])
-    assert runs.process_message(forged, 1) == "collected"
-    code, record = get(body["runId"])
+    genuine = receive(env)
+    key, run_id = env["M365_TENANT_ID"].lower(), body["runId"]
+    record = get(run_id)[1]
+    right = {"runId": run_id, "tenant": key, "requestedAt": record["requestedAt"], "trigger": "http"}
+    forged = [_message(**{**right, "datasets": ["groups"]}),  # disjoint: used to fail the run
+              _message(**{**right, "datasets": ["users", "organization", "groups", "role_assignments"]}),
+              _message(**{**right, "datasets": ["users"], "requestedAt": "2026-01-01T00:00:00.000Z"}),
+              _message(**{**right, "datasets": ["users"], "trigger": "timer"})]
+    before, names = collections(sim), _blob_names(env)
+    for message in forged:
+        assert runs.process_message(message, 1) == "ignored"
+        assert runs.process_poison(message) == "ignored"
+    assert collections(sim) == before and _blob_names(env) == names
+    assert get(run_id)[1]["status"] == "queued"
+    refused = [r for r in caplog.records if getattr(r, "event", None) == "message_refused"]
+    assert len(refused) == 2 * len(forged) and all(run_id in r.getMessage() for r in refused)
+    function_app.run_worker(genuine)  # the genuine message still collects it, as its record says
+    code, record = get(run_id)
     assert record["status"] == "succeeded" and set(record["datasets"]) == {"users"}
     manifest = read_json(_store(env), record["manifest"])
     assert set(manifest["datasets"]) == {"users"}

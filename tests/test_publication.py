@@ -97,22 +97,44 @@ def test_data_files_stay_invisible_until_every_dataset_has_finished(sim, sim_env
     assert store.list(f"tenants/{manifest['tenantId']}/in-progress/") == []
 
 
-def test_latest_folder_mirrors_the_newest_published_run(sim, sim_env, dest):
+def test_latest_folder_keeps_each_datasets_newest_complete_copy(sim, sim_env, dest):
+    """latest/ per dataset (issue 22): a run of some datasets replaces only what it collected, and
+    latest/manifest.json names, for every file, the run it comes from with its bytes and sha256."""
     first, store = _run(sim_env, dest)
     tid = first["tenantId"]
     pointer = read_json(store, f"tenants/{tid}/latest.json")
     assert pointer["runId"] == first["runId"] and pointer["latest"] == f"tenants/{tid}/latest/"
-    assert store.read_bytes(f"tenants/{tid}/latest/manifest.json") == \
-        store.read_bytes(f"{run_prefix(tid, first['runId'])}/manifest.json")
-    _verify(store, f"tenants/{tid}/latest", first)
+    folder = read_json(store, f"tenants/{tid}/latest/manifest.json")
+    assert folder["kind"] == "latest" and folder["runId"] == first["runId"]
+    assert {e["path"] for e in folder["files"]} == {e["path"] for e in first["files"]}
+    assert {e["runId"] for e in folder["files"]} == {first["runId"]}
+    _verify(store, f"tenants/{tid}/latest", folder)
     users = gzip.decompress(store.read_bytes(f"tenants/{tid}/latest/users.jsonl.gz")).splitlines()
     assert len(users) == 600
-    # A narrower run replaces the folder: no file of the earlier run stays behind to be mixed in.
+    # A narrower run replaces its own dataset only: the others keep the earlier run's complete copies.
     second, store = _run(sim_env, dest, M365_DATASETS="organization")
-    assert sorted(store.list(f"tenants/{tid}/latest/")) == [f"tenants/{tid}/latest/manifest.json",
-                                                            f"tenants/{tid}/latest/organization.jsonl.gz"]
-    assert read_json(store, f"tenants/{tid}/latest/manifest.json")["runId"] == second["runId"]
-    _verify(store, f"tenants/{tid}/latest", second)
+    assert read_json(store, f"tenants/{tid}/latest.json")["runId"] == second["runId"]
+    assert sorted(store.list(f"tenants/{tid}/latest/")) == sorted(
+        [f"tenants/{tid}/latest/manifest.json"] + [f"tenants/{tid}/latest/{e['path']}" for e in first["files"]])
+    folder = read_json(store, f"tenants/{tid}/latest/manifest.json")
+    assert folder["runId"] == second["runId"]
+    origin = {e["path"]: e["runId"] for e in folder["files"]}
+    assert origin.pop("organization.jsonl.gz") == second["runId"]
+    assert set(origin.values()) == {first["runId"]}  # users, sign-ins, SKUs and the insights of the full run
+    assert {e["manifest"] for e in folder["files"]} == {f"{run_prefix(tid, r['runId'])}/manifest.json"
+                                                        for r in (first, second)}
+    _verify(store, f"tenants/{tid}/latest", folder)
+    # A dataset that fails keeps its earlier copy too: only complete copies reach latest/.
+    sim.fail_next("/v1.0/organization", 403, "Authorization_RequestDenied", "Insufficient privileges", times=20)
+    try:
+        third, store = _run(sim_env, dest, M365_DATASETS="organization,subscribed_skus")
+    finally:
+        sim.fail_next("/v1.0/organization", 403, "", "", times=0)
+    assert third["status"] == "partial"
+    folder = read_json(store, f"tenants/{tid}/latest/manifest.json")
+    origin = {e["path"]: e["runId"] for e in folder["files"]}
+    assert origin["organization.jsonl.gz"] == second["runId"] and origin["subscribed_skus.jsonl.gz"] == third["runId"]
+    _verify(store, f"tenants/{tid}/latest", folder)
 
 
 def test_latest_never_moves_back_to_an_older_run(sim, sim_env, dest):

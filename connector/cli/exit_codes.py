@@ -4,12 +4,17 @@ from __future__ import annotations
 
 EXIT = {"succeeded": 0, "partial": 3, "failed": 1}
 EXIT_CONFIG = 2
+EXIT_BUSY = 4
+EXIT_LATEST = 5
 _RUN_CODES = (
     (0, "succeeded: every selected dataset was collected"),
     (3, "partial: some datasets were skipped or failed (the summary says which and why), the others collected"),
     (1, "failed: nothing was collected (for example no token), or the snapshot could not be written"),
     (2, "bad configuration or command line: the message names the setting or option"),
     (4, "another run of the tenant is collecting into the same destination (its lock is held); try again later"),
+    (5, "collected and published in the run's own folder (succeeded or partial: the summary says which), but "
+        "`latest.json` or `latest/` could not be updated (for example a full disk): the `latest_not_updated` "
+        "warning says why, `latest/` keeps its earlier copies, and the next run updates it"),
 )
 EXIT_CODES: dict[str, tuple[tuple[int, str], ...]] = {
     "run": _RUN_CODES,
@@ -26,4 +31,3 @@ EXIT_CODES: dict[str, tuple[tuple[int, str], ...]] = {
     "docs": ((0, "the generated files are up to date (or were updated)"),
              (1, "`--check`: a generated file is out of date; run `m365-connector docs`")),
 }
-EXIT_BUSY = 4

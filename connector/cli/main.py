@@ -19,7 +19,7 @@ import orjson
 
 from connector import __version__
 from connector.catalog.datasets import DATASETS
-from connector.cli.exit_codes import EXIT, EXIT_BUSY, EXIT_CODES, EXIT_CONFIG
+from connector.cli.exit_codes import EXIT, EXIT_BUSY, EXIT_CODES, EXIT_CONFIG, EXIT_LATEST
 from connector.config import ConfigError, Problem, load_offline_settings, load_settings, require_destination
 
 PROG = "m365-connector"
@@ -156,6 +156,9 @@ def _configure_logging(args: argparse.Namespace) -> None:
     root.setLevel(level)
     for noisy in ("httpx", "azure", "msal", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from connector.config import keep_secrets_out_of_library_logs
+
+    keep_secrets_out_of_library_logs()
     connector_log = logging.getLogger("m365_connector")
     for item in [f for f in connector_log.filters if isinstance(f, SummaryFilter)]:
         connector_log.removeFilter(item)
@@ -206,7 +209,8 @@ def _collect_locked(settings: Any, store: Any, trigger: str, resume: str | None 
     with tenant_lock(store, key, run_id, trigger) as renewer:
         async def go() -> dict[str, Any]:
             task = asyncio.ensure_future(collect(settings, store, trigger=trigger, run_id=run_id,
-                                                 lock_path=lock_path(key), **options))
+                                                 lock_path=lock_path(key), claim_tenant=renewer.lock.claim,
+                                                 **options))
             renewer.watch(task)
             return await task
 
@@ -253,7 +257,16 @@ def cmd_run(args: argparse.Namespace, env: dict[str, str] | None = None, trigger
             print(f"run {manifest['runId']}: {manifest['status']}\nmanifest: {location}")
     elif not args.quiet:
         _print_summary(manifest, location)
-    return EXIT[manifest["status"]]
+    return run_exit_code(manifest)
+
+
+def run_exit_code(result: dict[str, Any]) -> int:
+    """The exit code of a run from its result (the manifest, with what failed after it was written)."""
+    from connector.store.publish import LATEST_NOT_UPDATED
+
+    if result["status"] != "failed" and any(w.get("code") == LATEST_NOT_UPDATED for w in result["warnings"]):
+        return EXIT_LATEST
+    return EXIT[result["status"]]
 
 
 def _run_to_resume(args: argparse.Namespace, settings: Any, store: Any) -> str | None:

@@ -44,9 +44,13 @@ class Run:
 
     def __init__(self, settings: Settings, store: Store, *, trigger: str = "cli", run_id: str | None = None,
                  progress: Callable[[Run], None] | None = None, progress_every: float | None = PROGRESS_LOG_SECONDS,
-                 lock_path: str | None = None):
+                 lock_path: str | None = None, claim_tenant: Callable[[str], str] | None = None):
         self.settings = settings
         self.lock_path = lock_path  # the tenant lock this run holds, so a sweep can tell it is alive
+        # Called with the tenant's id once the token names it, before anything is written: takes the tenant's lock
+        # under that id as well (M365_TENANT_ID may be a domain), raising TenantBusy when another process holds
+        # it, and returns that lock's path.
+        self.claim_tenant = claim_tenant
         self.publication: Publication | None = None
         self._unreachable: dict[str, Unreachable] = {}
         self.store = store
@@ -218,6 +222,8 @@ class Run:
                     res.status = "failed"
                 return await self._finish()
             self.tenant_id = claims.get("tid") or self.settings.tenant_id
+            if self.claim_tenant is not None:
+                self.lock_path = await asyncio.to_thread(self.claim_tenant, self.tenant_id)
             self.publication = Publication(self.store, self.tenant_id, self.run_id, self.lock_path)
             from connector.insights.derive import DERIVED_FILES
 
@@ -305,14 +311,14 @@ class Run:
                                     "latest/ stay with it; this run is complete under its own folder."))
         self.finished = time.time()
         manifest = self.manifest()
-        await asyncio.to_thread(pub.write_manifest, manifest)
-        if self.status in ("succeeded", "partial") and await asyncio.to_thread(pub.point_latest, manifest):
-            try:
-                await asyncio.to_thread(pub.copy_latest)
-            except Exception as exc:  # the run is published; latest/ has no manifest until the next run
-                log.error("copying run %s to latest/ failed (%s); latest.json points at it", self.run_id,
-                          type(exc).__name__)
-        await asyncio.to_thread(pub.end)
+        # The manifest, latest.json, latest/ and the marker, in one thread that runs to its end even if the run is
+        # cancelled meanwhile (the rollback waits for it). What fails after the manifest is written does not
+        # unpublish the run: it is said in the run's result (not in the manifest, written before) as a
+        # latest_not_updated warning, and the CLI exits with its own code.
+        problems = await asyncio.to_thread(pub.publish, manifest)
+        if problems:
+            self.warnings.extend(problems)
+            manifest = {**manifest, "warnings": list(self.warnings)}
         log_summary(self)
         self._notify()
         return manifest
@@ -322,10 +328,12 @@ class Run:
 
 async def collect(settings: Settings, store: Store, *, trigger: str = "cli", run_id: str | None = None,
                   progress: Callable[[Run], None] | None = None,
-                  progress_every: float | None = PROGRESS_LOG_SECONDS, lock_path: str | None = None) -> dict[str, Any]:
-    """Run one collection and return its manifest (already written to the store)."""
+                  progress_every: float | None = PROGRESS_LOG_SECONDS, lock_path: str | None = None,
+                  claim_tenant: Callable[[str], str] | None = None) -> dict[str, Any]:
+    """Run one collection and return its manifest (already written to the store), with any latest_not_updated
+    warning of what failed after it was written."""
     return await Run(settings, store, trigger=trigger, run_id=run_id, progress=progress,
-                     progress_every=progress_every, lock_path=lock_path).execute()
+                     progress_every=progress_every, lock_path=lock_path, claim_tenant=claim_tenant).execute()
 
 
 def collect_sync(settings: Settings, store: Store, **kwargs: Any) -> dict[str, Any]:

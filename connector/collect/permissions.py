@@ -39,19 +39,29 @@ async def _probe(graph: Any, name: str) -> tuple[str, str | None]:
     return "error", str(err)
 
 
+REACH_SECONDS = 5.0  # the reachability probe is sent once and given this long: a caller is waiting
+
+
 async def _reach(graph: Any, settings: Settings) -> dict[str, Any]:
-    """One small request: any HTTP answer proves Graph is reachable and its certificate trusted."""
+    """One small request, sent once: any HTTP answer proves Graph is reachable and its certificate trusted; no
+    answer within REACH_SECONDS, or no connection, is said at once (retries with backoff took half a minute)."""
     from connector.config import shown_url
-    from connector.graph.unreachable import graph_failure
+    from connector.graph.client import GraphError
+    from connector.graph.unreachable import graph_failure, graph_timeout
 
     endpoint = shown_url(settings.graph_endpoint)
     try:
-        await graph.get("organization", f"{graph.base}/organization?$select=id", "probe:graph")
+        await asyncio.wait_for(graph.get("organization", f"{graph.base}/organization?$select=id", "probe:graph",
+                                         max_retries=0), REACH_SECONDS)
+    except TimeoutError:
+        return {"ok": False, "endpoint": endpoint, "error": graph_timeout(settings.graph_endpoint,
+                                                                          REACH_SECONDS).as_dict()}
     except Exception as exc:
         unreachable = graph_failure(exc, settings.graph_endpoint)
-        if unreachable is None:
+        if unreachable is not None:
+            return {"ok": False, "endpoint": endpoint, "error": unreachable.as_dict()}
+        if not (isinstance(exc, GraphError) and exc.status):  # an HTTP answer, even an error, is Graph reached
             raise
-        return {"ok": False, "endpoint": endpoint, "error": unreachable.as_dict()}
     return {"ok": True, "endpoint": endpoint}
 
 
@@ -76,7 +86,7 @@ async def permission_report(settings: Settings, probe: bool = True) -> dict[str,
         warning = secret_expiry_warning(secret)
         if warning:
             report["warnings"].append({"code": "secret_expiring", "message": warning})
-        credential = GraphCredential(settings, secret)
+        credential = GraphCredential(settings, secret, quick=True)
         granted, claims = await asyncio.to_thread(credential.roles)
     except Exception as exc:
         failure = token_failure_from(exc, settings.authority_host)

@@ -216,6 +216,9 @@ def token_claims(token: str) -> dict[str, Any]:
         return {}
 
 
+# Token requests of a caller that waits (azure-core's default is 300 s to connect and 3 retries with backoff).
+QUICK_TRANSPORT = {"connection_timeout": 5, "read_timeout": 10, "retry_total": 0}
+
 # A token with more than this left is reused without asking azure-identity; with less, azure-identity is
 # asked and refreshes it (its own refresh window is the last 5 minutes of a token's life).
 REUSE_SECONDS = 300
@@ -228,13 +231,15 @@ class GraphCredential:
     are serialised so a burst of concurrent requests triggers one token request, not many.
     """
 
-    def __init__(self, settings: Settings, secret: SecretInfo):
+    def __init__(self, settings: Settings, secret: SecretInfo, *, quick: bool = False):
         from azure.identity import CertificateCredential, ClientAssertionCredential, ClientSecretCredential
 
         self._settings = settings
         self.secret = secret
-        common = {"authority": settings.authority_host,
-                  "disable_instance_discovery": not settings.instance_discovery}
+        common: dict[str, Any] = {"authority": settings.authority_host,
+                                  "disable_instance_discovery": not settings.instance_discovery}
+        if quick:  # a caller waiting for an answer (check, GET /api/permissions): an unreachable authority in seconds
+            common.update(QUICK_TRANSPORT)
         self._identity = None
         if secret.kind == "federated":
             from azure.identity import ManagedIdentityCredential

@@ -256,16 +256,16 @@ class Graph:
             await asyncio.sleep(wait)
 
     async def get(self, builder: str, url: str, label: str, headers: dict[str, str] | None = None,
-                  check: Callable[[httpx.Response], Any] | None = None):
-        """GET one URL through the SDK pipeline (retried per connector/graph/retry.py); the raw httpx response,
-        or check(response) for a 200 when a check is given."""
+                  check: Callable[[httpx.Response], Any] | None = None, max_retries: int | None = None):
+        """GET one URL through the SDK pipeline (retried per connector/graph/retry.py, at most `max_retries`
+        times when given); the raw httpx response, or check(response) for a 200 when a check is given."""
         self.check_link(url, label)
         adapter = self.client.request_adapter
 
         async def attempt() -> httpx.Response:
             return await adapter.send_async(self._info(builder, url, label, headers), None, {})
 
-        return await self._send(label, attempt, check=check, path=urlsplit(url).path)
+        return await self._send(label, attempt, check=check, max_retries=max_retries, path=urlsplit(url).path)
 
     def _prepare(self, info: RequestInformation, label: str, options: Iterable[RequestOption]) -> None:
         info.add_request_options([ResponseHandlerOption(NativeResponseHandler()), _Label(label), *options])

@@ -87,6 +87,13 @@ def graph_failure(exc: BaseException, endpoint: str) -> Unreachable | None:
                        "Check the setting (unset it to use the cloud's default endpoint), DNS, proxy and firewall.")
 
 
+def graph_timeout(endpoint: str, seconds: float) -> Unreachable:
+    """A Graph request that got no answer in time (a host that drops packets, a proxy that hangs)."""
+    return Unreachable("M365_GRAPH_ENDPOINT", "graph_unreachable",
+                       f"{shown_url(endpoint)} did not answer within {seconds:g} s",
+                       "Check the setting (unset it to use the cloud's default endpoint), DNS, proxy and firewall.")
+
+
 def authority_failure(exc: BaseException, authority: str) -> Unreachable | None:
     """A token request that never reached the authority (Entra ID)."""
     kind = _kind(exc)

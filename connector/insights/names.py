@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from connector.config import keep_secrets_out_of_library_logs, public_url, scrub_urls
 from connector.store.contract import Store, read_json, write_json
 
 log = logging.getLogger("m365_connector")
@@ -92,6 +93,8 @@ def shipped() -> ProductNames:
 def _download(url: str) -> bytes:
     import httpx
 
+    keep_secrets_out_of_library_logs()  # httpx logs the whole URL of every request at INFO
+
     # trust_env: SSL_CERT_FILE (custom CAs) and HTTPS_PROXY apply, as for Graph requests.
     with httpx.Client(timeout=httpx.Timeout(20.0, connect=5.0), follow_redirects=True, trust_env=True) as client:
         response = client.get(url)
@@ -103,6 +106,9 @@ def load(store: Store | None, url: str | None, *, now: float | None = None) -> P
     """The freshest table available: downloaded now, cached in the store, or shipped; never raises.
     `url` None: the shipped copy only."""
     now = time.time() if now is None else now
+    # What is written (the cache's metadata, insights.json) and logged names the URL without its query: a SAS
+    # in M365_PRODUCT_NAMES_URL must never leave the setting (issue 22). The cache is matched on that form too.
+    shown = public_url(url) if url is not None else None
     if url is None:
         result = shipped()
         result.basis["note"] = "M365_PRODUCT_NAMES_URL is none: the copy shipped in the package is used"
@@ -114,44 +120,58 @@ def load(store: Store | None, url: str | None, *, now: float | None = None) -> P
             meta = read_json(store, CACHE_META) or {}
             data = store.read_bytes(CACHE_CSV) if meta.get("sha256") else None
             if data is not None and hashlib.sha256(data).hexdigest() == meta["sha256"]:
-                cached = ProductNames(parse(data), {"source": "cache", "url": meta.get("url"),
+                cached = ProductNames(parse(data), {"source": "cache", "url": public_url(str(meta.get("url"))),
                                                     "retrievedAt": meta.get("retrievedAt"), "sha256": meta["sha256"]})
         except Exception as exc:  # a damaged cache is replaced, never fatal
             log.warning("product names cache unusable (%s); using the shipped copy or a new download",
                         type(exc).__name__)
             cached = None
-    fresh = cached is not None and cached.basis.get("url") == url and \
+    fresh = cached is not None and cached.basis.get("url") == shown and \
         _age_hours(meta.get("retrievedAt"), now) < REFRESH_DAYS * 24
-    recently_failed = meta.get("lastFailureUrl") == url and _age_hours(meta.get("lastFailureAt"), now) < RETRY_HOURS
+    recently_failed = meta.get("lastFailureUrl") == shown and _age_hours(meta.get("lastFailureAt"), now) < RETRY_HOURS
     if not fresh and not recently_failed:
         try:
             data = _download(url)
             table = parse(data)
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {str(exc)[:200]}"
-            log.info("product names not refreshed from %s (%s); using the %s copy", url, reason,
+            reason = failure_reason(exc)
+            log.info("product names not refreshed from %s (%s); using the %s copy", shown, reason,
                      "cached" if cached else "shipped")
-            meta.update(lastFailureAt=_iso(now), lastFailureUrl=url, lastFailure=reason)
+            meta.update(lastFailureAt=_iso(now), lastFailureUrl=shown, lastFailure=reason)
             _save_meta(store, meta)
         else:
             digest = hashlib.sha256(data).hexdigest()
             if store is not None:
                 try:
                     store.write_bytes(CACHE_CSV, data, "text/csv")
-                    _save_meta(store, {"url": url, "retrievedAt": _iso(now), "sha256": digest, "bytes": len(data),
+                    _save_meta(store, {"url": shown, "retrievedAt": _iso(now), "sha256": digest, "bytes": len(data),
                                        "skus": len(table)})
                 except Exception as exc:
                     log.warning("product names could not be cached (%s)", type(exc).__name__)
-            return ProductNames(table, {"source": "download", "url": url, "retrievedAt": _iso(now), "sha256": digest})
+            return ProductNames(table, {"source": "download", "url": shown, "retrievedAt": _iso(now),
+                                        "sha256": digest})
     result = cached or shipped()
-    if meta.get("lastFailureUrl") == url:
+    if meta.get("lastFailureUrl") == shown:
         result.basis["lastRefreshFailure"] = {"at": meta.get("lastFailureAt"), "reason": meta.get("lastFailure")}
     return result
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why a download failed, without the URL's query: an HTTP error names its status only, any other error has
+    every URL in its message cut (httpx quotes the URL it failed on, SAS and all)."""
+    import httpx
+
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code}"
+    return f"{type(exc).__name__}: {scrub_urls(str(exc))[:200]}"
 
 
 def _save_meta(store: Store | None, meta: dict[str, Any]) -> None:
     if store is None:
         return
+    for key in ("url", "lastFailureUrl"):  # a cache written by an earlier version may hold a whole URL
+        if isinstance(meta.get(key), str):
+            meta[key] = public_url(meta[key])
     try:
         write_json(store, CACHE_META, meta)
     except Exception as exc:

@@ -15,7 +15,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from connector.config import ConfigError, Problem, Settings
+from connector.config import ConfigError, Problem, Settings, public_url
 
 SETTING = "M365_PRICE_SHEET"
 COLUMNS = ("skuPartNumber", "monthlyPrice", "currency")
@@ -93,12 +93,13 @@ def _read_blob(url: str, store: Any) -> bytes:
     from azure.storage.blob import BlobClient
 
     parts = urlsplit(url)
+    plain = public_url(url)  # what messages may show: no SAS, no user info
     try:
         service = getattr(store, "service", None)  # the snapshot account: its credential reads the sheet too
         base = service.url.rstrip("/") + "/" if service is not None else None
-        plain = f"{parts.scheme}://{parts.netloc}{parts.path}"
-        if base and plain.startswith(base) and not parts.query:
-            container, _, name = unquote(plain[len(base):]).partition("/")
+        full = f"{parts.scheme}://{parts.netloc}{parts.path}"
+        if base and full.startswith(base) and not parts.query:
+            container, _, name = unquote(full[len(base):]).partition("/")
             blob = service.get_blob_client(container, name)
         elif "sig=" in parts.query:
             blob = BlobClient.from_blob_url(url)  # a SAS URL carries its own authorisation
@@ -121,8 +122,7 @@ def load(settings: Settings, store: Any = None) -> PriceSheet | None:
         return None
     parts = urlsplit(location)
     if parts.scheme in ("http", "https"):
-        source = f"{parts.scheme}://{parts.netloc}{parts.path}"  # never the SAS token
-        return parse(_read_blob(location, store), source)
+        return parse(_read_blob(location, store), public_url(location))  # never the SAS token
     try:
         with open(location, "rb") as fh:
             data = fh.read()

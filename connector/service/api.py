@@ -212,8 +212,12 @@ def list_runs(limit: str | None, url: str, env: Mapping[str, str] | None = None)
     return _with_storage(store, work)
 
 
+UNREACHABLE_TOKEN_CODES = frozenset({"authority_unreachable", "authority_tls", "network"})
+
+
 def permissions(env: Mapping[str, str] | None = None) -> Reply:
-    """GET /api/permissions: 200 (ok true/false) when a token was had, 502 when not."""
+    """GET /api/permissions: 200 (ok true/false) when Graph answered; 503 within seconds when the authority or
+    Graph cannot be reached (naming the setting to check); 502 when the authority refused a token."""
     from connector.collect.permissions import permission_report
 
     env = os.environ if env is None else env
@@ -222,7 +226,25 @@ def permissions(env: Mapping[str, str] | None = None) -> Reply:
     except ConfigError as exc:
         return _config_error(exc)
     report = asyncio.run(permission_report(settings))
+    unreachable = _unreachable(report)
+    if unreachable is not None:
+        reply = Reply(503, {**report, "error": unreachable}, {"Retry-After": RETRY_AFTER})
+        return reply
     return Reply(200 if report["token"]["ok"] else 502, report)
+
+
+def _unreachable(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The answer's error when the report could not reach the authority or Graph, else None."""
+    token_error = report["token"].get("error") or {}
+    if not report["token"]["ok"] and token_error.get("code") in UNREACHABLE_TOKEN_CODES:
+        return {"code": "authority_unreachable", "message": f"The authority (Entra ID) cannot be reached: "
+                                                           f"{token_error.get('remedy')}"}
+    graph = report.get("graph") or {}
+    if graph and not graph.get("ok"):
+        err = graph["error"]
+        return {"code": err["code"], "setting": err["setting"],
+                "message": f"Microsoft Graph cannot be reached: {err['reason']}. {err['setting']}: {err['remedy']}"}
+    return None
 
 
 def openapi(env: Mapping[str, str] | None = None) -> Reply:

@@ -146,6 +146,13 @@ def _permission_report() -> dict[str, Any]:
                                      "appId": _nullable("string"),
                                      "error": {"type": "object", "description": "code, reason, remedy, detail"}}},
             "grantedPermissions": {"type": "array", "items": {"type": "string"}},
+            "graph": {"type": ["object", "null"], "description": "ok, endpoint, and error (code, setting, reason, "
+                                                                 "remedy) when Graph could not be reached"},
+            "error": {"type": "object", "required": ["code", "message"],
+                      "description": "Only in a 503: authority_unreachable or graph_unreachable / graph_tls, "
+                                     "with the setting to check.",
+                      "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                                     "setting": {"type": "string"}}},
             "secret": {"type": ["object", "null"]},
             "warnings": {"type": "array", "items": _ref("Warning")},
             "datasets": {"type": "object", "additionalProperties": {
@@ -244,7 +251,10 @@ def _other_paths() -> dict[str, Any]:
                                                                      "dataset can be collected."),
                               "401": _NO_KEY,
                               "500": _CONFIG,
-                              "502": _json(_ref("PermissionReport"), "No token: `token.error` has the remedy.")},
+                              "502": _json(_ref("PermissionReport"), "No token: `token.error` has the remedy."),
+                              "503": _json(_ref("PermissionReport"), "The authority (Entra ID) or Graph cannot be "
+                                                                     "reached: `error` names the setting to check; "
+                                                                     "answered within seconds.", _RETRY_AFTER)},
             },
         },
         "/health": {

@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from connector.config import keep_secrets_out_of_library_logs
+
 LOGGER_NAME = "m365_connector"
 log = logging.getLogger(LOGGER_NAME)
 
@@ -58,6 +60,7 @@ def install() -> None:
         if _installed:
             return
         log.addFilter(SummaryFilter())
+        keep_secrets_out_of_library_logs()  # a SAS in a URL-valued setting never reaches a log line
         if log.level == logging.NOTSET:
             log.setLevel(logging.INFO)
         _installed = True

@@ -1,11 +1,15 @@
 """The queue worker: collects the run a message names, at most once at a time per tenant.
 
 A message is only a pointer to a status record; the record (in our own storage) says what to
-collect and may only move along the allowed transitions. A run whose worker died (SIGKILL, host
-crash, scale-in) is `running` without a live lease: the next delivery takes the lock and collects
-it again, resuming from its checkpoints (connector/collect/checkpoint.py); what the dead attempt
-left unpublished is swept by the engine before writing. A delivery stops collecting when its
-invocation budget (M365_INVOCATION_BUDGET, below functionTimeout) is spent and queues the run again.
+collect and may only move along the allowed transitions. A message that disagrees with the record
+(other datasets, another request time or trigger) is refused and logged, never obeyed. A run whose
+worker died (SIGKILL, host crash, scale-in) is `running` without a live lease: the next delivery
+takes the lock and collects it again, resuming from its checkpoints (connector/collect/checkpoint.py);
+what the dead attempt left unpublished is swept by the engine before writing. A delivery stops
+collecting when its invocation budget (M365_INVOCATION_BUDGET, below functionTimeout) is spent and
+queues the run again. A run whose manifest is written is published: a delivery of it, whatever its
+record says, only finishes the publication (latest.json, latest/) and records the outcome; its folder
+is never written again.
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ from connector.service.appconfig import function_settings, invocation_budget, st
 from connector.service.run_queue import (
     POISON_QUEUE,
     RUNS_QUEUE,
+    TRIGGERS,
     BadMessage,
     RunMessage,
     encode_message,
     parse_message,
     send_message,
 )
-from connector.store.contract import Store, read_json
+from connector.store.contract import Store
 from connector.store.locks import (
     LEASE_SECONDS,
     RENEW_SECONDS,
@@ -40,6 +45,7 @@ from connector.store.locks import (
     live_holder,
     lock_path,
 )
+from connector.store.publish import AlreadyPublished, Publication, read_manifest
 from connector.store.status import (
     GUID_RE,
     TERMINAL,
@@ -106,21 +112,45 @@ def _finish_from_manifest(store: Store, record: dict[str, Any], manifest: dict[s
 
 
 def _published_manifest(store: Store, record: dict[str, Any]) -> dict[str, Any] | None:
-    """The manifest of a run whose worker died after publishing it but before the final status."""
-    tenant_id = record.get("tenantId") or record["tenant"]
-    try:
-        manifest = read_json(store, f"tenants/{tenant_id}/runs/{record['runId']}/manifest.json")
-    except ValueError:
-        return None
-    return manifest if isinstance(manifest, dict) and manifest.get("runId") == record["runId"] else None
+    """The manifest of the run when it is written: the run is published, whatever its record says (a worker
+    that stopped after the manifest, a failure after it that set the record back to queued)."""
+    return read_manifest(store, record.get("tenantId") or record["tenant"], record["runId"])
 
 
-def _datasets(settings: Any, record: dict[str, Any], msg: RunMessage) -> tuple[str, ...]:
-    """What the run collects: the record's datasets that M365_DATASETS still selects (and that the
-    message names, if it names any). Nothing outside M365_DATASETS is ever collected."""
+def _finish_published(store: Store, record: dict[str, Any], manifest: dict[str, Any]) -> None:
+    """Recovery of a published run: finish its publication (latest.json, latest/, its in-progress marker; all
+    safe to repeat) and record the outcome from the manifest. Nothing is written into the run's folder."""
+    problems = Publication.published(store, manifest).finish(manifest)
+    _finish_from_manifest(store, record, {**manifest, "warnings": [*manifest.get("warnings", ()), *problems]})
+
+
+def _disagreement(record: dict[str, Any], msg: RunMessage) -> str | None:
+    """Why a message does not describe the run its record describes, or None. The record (our own storage)
+    decides what a run collects; a message is only a pointer to it."""
+    if msg.datasets is not None and set(msg.datasets) != set(record.get("datasets") or ()):
+        return "it names other datasets than the run's status record"
+    if msg.requested_at is not None and msg.requested_at != record.get("requestedAt"):
+        return "its request time is not the run's"
+    if msg.trigger in TRIGGERS and msg.trigger != record.get("trigger"):
+        return "its trigger is not the run's"
+    return None
+
+
+def _refused(record: dict[str, Any], msg: RunMessage, queue: str) -> bool:
+    """True (and logged) when the message disagrees with the record: it is then consumed and not obeyed."""
+    why = _disagreement(record, msg)
+    if why is None:
+        return False
+    log.error("refusing a message on %s for run %s: %s. The status record decides what a run collects; the "
+              "message is ignored and the run stays %s.", queue, msg.run_id, why, record.get("status"),
+              extra={"run_id": msg.run_id, "event": "message_refused"})
+    return True
+
+
+def _datasets(settings: Any, record: dict[str, Any]) -> tuple[str, ...]:
+    """What the run collects: the record's datasets that M365_DATASETS still selects. Nothing outside
+    M365_DATASETS is ever collected."""
     wanted = set(record.get("datasets") or ())
-    if msg.datasets is not None:
-        wanted &= set(msg.datasets)
     return tuple(d for d in settings.selected_datasets if d in wanted)
 
 
@@ -161,6 +191,8 @@ def process_message(body: str | bytes, dequeue_count: int = 1, env: Mapping[str,
     if record["status"] in TERMINAL:
         log.info("run %s already %s; duplicate delivery ignored", run_id, record["status"])
         return "duplicate"
+    if _refused(record, msg, RUNS_QUEUE):
+        return "ignored"
 
     lock = TenantLock(store, key, lease_seconds)
     if not lock.acquire(run_id, record["trigger"]):
@@ -191,16 +223,16 @@ def _collect_locked(store: Store, key: str, lock: TenantLock, msg: RunMessage, s
     record = read_status(store, key, run_id)  # re-read under the lock: another worker may have finished it
     if record is None or record["status"] in TERMINAL:
         return "duplicate"
-    abandoned = record["status"] == "running"  # we hold the lock, so its previous worker is gone
-    if abandoned:
-        manifest = _published_manifest(store, record)
-        if manifest is not None:
-            log.warning("run %s: its worker stopped after publishing; status completed from its manifest", run_id)
-            _finish_from_manifest(store, record, manifest)
-            return "collected"
-        log.warning("run %s: its previous worker stopped without finishing (%s); collecting it again, resuming "
-                    "from its checkpoints", run_id, (record.get("worker") or {}).get("host", "unknown host"))
-    datasets = _datasets(settings, record, msg)
+    manifest = _published_manifest(store, record)
+    if manifest is not None:  # published: never collected into its folder again
+        log.warning("run %s is %s but its manifest is written (an earlier attempt stopped after publishing it); "
+                    "finishing its publication instead of collecting it again", run_id, record["status"])
+        _finish_published(store, record, manifest)
+        return "collected"
+    if record["status"] == "running":  # we hold the lock, so its previous worker is gone
+        log.warning("run %s: its previous worker stopped without finishing (%s); collecting it again, "
+                    "resuming from its checkpoints", run_id, (record.get("worker") or {}).get("host", "unknown host"))
+    datasets = _datasets(settings, record)
     if not datasets:
         fail(store, record, "none of the run's datasets is selected by M365_DATASETS any more",
              "Request the run again (POST /api/runs) with datasets that M365_DATASETS selects.")
@@ -219,7 +251,8 @@ def _collect_locked(store: Store, key: str, lock: TenantLock, msg: RunMessage, s
 
     async def _collect() -> dict[str, Any]:
         task = asyncio.ensure_future(collect(settings, store, trigger=record["trigger"], run_id=run_id,
-                                             progress=reporter.progress, lock_path=lock_path(key)))
+                                             progress=reporter.progress, lock_path=lock_path(key),
+                                             claim_tenant=lock.claim))
         renewer.watch(task)
         timer = asyncio.get_running_loop().call_later(budget[0], _spend_budget, task, reporter, spent)
         try:
@@ -229,6 +262,14 @@ def _collect_locked(store: Store, key: str, lock: TenantLock, msg: RunMessage, s
 
     try:
         manifest = asyncio.run(_collect())
+    except AlreadyPublished as exc:  # published under the token's tenant id, which the record did not name yet
+        renewer.finish()
+        published = read_manifest(store, exc.tenant_id, run_id)
+        if published is None:
+            raise
+        with reporter.lock:
+            _finish_published(store, record, published)
+        return "collected"
     except BaseException as exc:
         renewer.finish()
         if spent.is_set() and not renewer.lost:
@@ -239,10 +280,7 @@ def _collect_locked(store: Store, key: str, lock: TenantLock, msg: RunMessage, s
                 raise exc  # finished or given up elsewhere meanwhile: leave that record alone
             with reporter.lock:
                 record.update(status="queued", startedAt=None)
-                record["error"] = {"message": ("the tenant lock was lost" if renewer.lost else
-                                               f"the collection stopped: {type(exc).__name__}"),
-                                   "remedy": "It is retried automatically; after repeated failures the run is "
-                                             "marked failed. See the Function's logs for this run id."}
+                record["error"] = _stopped_error(exc, renewer.lost)
             reporter.save()
         except Exception as note:
             if note is not exc:  # storage gone too: the record is corrected by the next delivery
@@ -285,6 +323,16 @@ def _requeue(store: Store, record: dict[str, Any], reporter: _Reporter, msg: Run
     return "requeued"
 
 
+def _stopped_error(exc: BaseException, lease_lost: bool) -> dict[str, str]:
+    """The record's error for an attempt that stopped and will be delivered again."""
+    if isinstance(exc, TenantBusy):  # the same tenant under another spelling of M365_TENANT_ID is collecting
+        return {"message": f"waiting for the tenant's lock ({exc})",
+                "remedy": "Nothing to do: the queue delivers the run again in a few minutes."}
+    return {"message": "the tenant lock was lost" if lease_lost else f"the collection stopped: {type(exc).__name__}",
+            "remedy": "It is retried automatically; after repeated failures the run is marked failed. See the "
+                      "Function's logs for this run id."}
+
+
 def process_poison(body: str | bytes, env: Mapping[str, str] | None = None) -> str:
     """A message that failed every delivery: mark its run failed so callers stop waiting. Only a run that
     shows a failed delivery (an error or an attempt) and has no live worker can be failed this way."""
@@ -312,10 +360,19 @@ def process_poison(body: str | bytes, env: Mapping[str, str] | None = None) -> s
     if record["status"] in TERMINAL:
         log.info("poison message for run %s ignored: the run is %s", msg.run_id, record["status"])
         return "ignored"
+    if _refused(record, msg, POISON_QUEUE):
+        return "ignored"
     holder = live_holder(store, key)
     if holder is not None and holder.get("runid") == msg.run_id:
         log.info("poison message for run %s ignored: a worker is collecting it", msg.run_id)
         return "ignored"
+    manifest = _published_manifest(store, record)
+    if manifest is not None:  # published: its record follows the manifest (a later run's sweep finishes latest/)
+        log.warning("poison message for run %s: the run is published; its status is taken from its manifest",
+                    msg.run_id)
+        _finish_from_manifest(store, record, manifest)
+        clear_pointer(store, key, msg.run_id)
+        return "collected"
     if record["status"] == "queued" and not (record.get("attempts") or record.get("error")):
         log.error("poison message for run %s ignored: no delivery of that run has failed yet", msg.run_id)
         return "ignored"

@@ -44,6 +44,40 @@ class _BlobSink:
             pass
 
 
+class _StagedCopy(_BlobSink):
+    """Blocks staged under the copy's name; committed with the source's content type."""
+
+    def __init__(self, blob: Any, content_type: str):
+        super().__init__(blob)
+        self._content_type = content_type
+
+    @property
+    def ids(self) -> list[str]:
+        return self._ids
+
+    def commit(self) -> None:
+        from azure.storage.blob import BlobBlock, ContentSettings
+
+        self._blob.commit_block_list([BlobBlock(block_id=i) for i in self._ids],
+                                     content_settings=ContentSettings(content_type=self._content_type))
+
+    def abort(self) -> None:
+        """Drop the staged blocks without touching a blob readers see: only where no blob exists is an empty
+        block list committed (If-None-Match: *) and the empty blob deleted. Blocks staged on an existing blob
+        stay invisible until its next commit drops them (or the service does, after 7 days)."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError
+
+        if not self._ids:
+            return
+        self._ids.clear()
+        try:
+            self._blob.commit_block_list([], match_condition=MatchConditions.IfMissing)
+            self._blob.delete_blob()
+        except HttpResponseError:
+            pass
+
+
 def _holder_metadata(holder: Mapping[str, str]) -> dict[str, str]:
     """Blob metadata names are C# identifiers and values ASCII."""
     return {k.lower(): str(v).encode("ascii", "replace").decode()[:256] for k, v in holder.items()
@@ -261,27 +295,30 @@ class BlobStore:
             pass
         self.delete(relpath)
 
-    def copy(self, src: str, dst: str) -> None:
-        """Stream a blob to another name in blocks (memory stays flat); the copy appears when committed.
-        A server-side copy would need the source authorised separately for managed identities."""
-        from azure.storage.blob import BlobBlock, ContentSettings
+    def clear_temporaries(self, prefix: str) -> None:
+        """Nothing to do: what a killed writer staged is uncommitted blocks, invisible to readers, dropped by the
+        blob's next commit or by the service after 7 days."""
 
+    def stage_copy(self, src: str, dst: str) -> _StagedCopy:
+        """Stream a blob to another name as staged blocks (memory stays flat), invisible until commit() (abort()
+        drops them): copies staged first and committed together change a folder at once for a reader, or not
+        at all. A server-side copy would need the source authorised separately for managed identities."""
         source = self.container.download_blob(src)
-        target = self.container.get_blob_client(dst)
-        ids: list[str] = []
-        pending = b""
-        for chunk in source.chunks():
-            pending += chunk
-            if len(pending) >= BLOCK_SIZE:
-                ids.append(base64.b64encode(f"{len(ids):08d}".encode()).decode())
-                target.stage_block(ids[-1], pending, length=len(pending))
-                pending = b""
-        if pending or not ids:
-            ids.append(base64.b64encode(f"{len(ids):08d}".encode()).decode())
-            target.stage_block(ids[-1], pending, length=len(pending))
-        content_type = source.properties.content_settings.content_type or "application/octet-stream"
-        target.commit_block_list([BlobBlock(block_id=i) for i in ids],
-                                 content_settings=ContentSettings(content_type=content_type))
+        staged = _StagedCopy(self.container.get_blob_client(dst),
+                             source.properties.content_settings.content_type or "application/octet-stream")
+        try:
+            pending = b""
+            for chunk in source.chunks():
+                pending += chunk
+                if len(pending) >= BLOCK_SIZE:
+                    staged.put(pending)
+                    pending = b""
+            if pending or not staged.ids:
+                staged.put(pending)
+        except BaseException:
+            staged.abort()
+            raise
+        return staged
 
     def lease(self, relpath: str, seconds: int, holder: Mapping[str, str] | None = None) -> Lease | None:
         """A Blob lease (15-60 s, renewable); one that is not renewed expires, so a crashed holder

@@ -5,7 +5,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import secrets
+import shutil
 from collections.abc import Iterator, Mapping
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,49 @@ class _LocalSink:
             pass
         finally:
             self._tmp.unlink(missing_ok=True)
+
+
+def _temporary(path: Path) -> Path:
+    """A name of its own beside `path` for one writer's bytes before the rename: writers of the same file at the
+    same moment (the Function's concurrent requests) never share one (issue 22, item 6). Hidden and `.partial`,
+    so listings skip it, and discard() removes what a killed writer left."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.partial")
+
+
+def _write_whole(path: Path, data: bytes) -> Path:
+    """`data` in a temporary file beside `path`, flushed to disk; the caller renames or links it."""
+    tmp = _temporary(path)
+    try:
+        with open(tmp, "xb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave it behind
+        raise
+    return tmp
+
+
+class _StagedCopy:
+    """A copy written beside its target and renamed over it at commit (the sink contract without put())."""
+
+    def __init__(self, src: Path, dst: Path):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        self._final = dst
+        self._tmp = _temporary(dst)
+        try:
+            shutil.copyfile(src, self._tmp)
+            with open(self._tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
+
+    def commit(self) -> None:
+        os.replace(self._tmp, self._final)
+
+    def abort(self) -> None:
+        self._tmp.unlink(missing_ok=True)
 
 
 class LocalStore:
@@ -93,15 +139,11 @@ class LocalStore:
         self.requests += 1
         path = self._path(relpath)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".partial")
+        tmp = _write_whole(path, data)
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
             os.replace(tmp, path)  # atomic: readers see the old or the new file, never half of one
         finally:
-            tmp.unlink(missing_ok=True)  # a full disk must not leave the .partial behind
+            tmp.unlink(missing_ok=True)
 
     def read_bytes(self, relpath: str) -> bytes | None:
         self.requests += 1
@@ -139,15 +181,24 @@ class LocalStore:
         return str(self._path(relpath))
 
     def create(self, relpath: str, data: bytes) -> bool:
-        """Write only if absent (exclusive create); False when the file exists."""
+        """Write only if absent; False when the file exists. The file appears whole: written beside it, then
+        hard-linked to its name, which fails if the name exists (a reader never sees it empty)."""
         self.requests += 1
         path = self._path(relpath)
         path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _write_whole(path, data)
         try:
-            with open(path, "xb") as fh:
-                fh.write(data)
+            os.link(tmp, path)
         except FileExistsError:
             return False
+        except OSError:  # a file system without hard links: an exclusive create, written at once
+            try:
+                with open(path, "xb") as fh:
+                    fh.write(data)
+            except FileExistsError:
+                return False
+        finally:
+            tmp.unlink(missing_ok=True)
         return True
 
     def read_tagged(self, relpath: str) -> tuple[bytes, str] | None:
@@ -185,25 +236,26 @@ class LocalStore:
         self._path(relpath).unlink(missing_ok=True)
 
     def discard(self, relpath: str) -> None:
-        """Remove a file and whatever a writer left of it (its .partial)."""
+        """Remove a file and whatever a writer left of it (its .partial, temporary copies of killed writers)."""
         path = self._path(relpath)
         self.requests += 1
         path.unlink(missing_ok=True)
         path.with_name(path.name + ".partial").unlink(missing_ok=True)
+        for leftover in path.parent.glob(f".{glob_escape(path.name)}.*.partial"):
+            leftover.unlink(missing_ok=True)
 
-    def copy(self, src: str, dst: str) -> None:
-        """A copy that appears whole (written beside, then renamed)."""
-        import shutil
-
+    def clear_temporaries(self, prefix: str) -> None:
+        """Remove the temporary files killed writers left directly in the folder `prefix` (call it only while
+        no other writer can be at work there: under the tenant's lock)."""
         self.requests += 1
-        target = self._path(dst)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".partial")
-        try:
-            shutil.copyfile(self._path(src), tmp)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        for leftover in self._path(prefix).glob(".*.partial"):
+            leftover.unlink(missing_ok=True)
+
+    def stage_copy(self, src: str, dst: str) -> _StagedCopy:
+        """A copy of `src` that stays invisible under `dst` until commit() (abort() drops it): several copies
+        staged first and committed together make a folder change all at once for a reader, or not at all."""
+        self.requests += 1
+        return _StagedCopy(self._path(src), self._path(dst))
 
     def lease(self, relpath: str, seconds: int, holder: Mapping[str, str] | None = None) -> Lease | None:
         """An exclusive lock on a file (flock); the OS releases it if the process dies. The holder is

@@ -54,23 +54,42 @@ class TenantLock:
         self.seconds = seconds
         self.holder: dict[str, str] = {}
         self._lease: Any = None
+        self._also: dict[str, Any] = {}  # lock path -> lease: the same tenant under its id (claim())
 
     def acquire(self, run_id: str = "", trigger: str = "") -> bool:
         self.holder = holder_info(run_id, trigger) if run_id else {}
         self._lease = self.store.lease(self.path, self.seconds, self.holder)
         return self._lease is not None
 
+    def claim(self, tenant_id: str) -> str:
+        """Hold the tenant's lock under its id too, once a token names it (`tid`): M365_TENANT_ID may spell the
+        tenant as a domain in one process and as its GUID in another, and the data of both goes under the GUID.
+        Returns the path of that lock; raises TenantBusy when another process holds it."""
+        key = tenant_id.strip().lower()
+        path = lock_path(key)
+        if path == self.path or path in self._also:
+            return path
+        lease = self.store.lease(path, self.seconds, self.holder)
+        if lease is None:
+            holder = live_holder(self.store, key)
+            raise TenantBusy(busy_message(key, holder), holder)
+        self._also[path] = lease
+        return path
+
     def renew(self) -> None:
-        if self._lease is not None:
-            self._lease.renew()
+        for lease in (self._lease, *self._also.values()):
+            if lease is not None:
+                lease.renew()
 
     def release(self) -> None:
-        if self._lease is not None:
-            try:
-                self._lease.release()
-            except Exception:
-                log.warning("could not release the tenant lock; it expires within %d s", self.seconds)
-            self._lease = None
+        for lease in (*self._also.values(), self._lease):
+            if lease is not None:
+                try:
+                    lease.release()
+                except Exception:
+                    log.warning("could not release the tenant lock; it expires within %d s", self.seconds)
+        self._also.clear()
+        self._lease = None
 
 
 def live_holder(store: Store, key: str) -> dict[str, str] | None:
