@@ -218,7 +218,8 @@ def test_batch_items_throttled_alone_are_retried_after_their_own_retry_after(mon
 def test_report_requests_never_exceed_14_per_10_minutes(monkeypatch, tmp_path):
     """A report throttled on every attempt: the connector stops at 1 + 2 retries per run and, over
     runs, never sends more than 14 requests to one report API within the window."""
-    with Simulator(TenantSpec(seed=2, users=30, report_rate_limit=0)) as s:
+    # Graph's own 10-minute window (quota_scale=1): the pacer must refuse, not wait, past 14 in it.
+    with Simulator(TenantSpec(seed=2, users=30, report_rate_limit=0, quota_scale=1)) as s:
         env = s.env(secret_in="env")
         apply_env(monkeypatch, env)
         s.spec.retry_after = 0.01

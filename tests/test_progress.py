@@ -14,7 +14,8 @@ from tests.helpers import settings_for
 
 
 def test_engine_logs_progress_while_datasets_run(monkeypatch, tmp_path, caplog):
-    with Simulator(TenantSpec(seed=8, users=500, latency=0.15)) as sim:
+    # The older sign-in page of 120: five pages, so the listing lasts long enough for several progress lines.
+    with Simulator(TenantSpec(seed=8, users=500, latency=0.15, sign_in_page_limit=120)) as sim:
         env = sim.env(secret_in="env")
         apply_env(monkeypatch, env)
         settings = settings_for(env, SNAPSHOT_DIR=str(tmp_path), M365_DATASETS="users,user_sign_in_activity")
@@ -26,7 +27,13 @@ def test_engine_logs_progress_while_datasets_run(monkeypatch, tmp_path, caplog):
     facts = events[-1].m365
     assert facts["runId"] == manifest["runId"] and facts["status"].startswith("running (")
     running = facts["datasets"]
-    assert running and all({"records", "requests", "throttled", "recordsPerSecond"} <= set(d) for d in running.values())
+    assert running and all({"records", "requests", "throttled", "recordsPerSecond", "secondsLeft"} <= set(d)
+                           for d in running.values())
+    # The time left comes from the tenant's size and Graph's quotas (the expected durations logged at the start).
+    assert "expectedSecondsLeft" in facts
+    expected = [r for r in caplog.records if getattr(r, "m365", {}).get("event") == "expected_duration"]
+    assert {r.m365["dataset"] for r in expected} == {"users", "user_sign_in_activity"}
+    assert manifest["estimates"]["user_sign_in_activity"]["users"] == 500
     assert max(d["records"] for e in events for d in e.m365["datasets"].values()) > 0  # it moves
     # The text carries the figures too (the Functions host forwards only the text).
     SummaryFilter().filter(events[-1])

@@ -91,7 +91,7 @@ def test_datasets_without_dates_cost_nothing():
     assert compile_normaliser((Field("a", "string"), Field("o", "object", fields=(Field("b", "integer"),)))) is None
 
 
-def test_writer_applies_the_normaliser_only_where_graph_sent_empty_dates(tmp_path):
+def test_writer_applies_the_normaliser_only_where_graph_sent_empty_dates_or_identifiers(tmp_path):
     import asyncio
     import gzip
 
@@ -118,5 +118,5 @@ def test_writer_applies_the_normaliser_only_where_graph_sent_empty_dates(tmp_pat
     asyncio.run(write())
     lines = [orjson.loads(line) for line in gzip.decompress(path.read_bytes()).splitlines()]
     assert lines[0]["signInActivity"] == {"lastSignInDateTime": "2024-05-01T08:00:00Z",
-                                          "lastSuccessfulSignInDateTime": None, "lastSuccessfulSignInRequestId": ""}
+                                          "lastSuccessfulSignInDateTime": None, "lastSuccessfulSignInRequestId": None}
     assert lines[1] == graph[1] and lines[2]["userPrincipalName"] == ""

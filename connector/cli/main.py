@@ -119,6 +119,8 @@ def _print_report(report: dict[str, Any]) -> None:
     grant = grant_line(missing)
     if grant:
         print(grant)
+    for entry in (report.get("estimates") or {}).values():
+        print(f"expected: {entry['text']}")
     print("all datasets can be collected" if report["ok"] else "some datasets cannot be collected (see above)")
 
 
@@ -135,8 +137,8 @@ class _ProgressLines(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         from connector.collect.progress import PROGRESS_EVENT
 
-        facts = getattr(record, "m365", None)
-        return isinstance(facts, dict) and facts.get("event") == PROGRESS_EVENT
+        facts = getattr(record, "m365", None)  # progress lines, and each dataset's expected duration at the start
+        return isinstance(facts, dict) and facts.get("event") in (PROGRESS_EVENT, "expected_duration")
 
 
 def _configure_logging(args: argparse.Namespace) -> None:

@@ -136,7 +136,7 @@ class Spool:
         """Move a checkpoint that must not be used out of the way (kept for inspection), and say so."""
         aside = set_aside_path(self.tenant_id, self.run_id, self.dataset)
         try:
-            self.store.copy(self.path, aside)
+            self.store.stage_copy(self.path, aside).commit()
             self.store.delete(self.path)
         except Exception as exc:  # cannot move it: delete it rather than trust it next time
             log.warning("checkpoint %s could not be moved aside (%s); deleted", self.path, type(exc).__name__)

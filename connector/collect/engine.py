@@ -70,6 +70,7 @@ class Run:
         self.graph = None
         self.prices: Any = None  # the price sheet (M365_PRICE_SHEET), read before any Graph request
         self.insights: dict[str, Any] | None = None  # the manifest's entry for the derived insights files
+        self.estimates: dict[str, Any] = {}  # per-user datasets: expected duration (connector/collect/estimate.py)
         self.pausing = False  # set before cancelling a run that will resume: chains save where they stand
 
     # -- helpers ---------------------------------------------------------------------------
@@ -238,6 +239,7 @@ class Run:
 
             self.graph = Graph(self.settings, credential)
             try:
+                await self._estimate()
                 tasks = []
                 for name in self.settings.selected_datasets:
                     ds = DATASETS[name]
@@ -261,6 +263,27 @@ class Run:
         finally:
             if credential is not None:
                 credential.close()
+
+    async def _estimate(self) -> None:
+        """Expected durations from the tenant's size and Graph's quotas, logged before the datasets start (the
+        count is the one /users/$count the user listings share); the quota of resource units follows the size."""
+        from connector.collect.estimate import PER_USER, estimates
+        from connector.collect.paging import tenant_user_count
+
+        names = [n for n in self.settings.selected_datasets
+                 if n in PER_USER and not DATASETS[n].missing_roles(self.granted)]
+        if not names:
+            return
+        users = await tenant_user_count(self.graph)
+        if users is None:
+            return
+        self.graph.pacer.set_tenant_size(users)
+        self.estimates = estimates(names, users, self.graph.pacer.limits)
+        for estimate in self.estimates.values():
+            log.info("expected duration: %s", estimate.text(), extra={"m365": {
+                "event": "expected_duration", "runId": self.run_id, "dataset": estimate.dataset,
+                **estimate.as_dict()}})
+        self._notify()
 
     def _graph_unreachable(self) -> None:
         """Every dataset that was tried failed to reach Graph the same way: that is the run's error."""

@@ -131,9 +131,25 @@ async def permission_report(settings: Settings, probe: bool = True) -> dict[str,
                 if detail:
                     entry["remedy"] = detail
             report["datasets"][name] = entry
+        if graph is not None and probe:
+            report["estimates"] = await _estimates(graph, settings, report["datasets"])
     finally:
         if graph is not None:
             await graph.aclose()
         credential.close()
     report["ok"] = all(e["status"] in ("ok", "not_in_cloud") for e in report["datasets"].values())
     return report
+
+
+async def _estimates(graph: Any, settings: Settings, datasets: dict[str, Any]) -> dict[str, Any]:
+    """Each collectable per-user dataset's expected duration from /users/$count and Graph's quotas."""
+    from connector.collect.estimate import PER_USER, estimates
+    from connector.collect.paging import tenant_user_count
+
+    names = [n for n, e in datasets.items() if n in PER_USER and e["status"] == "ok"]
+    if not names:
+        return {}
+    users = await tenant_user_count(graph)
+    if users is None:
+        return {}
+    return {n: {**e.as_dict(), "text": e.text()} for n, e in estimates(names, users, graph.pacer.limits).items()}

@@ -31,6 +31,7 @@ class DatasetProgress:
     throttled: int
     seconds: float
     rate: float  # records per second since the dataset started
+    seconds_left: float | None = None  # expected, from Graph's quotas (connector/collect/estimate.py)
 
 
 def rows(run: Any, now: float | None = None) -> list[DatasetProgress]:
@@ -49,9 +50,30 @@ def rows(run: Any, now: float | None = None) -> list[DatasetProgress]:
         requests, retries, throttled = (st.requests, st.retries, st.throttled) if st else (
             res.requests, res.retries, res.throttled)
         rate = res.records / seconds if seconds > 0 else 0.0
+        left = _seconds_left(run, name, res, seconds)
         out.append(DatasetProgress(name, res.status, res.records, requests, retries, throttled, round(seconds, 1),
-                                   round(rate, 1)))
+                                   round(rate, 1), left))
     return out
+
+
+def _seconds_left(run: Any, name: str, res: Any, seconds: float) -> float | None:
+    if res.status in ("succeeded", "skipped", "failed"):
+        return 0.0
+    estimate = (getattr(run, "estimates", None) or {}).get(name)
+    if estimate is None:
+        return None
+    if res.status == "pending":
+        return round(estimate.seconds)
+    from connector.collect.estimate import seconds_left
+
+    left = seconds_left(estimate, res.records, seconds)
+    return None if left is None else round(left)
+
+
+def run_seconds_left(current: list[DatasetProgress]) -> float | None:
+    """The run's time left: its slowest dataset's (datasets run at once); None while nothing is estimated."""
+    known = [r.seconds_left for r in current if r.seconds_left is not None]
+    return max(known) if known else None
 
 
 def log_progress(run: Any) -> None:
@@ -63,10 +85,18 @@ def log_progress(run: Any) -> None:
         "event": PROGRESS_EVENT, "runId": run.run_id, "tenantId": run.tenant_id, "trigger": run.trigger,
         "status": f"running ({done}/{len(current)} datasets done)",
         "seconds": round(time.time() - run.started, 1),
+        "expectedSecondsLeft": run_seconds_left(current),
         "datasets": {r.name: {"status": r.status, "records": r.records, "seconds": r.seconds,
-                              "requests": r.requests, "throttled": r.throttled, "recordsPerSecond": r.rate}
+                              "requests": r.requests, "throttled": r.throttled, "recordsPerSecond": r.rate,
+                              "secondsLeft": r.seconds_left}
                      for r in running},
     }})
+
+
+def _left(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return f"~{seconds / 60:.0f} min" if seconds >= 90 else f"~{seconds:.0f} s"
 
 
 class LiveTable:
@@ -100,13 +130,14 @@ class LiveTable:
         table = Table(box=None, pad_edge=False, header_style="bold")
         for column, justify in (("dataset", "left"), ("status", "left"), ("records", "right"),
                                 ("requests", "right"), ("retries", "right"), ("429s", "right"),
-                                ("records/s", "right"), ("seconds", "right")):
+                                ("records/s", "right"), ("seconds", "right"), ("left", "right")):
             table.add_column(column, justify=justify)  # type: ignore[arg-type]
         if self.run is None:
-            table.add_row("signing in...", "", "", "", "", "", "", "")
+            table.add_row("signing in...", "", "", "", "", "", "", "", "")
             return table
         for r in rows(self.run):
             style = {"running": "cyan", "succeeded": "green", "failed": "red", "skipped": "yellow"}.get(r.status)
             table.add_row(r.name, r.status, f"{r.records:,}", f"{r.requests:,}", str(r.retries), str(r.throttled),
-                          f"{r.rate:,.0f}" if r.status == "running" else "", f"{r.seconds:.1f}", style=style)
+                          f"{r.rate:,.0f}" if r.status == "running" else "", f"{r.seconds:.1f}",
+                          _left(r.seconds_left) if r.status in ("pending", "running") else "", style=style)
         return table

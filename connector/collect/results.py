@@ -86,6 +86,7 @@ class RunFacts(Protocol):
     error: dict[str, Any] | None
     publication: Any
     insights: dict[str, Any] | None
+    estimates: dict[str, Any]
 
 
 def manifest(run: RunFacts) -> dict[str, Any]:
@@ -116,6 +117,8 @@ def manifest(run: RunFacts) -> dict[str, Any]:
         "datasets": {name: entry(res) for name, res in run.results.items()},
         "files": list(run.publication.files) if run.publication is not None else [],
         "insights": run.insights,
+        # Per-user datasets: pages and expected seconds from the tenant's size and Graph's quotas (docs).
+        "estimates": {name: e.as_dict() for name, e in run.estimates.items()},
     }
 
 

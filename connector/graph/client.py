@@ -462,10 +462,13 @@ class _AttemptCounter(BaseMiddleware):
                     f"{label}: Graph's documented quota has no room for this request within {MAX_WAIT:.0f} s "
                     f"({limits}); earlier requests of this app and tenant used it. Not sent, to keep within it: "
                     "run again later.")
-            delay = reservation.delay()
-            if delay > 0:
-                graph._stats(label).paced += delay
-                await asyncio.sleep(delay)
+            while True:
+                delay = reservation.delay()
+                if delay > 0:
+                    graph._stats(label).paced += delay
+                    await asyncio.sleep(delay)
+                if graph.pacer.confirm(reservation):
+                    break
         response = await super().send(request, transport)
         stats = graph._stats(label)
         stats.by_status[response.status_code] = stats.by_status.get(response.status_code, 0) + 1

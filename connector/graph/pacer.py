@@ -14,56 +14,98 @@ of a process (one per app, tenant and Graph endpoint) whatever event loop each r
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from connector.catalog.quotas import DEFAULTS, IDENTITY_BY_SIZE, Quota
 
-# The wait of a pacer window is stretched by this share (plus SLACK seconds) so that latency jitter
-# between the connector's clock and Graph's cannot put one request too many into Graph's window.
-MARGIN = 0.02
-SLACK = 0.02
+# Graph counts a request when it arrives, the pacer when it is sent: an earlier request that reaches Graph
+# later than the next (a slow connection, a busy service) would put one too many into Graph's window. So a
+# window is stretched by this share plus a slack that starts at SLACK seconds and grows by SLACK_STEP with
+# every 429 the bucket still gets (up to SLACK_MAX, or a tenth of the window): a run learns its latency's
+# jitter from a few 429s instead of paying a large margin on every request.
+MARGIN = 0.01
+SLACK = 0.25
+SLACK_STEP = 0.1
+SLACK_MAX = 1.0
 
 
 class _Window:
-    """Reservations of one bucket: (send time, units), in time order."""
+    """Reservations of one bucket: send times and units, in time order.
+
+    A request may take a moment before reservations already made for later (a sign-in page waiting for the
+    next minute must not hold up an MFA page that fits in the reports bucket now), as long as no window of
+    `span` seconds holds more than the limit. Buckets of many units (resource units) are kept first come
+    first served: their waits are short and a scan of thousands of entries per request would cost more."""
+
+    EXACT_UP_TO = 100  # request-count quotas: find the first gap among the reservations
 
     def __init__(self, quota: Quota):
         self.quota = quota
-        self.entries: deque[tuple[float, float]] = deque()
-        self.used = 0.0  # units in `entries`
-        self.reserved = 0.0
+        self.times: list[float] = []
+        self.units: list[float] = []
         self.paused_until = 0.0
+        self.slack = SLACK
 
     @property
     def span(self) -> float:
-        return self.quota.window * (1 + MARGIN) + SLACK
+        return self.quota.window * (1 + MARGIN) + self.slack
+
+    def widen(self) -> None:
+        self.slack = min(max(SLACK_MAX, self.quota.window / 10), self.slack + SLACK_STEP)
 
     def _forget(self, before: float) -> None:
-        while self.entries and self.entries[0][0] <= before:
-            self.used -= self.entries.popleft()[1]
+        cut = bisect.bisect_right(self.times, before)
+        if cut:
+            del self.times[:cut], self.units[:cut]
+
+    def _load(self, start: float, end: float) -> float:
+        """Units reserved in [start, end)."""
+        lo, hi = bisect.bisect_left(self.times, start), bisect.bisect_left(self.times, end)
+        return sum(self.units[lo:hi])
+
+    def _fits(self, t: float, units: float) -> bool:
+        limit, span = self.quota.limit, self.span
+        lo = bisect.bisect_right(self.times, t - span)
+        starts = [t, *(x for x in self.times[lo:] if x <= t)]
+        return all(self._load(w, w + span) + units <= limit for w in starts)
 
     def earliest(self, t: float, units: float) -> float:
-        """The first moment from t at which `units` more fit in the window ending there."""
-        t = max(t, self.paused_until, self.entries[-1][0] if self.entries else t)
+        """The first moment from t at which `units` more keep every window within the limit."""
+        t = max(t, self.paused_until)
         units = min(units, self.quota.limit)  # a request dearer than the whole quota waits for an empty window
-        in_window = [(s, u) for s, u in self.entries if s > t - self.span]
-        total = sum(u for _, u in in_window)
-        for start, u in in_window:
+        if self.times and self.times[-1] > t and self.quota.limit <= self.EXACT_UP_TO:
+            lo = bisect.bisect_right(self.times, t - self.span)
+            for candidate in sorted({t, *(x + self.span for x in self.times[lo:] if x + self.span > t)}):
+                if self._fits(candidate, units):
+                    return candidate
+        t = max(t, self.times[-1] if self.times else t)
+        lo = bisect.bisect_right(self.times, t - self.span)
+        total = sum(self.units[lo:])
+        for start, u in zip(self.times[lo:], self.units[lo:], strict=True):
             if total + units <= self.quota.limit:
                 break
             total -= u
             t = max(t, start + self.span)
         return t
 
+    def drop(self, t: float, units: float) -> None:
+        """Forget one reservation (it is moved to when the request is really sent)."""
+        at = bisect.bisect_left(self.times, t)
+        while at < len(self.times) and self.times[at] == t:
+            if self.units[at] == units:
+                del self.times[at], self.units[at]
+                return
+            at += 1
+
     def take(self, t: float, units: float) -> None:
-        self._forget(t - self.span)
-        self.entries.append((t, units))
-        self.used += units
-        self.reserved += units
+        self._forget(time.monotonic() - self.span)  # reservations are never made in the past
+        at = bisect.bisect_right(self.times, t)
+        self.times.insert(at, t)
+        self.units.insert(at, units)
 
 
 @dataclass
@@ -80,6 +122,9 @@ class Pacer:
 
     def __init__(self, limits: Mapping[str, Quota]):
         self.limits = dict(limits)
+        # M365_GRAPH_QUOTAS set the resource units: the tenant's size does not change them.
+        identity = self.limits.get("identity")
+        self._identity_set = identity is None or identity.limit != DEFAULTS["identity"].limit
         self._windows: dict[tuple[str, str], _Window] = {}
         self._lock = threading.Lock()
         self.waited: dict[str, float] = {}  # seconds requests waited for each quota
@@ -93,7 +138,7 @@ class Pacer:
 
     def set_tenant_size(self, users: int) -> None:
         """Identity resource units by the tenant's size (unknown: the smallest quota)."""
-        if "identity" not in self.limits or self.limits["identity"].limit != DEFAULTS["identity"].limit:
+        if self._identity_set:
             return  # overridden by M365_GRAPH_QUOTAS: kept as set
         limit = next(units for below, units in IDENTITY_BY_SIZE if users < below)
         with self._lock:
@@ -124,14 +169,39 @@ class Pacer:
                     self.waited[name] = self.waited.get(name, 0.0) + (t - now)
         return Reservation(t, wanted)
 
+    def confirm(self, reservation: Reservation) -> bool:
+        """At the moment of sending: move the reservation to now. A request sent later than reserved (a busy event
+        loop) would otherwise reach Graph closer to the next ones than the pacer allowed; if now no longer fits,
+        the reservation is made again for the first moment that does and False says to wait for it."""
+        now = time.monotonic()
+        with self._lock:
+            windows = [(self._window(name, key), units) for name, key, units in reservation.buckets]
+            for window, units in windows:
+                window.drop(reservation.at, units)
+            if all(window._fits(now, min(units, window.quota.limit)) for window, units in windows):
+                reservation.at = now
+            else:
+                t = now
+                for _ in range(8):
+                    later = max((w.earliest(t, u) for w, u in windows), default=t)
+                    if later <= t:
+                        break
+                    t = later
+                reservation.at = t
+            for window, units in windows:
+                window.take(reservation.at, units)
+        return reservation.at <= now
+
     def pause(self, buckets: Iterable[tuple[str, str, float]], seconds: float) -> None:
-        """A 429: Graph's Retry-After holds every request of these buckets, whichever dataset sends it."""
+        """A 429: Graph's Retry-After holds every request of these buckets, whichever dataset sends it, and the
+        buckets keep a little more room from now on (their slack grows)."""
         until = time.monotonic() + max(0.0, seconds)
         with self._lock:
             for name, key, _ in buckets:
                 if name in self.limits:
                     window = self._window(name, key)
                     window.paused_until = max(window.paused_until, until)
+                    window.widen()
 
     def charge(self, name: str, key: str, units: float) -> None:
         """Graph said what a request cost (x-ms-resource-unit) beyond the estimate: count the difference now."""
@@ -139,7 +209,7 @@ class Pacer:
             return
         with self._lock:
             window = self._window(name, key)
-            window.take(max(time.monotonic(), window.entries[-1][0] if window.entries else 0.0), units)
+            window.take(max(time.monotonic(), window.times[-1] if window.times else 0.0), units)
 
     def near_limit(self, name: str, share: float) -> None:
         """x-ms-throttle-limit-percentage over 1 (or close to it): spend a window's worth less for a while."""

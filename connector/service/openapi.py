@@ -49,7 +49,9 @@ def _run_status() -> dict[str, Any]:
     dataset_progress = {
         "type": "object", "required": ["status", "records"],
         "properties": {"status": {"enum": DATASET_STATUSES}, "records": {"type": "integer", "minimum": 0},
-                       "seconds": _nullable("number")},
+                       "seconds": _nullable("number"),
+                       "secondsLeft": _nullable("number", description="Expected, from the tenant's size and Graph's "
+                                                                       "quotas (per-user datasets only).")},
     }
     run_status = {
         "type": "object",
@@ -67,6 +69,11 @@ def _run_status() -> dict[str, Any]:
             "finishedAt": _nullable("string", format="date-time"),
             "updatedAt": {"type": "string", "format": "date-time"},
             "attempts": {"type": "integer", "minimum": 0},
+            "expectedSecondsLeft": _nullable("number", description="The run's expected time left (its slowest "
+                                                                   "dataset's), from Graph's quotas."),
+            "resumes": {"type": "integer", "minimum": 0, "description": "Times the run was queued again to resume "
+                                                                        "(M365_INVOCATION_BUDGET spent)."},
+            "paused": {"type": ["object", "null"], "description": "The last pause: at, reason."},
             "datasets": {"type": "object", "additionalProperties": dataset_progress},
             "warnings": {"type": "array", "items": _ref("Warning")},
             "manifest": _nullable("string", description="The manifest's path in the snapshot container."),

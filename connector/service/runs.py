@@ -54,7 +54,6 @@ from connector.store.status import (
     read_status,
     status_path,
     valid_run_id,
-    write_status,
 )
 
 log = logging.getLogger("m365_connector")
@@ -177,19 +176,48 @@ def _resume_stale(store: Store, key: str, record: dict[str, Any], env: Mapping[s
     requested = parse_iso(record.get("requestedAt"))
     if requested is None or datetime.now(UTC) - requested > RESUMABLE_FOR:
         return False
+    if not _claim_requeue(store, key, record):
+        return True  # another request queued it again a moment ago: one message is enough
     try:
         # No datasets in the message: the worker collects what the record names (and M365_DATASETS selects).
-        send_message(env, encode_message(record["runId"], key, record.get("trigger") or "timer", None, now_iso()))
+        # Its own request time and trigger: the worker refuses a message that disagrees with the record.
+        send_message(env, encode_message(record["runId"], key, record.get("trigger") or "timer", None,
+                                         record.get("requestedAt") or now_iso()))
     except Exception as exc:
         log.warning("run %s could not be queued again to resume (%s)", record["runId"], type(exc).__name__)
         return False
-    if record["status"] == "running":
-        record.update(status="queued", error={
-            "message": "its worker stopped without finishing; queued again to resume from its checkpoints",
-            "remedy": "Nothing to do."})
-        write_status(store, record)
     log.info("run %s had no worker; queued again to resume", record["runId"],
              extra={"run_id": record["runId"], "event": "run_requeued"})
+    return True
+
+
+REQUEUE_QUIET = timedelta(minutes=5)  # the queue's visibilityTimeout: a message sent since is still on its way
+
+
+def _claim_requeue(store: Store, key: str, record: dict[str, Any]) -> bool:
+    """Mark the record `queued` again (requeuedAt) under its ETag, so that of many concurrent requests for a
+    dead run exactly one queues its message; a run queued again within REQUEUE_QUIET is not queued twice."""
+    path = status_path(key, record["runId"])
+    current = store.read_tagged(path)
+    if current is None:
+        return False
+    data, tag = current
+    try:
+        fresh = orjson.loads(data)
+    except ValueError:
+        return False
+    again = parse_iso(fresh.get("requeuedAt"))
+    if again is not None and datetime.now(UTC) - again < REQUEUE_QUIET:
+        record.update(fresh)
+        return False
+    fresh.update(status="queued", requeuedAt=now_iso(), updatedAt=now_iso())
+    if fresh.get("worker") or record.get("status") == "running":
+        fresh["error"] = {"message": "its worker stopped without finishing; queued again to resume from its "
+                                    "checkpoints", "remedy": "Nothing to do."}
+    if not store.replace_if_unchanged(path, orjson.dumps(fresh, option=orjson.OPT_INDENT_2) + b"\n", tag):
+        record.update(read_status(store, key, record["runId"]) or {})
+        return False
+    record.update(fresh)
     return True
 
 

@@ -22,6 +22,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from connector.collect.progress import rows as progress_rows
+from connector.collect.progress import run_seconds_left
 from connector.config import ConfigError
 from connector.service.appconfig import function_settings, invocation_budget, store_for, tenant_key
 from connector.service.run_queue import (
@@ -79,9 +81,12 @@ class _Reporter:
             if run is not None and self.record["status"] not in TERMINAL:
                 if GUID_RE.fullmatch(run.tenant_id or ""):
                     self.record["tenantId"] = run.tenant_id
+                current = {r.name: r for r in progress_rows(run)}
                 self.record["datasets"] = {n: {"status": r.status, "records": r.records,
-                                               "seconds": r.durationSeconds or None}
+                                               "seconds": r.durationSeconds or None,
+                                               "secondsLeft": current[n].seconds_left if n in current else None}
                                            for n, r in run.results.items()}
+                self.record["expectedSecondsLeft"] = run_seconds_left(list(current.values()))
                 self.record["warnings"] = list(run.warnings)
             write_status(self.store, self.record)
 
@@ -316,8 +321,9 @@ def _requeue(store: Store, record: dict[str, Any], reporter: _Reporter, msg: Run
                               "(M365_INVOCATION_BUDGET) was spent; the run resumes from its checkpoints on the "
                               "next delivery"})
     reporter.save()
+    # The record's own request time, datasets and trigger: a message that disagrees with it is refused.
     send_message(env, encode_message(msg.run_id, msg.tenant, record["trigger"],
-                                     list(msg.datasets) if msg.datasets else None, now_iso()))
+                                     list(msg.datasets) if msg.datasets else None, record["requestedAt"]))
     log.info("run %s paused after %.0f s (M365_INVOCATION_BUDGET) and queued again to resume", msg.run_id, seconds,
              extra={"run_id": msg.run_id, "event": "run_requeued"})
     return "requeued"

@@ -1,0 +1,102 @@
+"""How long each dataset will take, from the tenant's size and Graph's quotas, said before a run starts.
+
+A quota sets a floor no client can beat: sign-in activity is 500 users a page at 10 pages a minute, so
+1,000,000 users take about 200 minutes whatever the machine. People deciding whether to run now, or how
+to set M365_INVOCATION_BUDGET, need that figure up front (`check`, the start of every run) and, while a
+run goes, the time left (progress lines, the status record, the manifest).
+
+Only datasets with one page per N users have an estimate; the rest take seconds to minutes and are not
+bound by a request-rate quota at any tenant size we know of (their figure is "-").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from connector.catalog.datasets import DATASETS
+from connector.catalog.quotas import Quota
+
+# A page size where the declaration has none: userRegistrationDetails documents no $top
+# (api/authenticationmethodsroot-list-userregistrationdetails.md: "supports only $filter and $orderBy"), so
+# Graph's default page applies; its size is not documented [UNVERIFIED: 100, as for directory lists].
+DEFAULT_PAGE = 100
+# Datasets of one record per user, and the quotas their pages draw on besides resource units.
+PER_USER = {
+    "users": (),
+    "user_sign_in_activity": ("sign_in_activity", "identity_reports"),
+    "mfa_registration": ("identity_reports",),
+}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    dataset: str
+    users: int
+    pages: int
+    seconds: float
+    quota: str  # the quota that binds ("" when none does)
+    per_minute: float  # pages a minute the binding quota allows this dataset
+
+    def text(self) -> str:
+        if not self.quota:
+            return f"{self.dataset}: {self.users:,} users in {self.pages:,} pages; not bound by a request quota"
+        users_a_minute = self.per_minute * (self.users / self.pages if self.pages else 0)
+        return (f"{self.dataset}: {self.users:,} users at Graph's limit of {users_a_minute:,.0f} a minute "
+                f"({self.quota}): about {_duration(self.seconds)}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"users": self.users, "pages": self.pages, "seconds": round(self.seconds), "quota": self.quota or None,
+                "pagesPerMinute": round(self.per_minute, 2) if self.quota else None}
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} seconds"
+    minutes = f"{round(seconds / 60):,} minutes"
+    return minutes if seconds < 7200 else f"{minutes} ({seconds / 3600:.1f} hours)"
+
+
+def page_size(name: str) -> int:
+    return DATASETS[name].top or DEFAULT_PAGE
+
+
+def estimates(selected: Iterable[str], users: int, limits: Mapping[str, Quota]) -> dict[str, Estimate]:
+    """Each per-user dataset's pages and duration when the run's datasets share Graph's buckets.
+
+    Datasets that draw on one bucket split it: sign-in activity and MFA registration both draw on identity
+    and access reports (5 per 10 s), sign-in activity alone on its 10 a minute. Each bucket's pages are
+    spent at its rate, so a dataset ends no sooner than its own quota allows, nor than the pages of its
+    bucket before and with it do."""
+    chosen = [n for n in selected if n in PER_USER]
+    pages = {n: max(1, math.ceil(users / page_size(n))) for n in chosen}
+    out: dict[str, Estimate] = {}
+    for name in chosen:
+        seconds, binding, rate = 0.0, "", 0.0
+        for quota_name in PER_USER[name]:
+            quota = limits.get(quota_name)
+            if quota is None:
+                continue
+            sharing = [n for n in chosen if quota_name in PER_USER[n]]
+            mine = pages[name] / quota.limit * quota.window
+            # The bucket's pages until this dataset is done: its own, and the others' up to as many.
+            shared = sum(min(pages[n], pages[name]) for n in sharing) / quota.limit * quota.window
+            need = max(mine, shared)
+            if need > seconds:
+                seconds, binding = need, quota_name
+                rate = pages[name] / need * 60 if need else 0.0
+        out[name] = Estimate(name, users, pages[name], seconds, binding, rate)
+    return out
+
+
+def seconds_left(estimate: Estimate, records: int, elapsed: float) -> float | None:
+    """Time left of a running per-user dataset: its pages still to come at the rate its quota allows (or at
+    the rate seen so far, when it is not quota bound and has run a while)."""
+    left_pages = max(0, estimate.pages - records // max(1, page_size(estimate.dataset)))
+    if estimate.quota and estimate.per_minute:
+        return left_pages / estimate.per_minute * 60
+    if records and elapsed > 0:
+        return max(0, estimate.users - records) / (records / elapsed)
+    return None

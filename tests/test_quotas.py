@@ -1,0 +1,162 @@
+"""Graph's documented quotas: the declaration, the pacer, the settings, and runs that keep under them.
+
+The simulator enforces the same quotas independently (simulator/graph/limits.py); a run that paces well
+gets (almost) no 429 from it. Timing goals are in bench/run.py, not here: these tests count requests.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import httpx
+import pytest
+
+from connector.catalog.quotas import DEFAULTS, QuotaError, classify, parse_overrides, parse_scale, quotas
+from connector.collect.estimate import estimates
+from connector.config import ConfigError, load_settings
+from connector.graph.client import request_buckets
+from connector.graph.pacer import Pacer
+from simulator import Simulator, TenantSpec
+from tests.conftest import apply_env
+from tests.helpers import as_written, read_dataset, run
+
+GRAPH = "https://graph.microsoft.com/v1.0"
+
+
+def test_requests_are_classified_into_their_documented_buckets():
+    sign_in = classify("GET", f"{GRAPH}/users?$select=id,userPrincipalName,signInActivity&$top=500")
+    assert sign_in == [("sign_in_activity", "", 1), ("identity_reports", "", 1), ("identity", "", 1)]
+    assert classify("GET", f"{GRAPH}/users?$top=999") == [("identity", "", 2)]  # GET users 2
+    assert classify("GET", f"{GRAPH}/users?$select=id&$top=999") == [("identity", "", 1)]  # $select -1
+    assert classify("GET", f"{GRAPH}/subscribedSkus") == [("identity", "", 3)]
+    assert classify("GET", f"{GRAPH}/groups/1/transitiveMembers?$top=10") == [("identity", "", 4)]  # $top<20 -1
+    assert classify("GET", f"{GRAPH}/users/1?$expand=manager") == [("identity", "", 2)]  # $expand +1
+    assert classify("GET", f"{GRAPH}/reports/authenticationMethods/userRegistrationDetails") == [
+        ("identity_reports", "", 1)]
+    assert classify("GET", f"{GRAPH}/deviceManagement/managedDevices?$top=1000") == [("intune", "", 1)]
+    report = classify("GET", f"{GRAPH}/reports/getMailboxUsageDetail(period='D30')")
+    assert report == [("usage_report", "getmailboxusagedetail", 1), ("usage_reports_tenant", "", 1)]
+
+
+def test_a_batch_draws_on_each_of_its_items():
+    body = (b'{"requests":[{"id":"1","method":"GET","url":"/groups/a/members?$select=id&$top=999"},'
+            b'{"id":"2","method":"GET","url":"users?$select=id,signInActivity"}]}')
+    request = httpx.Request("POST", f"{GRAPH}/$batch", content=body)
+    assert request_buckets(request) == [("identity", "", 2), ("sign_in_activity", "", 1),
+                                        ("identity_reports", "", 1), ("identity", "", 1)]
+
+
+def test_the_pacer_keeps_every_window_under_its_limit_and_shares_buckets():
+    limits = quotas(scale=1)
+    pacer = Pacer(limits)
+    start = time.monotonic()
+    sign_in = [("sign_in_activity", "", 1), ("identity_reports", "", 1)]
+    times = [pacer.reserve(sign_in).at - start for _ in range(12)]
+    # identity reports: 5 per 10 s; sign-in activity: 10 per 60 s. Any window holds no more than its limit.
+    for window, limit in ((10.0, 5), (60.0, 10)):
+        assert all(sum(1 for u in times if t <= u < t + window) <= limit for t in times), (window, times)
+    assert times[10] >= 60  # the eleventh sign-in page waits for the minute
+    # MFA registration draws on identity reports too: it queues behind the sign-in pages in that bucket.
+    mfa = pacer.reserve([("identity_reports", "", 1)]).at - start
+    assert mfa >= times[4] + 10
+    # A request that would wait past max_wait is not reserved at all.
+    assert pacer.reserve(sign_in, max_wait=5) is None
+    assert pacer.sent["sign_in_activity"] == 12
+
+
+def test_a_429_pauses_the_bucket_for_every_dataset_and_size_sets_resource_units():
+    pacer = Pacer(quotas())
+    pacer.pause([("identity_reports", "", 1)], 3.0)
+    assert pacer.reserve([("identity_reports", "", 1)]).delay() > 2.5
+    assert pacer.reserve([("identity", "", 1)]).delay() == 0  # another bucket is not held up
+    assert pacer.limits["identity"].limit == 3500  # unknown size: the smallest
+    pacer.set_tenant_size(100_000)
+    assert pacer.limits["identity"].limit == 8000
+    pacer.set_tenant_size(200)
+    assert pacer.limits["identity"].limit == 5000
+
+
+def test_quota_settings_are_validated_and_name_the_setting():
+    assert parse_overrides("sign_in_activity=20/60, identity_reports=5/10") == {
+        "sign_in_activity": (20.0, 60.0), "identity_reports": (5.0, 10.0)}
+    assert parse_scale("60") == 60.0
+    for bad in ("signin=10/60", "sign_in_activity=0/60", "sign_in_activity=10/-1", "sign_in_activity=ten/60",
+                "sign_in_activity=10"):
+        with pytest.raises(QuotaError, match="M365_GRAPH_QUOTAS"):
+            parse_overrides(bad)
+    for bad in ("0", "-2", "abc", "nan", "inf"):
+        with pytest.raises(QuotaError, match="M365_GRAPH_QUOTA_SCALE"):
+            parse_scale(bad)
+    base = {"M365_TENANT_ID": "contoso.onmicrosoft.com", "M365_CLIENT_ID": "00000000-0000-0000-0000-000000000001",
+            "M365_CLIENT_SECRET": "not-a-real-secret-0123"}
+    with pytest.raises(ConfigError) as err:
+        load_settings({**base, "M365_GRAPH_QUOTAS": "not-a-real-secret-0123=1/1", "M365_GRAPH_QUOTA_SCALE": "0"})
+    text = str(err.value)
+    assert "M365_GRAPH_QUOTAS" in text and "M365_GRAPH_QUOTA_SCALE" in text
+    assert "not-a-real-secret-0123" not in text  # a value is never echoed
+    settings = load_settings({**base, "M365_GRAPH_QUOTAS": "sign_in_activity=20/60", "M365_GRAPH_QUOTA_SCALE": "4"})
+    limits = quotas({n: (lim, w) for n, lim, w in settings.quota_overrides}, settings.quota_scale)
+    assert (limits["sign_in_activity"].limit, limits["sign_in_activity"].window) == (20.0, 15.0)
+    assert limits["identity_reports"].window == DEFAULTS["identity_reports"].window / 4
+
+
+def test_estimates_follow_the_documented_floor():
+    limits = quotas()
+    got = estimates(["users", "user_sign_in_activity", "mfa_registration"], 1_000_000, limits)
+    sign_in = got["user_sign_in_activity"]
+    assert sign_in.pages == 2000 and sign_in.quota == "sign_in_activity"
+    assert sign_in.seconds == pytest.approx(200 * 60)  # 2,000 pages at 10 a minute
+    text = sign_in.text()
+    assert "1,000,000 users at Graph's limit of 5,000 a minute" in text and "about 200 minutes" in text
+    mfa = got["mfa_registration"]  # 10,000 pages of 100 sharing 30 a minute with the 2,000 sign-in pages
+    assert mfa.quota == "identity_reports" and mfa.seconds == pytest.approx(12_000 / 30 * 60)
+    assert not got["users"].quota
+
+
+@pytest.fixture
+def quota_sim():
+    # Graph's quotas scaled 20 times: sign-in activity 10 per 3 s, identity and access reports 5 per 0.5 s.
+    with Simulator(TenantSpec(seed=31, users=6150, quota_scale=20, devices=300)) as sim:
+        yield sim
+
+
+def test_a_run_under_every_quota_is_hardly_ever_throttled(quota_sim, monkeypatch, tmp_path):
+    env = quota_sim.env()
+    assert env["M365_GRAPH_QUOTA_SCALE"] == "20.0"
+    apply_env(monkeypatch, env)
+    quota_sim.clear_requests()
+    before = quota_sim.throttled_count
+    manifest, store = run(env, SNAPSHOT_DIR=str(tmp_path), M365_DATASETS=(
+        "organization,subscribed_skus,users,user_sign_in_activity,mfa_registration,groups,group_members,"
+        "managed_devices,report_mailbox_usage_detail"))
+    assert manifest["status"] == "succeeded", manifest["warnings"]
+    graph_requests = [r for r in quota_sim.requests if r.service == "graph"]
+    throttled = quota_sim.throttled_count - before
+    assert graph_requests and throttled <= 0.01 * len(graph_requests), (throttled, len(graph_requests))
+    sign_in = manifest["datasets"]["user_sign_in_activity"]
+    assert sign_in["requests"] == math.ceil(6150 / 500) and sign_in["plan"]["pageSize"] == 500
+    expected = {u["id"]: u["signInActivity"] for u in quota_sim.tenant.users()}
+    got = {r["id"]: r.get("signInActivity") for r in read_dataset(store, manifest, "user_sign_in_activity")}
+    assert got == as_written(expected)
+    # The expected durations are in the manifest, from /users/$count and the scaled quotas.
+    assert manifest["estimates"]["user_sign_in_activity"]["pages"] == 13
+    assert manifest["estimates"]["user_sign_in_activity"]["quota"] == "sign_in_activity"
+
+
+def test_the_older_cap_of_120_is_asked_for_once_and_said_in_the_manifest(monkeypatch, tmp_path):
+    spec = TenantSpec(seed=32, users=700, sign_in_page_limit=120, sign_in_top_fails=True)
+    with Simulator(spec) as sim:
+        env = sim.env()
+        apply_env(monkeypatch, env)
+        manifest, store = run(env, SNAPSHOT_DIR=str(tmp_path), M365_DATASETS="user_sign_in_activity")
+        entry = manifest["datasets"]["user_sign_in_activity"]
+        assert manifest["status"] == "succeeded", manifest["warnings"]
+        assert entry["plan"]["pageSize"] == 120 and entry["plan"]["pageSizeRefused"] == 500
+        assert [w["code"] for w in manifest["warnings"]] == ["page_size_fallback"]
+        tops = [r.query.get("$top") for r in sim.requests if r.path == "/v1.0/users"]
+        assert tops[0] == "500" and set(tops[1:]) == {"120"}  # refused once, then the older page size
+        assert entry["requests"] == 1 + math.ceil(700 / 120)
+        expected = {u["id"]: u["signInActivity"] for u in sim.tenant.users()}
+        got = {r["id"]: r.get("signInActivity") for r in read_dataset(store, manifest, "user_sign_in_activity")}
+        assert got == as_written(expected)
