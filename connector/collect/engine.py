@@ -274,7 +274,11 @@ class Run:
                  if n in PER_USER and not DATASETS[n].missing_roles(self.granted)]
         if not names:
             return
-        users = await tenant_user_count(self.graph)
+        try:
+            users = await tenant_user_count(self.graph)
+        except Exception as exc:  # Graph unreachable or untrusted: each dataset says so with its fix
+            log.info("no expected durations: /users/$count failed (%s)", type(exc).__name__)
+            return
         if users is None:
             return
         self.graph.pacer.set_tenant_size(users)

@@ -31,6 +31,7 @@ MARGIN = 0.01
 SLACK = 0.25
 SLACK_STEP = 0.1
 SLACK_MAX = 1.0
+SLACK_FLOOR = 0.1  # scaled quotas too: a local simulator's own scheduling delays requests by tens of ms
 
 
 class _Window:
@@ -48,14 +49,17 @@ class _Window:
         self.times: list[float] = []
         self.units: list[float] = []
         self.paused_until = 0.0
-        self.slack = SLACK
+        # Scaled quotas (M365_GRAPH_QUOTA_SCALE, against the local simulator) scale the slack alike.
+        documented = DEFAULTS.get(quota.name)
+        self.scale = min(1.0, quota.window / documented.window) if documented else 1.0
+        self.slack = max(SLACK_FLOOR, SLACK * self.scale)
 
     @property
     def span(self) -> float:
         return self.quota.window * (1 + MARGIN) + self.slack
 
     def widen(self) -> None:
-        self.slack = min(max(SLACK_MAX, self.quota.window / 10), self.slack + SLACK_STEP)
+        self.slack = min(max(SLACK_MAX * self.scale, self.quota.window / 10), self.slack + SLACK_STEP * self.scale)
 
     def _forget(self, before: float) -> None:
         cut = bisect.bisect_right(self.times, before)
