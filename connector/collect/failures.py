@@ -70,11 +70,11 @@ def retry_facts(ds: Dataset, res: DatasetResult, stats: Any) -> None:
             f"{ds.name}: Graph throttled {stats.throttled} request(s) (429); the connector waited "
             f"{stats.waited:.0f} s in all and the dataset is complete, only slower."))
 
-def refused_anyway(ds: Dataset, granted: frozenset[str]) -> list[str]:
-    """What to grant when Graph refuses a token that holds a listed role: per requirement, the first role of
-    the group the app does not hold yet (role_assignment_schedules with RoleAssignmentSchedule.Read.Directory
-    only: RoleManagement.Read.Directory, see ASSIGNMENT_SCHEDULE_READ)."""
-    return [next((r for r in group if r not in granted), group[0]) for group in ds.requires]
+def refused_anyway(ds: Dataset) -> list[str]:
+    """What to grant when Graph refuses a token although it holds a listed role: the first (least privileged,
+    or best supported) role of each requirement. role_assignment_schedules with RoleAssignmentSchedule.Read.Directory
+    only: RoleManagement.Read.Directory, listed first for this reason (ASSIGNMENT_SCHEDULE_READ)."""
+    return [group[0] for group in ds.requires]
 
 
 def classify(ds: Dataset, res: DatasetResult, exc: Exception, settings: Settings, store: Store,
@@ -119,7 +119,7 @@ def classify(ds: Dataset, res: DatasetResult, exc: Exception, settings: Settings
                                                                      f"{exc}"))
     elif isinstance(exc, GraphError) and exc.status == 403:  # 401 is a token problem, not a permission
         res.status = "skipped"
-        res.missingPermissions = ds.missing_roles(granted) or refused_anyway(ds, granted)
+        res.missingPermissions = ds.missing_roles(granted) or refused_anyway(ds)
         perms = " and ".join(res.missingPermissions)
         held = sorted({r for group in ds.requires for r in group} & granted)
         despite = f" although the app holds {', '.join(held)}" if held and not ds.missing_roles(granted) else ""

@@ -15,7 +15,7 @@ from connector.config import Settings
 from connector.graph.auth import GraphCredential, read_client_secret, secret_expiry_warning, token_failure_from
 
 
-async def _probe(graph: Any, name: str, granted: frozenset[str]) -> tuple[str, str | None]:
+async def _probe(graph: Any, name: str) -> tuple[str, str | None]:
     """One $top=1 request: tells a missing licence apart from a granted permission."""
     from connector.collect.strategy import first_url
     from connector.graph.client import GraphError, error_from
@@ -35,7 +35,7 @@ async def _probe(graph: Any, name: str, granted: frozenset[str]) -> tuple[str, s
         perm, why = ERROR_REMEDIES[err.code]
         return "missing_permission", f"{why} ({err.code}). Grant {perm}. " + PORTAL_STEP.format(perm=perm)
     if err.status == 403:
-        fix = " and ".join(refused_anyway(ds, granted))
+        fix = " and ".join(refused_anyway(ds))
         return "missing_permission", (f"Graph refused access: {err.code}: {err.message}. Grant {fix}. "
                                       + PORTAL_STEP.format(perm=fix))
     return "error", str(err)
@@ -128,7 +128,7 @@ async def permission_report(settings: Settings, probe: bool = True) -> dict[str,
                     from connector.graph.client import Graph
 
                     graph = Graph(settings, credential)
-                status, detail = await _probe(graph, name, frozenset(granted))
+                status, detail = await _probe(graph, name)
                 entry["status"] = status
                 if detail:
                     entry["remedy"] = detail
