@@ -23,22 +23,27 @@ from tests.test_datasets_access import collected, expected
 INTUNE_DATASETS = ("managed_devices", "detected_apps", "detected_app_devices")
 
 
+def _documented_defaults(spec: TenantSpec) -> None:
+    """The options these tests turn, back to the simulator's defaults (the simulator is shared by the module)."""
+    spec.roles, spec.intune_licensed, spec.managed_devices_left_out = DEFAULT_ROLES, True, 0
+    spec.hidden_membership_refused = spec.assignment_schedule_role_refused = False
+
+
 @pytest.fixture(scope="module")
 def sim():
-    with Simulator(TenantSpec(seed=41, users=400, groups=40, applications=10, devices=80)) as s:
+    """A small tenant with groups of hidden membership, Intune devices and PIM schedules, shared by the module."""
+    spec = TenantSpec(seed=41, users=400, groups=40, applications=10, devices=80)
+    assert spec.intune_licensed and not spec.hidden_membership_refused  # the documented defaults
+    with Simulator(spec) as s:
         yield s
 
 
 @pytest.fixture
 def env(sim, monkeypatch):
-    spec = sim.spec
-    spec.roles, spec.intune_licensed, spec.managed_devices_left_out = DEFAULT_ROLES, True, 0
-    spec.hidden_membership_refused = spec.assignment_schedule_role_refused = False
-    values = sim.env()
-    apply_env(monkeypatch, values)
+    _documented_defaults(sim.spec)
+    apply_env(monkeypatch, values := sim.env())
     yield values
-    spec.roles, spec.intune_licensed, spec.managed_devices_left_out = DEFAULT_ROLES, True, 0
-    spec.hidden_membership_refused = spec.assignment_schedule_role_refused = False
+    _documented_defaults(sim.spec)
 
 
 @pytest.fixture
