@@ -6,6 +6,7 @@ shorter than its documented count."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from urllib.parse import unquote
 
@@ -13,11 +14,12 @@ import httpx
 import pytest
 
 from connector.catalog.datasets import DATASETS, INTUNE, USER_MANAGERS
+from connector.collect.permissions import permission_report
 from simulator import Simulator, TenantSpec
 from simulator.graph.users import parse_upn_prefix_filter
 from simulator.tenant import DEFAULT_ROLES, UPN_LOCAL_CHARS
 from tests.conftest import apply_env
-from tests.helpers import read_dataset, run
+from tests.helpers import read_dataset, run, settings_for
 from tests.test_datasets_access import collected, expected
 
 INTUNE_DATASETS = ("managed_devices", "detected_apps", "detected_app_devices")
@@ -139,6 +141,9 @@ def test_assignment_schedules_refused_with_the_schedule_role_name_role_managemen
     [warned] = _warnings(manifest, "missing_permission")
     assert "Grant RoleManagement.Read.Directory" in warned["message"]
     assert "although the app holds RoleAssignmentSchedule.Read.Directory" in warned["message"]
+    report = asyncio.run(permission_report(settings_for(env, M365_DATASETS="role_assignment_schedules")))
+    entry = report["datasets"]["role_assignment_schedules"]
+    assert entry["status"] == "missing_permission" and "Grant RoleManagement.Read.Directory" in entry["remedy"]
     sim.spec.roles = only | {"RoleManagement.Read.Directory"}
     manifest, _ = run(env, SNAPSHOT_DIR=str(tmp_path / "fixed"), M365_DATASETS="role_assignment_schedules")
     assert manifest["datasets"]["role_assignment_schedules"]["status"] == "succeeded"
@@ -203,11 +208,6 @@ def test_intune_without_a_licence_is_skipped_as_a_licence_matter(sim, env, tmp_p
 
 
 def test_check_names_the_intune_licence(sim, env):
-    import asyncio
-
-    from connector.collect.permissions import permission_report
-    from tests.helpers import settings_for
-
     sim.spec.intune_licensed = False
     report = asyncio.run(permission_report(settings_for(env, M365_DATASETS="managed_devices,devices")))
     assert report["datasets"]["managed_devices"]["status"] == "missing_licence"
