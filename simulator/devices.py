@@ -66,7 +66,9 @@ class Devices:
         return int.from_bytes(digest(self.seed, f"device-owner:{index}")[:4], "big") % max(1, users)
 
     def device(self, index: int) -> dict[str, Any]:
-        """Entra device object (§8 /devices)."""
+        """Entra device object (§8 /devices) with the v1.0 properties only: `device` in v1.0 has no createdDateTime
+        (resources/device.md; beta returns it, msgraph-beta-sdk-java #996), nor beta's domainName,
+        externalSourceName and sourceType, so a $select of them is refused like any undefined property."""
         rnd = seeded_random(self.seed, f"device:{index}")
         os_name, version, trust, _mf, model, _ios, _pf = DEVICE_KINDS[rnd.randrange(len(DEVICE_KINDS))]
         managed = rnd.random() < 0.75
@@ -80,18 +82,15 @@ class Devices:
             "accountEnabled": rnd.random() < 0.97,
             "approximateLastSignInDateTime": iso(max(registered, last)),
             "complianceExpirationDateTime": None,
-            "createdDateTime": iso(registered),
             "deviceCategory": None,
             "deviceId": device_id,
             "deviceMetadata": None,
             "deviceOwnership": "Company" if trust != "Workplace" else ("Personal" if rnd.random() < 0.5 else "Company"),
             "deviceVersion": 2,
             "displayName": f"{prefix}{device_id[:7].upper()}",
-            "domainName": None,
             "enrollmentProfileName": None,
             "enrollmentType": "AzureDomainJoined" if trust == "AzureAd" else "OnPremiseCoManaged"
             if trust == "ServerAd" else "UserEnrollment",
-            "externalSourceName": None,
             "isCompliant": managed and rnd.random() < 0.85,
             "isManaged": managed,
             "isRooted": False,
@@ -107,7 +106,6 @@ class Devices:
             "physicalIds": [],
             "profileType": "RegisteredDevice",
             "registrationDateTime": iso(registered),
-            "sourceType": None,
             "systemLabels": [],
             "trustType": trust,
             "alternativeSecurityIds": [],
@@ -234,6 +232,31 @@ class Devices:
 
     def managed_devices(self) -> list[dict[str, Any]]:
         return self._managed[0]
+
+    def managed_device_overview(self) -> dict[str, Any]:
+        """GET /deviceManagement/managedDeviceOverview (api/intune-devices-manageddeviceoverview-get.md, v1.0):
+        enrolledDeviceCount is every enrolled device (the simulator has no Intune PC agent devices, which it
+        leaves out); the other counts are consistent with the managed devices."""
+        devices = self._managed[0]
+        by_os = {os_name: sum(d["operatingSystem"] == os_name for d in devices)
+                 for os_name in ("Android", "iOS", "macOS", "Windows")}
+        return {
+            "@odata.type": "#microsoft.graph.managedDeviceOverview",
+            "id": guid(digest(self.seed, "managed-device-overview")),
+            "enrolledDeviceCount": len(devices),
+            "mdmEnrolledCount": sum(d["managementAgent"] == "mdm" for d in devices),
+            "dualEnrolledDeviceCount": sum(bool(d["easActivated"]) for d in devices),
+            "deviceOperatingSystemSummary": {
+                "@odata.type": "microsoft.graph.deviceOperatingSystemSummary",
+                "androidCount": by_os["Android"], "iosCount": by_os["iOS"], "macOSCount": by_os["macOS"],
+                "windowsMobileCount": 0, "windowsCount": by_os["Windows"], "unknownCount": 0,
+            },
+            "deviceExchangeAccessStateSummary": {
+                "@odata.type": "microsoft.graph.deviceExchangeAccessStateSummary",
+                "allowedDeviceCount": 0, "blockedDeviceCount": 0, "quarantinedDeviceCount": 0,
+                "unknownDeviceCount": 0, "unavailableDeviceCount": len(devices),
+            },
+        }
 
     def detected_apps(self) -> list[dict[str, Any]]:
         return self._managed[1]

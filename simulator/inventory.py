@@ -73,6 +73,9 @@ class Inventory:
     def managed_devices(self) -> list[dict[str, Any]]:
         return self._devices.managed_devices()
 
+    def managed_device_overview(self) -> dict[str, Any]:
+        return self._devices.managed_device_overview()
+
     def detected_apps(self) -> list[dict[str, Any]]:
         return self._devices.detected_apps()
 

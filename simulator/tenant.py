@@ -95,6 +95,24 @@ class TenantSpec:
     sign_in_page_limit: int = 500
     sign_in_top_fails: bool = False
     registration_needs_directory_read: bool = False  # userRegistrationDetails' licence check wants Directory.Read.All
+    # Found in a documentation audit (graph-facts §12):
+    # - Intune licensed: without it /deviceManagement/* answers 400 BadRequest "Request not applicable to target
+    #   tenant.", the one reported answer of an Intune-backed API on an unlicensed tenant (msgraph-beta-sdk-go
+    #   #198); the docs only say the Intune API "requires an active Intune license for the tenant".
+    intune_licensed: bool = True
+    # - The unfiltered /deviceManagement/managedDevices listing leaves out this many devices (the last ones) while
+    #   managedDeviceOverview still counts them: reported incomplete in large tenants (microsoft-graph-docs #21659).
+    managed_devices_left_out: int = 0
+    # - Groups with hidden membership without Member.Read.Hidden: users report that Graph lists their members as
+    #   empty rather than refusing (microsoft-graph-docs #12552, #12285; msgraph-sdk-dotnet #1255), the default
+    #   here; True answers 403 Authorization_RequestDenied instead (what api/group-list-members.md's "is also
+    #   required" would suggest; the exact refusal is not documented).
+    hidden_membership_refused: bool = False
+    # - roleAssignmentSchedules with RoleAssignmentSchedule.Read.Directory as the only fitting role: accepted by
+    #   default (a rendering of the learn page names it least privileged); True refuses it with 403, as the
+    #   generated permissions table (RoleManagement.* only for applications) would have it. Which one Graph does
+    #   is not verified.
+    assignment_schedule_role_refused: bool = False
     # Benchmarks: keep each user's JSON once built for a $select, so a second collection costs the
     # stand-in little CPU (real Graph's CPU is not on the client's machine). Memory: about 2.5 KB per user
     # and select. Not a behaviour of Graph; off for tests.

@@ -231,11 +231,15 @@ def test_without_application_read_all_memberships_and_ownerships_of_service_prin
     assert owners == [o for o in expected(sim, "group_owners") if o[2] != "servicePrincipal"]
 
 
-def test_hidden_membership_groups_are_warned_per_group_and_the_rest_collected(sim, env, tmp_path):
+def test_hidden_membership_groups_refused_are_warned_per_group_and_the_rest_collected(sim, env, tmp_path):
     sim.spec.roles = DEFAULT_ROLES - {"Member.Read.Hidden"}
     hidden = {g["id"] for g in sim.inventory.groups() if g["visibility"] == "HiddenMembership"}
     assert hidden
-    manifest, store = run(env, SNAPSHOT_DIR=str(tmp_path), M365_DATASETS="group_members")
+    sim.spec.hidden_membership_refused = True  # the 403 variant; by default the members are left out silently
+    try:
+        manifest, store = run(env, SNAPSHOT_DIR=str(tmp_path), M365_DATASETS="group_members")
+    finally:
+        sim.spec.hidden_membership_refused = False
     entry = manifest["datasets"]["group_members"]
     assert manifest["status"] == "succeeded" and entry["status"] == "succeeded"
     assert set(entry["refused"]["groupMembers"]) == hidden
@@ -314,10 +318,20 @@ def test_simulator_group_members_omit_service_principals_which_memberof_lists(si
 
 
 def test_simulator_hidden_membership_needs_member_read_hidden(sim, graph):
-    hidden = next(g for g in sim.inventory.groups() if g["visibility"] == "HiddenMembership")
-    refused = graph(f"/groups/{hidden['id']}/members", DEFAULT_ROLES - {"Member.Read.Hidden"})
+    hidden = next(i for i, g in enumerate(sim.inventory.groups()) if g["visibility"] == "HiddenMembership")
+    group_id = sim.inventory.groups()[hidden]["id"]
+    # As reported (microsoft-graph-docs #12552, #12285; msgraph-sdk-dotnet #1255): an empty list, not a refusal.
+    silent = graph(f"/groups/{group_id}/members", DEFAULT_ROLES - {"Member.Read.Hidden"})
+    assert silent.status_code == 200 and silent.json()["value"] == []
+    sim.spec.hidden_membership_refused = True
+    try:
+        refused = graph(f"/groups/{group_id}/members", DEFAULT_ROLES - {"Member.Read.Hidden"})
+    finally:
+        sim.spec.hidden_membership_refused = False
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "Authorization_RequestDenied"
-    assert graph(f"/groups/{hidden['id']}/members").status_code == 200
+    granted = graph(f"/groups/{group_id}/members?$top=999")
+    members = {oid for t, oid in sim.inventory.direct_members(hidden) if t != SP_TYPE}
+    assert granted.status_code == 200 and {m["id"] for m in granted.json()["value"]} == members and members
 
 
 def test_simulator_expand_manager_pages_of_100_and_no_advanced_query(sim, graph):

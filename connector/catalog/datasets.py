@@ -16,6 +16,12 @@ from connector.catalog.shapes import Field
 # Roles that let an app read every user (least privileged first).
 USER_READ = ("User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All")
 ORG_READ = ("Organization.Read.All", "Directory.Read.All", "Organization.ReadWrite.All", "Directory.ReadWrite.All")
+# GET /subscribedSkus: the published permissions table (learn.microsoft.com/graph/api/subscribedsku-list, v1.0)
+# names LicenseAssignment.Read.All as the least privileged application permission, with Directory.Read.All,
+# Directory.ReadWrite.All, Organization.Read.All and Organization.ReadWrite.All higher; older copies of
+# includes/permissions/subscribedsku-list-permissions.md named Organization.Read.All. Both are accepted.
+SKU_READ = ("LicenseAssignment.Read.All", "Organization.Read.All", "Directory.Read.All", "Organization.ReadWrite.All",
+            "Directory.ReadWrite.All")
 AUDIT_READ = ("AuditLog.Read.All",)
 # /directory/subscriptions: newer permission tables list LicenseAssignment.Read.All too (not verified).
 SUBSCRIPTION_READ = ("Organization.Read.All", "LicenseAssignment.Read.All", "Directory.Read.All",
@@ -46,10 +52,17 @@ GRANT_READ = ("DelegatedPermissionGrant.Read.All", "Directory.Read.All", "Delega
 ELIGIBILITY_READ = ("RoleEligibilitySchedule.Read.Directory", "RoleManagement.Read.Directory",
                     "RoleManagement.Read.All", "RoleEligibilitySchedule.ReadWrite.Directory",
                     "RoleManagement.ReadWrite.Directory")
-# includes/permissions/rbacapplication-list-roleassignmentschedules (application: RoleManagement.Read.All,
-# RoleManagement.Read.Directory, RoleManagement.ReadWrite.Directory); RoleAssignmentSchedule.Read.Directory
-# became an application permission with the PIM GA (microsoft-graph-docs PR #20913).
-ASSIGNMENT_SCHEDULE_READ = ("RoleAssignmentSchedule.Read.Directory", "RoleManagement.Read.Directory",
+# GET /roleManagement/directory/roleAssignmentSchedules [CONFLICT]. includes/permissions/rbacapplication-list-
+# roleassignmentschedules-permissions.md (the generated table in microsoft-graph-docs-contrib) names, for
+# application permissions, RoleManagement.Read.All, RoleManagement.Read.Directory and
+# RoleManagement.ReadWrite.Directory only; RoleAssignmentSchedule.Read.Directory appears as an application
+# permission in a rendering of the learn page and in a docs pull request (microsoft-graph-docs PR #20913) not
+# known to be merged. RoleManagement.Read.Directory is listed first: every version of the table has it, and it is
+# the application permission reported to work for the PIM schedule lists (microsoft-graph-docs #17653: "the
+# RoleManagement.Read.Directory is the minimum one that seems to work"). RoleAssignmentSchedule.Read.Directory is
+# accepted too; when Graph refuses a token holding only it, the 403 names RoleManagement.Read.Directory (the
+# first role of the group not granted: connector/collect/failures.py).
+ASSIGNMENT_SCHEDULE_READ = ("RoleManagement.Read.Directory", "RoleAssignmentSchedule.Read.Directory",
                             "RoleManagement.Read.All", "RoleAssignmentSchedule.ReadWrite.Directory",
                             "RoleManagement.ReadWrite.Directory")
 # "To list the members of a hidden membership group, the Member.Read.Hidden permission is also required."
@@ -74,6 +87,21 @@ INTUNE = "Microsoft Intune"
 # AadPremiumLicenseRequired: PIM APIs on a tenant without P2 [observed in third-party reports, e.g.
 # Galvnyz/M365-Assess#117; the status code is not documented].
 LICENCE_ERROR_CODES = frozenset({"Authentication_RequestFromNonPremiumTenantOrB2CTenant", "AadPremiumLicenseRequired"})
+# Errors that name no code of their own but mean "the tenant lacks the licence", per licence. Intune: the docs
+# only say the Intune API "requires an active Intune license for the tenant" (api/intune-devices-manageddevice-
+# list.md); the one reported answer of an Intune-backed API on an unlicensed tenant is 400 BadRequest "Request not
+# applicable to target tenant." (msgraph-beta-sdk-go #198) [the exact answer of /deviceManagement/* UNVERIFIED].
+LICENCE_ERROR_MESSAGES: dict[str, tuple[tuple[int, str], ...]] = {
+    INTUNE: ((400, "request not applicable to target tenant"),),
+}
+
+
+def is_licence_error(licence: str | None, code: str, status: int, message: str) -> bool:
+    """True when Graph's error means the tenant lacks the licence (a skip, not a failure)."""
+    if code in LICENCE_ERROR_CODES:
+        return True
+    text = (message or "").lower()
+    return any(status == s and m in text for s, m in LICENCE_ERROR_MESSAGES.get(licence or "", ()))
 
 
 @dataclass(frozen=True)
@@ -143,6 +171,9 @@ class Dataset:
     paced: bool = False
     # A smaller page size to ask for once if Graph refuses `top` with an older cap (sign-in activity: 120).
     fallback_top: int | None = None
+    # A documented count to compare the listing with: (path, property), e.g. the managedDeviceOverview's
+    # enrolledDeviceCount. Fewer records than it is a `listing_shortfall` warning (connector/collect/paging.py).
+    documented_count: tuple[str, str] = ()
     record: str = ""  # what one output record is, for the documentation
     report: str | None = None  # usage-report function (strategy "report"), e.g. getMailboxUsageDetail
     report_period: bool = True  # the report function takes (period='D30'); getOffice365ActivationsUserDetail not
@@ -214,16 +245,27 @@ GROUP_MEMBERS = FanOut(
 )
 
 # Entra allows these characters in the local part of a userPrincipalName: A-Z a-z 0-9 ' . - _ ! # ^ ~
-# (resources/user.md, userPrincipalName). startswith() is case-insensitive, so one chain per character
-# below covers every user exactly once.
+# (resources/user.md, userPrincipalName). Whether startswith() compares case-sensitively the docs do not say
+# (graph-facts §11, §12), so each chain asks a prefix in every case combination joined with `or` ('ab' is ab, aB,
+# Ab and AB; at most 4 of Graph's 15 `or` clauses), as connector/collect/upn_plan.py does: one chain per
+# folded character covers every user exactly once either way.
 UPN_INITIALS = "abcdefghijklmnopqrstuvwxyz0123456789'.-_!#^~"
 
 
+def case_variants(prefix: str) -> list[str]:
+    """Every case combination of a lower-case prefix: the exact startswith() arguments that cover it."""
+    out = [""]
+    for ch in prefix:
+        cases = (ch, ch.upper()) if ch != ch.upper() else (ch,)
+        out = [head + c for head in out for c in cases]
+    return out
+
+
 def _initial_chain(prefix: str) -> str:
-    """`/users?...&$filter=startswith(userPrincipalName,'x')`, quoted for a $batch item's relative URL."""
-    literal = "'" + prefix.replace("'", "''") + "'"
-    return ("/users?$select=id&$expand=manager&$top=100&$filter="
-            + quote(f"startswith(userPrincipalName,{literal})", safe="(),'"))
+    """`/users?...&$filter=startswith(userPrincipalName,'x') or startswith(userPrincipalName,'X')`, quoted for a
+    $batch item's relative URL."""
+    clauses = " or ".join("startswith(userPrincipalName,'" + v.replace("'", "''") + "')" for v in case_variants(prefix))
+    return "/users?$select=id&$expand=manager&$top=100&$filter=" + quote(clauses, safe="(),'")
 
 
 # A chain's pages are sequential, so the longest chain sets the wall time: with one chain per first
@@ -326,7 +368,7 @@ _DECLARATIONS = (
         description="Every licence SKU the tenant has, with seats (prepaid and consumed) and service plans.",
         path="/subscribedSkus",
         builder="subscribed_skus",
-        requires=(ORG_READ,),
+        requires=(SKU_READ,),
         select=("id", "skuId", "skuPartNumber", "appliesTo", "capabilityStatus", "consumedUnits", "prepaidUnits",
                 "servicePlans", "subscriptionIds", "accountId", "accountName"),
         record="one subscribedSku (seat counts are organisation-wide even with a domain filter)",
@@ -469,8 +511,11 @@ _DECLARATIONS = (
         path="/devices",
         builder="devices",
         requires=(DEVICE_READ,),
+        # Properties of `device` in v1.0 (resources/device.md; graph-facts §8): createdDateTime is not one of them
+        # (only beta returns it: msgraph-beta-sdk-java #996), and selecting an undefined property can be refused
+        # with 400, so it is not asked for; registrationDateTime is when the device was registered.
         select=("id", "deviceId", "displayName", "accountEnabled", "operatingSystem", "operatingSystemVersion",
-                "approximateLastSignInDateTime", "registrationDateTime", "createdDateTime", "trustType",
+                "approximateLastSignInDateTime", "registrationDateTime", "trustType",
                 "profileType", "deviceOwnership", "enrollmentType", "isCompliant", "isManaged", "managementType",
                 "manufacturer", "model", "onPremisesSyncEnabled", "onPremisesLastSyncDateTime", "mdmAppId"),
         top=999,
@@ -484,6 +529,12 @@ _DECLARATIONS = (
         builder="device_management.managed_devices",
         requires=(INTUNE_READ,),
         licence=INTUNE,
+        # An unfiltered listing was reported to leave devices out in large tenants (microsoft-graph-docs #21659,
+        # open). v1.0 documents one count to check it against: GET /deviceManagement/managedDeviceOverview,
+        # enrolledDeviceCount, "Total enrolled device count. Does not include PC devices managed via Intune PC
+        # Agent" (api/intune-devices-manageddeviceoverview-get.md, application DeviceManagementManagedDevices.Read.All;
+        # resources/intune-devices-manageddeviceoverview.md). The List page documents no $count or $filter.
+        documented_count=("/deviceManagement/managedDeviceOverview", "enrolledDeviceCount"),
         record="one managedDevice (Graph resource, every property, with `@odata.type`)",
         fields=shapes.MANAGED_DEVICE,
     ),

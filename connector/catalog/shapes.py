@@ -256,8 +256,6 @@ DEVICE = (
     F("operatingSystemVersion", "string", "Operating system version."),
     F("approximateLastSignInDateTime", "datetime", "Last sign-in, approximately."),
     F("registrationDateTime", "datetime", "When the device was registered."),
-    F("createdDateTime", "datetime", "Creation time (not in Graph's v1.0 metadata for device; null or absent "
-                                     "where Graph does not return it)."),
     F("trustType", "string", "AzureAd (joined), ServerAd (hybrid joined) or Workplace (registered)."),
     F("profileType", "string", "RegisteredDevice, SecureVM, Printer, Shared, IoT."),
     F("deviceOwnership", "string", "Company or Personal."),

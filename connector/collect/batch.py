@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from connector.catalog.datasets import Dataset, FanOut, Leg
+from connector.collect.failures import PORTAL_STEP
 from connector.collect.strategy import Context, first_url, register
 from connector.graph.client import GraphError, error_from, give_up_reason
 from connector.graph.retry import RETRY_STATUSES, backoff, retry_after_seconds
@@ -263,6 +264,25 @@ def _active_legs(ctx: Context, ds: Dataset, spec: FanOut) -> list[Leg]:
     return legs
 
 
+def _warn_unreadable(ctx: Context, ds: Dataset, leg: Leg, parents: list[dict[str, Any]]) -> None:
+    """Parents a leg cannot read without a permission the app lacks (groups with hidden membership without
+    Member.Read.Hidden): warned in every run, whatever Graph answers for them. Graph was reported to leave their
+    members out silently, with a 200, instead of refusing (microsoft-graph-docs #12552, #12285;
+    msgraph-sdk-dotnet #1255), so an empty member list proves nothing; a 403 is handled by _Refusals."""
+    if not leg.forbidden_if or not leg.forbidden_hint or leg.forbidden_hint in ctx.granted:
+        return
+    key, value = leg.forbidden_if
+    ids = [p["id"] for p in parents if p.get(key) == value]
+    if not ids:
+        return
+    ctx.extra.setdefault("unverifiable", {})[leg.name] = len(ids)
+    ctx.warn("hidden_membership_not_granted", ds.name,
+             f"{ds.name}: {len(ids)} {leg.parent_kind}(s) have {key} {value} and the app lacks {leg.forbidden_hint}: "
+             f"Graph may list them as empty instead of refusing (reported in microsoft-graph-docs #12552, #12285 and "
+             f"msgraph-sdk-dotnet #1255), so {leg.adds} are probably missing. Grant {leg.forbidden_hint} to collect "
+             "them. " + PORTAL_STEP.format(perm=leg.forbidden_hint))
+
+
 class _Refusals:
     """403s on parents a leg expects them for (groups with hidden membership, without Member.Read.Hidden):
     warn per parent and go on. A 403 on any other parent is a permission problem and fails the dataset."""
@@ -313,6 +333,7 @@ async def fan_out(ctx: Context, ds: Dataset) -> AsyncIterator[list[dict[str, Any
             continue
         parents = await _parents(ctx, ds, leg)
         parent_counts[leg.name] = len(parents)
+        _warn_unreadable(ctx, ds, leg, parents)
         items.append(_items(leg, parents=parents))
     refusals = _Refusals(ctx, ds)
     batcher = Batcher(ctx, ds, refusals)

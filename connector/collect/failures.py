@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from connector.catalog.datasets import LICENCE_ERROR_CODES, Dataset
+from connector.catalog.datasets import Dataset, is_licence_error
 from connector.collect.results import DatasetResult, warning
 from connector.config import Settings
 from connector.graph.auth import TokenFailure
@@ -70,6 +70,13 @@ def retry_facts(ds: Dataset, res: DatasetResult, stats: Any) -> None:
             f"{ds.name}: Graph throttled {stats.throttled} request(s) (429); the connector waited "
             f"{stats.waited:.0f} s in all and the dataset is complete, only slower."))
 
+def refused_anyway(ds: Dataset) -> list[str]:
+    """What to grant when Graph refuses a token although it holds a listed role: the first (least privileged,
+    or best supported) role of each requirement. role_assignment_schedules with RoleAssignmentSchedule.Read.Directory
+    only: RoleManagement.Read.Directory, listed first for this reason (ASSIGNMENT_SCHEDULE_READ)."""
+    return [group[0] for group in ds.requires]
+
+
 def classify(ds: Dataset, res: DatasetResult, exc: Exception, settings: Settings, store: Store,
              granted: frozenset[str]) -> Unreachable | None:
     """Fill the dataset's result from the exception that ended it; an unreachable Graph is returned, so the
@@ -92,7 +99,7 @@ def classify(ds: Dataset, res: DatasetResult, exc: Exception, settings: Settings
         log.warning("dataset %s could not be written: %s", ds.name, problem)
         log.info("dataset %s: details", ds.name, exc_info=exc)
         return None
-    if isinstance(exc, GraphError) and exc.code in LICENCE_ERROR_CODES:
+    if isinstance(exc, GraphError) and is_licence_error(ds.licence, exc.code, exc.status, exc.message):
         res.status = "skipped"
         res.missingLicence = ds.licence or "a premium licence"
         msg = (f"{ds.name} needs {res.missingLicence} in the tenant; Graph answered {exc.code}. The other "
@@ -112,9 +119,11 @@ def classify(ds: Dataset, res: DatasetResult, exc: Exception, settings: Settings
                                                                      f"{exc}"))
     elif isinstance(exc, GraphError) and exc.status == 403:  # 401 is a token problem, not a permission
         res.status = "skipped"
-        res.missingPermissions = ds.missing_roles(granted) or [group[0] for group in ds.requires]
+        res.missingPermissions = ds.missing_roles(granted) or refused_anyway(ds)
         perms = " and ".join(res.missingPermissions)
-        msg = (f"{ds.name}: Graph refused access ({exc.code}: {exc.message}). Grant {perms}. "
+        held = sorted({r for group in ds.requires for r in group} & granted)
+        despite = f" although the app holds {', '.join(held)}" if held and not ds.missing_roles(granted) else ""
+        msg = (f"{ds.name}: Graph refused access{despite} ({exc.code}: {exc.message}). Grant {perms}. "
                + PORTAL_STEP.format(perm=perms))
         res.warnings.append(warning("missing_permission", ds.name, msg))
         res.error = exc.as_dict()

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from connector.catalog.datasets import DATASETS, LICENCE_ERROR_CODES
-from connector.collect.failures import ERROR_REMEDIES, PORTAL_STEP
+from connector.catalog.datasets import DATASETS, is_licence_error
+from connector.collect.failures import ERROR_REMEDIES, PORTAL_STEP, refused_anyway
 from connector.config import Settings
 from connector.graph.auth import GraphCredential, read_client_secret, secret_expiry_warning, token_failure_from
 
@@ -29,13 +29,15 @@ async def _probe(graph: Any, name: str) -> tuple[str, str | None]:
     if response.status_code == 200:
         return "ok", None
     err: GraphError = error_from(response.status_code, response.headers, response.content, ds.path)
-    if err.code in LICENCE_ERROR_CODES:
+    if is_licence_error(ds.licence, err.code, err.status, err.message):
         return "missing_licence", f"The tenant needs {ds.licence} ({err.code})."
     if err.code in ERROR_REMEDIES:
         perm, why = ERROR_REMEDIES[err.code]
         return "missing_permission", f"{why} ({err.code}). Grant {perm}. " + PORTAL_STEP.format(perm=perm)
     if err.status == 403:
-        return "missing_permission", f"Graph refused access: {err.code}: {err.message}"
+        fix = " and ".join(refused_anyway(ds))
+        return "missing_permission", (f"Graph refused access: {err.code}: {err.message}. Grant {fix}. "
+                                      + PORTAL_STEP.format(perm=fix))
     return "error", str(err)
 
 

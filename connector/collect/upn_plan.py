@@ -28,6 +28,8 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from connector.catalog.datasets import case_variants
+
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 DIGITS = "0123456789"
 SYMBOLS = "'.-_!#^~"  # allowed in a UPN, rare as its first character
@@ -44,13 +46,7 @@ SAMPLE_SIZE = 999  # one page of userPrincipalNames; Graph's maximum $top for us
 SMOOTHING = 0.5  # pseudo-count for a prefix the sample did not see: it may still hold users
 
 
-def variants(prefix: str) -> list[str]:
-    """Every case combination of a folded prefix: the exact startswith() arguments."""
-    out = [""]
-    for ch in prefix:
-        cases = (ch, ch.upper()) if ch in LETTERS else (ch,)
-        out = [head + c for head in out for c in cases]
-    return out
+variants = case_variants  # every case combination of a folded prefix: the exact startswith() arguments
 
 
 def clauses(prefix: str) -> int:

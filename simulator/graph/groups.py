@@ -43,14 +43,18 @@ class GroupsArea(Area):
             # api/group-list-owners.md: "service principals are not listed as group owners" in v1.0.
             pairs = [p for p in inv.apps.group_owners[index] if p[0] != SP_TYPE]
         else:
-            # api/group-list-members.md: hidden-membership groups need Member.Read.Hidden as well [the exact
-            # refusal is not documented: 403 Authorization_RequestDenied here]; and "This API has a known issue
-            # where service principals are not listed as group members in v1.0" (also concepts/known-issues.md).
-            # transitiveMembers likewise [UNVERIFIED for transitiveMembers].
+            # api/group-list-members.md: hidden-membership groups need Member.Read.Hidden as well. What Graph does
+            # without it is not documented: users report that it leaves the members out silently, a 200 with an
+            # empty list (microsoft-graph-docs #12552, #12285; msgraph-sdk-dotnet #1255), the default here;
+            # TenantSpec.hidden_membership_refused answers 403 Authorization_RequestDenied instead. And "This API
+            # has a known issue where service principals are not listed as group members in v1.0" (also
+            # concepts/known-issues.md). transitiveMembers likewise [UNVERIFIED for transitiveMembers].
             if inv.groups()[index]["visibility"] == "HiddenMembership" and \
                     "Member.Read.Hidden" not in (claims.get("roles") or ()):
-                raise GraphError(403, "Authorization_RequestDenied",
-                                 "Insufficient privileges to complete the operation.")
+                if self.sim.spec.hidden_membership_refused:
+                    raise GraphError(403, "Authorization_RequestDenied",
+                                     "Insufficient privileges to complete the operation.")
+                return self.pager.list_page(req, list, "directoryObjects", 100, 999, odata_type=True)
             cache = self._without_sps
             pairs = cache.get((index, rest[2]))
             if pairs is None:  # computed once per group: the largest have every user as a member

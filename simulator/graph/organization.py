@@ -16,6 +16,10 @@ ORG_ROLES = frozenset(
 )
 # §3: /directory/subscriptions. LicenseAssignment.Read.All is listed by newer docs [UNVERIFIED].
 SUBSCRIPTION_ROLES = ORG_ROLES | {"LicenseAssignment.Read.All"}
+# §3: /subscribedSkus. The published table (learn.microsoft.com/graph/api/subscribedsku-list, v1.0) names
+# LicenseAssignment.Read.All as the least privileged application permission; Organization.Read.All,
+# Directory.Read.All and their ReadWrite forms are higher (older copies listed only those).
+SKU_ROLES = ORG_ROLES | {"LicenseAssignment.Read.All"}
 
 
 class OrganizationArea(Area):
@@ -43,17 +47,18 @@ class OrganizationArea(Area):
 
     def _organization(self, req: Request, claims: dict[str, Any]) -> Response:
         return self._collection(req, claims, "organization", "organization", lambda: [self.sim.tenant.organization()],
-                                lambda: self.org_properties)
+                                lambda: self.org_properties, ORG_ROLES)
 
     def _subscribed_skus(self, req: Request, claims: dict[str, Any]) -> Response:
         return self._collection(req, claims, "subscribedSkus", "subscribedSku", self.sim.tenant.subscribed_skus,
-                                lambda: self.sku_properties)
+                                lambda: self.sku_properties, SKU_ROLES)
 
     def _collection(self, req: Request, claims: dict[str, Any], name: str, type_name: str,
-                    items: Callable[[], list[dict[str, Any]]], known: Callable[[], dict[str, str]]) -> Response:
+                    items: Callable[[], list[dict[str, Any]]], known: Callable[[], dict[str, str]],
+                    roles: frozenset[str]) -> Response:
         """/organization or /subscribedSkus: every object, ``$select`` the only option (the id is always kept)."""
         options = query_options(req, {"$select"}, name)
-        require(claims, ORG_ROLES)
+        require(claims, roles)
         objects = items()
         context = f"{METADATA}#{name}"
         if "$select" in options:

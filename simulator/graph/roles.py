@@ -71,6 +71,17 @@ class RolesArea(Area):
             else {"RoleAssignmentSchedule.Read.Directory", "RoleAssignmentSchedule.ReadWrite.Directory"}))
         require(claims, allowed)
         spec, apps = self.sim.spec, self.sim.inventory.apps
+        held = set(claims.get("roles") or ()) & allowed
+        if not eligibility and spec.assignment_schedule_role_refused and \
+                held <= {"RoleAssignmentSchedule.Read.Directory"}:
+            # The generated permissions table (includes/permissions/rbacapplication-list-roleassignmentschedules-
+            # permissions.md) lists RoleManagement.* only for applications; a rendering of the learn page lists
+            # RoleAssignmentSchedule.Read.Directory as least privileged. Which one Graph enforces is not verified:
+            # an option (TenantSpec.assignment_schedule_role_refused). The message follows the PIM refusals
+            # reported in microsoft-graph-docs #19139 and #22292 ("PermissionScopeNotGranted").
+            raise GraphError(403, "UnknownError", '{"errorCode":"PermissionScopeNotGranted","message":"Authorization '
+                             'failed due to missing permission scope RoleManagement.Read.Directory,'
+                             'RoleManagement.Read.All,RoleManagement.ReadWrite.Directory."}')
         if not (spec.premium and spec.p2):
             raise GraphError(403, "AadPremiumLicenseRequired", "The tenant needs an AAD Premium 2 license.")
         items = apps.eligibility_schedules if eligibility else apps.assignment_schedules

@@ -67,7 +67,7 @@ class UsersArea(Area):
         super().__init__(*args)
         self._cache: dict[tuple[str, ...], dict[int, bytes]] = {}  # TenantSpec.render_cache
         self._cache_version = -1
-        self._prefix_cache: dict[tuple[str, ...], tuple[int, ...]] = {}  # $expand=manager with a $filter
+        self._prefix_cache: dict[tuple[Any, ...], tuple[int, ...]] = {}  # $expand=manager with a $filter
 
     def route(self, req: Request, claims: dict[str, Any], raw: list[str], rest: list[str]) -> Response | None:
         if rest == ["users"] and any(k.lower() == "$expand" for k, _ in req.pairs):
@@ -222,21 +222,32 @@ class UsersArea(Area):
         pairs = sorted((t.upn(i).lower(), i) for i in range(t.user_count))
         return [u for u, _ in pairs], [i for _, i in pairs]
 
+    @cached_property
+    def _sorted_exact_upns(self) -> tuple[list[str], list[int]]:
+        """UPNs as written, in sorted order with their user indexes (startswith_case_sensitive)."""
+        t = self.sim.tenant
+        pairs = sorted((t.upn(i), i) for i in range(t.user_count))
+        return [u for u, _ in pairs], [i for _, i in pairs]
+
     def _prefix_matches(self, prefixes: tuple[str, ...]) -> tuple[int, ...]:
-        """Same answer as Tenant.prefix_matches (indexes in paging order), by bisection and cached per
-        filter: thousands of two-character chains would each scan every UPN on every page otherwise."""
+        """Same answer as Tenant.prefix_matches (indexes in paging order, case-sensitively when the spec says
+        startswith() is), by bisection and cached per filter: thousands of two-character chains would each scan
+        every UPN on every page otherwise."""
+        if len(prefixes) > MAX_OR_CLAUSES:
+            raise GraphError(400, "Request_UnsupportedQuery", _TOO_MANY_OR.format(n=len(prefixes)))
+        exact = self.sim.spec.startswith_case_sensitive
         cache = self._prefix_cache
-        found = cache.get(prefixes)
+        found = cache.get((exact, *prefixes))
         if found is None:
-            upns, indexes = self._sorted_upns
+            upns, indexes = self._sorted_exact_upns if exact else self._sorted_upns
             hits: list[int] = []
-            for prefix in {p.lower() for p in prefixes}:
+            for prefix in set(prefixes) if exact else {p.lower() for p in prefixes}:
                 lo = bisect.bisect_left(upns, prefix)
                 hi = lo
                 while hi < len(upns) and upns[hi].startswith(prefix):
                     hi += 1
                 hits.extend(indexes[lo:hi])
-            found = cache[prefixes] = tuple(sorted(set(hits)))
+            found = cache[(exact, *prefixes)] = tuple(sorted(set(hits)))
         return found
 
     def _users_with_manager(self, req: Request, claims: dict[str, Any]) -> Response:
