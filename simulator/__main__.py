@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sign-in-eventual-quirk", action="store_true",
                    help="signInActivity empty for some users under ConsistencyLevel: eventual (reported)")
     p.add_argument("--startswith-case-sensitive", action="store_true")
+    p.add_argument("--quota-scale", type=float, default=1.0,
+                   help="divide every Graph quota window by this (benchmarks; the env it prints tells the connector)")
+    p.add_argument("--no-quotas", action="store_true", help="do not enforce Graph's documented quotas")
+    p.add_argument("--sign-in-page-limit", type=int, default=500,
+                   help="users per page with signInActivity (500; the older service: 120)")
     p.add_argument("--render-cache", action="store_true",
                    help="benchmarks: keep users' JSON once built, so a second collection costs the stand-in little CPU")
     p.add_argument("--all-upn-initials", action="store_true",
@@ -86,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         startswith_case_sensitive=args.startswith_case_sensitive,
         upn_initials=UPN_LOCAL_CHARS if args.all_upn_initials else "",
         render_cache=args.render_cache,
+        quotas=not args.no_quotas,
+        quota_scale=args.quota_scale,
+        sign_in_page_limit=args.sign_in_page_limit,
     )
     if args.domains:
         spec.domains = tuple(d.strip() for d in args.domains.split(",") if d.strip())

@@ -96,6 +96,24 @@ def apply_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
         monkeypatch.setenv(key, value)
 
 
+def apply_function_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], connection_string: str) -> None:
+    """Point the process at a simulator as the Function app: its own settings cleared, the given ones set,
+    and the run queues (on Azurite) there and empty."""
+    from azure.storage.queue import QueueClient
+
+    from connector.service import runs
+
+    for name in runs.FUNCTION_SETTING_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    apply_env(monkeypatch, env)
+    for q in (runs.RUNS_QUEUE, runs.POISON_QUEUE):
+        client = QueueClient.from_connection_string(connection_string, q)
+        try:
+            client.create_queue()
+        except Exception:
+            client.clear_messages()
+
+
 @pytest.fixture(scope="session")
 def indexed():
     """The Function app's index (name -> function). app.get_functions() is not idempotent: once per process."""

@@ -33,7 +33,7 @@ from connector.service import runs
 from connector.store.contract import read_json
 from simulator import Simulator, TenantSpec
 from simulator.tenant import DEFAULT_ROLES
-from tests.conftest import ROOT, apply_env
+from tests.conftest import ROOT, apply_function_env
 
 FUNCTION_KEY = "k3y-" + "x" * 20  # must never come back in a response
 BASE = "http://localhost:7071/api"
@@ -59,15 +59,7 @@ def env(sim, azurite, monkeypatch):
     e.update({"SNAPSHOT_CONNECTION_STRING": azurite.connection_string,
               "SNAPSHOT_CONTAINER": f"f{uuid.uuid4().hex[:12]}",
               "AzureWebJobsStorage": azurite.connection_string})
-    for name in runs.FUNCTION_SETTING_NAMES:
-        monkeypatch.delenv(name, raising=False)
-    apply_env(monkeypatch, e)
-    for q in (runs.RUNS_QUEUE, runs.POISON_QUEUE):
-        client = QueueClient.from_connection_string(azurite.connection_string, q)
-        try:
-            client.create_queue()
-        except Exception:
-            client.clear_messages()
+    apply_function_env(monkeypatch, e, azurite.connection_string)
     return e
 
 

@@ -42,7 +42,7 @@ from connector.store.publish import AlreadyPublished, Publication, marker_path, 
 from connector.store.status import write_status
 from simulator import Simulator, TenantSpec
 from simulator.tenant import DEFAULT_ROLES
-from tests.conftest import AZURITE_KEY, ROOT, apply_env
+from tests.conftest import AZURITE_KEY, ROOT, apply_function_env
 
 DATASETS = "organization,subscribed_skus,users,groups"  # users and SKUs: the insights' derived files too
 BASE = "http://localhost:7071/api"
@@ -85,15 +85,7 @@ def _function_env(sim, azurite, monkeypatch, dest: dict[str, str]) -> dict[str, 
     sim.spec.product_names_status = 200
     e = sim.env(secret_in="env")
     e.update({"M365_DATASETS": DATASETS, "AzureWebJobsStorage": azurite.connection_string, **dest})
-    for name in runs.FUNCTION_SETTING_NAMES:
-        monkeypatch.delenv(name, raising=False)
-    apply_env(monkeypatch, e)
-    for q in (runs.RUNS_QUEUE, runs.POISON_QUEUE):
-        client = QueueClient.from_connection_string(azurite.connection_string, q)
-        try:
-            client.create_queue()
-        except Exception:
-            client.clear_messages()
+    apply_function_env(monkeypatch, e, azurite.connection_string)
     return e
 
 

@@ -1,0 +1,178 @@
+"""Benchmark on Graph's terms: each dataset's wall time against the floor its documented quota sets.
+
+    .venv/bin/python bench/quotas.py --users 100000 200000 1000000 --scale 60 --real 100000 --kill 1000000 \
+        --write-doc
+
+The simulator (its own process) enforces every quota of connector/catalog/quotas.py's declaration by its own
+code (simulator/graph/limits.py), with every window divided by `--scale`; the collector reads the same scale
+from the simulator's environment, so a 1,000,000-user run takes minutes and every figure is a ratio to its
+floor: sign-in activity ceil(users / 500) pages at 10 a minute, MFA registration its pages at what the
+identity-and-access-reports bucket (5 per 10 s) leaves it beside sign-in activity. `--real N` runs N users
+once at Graph's own quotas (scale 1: about 20 minutes of sign-in pages at 100,000 users). `--kill N` collects
+N users again, killing the collector (SIGKILL) twice while sign-in pages are being read, resuming each time
+(`run --resume`), and compares every file's hash with the uninterrupted run's. `--write-doc` puts the results
+into docs/performance.md between its quota markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.run import SimulatorProcess, load, machine, worker  # noqa: E402
+from connector.catalog.quotas import quotas  # noqa: E402
+from connector.collect.estimate import estimates  # noqa: E402
+
+DATASETS = ("organization", "subscribed_skus", "users", "user_sign_in_activity", "mfa_registration")
+DOC = ROOT / "docs" / "performance.md"
+BEGIN, END = "<!-- bench:quotas -->", "<!-- end bench:quotas -->"
+
+
+def floors(users: int, scale: float, datasets: tuple[str, ...]) -> dict[str, float]:
+    """Seconds no client can beat, per per-user dataset (connector/collect/estimate.py, the quotas scaled)."""
+    return {n: e.seconds for n, e in estimates(datasets, users, quotas(scale=scale)).items()}
+
+
+def measure(users: int, scale: float, latency: float, datasets: tuple[str, ...]) -> dict:
+    # Latency scaled with the quotas: a request takes the same share of the time between two requests the
+    # quota allows as it does against Graph (else a chain would be bound by latency, not by its quota).
+    sim = SimulatorProcess(users, latency / scale, ["--quota-scale", str(scale), "--render-cache"])
+    try:
+        env = {**sim.env, "M365_DATASETS": ",".join(datasets)}
+        before = sim.cpu()
+        full = worker(env, "collect")
+        full["simulatorCpu"] = sim.cpu() - before
+    finally:
+        sim.stop()
+    return {"users": users, "scale": scale, "latency": latency, "full": full, "floors": floors(users, scale, datasets)}
+
+
+def _cli(env: dict[str, str], *args: str, kill_after: float | None = None) -> dict | None:
+    """`python -m connector run --json ...` in a process of its own; SIGKILLed after `kill_after` seconds."""
+    proc = subprocess.Popen([sys.executable, "-m", "connector", "run", "--json", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        out, _ = proc.communicate(timeout=kill_after)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        return None
+    return orjson.loads(out) if out.strip() else None
+
+
+def killed_twice(users: int, scale: float, latency: float, datasets: tuple[str, ...]) -> dict:
+    """A clean run, then one killed twice during sign-in paging and resumed: the same files, byte for byte."""
+    sim = SimulatorProcess(users, latency / scale, ["--quota-scale", str(scale), "--render-cache"])
+    try:
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("M365_", "SNAPSHOT_"))}
+        env = {**base, **sim.env, "M365_DATASETS": ",".join(datasets), "PYTHONPATH": str(ROOT)}
+        with tempfile.TemporaryDirectory() as clean_dir, tempfile.TemporaryDirectory() as killed_dir:
+            t0 = time.perf_counter()
+            clean = _cli({**env, "SNAPSHOT_DIR": clean_dir})
+            clean_wall = time.perf_counter() - t0
+            assert clean is not None
+            sign_in = floors(users, scale, datasets)["user_sign_in_activity"]
+            t0 = time.perf_counter()
+            first = _cli({**env, "SNAPSHOT_DIR": killed_dir}, kill_after=sign_in * 0.35)
+            second = _cli({**env, "SNAPSHOT_DIR": killed_dir}, "--resume", kill_after=sign_in * 0.35)
+            final = _cli({**env, "SNAPSHOT_DIR": killed_dir}, "--resume")
+            killed_wall = time.perf_counter() - t0
+    finally:
+        sim.stop()
+    assert final is not None
+    same = {n: (clean["datasets"][n]["sha256"], final["datasets"][n]["sha256"]) for n in datasets}
+    return {"users": users, "scale": scale, "killsHappened": first is None and second is None,
+            "cleanWall": clean_wall, "killedWall": killed_wall, "status": final["status"],
+            "identical": all(a == b and a for a, b in same.values()),
+            "records": {n: (clean["datasets"][n]["records"], final["datasets"][n]["records"]) for n in datasets},
+            "resumed": {n: final["datasets"][n].get("resumed") for n in datasets},
+            "maxrssMiB": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+
+
+def report(r: dict) -> list[str]:
+    full, fl = r["full"], r["floors"]
+    requests = sum(d["requests"] or 0 for d in full["datasets"].values())
+    throttled = sum(d["throttled"] or 0 for d in full["datasets"].values())
+    longest = max(fl.values())
+    title = "Graph's own quotas" if r["scale"] == 1 else f"quotas scaled {r['scale']:g} times"
+    lines = [f"#### {r['users']:,} users, {title}, {r['latency'] * 1000 / r['scale']:.1f} ms per request "
+             f"({r['latency'] * 1000:.0f} ms scaled alike)", "",
+             f"- run: status **{full['status']}**, wall **{full['wall']:.0f} s** against its longest floor "
+             f"{longest:.0f} s (**{full['wall'] / longest:.3f}×**), {requests:,} requests, **{throttled} × 429** "
+             f"({throttled / max(1, requests) * 100:.2f}%), CPU {full['cpu']:.0f} s, peak RSS "
+             f"**{full['maxrssMiB']:.0f} MiB** (load average {full['load'][0]:.2f} before, {full['load'][1]:.2f} "
+             "after)", "",
+             "| dataset | records | requests | 429s | wall s | floor s | wall / floor |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, d in full["datasets"].items():
+        floor = fl.get(name)
+        ratio = f"{d['durationSeconds'] / floor:.3f}" if floor else "-"
+        lines.append(f"| {name} | {d['records']:,} | {d['requests']:,} | {d['throttled']} | "
+                     f"{d['durationSeconds']:.1f} | {f'{floor:.0f}' if floor else '-'} | {ratio} |")
+    return lines + [""]
+
+
+def report_kill(k: dict) -> list[str]:
+    return [f"#### {k['users']:,} users, quotas scaled {k['scale']:g} times, the collector killed twice", "",
+            f"- kills happened: {k['killsHappened']}; final status **{k['status']}**; every file identical to "
+            f"the uninterrupted run's (sha256): **{k['identical']}**; records (clean, resumed): "
+            + ", ".join(f"{n} {a:,}/{b:,}" for n, (a, b) in k["records"].items())
+            + f"; wall {k['killedWall']:.0f} s in three invocations against {k['cleanWall']:.0f} s uninterrupted; "
+              f"peak RSS of any collector process {k['maxrssMiB']:.0f} MiB", ""]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, nargs="*", default=[100_000, 200_000, 1_000_000])
+    parser.add_argument("--scale", type=float, default=60.0)
+    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--real", type=int, default=None, metavar="USERS", help="once at Graph's own quotas")
+    parser.add_argument("--kill", type=int, default=None, metavar="USERS", help="killed twice and resumed")
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--json", help="also write the raw results to this file")
+    parser.add_argument("--write-doc", action="store_true")
+    args = parser.parse_args(argv)
+    datasets = tuple(args.datasets)
+    out = [f"Produced by `.venv/bin/python bench/quotas.py {' '.join(argv or sys.argv[1:])}` on {machine()}.", ""]
+    results: list[dict] = []
+    for n in args.users:
+        r = measure(n, args.scale, args.latency, datasets)
+        results.append(r)
+        out += report(r)
+        print("\n".join(report(r)), flush=True)
+    if args.real:
+        r = measure(args.real, 1.0, args.latency, tuple(d for d in datasets if d != "mfa_registration"))
+        results.append(r)
+        out += report(r)
+        print("\n".join(report(r)), flush=True)
+    if args.kill:
+        k = killed_twice(args.kill, args.scale, args.latency, datasets)
+        results.append(k)
+        out += report_kill(k)
+        print("\n".join(report_kill(k)), flush=True)
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    if args.write_doc:
+        doc = DOC.read_text()
+        if BEGIN not in doc:
+            doc += f"\n{BEGIN}\n{END}\n"
+        start, end = doc.index(BEGIN) + len(BEGIN), doc.index(END)
+        DOC.write_text(doc[:start] + "\n" + "\n".join(out) + "\n" + doc[end:])
+    print(f"load average {load():.2f} at the end", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
