@@ -173,3 +173,15 @@ def test_the_older_cap_of_120_is_asked_for_once_and_said_in_the_manifest(monkeyp
         expected = {u["id"]: u["signInActivity"] for u in sim.tenant.users()}
         got = {r["id"]: r.get("signInActivity") for r in read_dataset(store, manifest, "user_sign_in_activity")}
         assert got == as_written(expected)
+
+
+def test_check_says_how_long_each_per_user_dataset_will_take(monkeypatch, capsys):
+    from connector.cli.main import main
+
+    with Simulator(TenantSpec(seed=33, users=1200)) as sim:
+        apply_env(monkeypatch, sim.env())
+        monkeypatch.setenv("M365_DATASETS", "users,user_sign_in_activity,mfa_registration")
+        assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "expected: user_sign_in_activity: 1,200 users at Graph's limit of" in out
+    assert "expected: mfa_registration: 1,200 users" in out
