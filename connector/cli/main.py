@@ -348,7 +348,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     talk = not (args.json or args.quiet)
     if talk:
         print(f"Starting a simulated tenant with {args.users} users (local HTTPS simulator of Entra ID and Graph)...")
-    spec = TenantSpec(seed=args.seed, users=args.users, report_names_concealed=args.report_names == "concealed")
+    if not args.quota_scale > 0:
+        print("error: --quota-scale must be a positive number (1 = Graph's own quotas).", file=sys.stderr)
+        return EXIT_CONFIG
+    spec = TenantSpec(seed=args.seed, users=args.users, report_names_concealed=args.report_names == "concealed",
+                      quota_scale=args.quota_scale)
     with Simulator(spec) as sim:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("M365_", "SNAPSHOT_", "KEY_VAULT"))}
         env.update(sim.env())
@@ -495,6 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument("--check", action="store_true", help="only report out-of-date files (exit 1), change nothing")
     demo.add_argument("--report-names", choices=("concealed", "visible"), default="concealed",
                       help="user names in the simulated usage reports (default: concealed, Microsoft's default)")
+    demo.add_argument("--quota-scale", type=float, default=1.0, metavar="N",
+                      help="Graph's quotas N times faster in the simulator and the collector alike (default 1: "
+                           "Graph's own, so the demo shows how they pace a run)")
     insights = command("insights", "compute the licence insights (insights.json, licence_findings.jsonl.gz, "
                                    "report.html) of a collected run again, without calling Graph")
     insights.add_argument("--out", metavar="FOLDER", help="the local snapshot folder (overrides SNAPSHOT_DIR; "
