@@ -111,18 +111,21 @@ def test_estimates_follow_the_documented_floor():
     got = estimates(["users", "user_sign_in_activity", "mfa_registration"], 1_000_000, limits)
     sign_in = got["user_sign_in_activity"]
     assert sign_in.pages == 2000 and sign_in.quota == "sign_in_activity"
-    assert sign_in.seconds == pytest.approx(200 * 60)  # 2,000 pages at 10 a minute
+    assert sign_in.seconds == pytest.approx(199 * 60)  # 2,000 pages at 10 a minute, the first 10 at once
     text = sign_in.text()
-    assert "1,000,000 users at Graph's limit of 5,000 a minute" in text and "about 200 minutes" in text
-    mfa = got["mfa_registration"]  # 10,000 pages of 100 sharing 30 a minute with the 2,000 sign-in pages
-    assert mfa.quota == "identity_reports" and mfa.seconds == pytest.approx(12_000 / 30 * 60)
+    assert "1,000,000 users at Graph's limit of 5,000 a minute" in text and "about 199 minutes" in text
+    mfa = got["mfa_registration"]  # 10,000 pages of 100 sharing 5 per 10 s with the 2,000 sign-in pages
+    assert mfa.quota == "identity_reports" and mfa.seconds == pytest.approx((12_000 / 5 - 1) * 10)
+    small = estimates(["user_sign_in_activity"], 2000, limits)["user_sign_in_activity"]
+    assert small.pages == 4 and small.seconds == 0  # four pages fit in the first minute's ten
     assert not got["users"].quota
 
 
 @pytest.fixture
 def quota_sim():
-    # Graph's quotas scaled 20 times: sign-in activity 10 per 3 s, identity and access reports 5 per 0.5 s.
-    with Simulator(TenantSpec(seed=31, users=6150, quota_scale=20, devices=300)) as sim:
+    # Graph's own quotas (not scaled): 1,200 users are 3 sign-in pages and 12 MFA pages sharing the identity
+    # reports' 5 per 10 s, so the run waits on that bucket for about 20 s.
+    with Simulator(TenantSpec(seed=31, users=1200, quota_scale=1)) as sim:
         yield sim
 
 
@@ -130,13 +133,11 @@ def test_a_run_under_every_quota_is_hardly_ever_throttled(quota_sim, tmp_path):
     """The collector in a process of its own (as in Azure: Graph's clock is not the client's), the simulator
     enforcing every quota: at most 1% of the run's requests are answered 429, and nothing is lost."""
     env = quota_sim.env()
-    assert env["M365_GRAPH_QUOTA_SCALE"] == "20.0"
+    assert "M365_GRAPH_QUOTA_SCALE" not in env
     quota_sim.clear_requests()
     before = quota_sim.throttled_count
     child = {k: v for k, v in os.environ.items() if not k.startswith(("M365_", "SNAPSHOT_", "AZURE_"))}
-    child.update(env, SNAPSHOT_DIR=str(tmp_path), M365_DATASETS=(
-        "organization,subscribed_skus,users,user_sign_in_activity,mfa_registration,groups,group_members,"
-        "managed_devices,report_mailbox_usage_detail"))
+    child.update(env, SNAPSHOT_DIR=str(tmp_path), M365_DATASETS="*")  # every dataset: every quota
     proc = subprocess.run([sys.executable, "-m", "connector", "run", "--json"], cwd=ROOT, env=child,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -147,14 +148,19 @@ def test_a_run_under_every_quota_is_hardly_ever_throttled(quota_sim, tmp_path):
     assert graph_requests and throttled <= 0.01 * len(graph_requests), (throttled, len(graph_requests))
     assert throttled == sum(d["throttled"] for d in manifest["datasets"].values())
     sign_in = manifest["datasets"]["user_sign_in_activity"]
-    assert sign_in["requests"] == math.ceil(6150 / 500) and sign_in["plan"]["pageSize"] == 500
+    assert sign_in["requests"] == math.ceil(1200 / 500) and sign_in["plan"]["pageSize"] == 500
+    assert manifest["datasets"]["mfa_registration"]["requests"] == 12
     store = LocalStore(str(tmp_path))
     expected = {u["id"]: u["signInActivity"] for u in quota_sim.tenant.users()}
     got = {r["id"]: r.get("signInActivity") for r in read_dataset(store, manifest, "user_sign_in_activity")}
     assert got == as_written(expected)
     # The expected durations are in the manifest, from /users/$count and the scaled quotas.
-    assert manifest["estimates"]["user_sign_in_activity"]["pages"] == 13
-    assert manifest["estimates"]["user_sign_in_activity"]["quota"] == "sign_in_activity"
+    assert manifest["estimates"]["user_sign_in_activity"]["pages"] == 3
+    # Three sign-in pages fit in a minute's ten; with MFA's they fill the reports bucket: 10 s for sign-in
+    # activity (its 3 and MFA's first 3), 20 s for MFA (all 15).
+    assert manifest["estimates"]["user_sign_in_activity"]["quota"] == "identity_reports"
+    assert manifest["estimates"]["user_sign_in_activity"]["seconds"] == 10
+    assert manifest["estimates"]["mfa_registration"]["seconds"] == 20
 
 
 def test_the_older_cap_of_120_is_asked_for_once_and_said_in_the_manifest(monkeypatch, tmp_path):
@@ -185,3 +191,16 @@ def test_check_says_how_long_each_per_user_dataset_will_take(monkeypatch, capsys
     out = capsys.readouterr().out
     assert "expected: user_sign_in_activity: 1,200 users at Graph's limit of" in out
     assert "expected: mfa_registration: 1,200 users" in out
+
+
+def test_a_request_counts_at_its_answer_so_a_slow_one_cannot_crowd_the_next_window():
+    pacer = Pacer(quotas({"identity_reports": (1, 10)}))  # one request per 10 s, to see it plainly
+    bucket = [("identity_reports", "", 1)]
+    first = pacer.reserve(bucket)
+    assert pacer.confirm(first)
+    sent = first.at
+    assert pacer.reserve([("identity_reports", "x", 1)]).at - sent < 0.05  # another key is a bucket of its own
+    time.sleep(0.2)  # the answer comes 0.2 s after the request was sent: Graph counted it by then at the latest
+    pacer.settle(first)
+    second = pacer.reserve(bucket)
+    assert second.at - sent >= 10.2  # a window after the answer, not after the sending

@@ -80,15 +80,22 @@ def estimates(selected: Iterable[str], users: int, limits: Mapping[str, Quota]) 
             if quota is None:
                 continue
             sharing = [n for n in chosen if quota_name in PER_USER[n]]
-            mine = pages[name] / quota.limit * quota.window
+            mine = _windows(pages[name], quota)
             # The bucket's pages until this dataset is done: its own, and the others' up to as many.
-            shared = sum(min(pages[n], pages[name]) for n in sharing) / quota.limit * quota.window
+            shared = _windows(sum(min(pages[n], pages[name]) for n in sharing), quota)
             need = max(mine, shared)
             if need > seconds:
                 seconds, binding = need, quota_name
-                rate = pages[name] / need * 60 if need else 0.0
+                # Alone in its bucket: the quota's own rate; sharing it: the share left to this dataset.
+                rate = quota.per_minute if len(sharing) == 1 else pages[name] / need * 60
         out[name] = Estimate(name, users, pages[name], seconds, binding, rate)
     return out
+
+
+def _windows(pages: int, quota: Quota) -> float:
+    """Seconds `pages` requests take at `limit` per `window`: the first `limit` go at once, then one window
+    for each `limit` more (the sliding window the pacer keeps to)."""
+    return max(0, math.ceil(pages / quota.limit) - 1) * quota.window
 
 
 def seconds_left(estimate: Estimate, records: int, elapsed: float) -> float | None:

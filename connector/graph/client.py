@@ -469,7 +469,11 @@ class _AttemptCounter(BaseMiddleware):
                     await asyncio.sleep(delay)
                 if graph.pacer.confirm(reservation):
                     break
-        response = await super().send(request, transport)
+        try:
+            response = await super().send(request, transport)
+        finally:
+            if buckets:
+                graph.pacer.settle(reservation)
         stats = graph._stats(label)
         stats.by_status[response.status_code] = stats.by_status.get(response.status_code, 0) + 1
         if buckets:

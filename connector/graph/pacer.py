@@ -22,16 +22,16 @@ from dataclasses import dataclass, replace
 
 from connector.catalog.quotas import DEFAULTS, IDENTITY_BY_SIZE, Quota
 
-# Graph counts a request when it arrives, the pacer when it is sent: an earlier request that reaches Graph
-# later than the next (a slow connection, a busy service) would put one too many into Graph's window. So a
-# window is stretched by this share plus a slack that starts at SLACK seconds and grows by SLACK_STEP with
-# every 429 the bucket still gets (up to SLACK_MAX, or a tenth of the window): a run learns its latency's
-# jitter from a few 429s instead of paying a large margin on every request.
+# Graph counts a request when it arrives, somewhere between its sending and its answer: the pacer counts it
+# at its answer (Pacer.settle), the latest it can have arrived, so a request held up on its way cannot put
+# the next window's first request into this one. A window is also stretched by this share plus a slack of
+# SLACK seconds (scaled with scaled quotas), which grows by SLACK_STEP with every 429 the bucket still gets
+# (up to SLACK_MAX, or a tenth of the window), for clocks and answers that disagree all the same.
 MARGIN = 0.01
-SLACK = 0.25
+SLACK = 0.05
 SLACK_STEP = 0.1
 SLACK_MAX = 1.0
-SLACK_FLOOR = 0.1  # scaled quotas too: a local simulator's own scheduling delays requests by tens of ms
+SLACK_FLOOR = 0.002
 
 
 class _Window:
@@ -195,6 +195,18 @@ class Pacer:
             for window, units in windows:
                 window.take(reservation.at, units)
         return reservation.at <= now
+
+    def settle(self, reservation: Reservation) -> None:
+        """The answer is in: Graph counted the request at some moment before now, so count it at now, the
+        latest it can have arrived. A request held up on its way (a new connection, a busy service) then
+        cannot make the next window's first request reach Graph inside this one."""
+        now = time.monotonic()
+        with self._lock:
+            for name, key, units in reservation.buckets:
+                window = self._window(name, key)
+                window.drop(reservation.at, units)
+                window.take(max(now, reservation.at), units)
+            reservation.at = max(now, reservation.at)
 
     def pause(self, buckets: Iterable[tuple[str, str, float]], seconds: float) -> None:
         """A 429: Graph's Retry-After holds every request of these buckets, whichever dataset sends it, and the
