@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from connector.insights.advice import Exclusions, Overlaps
+from connector.insights.advice import DOWNGRADES, Exclusions, Overlaps
 from connector.insights.read import GzLines, lines, records
 from connector.spool import KeyValueSpool
 from connector.store.contract import Store
@@ -45,6 +45,7 @@ FINDINGS: dict[str, tuple[str, str, bool]] = {
     "overlapping_licence": ("medium", "users", False),  # money: the redundant SKU's price
     "renewal_unused_seats": ("medium", "seats", False),  # money: the seats not renewed
     "trial_ending": ("medium", "users", False),
+    "downgrade_candidate": ("low", "users", False),  # money: the suite's price less the cheaper plan's
 }
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2, "info": 3}  # info: about a free SKU
 _WASTE = {DISABLED: "licence_on_disabled_account", NEVER_SIGNED_IN: "licence_never_used", INACTIVE: "licence_inactive"}
@@ -178,7 +179,7 @@ class Tally:
     def __init__(self, skus: Iterable[dict[str, Any]], *, started: int, inactive_days: int, activity: Activity,
                  group_names: dict[str, str], lines: GzLines | None, billed: Callable[[SkuTally], bool],
                  free: Callable[[SkuTally], bool] = lambda t: False, overlaps: Overlaps | None = None,
-                 exclusions: Exclusions | None = None):
+                 exclusions: Exclusions | None = None, downgrades: dict[str, dict[str, Any]] | None = None):
         self.skus: dict[str, SkuTally] = {}
         for s in skus:
             sid = (s.get("skuId") or "").lower()
@@ -187,6 +188,9 @@ class Tally:
             t.billed = billed(t)  # waste findings only where seats are paid for
             t.free = free(t)
         self.overlaps = overlaps
+        self.fits = downgrades or {}  # userPrincipalName -> usage evidence that fits the cheaper plan
+        self.downgrade_to = {sid: DOWNGRADES[t.part_number.upper()][0] for sid, t in self.skus.items()
+                             if t.part_number.upper() in DOWNGRADES and t.billed}
         self.exclusions = exclusions or Exclusions()
         self.cutoff = started - inactive_days * 86400
         self.activity = activity
@@ -294,6 +298,12 @@ class Tally:
                     extra = {"coveredBy": [self.skus[c].part_number if c in self.skus else c for c in cover],
                              "sharedPlans": list(plans)}
                     hit("overlapping_licence", self.sku(sid), user, last, sid, direct, via, extra=extra)
+            if self.fits and not waste:  # a disabled or unused licence is a waste finding, not a downgrade
+                fit = self.fits.get((get("userPrincipalName") or "").lower())
+                for sid in held if fit is not None else ():
+                    if sid in self.downgrade_to:
+                        hit("downgrade_candidate", skus[sid], user, last, sid, direct, via,
+                            extra={"downgradeTo": self.downgrade_to[sid], **fit})
         for sid, err in errors.items():
             t = self.sku(sid)
             t.group_errors += 1

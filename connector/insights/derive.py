@@ -16,7 +16,15 @@ from typing import Any
 import orjson
 
 from connector import __version__
-from connector.insights.advice import Exclusions, Overlaps, free_skus, renewals
+from connector.insights.advice import (
+    DOWNGRADE_REPORTS,
+    DOWNGRADES,
+    Exclusions,
+    Overlaps,
+    downgrade_fits,
+    free_skus,
+    renewals,
+)
 from connector.insights.analysis import (
     DISABLED,
     FINDINGS,
@@ -82,6 +90,35 @@ def _activity(store: Store, prefix: str, datasets: dict[str, Any]) -> tuple[Acti
     facts["usageReports"] = ("concealed" if _usable(report) and report.get("concealed") else
                              "empty" if _usable(report) else "absent")
     return Activity(None), facts
+
+
+CONCEALED_FIX = ("turn off \"Display concealed user, group, and site names in all reports\" (Microsoft 365 admin "
+                 "center, Settings, Org settings, Services, Reports) and collect again")
+
+
+Downgrade = tuple[dict[str, dict[str, Any]] | None, str, list[dict[str, str]]]  # fits, basis note, warnings
+# subscriptions by SKU, subscription records, exclusions, downgrade inputs
+Advice = tuple[dict[str, dict[str, Any]], list[dict[str, Any]], Exclusions, Downgrade]
+
+
+def _downgrade_inputs(store: Store, prefix: str, datasets: dict[str, Any]) -> Downgrade:
+    """The users whose usage fits a cheaper plan (advice.downgrade_fits), what the rule rests on, and the
+    run's one warning when the reports conceal names (they cannot be joined to users then)."""
+    entries = [datasets.get(n) for n in DOWNGRADE_REPORTS]
+    missing = [n for n, e in zip(DOWNGRADE_REPORTS, entries, strict=True) if not _usable(e)]
+    if missing:
+        return None, f"not applied: the run lacks the usage report(s) {', '.join(missing)} (M365_DATASETS)", []
+    concealed = [n for n, e in zip(DOWNGRADE_REPORTS, entries, strict=True) if e.get("concealed") is not False]
+    if concealed:
+        note = (f"not applied: user names are concealed in {', '.join(concealed)}, so usage cannot be joined to "
+                f"users; {CONCEALED_FIX}")
+        return None, note, [{"code": "downgrade_reports_concealed",
+                             "message": "Downgrade candidates (licences a cheaper plan would do for) were not "
+                                        "computed: the usage reports conceal user names. To get them, "
+                                        f"{CONCEALED_FIX}."}]
+    fits = downgrade_fits(*(records(store, f"{prefix}/{e['file']}") for e in entries))
+    return fits, ("holders of Microsoft 365 E3 or Office 365 E3 whose usage in the reports' period fits F3: no "
+                  "desktop Office, mailbox (no archive) and OneDrive at most 2 GB (docs/insights.md)"), []
 
 
 def find_runs(store: Store, current: dict[str, Any], limit: int) -> list[tuple[str, dict[str, Any]]]:
@@ -191,6 +228,15 @@ def _sku_entry(t: SkuTally, names: ProductNames, prices: PriceSheet | None, acti
 SAVES = ("overlapping_licence", "renewal_unused_seats")  # codes whose count x price is a saving, like waste
 
 
+def _downgrade_detail(sku: dict[str, Any], prices: PriceSheet | None, names: ProductNames) -> dict[str, Any]:
+    """The cheaper plan a downgrade_candidate finding names, with its price when the sheet has one."""
+    part, sku_id = DOWNGRADES[sku["skuPartNumber"].upper()]
+    price = prices.price(part) if prices else None
+    return {"downgradeTo": {"skuPartNumber": part, "skuId": sku_id, "productName": names.name(sku_id),
+                            "monthlyPrice": _money(price[0]) if price else None,
+                            "currency": price[1] if price else None}}
+
+
 def _finding(f: Finding, sku: dict[str, Any], inactive_days: int, detail: dict[str, Any] | None = None
              ) -> dict[str, Any]:
     severity, unit, wastes = FINDINGS[f.code]
@@ -205,6 +251,10 @@ def _finding(f: Finding, sku: dict[str, Any], inactive_days: int, detail: dict[s
         out.update(monthlyWaste=_money(sku["monthlyPrice"] * f.count), currency=sku["currency"])
     if (wastes or f.code in SAVES) and priced:
         monthly = _money(sku["monthlyPrice"] * f.count)
+        out.update(monthlySaving=monthly, yearlySaving=_money(monthly * 12), currency=sku["currency"])
+    target = out.get("downgradeTo")
+    if target and priced and target["monthlyPrice"] is not None and target["currency"] == sku["currency"]:
+        monthly = _money(max(sku["monthlyPrice"] - target["monthlyPrice"], 0) * f.count)
         out.update(monthlySaving=monthly, yearlySaving=_money(monthly * 12), currency=sku["currency"])
     return out
 
@@ -350,9 +400,10 @@ def _derive(store: Store, manifest: dict[str, Any], settings: Any, prices: Price
     try:  # the spools (on-disk look-ups) are closed in every exit path
         earlier = find_runs(store, manifest, TREND_RUNS - 1)
         changes, previous, no_changes = _changes(store, manifest, earlier[0] if earlier else None)
-        exclusions = _exclusions(store, prefix, datasets, settings, group_names)
+        advice = (subs, sub_records, _exclusions(store, prefix, datasets, settings, group_names),
+                  _downgrade_inputs(store, prefix, datasets))
         return _compute(store, manifest, settings, prices, names, prefix, datasets, sku_records, group_names,
-                        (subs, sub_records, exclusions), activity, inputs, earlier, changes, previous, no_changes)
+                        advice, activity, inputs, earlier, changes, previous, no_changes)
     finally:
         activity.close()
         if changes is not None:
@@ -384,17 +435,18 @@ def _overlaps(sku_records: list[dict[str, Any]], subs: dict[str, dict[str, Any]]
 
 def _compute(store: Store, manifest: dict[str, Any], settings: Any, prices: PriceSheet | None, names: ProductNames,
              prefix: str, datasets: dict[str, Any], sku_records: list[dict[str, Any]], group_names: dict[str, str],
-             advice: tuple[dict[str, dict[str, Any]], list[dict[str, Any]], Exclusions], activity: Activity,
+             advice: Advice, activity: Activity,
              inputs: dict[str, Any], earlier: list[tuple[str, dict[str, Any]]], changes: Changes | None,
              previous: dict[str, Any] | None, no_changes: str | None) -> dict[str, Any]:
-    subs, _sub_records, exclusions = advice
+    subs, _sub_records, exclusions, downgrade = advice
     lines = GzLines(store, f"{prefix}/{FINDINGS_FILE}")
     flat = GzLines(store, f"{prefix}/{USER_LICENCES_FILE}")
     tally = Tally(sku_records, started=epoch(manifest["startedAt"]) or int(time.time()),
                   inactive_days=settings.inactive_days, activity=activity, group_names=group_names, lines=lines,
                   billed=lambda t: is_billed(t, subs, prices),
                   free=lambda t: free_reason(t.part_number, prices) is not None,
-                  overlaps=_overlaps(sku_records, subs, prices), exclusions=exclusions)
+                  overlaps=_overlaps(sku_records, subs, prices), exclusions=exclusions,
+                  downgrades=downgrade[0])
     try:  # nothing becomes visible unless every file is complete
         count_users(store, f"{prefix}/{datasets['users']['file']}", tally, changes, flat)
         tally.seat_findings()
@@ -413,13 +465,13 @@ def _compute(store: Store, manifest: dict[str, Any], settings: Any, prices: Pric
              INSIGHTS_FILE: put(store, f"{prefix}/{INSIGHTS_FILE}",
                                 orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n", "application/json")}
     return {"status": "succeeded", "files": files, "findings": len(doc["findings"]), "cpuSeconds": None,
-            "warnings": _price_warnings(prices, doc["skus"])}
+            "warnings": _price_warnings(prices, doc["skus"]) + downgrade[2]}
 
 
 def _price_warnings(prices: PriceSheet | None, skus: list[dict[str, Any]]) -> list[dict[str, str]]:
     if not prices:
         return []
-    present = {s["skuPartNumber"].upper() for s in skus}
+    present = {s["skuPartNumber"].upper() for s in skus} | {t for t, _ in DOWNGRADES.values()}  # priced targets
     unknown = sorted(p for p in prices.prices if p not in present)
     if not unknown:
         return []
@@ -429,17 +481,20 @@ def _price_warnings(prices: PriceSheet | None, skus: list[dict[str, Any]]) -> li
 
 
 def _document(manifest: dict[str, Any], settings: Any, tally: Tally, names: ProductNames,
-              prices: PriceSheet | None, advice: tuple[dict[str, dict[str, Any]], list[dict[str, Any]], Exclusions],
+              prices: PriceSheet | None, advice: Advice,
               activity: Activity, inputs: dict[str, Any], previous: dict[str, Any] | None, no_changes: str | None,
               changes: Changes | None, store: Store, earlier: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     """insights.json from the finished tally."""
-    subs, sub_records, exclusions = advice
+    subs, sub_records, exclusions, downgrade = advice
     datasets = manifest["datasets"]
     known = activity.source
     skus = [_sku_entry(t, names, prices, known, subs) for t in tally.skus.values()]
     skus.sort(key=lambda s: (-(s["assigned"] or 0), s["skuPartNumber"]))
     by_id = {s["skuId"]: s for s in skus}
     details = _advice(tally, skus, sub_records, epoch(manifest["startedAt"]) or 0)
+    for code, sid in tally.findings:
+        if code == "downgrade_candidate":
+            details[(code, sid)] = _downgrade_detail(by_id[sid], prices, names)
     findings = [_finding(f, by_id[f.sku.sku_id], settings.inactive_days, details.get(key))
                 for key, f in tally.findings.items()]
     findings.sort(key=lambda f: (-(f.get("monthlySaving") or 0), SEVERITY_ORDER[f["severity"]], -f["count"],
@@ -458,6 +513,7 @@ def _document(manifest: dict[str, Any], settings: Any, tally: Tally, names: Prod
         "changes": _change_block(changes, previous, skus) if changes and previous else None,
     }
     doc["basis"]["freeSkus"] = FREE_BASIS
+    doc["basis"]["fallbacks"]["downgrades"] = downgrade[1]
     doc["basis"]["exclusions"] = exclusions.basis(tuple(getattr(settings, "insights_exclude", ()) or ()))
     doc["trend"] = _trend(store, earlier) + [trend_point(doc)]
     return doc
