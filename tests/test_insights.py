@@ -91,7 +91,7 @@ def test_insights_equal_the_figures_computed_from_the_tenant(sim, env, tmp_path,
                           M365_PRICE_SHEET=price_sheet(tmp_path / "prices.csv", "NOT_A_SKU,1.00,EUR\n"))
     assert manifest["status"] == "succeeded" and manifest["insights"]["status"] == "succeeded"
     assert set(manifest["insights"]["files"]) == {"insights.json", "licence_findings.jsonl.gz", "report.html",
-                                                  "user_licences.jsonl.gz"}
+                                                  "user_licences.jsonl.gz", "licence_findings.csv"}
     warning = [w for w in manifest["warnings"] if w["code"] == "price_sheet_unknown_sku"]
     assert len(warning) == 1 and "NOT_A_SKU" in warning[0]["message"]
     doc, lines = files_of(store, manifest)

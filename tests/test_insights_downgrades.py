@@ -4,6 +4,9 @@ with concealed report names, one warning and no candidates."""
 
 from __future__ import annotations
 
+import csv
+import io
+
 import pytest
 
 from simulator import Simulator, TenantSpec
@@ -47,6 +50,7 @@ def test_downgrade_candidates_with_visible_names_and_prices(sim, tmp_path, monke
         assert {k: evidence[k] for k in want[key]} == want[key], key
         assert evidence["desktopApps"] is False and evidence["limitBytes"] == 2 * 1024**3
     assert "fits F3" in doc["basis"]["fallbacks"]["downgrades"]
+    check_csv(store, manifest, doc, lines)
 
     # Without prices: the same candidates, no money.
     manifest, store = run(env, SNAPSHOT_DIR=str(tmp_path / "n"), M365_DATASETS=DATASETS)
@@ -78,3 +82,26 @@ def test_the_rule_needs_the_three_reports(sim, tmp_path, monkeypatch):
     doc, _ = files_of(store, manifest)
     assert "report_mailbox_usage_detail" in doc["basis"]["fallbacks"]["downgrades"]
     assert not [w for w in manifest["warnings"] if w["code"] == "downgrade_reports_concealed"]
+
+
+def check_csv(store, manifest: dict, doc: dict, lines: list[dict]) -> None:
+    """licence_findings.csv: one row per line of licence_findings.jsonl.gz, in the admin center's export shape,
+    listed and hashed in the manifest (files_of checked the hash) and copied to latest/."""
+    prefix = f"tenants/{manifest['tenantId']}/runs/{manifest['runId']}"
+    data = store.read_bytes(f"{prefix}/licence_findings.csv")
+    assert data.startswith(b"\xef\xbb\xbf") and manifest["insights"]["files"]["licence_findings.csv"]["records"] == \
+        len(lines)
+    rows = list(csv.DictReader(io.StringIO(data[3:].decode("utf-8"), newline="")))
+    assert list(rows[0])[:5] == ["Display name", "User principal name", "Object Id", "Block credential", "Licenses"]
+    names = {s["skuId"]: s["productName"] or s["skuPartNumber"] for s in doc["skus"]}
+    severity = {(f["code"], f["skuId"]): f["severity"] for f in doc["findings"]}
+    assert len(rows) == len(lines)
+    for row, line in zip(rows, lines, strict=True):
+        assert (row["Object Id"], row["User principal name"], row["Finding"], row["SKU id"]) == (
+            line["userId"], line["userPrincipalName"], line["code"], line["skuId"])
+        assert row["Block credential"] == str(line["evidence"]["accountEnabled"] is False)
+        assert row["Licenses"] == names[line["skuId"]] and row["Severity"] == severity[(line["code"], line["skuId"])]
+        assert row["Recommended licence"] == (line["evidence"].get("downgradeTo") or "")
+    assert any(r["Recommended licence"] == "SPE_F1" for r in rows)
+    latest = store.read_bytes(f"tenants/{manifest['tenantId']}/latest/licence_findings.csv")
+    assert latest == data

@@ -179,7 +179,8 @@ class Tally:
     def __init__(self, skus: Iterable[dict[str, Any]], *, started: int, inactive_days: int, activity: Activity,
                  group_names: dict[str, str], lines: GzLines | None, billed: Callable[[SkuTally], bool],
                  free: Callable[[SkuTally], bool] = lambda t: False, overlaps: Overlaps | None = None,
-                 exclusions: Exclusions | None = None, downgrades: dict[str, dict[str, Any]] | None = None):
+                 exclusions: Exclusions | None = None, downgrades: dict[str, dict[str, Any]] | None = None,
+                 csv: Any = None):
         self.skus: dict[str, SkuTally] = {}
         for s in skus:
             sid = (s.get("skuId") or "").lower()
@@ -196,6 +197,7 @@ class Tally:
         self.activity = activity
         self.group_names = group_names
         self.lines = lines
+        self.csv = csv  # export.FindingsCsv: the same lines in the admin center's CSV shape
         self.findings: dict[tuple[str, str], Finding] = {}
         self.users = self.licensed = self.guests = self.licensed_guests = 0
         self.user_classes = dict.fromkeys((ACTIVE, NEW, INACTIVE, NEVER_SIGNED_IN, DISABLED, UNKNOWN), 0)
@@ -356,6 +358,8 @@ class Tally:
         if excluded:
             line["excluded"] = excluded
         self.lines.write(line)
+        if self.csv is not None:
+            self.csv.write(line, "info" if t.free else FINDINGS[code][0])
 
     def seat_finding(self, code: str, t: SkuTally, count: int) -> None:
         """A finding about seats; an excluded SKU's is reported as excluded."""

@@ -42,6 +42,7 @@ from connector.insights.analysis import (
     report_activity,
     sign_in_activity,
 )
+from connector.insights.export import FindingsCsv
 from connector.insights.names import ProductNames
 from connector.insights.names import load as load_names
 from connector.insights.prices import PriceSheet
@@ -55,7 +56,8 @@ log = logging.getLogger("m365_connector")
 INSIGHTS_VERSION = 1
 INSIGHTS_FILE, FINDINGS_FILE, REPORT_FILE = "insights.json", "licence_findings.jsonl.gz", "report.html"
 USER_LICENCES_FILE = "user_licences.jsonl.gz"  # id and SKU ids per user: the next run's changes compare with it
-DERIVED_FILES = (INSIGHTS_FILE, FINDINGS_FILE, REPORT_FILE, USER_LICENCES_FILE)
+CSV_FILE = "licence_findings.csv"  # the findings in the admin center's CSV shape (export.py)
+DERIVED_FILES = (INSIGHTS_FILE, FINDINGS_FILE, REPORT_FILE, USER_LICENCES_FILE, CSV_FILE)
 TREND_RUNS = 12  # runs on the report's trend chart, this one included
 PUBLISHED = ("succeeded", "partial")
 ACTIVITY_REPORT = "report_office365_active_user_detail"
@@ -441,26 +443,27 @@ def _compute(store: Store, manifest: dict[str, Any], settings: Any, prices: Pric
     subs, _sub_records, exclusions, downgrade = advice
     lines = GzLines(store, f"{prefix}/{FINDINGS_FILE}")
     flat = GzLines(store, f"{prefix}/{USER_LICENCES_FILE}")
+    table = FindingsCsv(store, f"{prefix}/{CSV_FILE}", names.name)
     tally = Tally(sku_records, started=epoch(manifest["startedAt"]) or int(time.time()),
                   inactive_days=settings.inactive_days, activity=activity, group_names=group_names, lines=lines,
                   billed=lambda t: is_billed(t, subs, prices),
                   free=lambda t: free_reason(t.part_number, prices) is not None,
                   overlaps=_overlaps(sku_records, subs, prices), exclusions=exclusions,
-                  downgrades=downgrade[0])
+                  downgrades=downgrade[0], csv=table)
     try:  # nothing becomes visible unless every file is complete
         count_users(store, f"{prefix}/{datasets['users']['file']}", tally, changes, flat)
         tally.seat_findings()
-        findings_file, flat_file = lines.finish(), flat.finish()
+        findings_file, flat_file, csv_file = lines.finish(), flat.finish(), table.finish()
         doc = _document(manifest, settings, tally, names, prices, advice, activity, inputs, previous, no_changes,
                         changes, store, earlier)
         html = render(doc)
-        lines.commit()
-        flat.commit()
+        for done in (lines, flat, table):
+            done.commit()
     except BaseException:
-        lines.abort()
-        flat.abort()
+        for partial in (lines, flat, table):
+            partial.abort()
         raise
-    files = {FINDINGS_FILE: findings_file, USER_LICENCES_FILE: flat_file,
+    files = {FINDINGS_FILE: findings_file, USER_LICENCES_FILE: flat_file, CSV_FILE: csv_file,
              REPORT_FILE: put(store, f"{prefix}/{REPORT_FILE}", html, "text/html; charset=utf-8"),
              INSIGHTS_FILE: put(store, f"{prefix}/{INSIGHTS_FILE}",
                                 orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n", "application/json")}
