@@ -13,7 +13,7 @@ from simulator import Simulator, TenantSpec
 from tests.conftest import apply_env
 from tests.helpers import run
 from tests.insights_expected import expected_downgrades
-from tests.test_insights import files_of, price_sheet
+from tests.test_insights import check_schema, files_of, price_sheet
 
 DATASETS = ("organization,subscribed_skus,users,user_sign_in_activity,subscriptions,report_m365_app_user_detail,"
             "report_mailbox_usage_detail,report_onedrive_usage_account_detail")
@@ -51,6 +51,8 @@ def test_downgrade_candidates_with_visible_names_and_prices(sim, tmp_path, monke
         assert evidence["desktopApps"] is False and evidence["limitBytes"] == 2 * 1024**3
     assert "fits F3" in doc["basis"]["fallbacks"]["downgrades"]
     check_csv(store, manifest, doc, lines)
+    check_schema(doc)
+    assert "downgrade_candidate" in {f["code"] for f in doc["findings"]}
 
     # Without prices: the same candidates, no money.
     manifest, store = run(env, SNAPSHOT_DIR=str(tmp_path / "n"), M365_DATASETS=DATASETS)
@@ -105,3 +107,4 @@ def check_csv(store, manifest: dict, doc: dict, lines: list[dict]) -> None:
     assert any(r["Recommended licence"] == "SPE_F1" for r in rows)
     latest = store.read_bytes(f"tenants/{manifest['tenantId']}/latest/licence_findings.csv")
     assert latest == data
+

@@ -136,11 +136,14 @@ SCHEMA_DIR = "docs/schema"
 
 
 def schema_files() -> dict[str, bytes]:
-    """docs/schema/<dataset>.schema.json for every dataset, as written."""
+    """docs/schema/<dataset>.schema.json for every dataset, and insights.schema.json, as written."""
     from connector.catalog.schema import json_schema
+    from connector.insights.contract import insights_schema
 
-    return {f"{SCHEMA_DIR}/{ds.name}.schema.json": orjson.dumps(json_schema(ds), option=orjson.OPT_INDENT_2) + b"\n"
-            for ds in DATASETS.values()}
+    files = {f"{SCHEMA_DIR}/{ds.name}.schema.json": orjson.dumps(json_schema(ds), option=orjson.OPT_INDENT_2) + b"\n"
+             for ds in DATASETS.values()}
+    files[f"{SCHEMA_DIR}/insights.schema.json"] = orjson.dumps(insights_schema(), option=orjson.OPT_INDENT_2) + b"\n"
+    return files
 
 
 OPENAPI_FILE = "docs/openapi.json"
