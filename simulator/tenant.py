@@ -121,6 +121,9 @@ class TenantSpec:
     # like frontline workers (no desktop Office in getM365AppUserDetail, mailbox and OneDrive mostly under the
     # 2 GB of Microsoft 365 F3), so the insights' downgrade rule has candidates to find. 0 turns it off.
     frontline_share: float = 0.15
+    # Microsoft 365 Copilot seats: this share of the E3 and E5 members also hold the Copilot add-on
+    # (Microsoft_365_Copilot), and the beta Copilot usage report lists them. 0 (the default): no Copilot SKU.
+    copilot_share: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -150,7 +153,7 @@ class Tenant:
         self.managed_identity_principal_id = guid(digest(self.seed, "mi-principal"))
         self.initial_domain = self.domains[0]
         self.default_domain = self.domains[1] if len(self.domains) > 1 else self.domains[0]
-        self.licences = Licences(self.seed, spec.premium, spec.licence_changes)
+        self.licences = Licences(self.seed, spec.premium, spec.licence_changes, spec.copilot_share)
         self.skus = self.licences.skus
         self.index = UserIndex(self.seed, self.user_count, self.domains, self.upn_initials, self.licences)
         self.objects = UserObjects(self.seed, self.now_epoch, self.initial_domain, self.default_domain, self.licences)
