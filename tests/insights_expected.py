@@ -179,3 +179,26 @@ def expected_downgrades(sim: Any, started: str, *, days: int = 90, period: str =
                     "downgradeTo": SUITES[sku["skuPartNumber"]], "mailboxBytes": m["storageUsedInBytes"],
                     "oneDriveBytes": o["storageUsedInBytes"], "officeLastActivity": a["lastActivityDate"]}
     return out
+
+
+def expected_copilot_unused(sim: Any, started: str, *, days: int = 90, period: str = "D30") -> set[str]:
+    """Ids of the users holding Microsoft 365 Copilot (a SKU paid for) with no Copilot activity in the Copilot
+    report's period whose licence is not already a waste finding (disabled, never signed in, inactive)."""
+    from simulator.copilot import rows
+
+    cutoff = ts(started) - timedelta(days=days)
+    active = {r["userPrincipalName"].lower() for r in rows(sim.tenant, period, False) if r["lastActivityDate"]}
+    skus = {s["skuId"]: s for s in sim.tenant.subscribed_skus()}
+    trials = {s["skuId"]: s["isTrial"] for s in sim.inventory.subscriptions()}
+    out = set()
+    for u in sim.tenant.users():
+        last = last_success(u["signInActivity"])
+        old = ts(u["createdDateTime"]) < cutoff
+        if u["accountEnabled"] is False or (last is None and old) or (last is not None and last < cutoff):
+            continue
+        for lic in u["assignedLicenses"]:
+            sku = skus[lic["skuId"]]
+            if sku["skuPartNumber"] == "Microsoft_365_Copilot" and not trials.get(lic["skuId"]) \
+                    and u["userPrincipalName"].lower() not in active:
+                out.add(u["id"])
+    return out

@@ -86,6 +86,8 @@ def _request(ds) -> str:
     if ds.strategy == "report":
         call = f"{ds.path}(period='D30')" if ds.report_period else f"{ds.path}()"
         return f"`GET {call}`"
+    if ds.api != "v1.0":  # opt-in, from another version of Graph
+        return f"`GET /{ds.api}{ds.path.format(period='D30')}?$format=application/json` (opt-in: not in `*`)"
     text = f"`GET {ds.path}{'?' + query if query else ''}`"
     return text if ds.strategy == "pages" else f"{text} (strategy `{ds.strategy}`)"
 

@@ -202,3 +202,21 @@ def downgrade_fits(app: Iterable[dict[str, Any]], mailbox: Iterable[dict[str, An
     for evidence in fits.values():
         evidence["limitBytes"] = F3_LIMIT_BYTES
     return fits
+
+
+# Copilot seats: Microsoft 365 Copilot licences (product names CSV: Microsoft_365_Copilot) held by users with no
+# Copilot activity in the period of the Copilot usage report (opt-in dataset copilot_usage_user_detail, beta).
+COPILOT_SKUS = frozenset({"MICROSOFT_365_COPILOT"})
+COPILOT_REPORT = "copilot_usage_user_detail"
+
+
+def copilot_activity(rows: Iterable[dict[str, Any]]) -> dict[str, str | None]:
+    """userPrincipalName (lower case) -> the last Copilot activity date in the period, or None (listed, no
+    activity). A user listed twice keeps the latest date."""
+    seen: dict[str, str | None] = {}
+    for row in rows:
+        upn = (row.get("userPrincipalName") or "").lower()
+        if upn:
+            last = row.get("lastActivityDate") or None
+            seen[upn] = max(filter(None, (seen.get(upn), last)), default=None)
+    return seen

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from connector.insights.advice import DOWNGRADES, Exclusions, Overlaps
+from connector.insights.advice import COPILOT_SKUS, DOWNGRADES, Exclusions, Overlaps
 from connector.insights.read import GzLines, lines, records
 from connector.spool import KeyValueSpool
 from connector.store.contract import Store
@@ -46,6 +46,7 @@ FINDINGS: dict[str, tuple[str, str, bool]] = {
     "renewal_unused_seats": ("medium", "seats", False),  # money: the seats not renewed
     "trial_ending": ("medium", "users", False),
     "downgrade_candidate": ("low", "users", False),  # money: the suite's price less the cheaper plan's
+    "copilot_unused": ("medium", "users", False),  # money: the Copilot licence's price
 }
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2, "info": 3}  # info: about a free SKU
 _WASTE = {DISABLED: "licence_on_disabled_account", NEVER_SIGNED_IN: "licence_never_used", INACTIVE: "licence_inactive"}
@@ -180,7 +181,7 @@ class Tally:
                  group_names: dict[str, str], lines: GzLines | None, billed: Callable[[SkuTally], bool],
                  free: Callable[[SkuTally], bool] = lambda t: False, overlaps: Overlaps | None = None,
                  exclusions: Exclusions | None = None, downgrades: dict[str, dict[str, Any]] | None = None,
-                 csv: Any = None):
+                 csv: Any = None, copilot: dict[str, str | None] | None = None):
         self.skus: dict[str, SkuTally] = {}
         for s in skus:
             sid = (s.get("skuId") or "").lower()
@@ -198,6 +199,8 @@ class Tally:
         self.group_names = group_names
         self.lines = lines
         self.csv = csv  # export.FindingsCsv: the same lines in the admin center's CSV shape
+        self.copilot = copilot  # userPrincipalName -> last Copilot activity (None: none) from the Copilot report
+        self.copilot_skus = {sid for sid, t in self.skus.items() if t.part_number.upper() in COPILOT_SKUS}
         self.findings: dict[tuple[str, str], Finding] = {}
         self.users = self.licensed = self.guests = self.licensed_guests = 0
         self.user_classes = dict.fromkeys((ACTIVE, NEW, INACTIVE, NEVER_SIGNED_IN, DISABLED, UNKNOWN), 0)
@@ -300,6 +303,8 @@ class Tally:
                     extra = {"coveredBy": [self.skus[c].part_number if c in self.skus else c for c in cover],
                              "sharedPlans": list(plans)}
                     hit("overlapping_licence", self.sku(sid), user, last, sid, direct, via, extra=extra)
+            if self.copilot is not None and not waste and self.copilot_skus.intersection(held):
+                self._copilot(user, held, last, direct, via)
             if self.fits and not waste:  # a disabled or unused licence is a waste finding, not a downgrade
                 fit = self.fits.get((get("userPrincipalName") or "").lower())
                 for sid in held if fit is not None else ():
@@ -311,6 +316,18 @@ class Tally:
             t.group_errors += 1
             hit("group_assignment_error", t, user, last, sid, direct, via, err)
         return held
+
+    def _copilot(self, user: dict[str, Any], held: set[str], last: int | None, direct: set[str],
+                 via: dict[str, list[str]]) -> None:
+        """A Copilot licence paid for whose holder has no Copilot activity in the report's period."""
+        upn = (user.get("userPrincipalName") or "").lower()
+        if self.copilot.get(upn):  # type: ignore[union-attr]
+            return
+        listed = upn in self.copilot  # type: ignore[operator]
+        for sid in self.copilot_skus.intersection(held):
+            if self.skus[sid].billed:
+                self._hit("copilot_unused", self.skus[sid], user, last, sid, direct, via,
+                          extra={"copilotLastActivity": None, "inCopilotReport": listed})
 
     def _path(self, sid: str, direct: set[str], via: dict[str, list[str]]) -> tuple[str, list[dict[str, Any]]]:
         groups = via.get(sid)

@@ -20,7 +20,7 @@ _CLASSES = {"type": "object", "additionalProperties": False,
             "properties": {k: _INT for k in ("active", "new", "inactive", "neverSignedIn", "disabled", "unknown")}}
 CODES = ("unused_seats", "licence_on_disabled_account", "licence_never_used", "licence_inactive", "over_assigned",
          "subscription_not_active", "group_assignment_error", "direct_and_group_assignment", "licence_on_guest",
-         "overlapping_licence", "renewal_unused_seats", "trial_ending", "downgrade_candidate")
+         "overlapping_licence", "renewal_unused_seats", "trial_ending", "downgrade_candidate", "copilot_unused")
 
 _SKU = {
     "type": "object", "additionalProperties": False,
@@ -102,7 +102,7 @@ _BASIS = {
         "inputs": {"type": "object", "required": ["users", "subscribedSkus", "signInActivity"]},
         "fallbacks": {"type": "object", "additionalProperties": _STR, "required": [
             "assignedInactive", "assignedNeverSignedIn", "wasteSeats", "monthlyWaste", "productName", "changes",
-            "downgrades"]},
+            "downgrades", "copilotSeats"]},
         "domainFilter": {"type": ["object", "null"]},
         "productNames": {"type": "object", "required": ["source"]},
         "freeSkus": {"type": "object", "required": ["source", "skus"]},
@@ -127,7 +127,8 @@ def insights_schema() -> dict[str, Any]:
             "version": {"const": 1}, "generatedBy": _STR, "basis": _BASIS, "totals": _TOTALS,
             "skus": {"type": "array", "items": _SKU}, "findings": {"type": "array", "items": _FINDING},
             "excluded": {"type": "array", "items": {
-                "type": "object", "additionalProperties": False, "required": ["code", "skuId", "skuPartNumber", "count"],
+                "type": "object", "additionalProperties": False,
+                "required": ["code", "skuId", "skuPartNumber", "count"],
                 "properties": {"code": {"enum": list(CODES)}, "skuId": _STR, "skuPartNumber": _STR, "count": _INT}}},
             "changes": _CHANGES, "trend": {"type": "array", "items": _TREND},
         },

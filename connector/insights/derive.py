@@ -17,10 +17,12 @@ import orjson
 
 from connector import __version__
 from connector.insights.advice import (
+    COPILOT_REPORT,
     DOWNGRADE_REPORTS,
     DOWNGRADES,
     Exclusions,
     Overlaps,
+    copilot_activity,
     downgrade_fits,
     free_skus,
     renewals,
@@ -99,8 +101,9 @@ CONCEALED_FIX = ("turn off \"Display concealed user, group, and site names in al
 
 
 Downgrade = tuple[dict[str, dict[str, Any]] | None, str, list[dict[str, str]]]  # fits, basis note, warnings
-# subscriptions by SKU, subscription records, exclusions, downgrade inputs
-Advice = tuple[dict[str, dict[str, Any]], list[dict[str, Any]], Exclusions, Downgrade]
+# subscriptions by SKU, subscription records, exclusions, downgrade inputs, Copilot inputs
+Copilot = tuple[dict[str, str | None] | None, str, list[dict[str, str]]]  # activity by user, basis note, warnings
+Advice = tuple[dict[str, dict[str, Any]], list[dict[str, Any]], Exclusions, Downgrade, Copilot]
 
 
 def _downgrade_inputs(store: Store, prefix: str, datasets: dict[str, Any]) -> Downgrade:
@@ -121,6 +124,23 @@ def _downgrade_inputs(store: Store, prefix: str, datasets: dict[str, Any]) -> Do
     fits = downgrade_fits(*(records(store, f"{prefix}/{e['file']}") for e in entries))
     return fits, ("holders of Microsoft 365 E3 or Office 365 E3 whose usage in the reports' period fits F3: no "
                   "desktop Office, mailbox (no archive) and OneDrive at most 2 GB (docs/insights.md)"), []
+
+
+def _copilot_inputs(store: Store, prefix: str, datasets: dict[str, Any]) -> Copilot:
+    """Copilot activity per user from the opt-in Copilot usage report, what the rule rests on, and the run's one
+    warning when the report conceals names."""
+    entry = datasets.get(COPILOT_REPORT)
+    if not _usable(entry):
+        return None, (f"not applied: the run did not collect {COPILOT_REPORT} (opt-in, Graph beta: add it to "
+                      "M365_DATASETS)"), []
+    if entry.get("concealed") is not False:
+        note = f"not applied: user names are concealed in {COPILOT_REPORT}; {CONCEALED_FIX}"
+        return None, note, [{"code": "copilot_report_concealed",
+                             "message": "Unused Copilot seats were not computed: the Copilot usage report conceals "
+                                        f"user names. To get them, {CONCEALED_FIX}."}]
+    return copilot_activity(records(store, f"{prefix}/{entry['file']}")), (
+        f"Microsoft 365 Copilot holders without a lastActivityDate in {COPILOT_REPORT} (period "
+        f"{entry.get('period') or 'of the run'}), joined on userPrincipalName"), []
 
 
 def find_runs(store: Store, current: dict[str, Any], limit: int) -> list[tuple[str, dict[str, Any]]]:
@@ -227,7 +247,8 @@ def _sku_entry(t: SkuTally, names: ProductNames, prices: PriceSheet | None, acti
     return entry
 
 
-SAVES = ("overlapping_licence", "renewal_unused_seats")  # codes whose count x price is a saving, like waste
+# codes whose count x price is a saving, like waste
+SAVES = ("overlapping_licence", "renewal_unused_seats", "copilot_unused")
 
 
 def _downgrade_detail(sku: dict[str, Any], prices: PriceSheet | None, names: ProductNames) -> dict[str, Any]:
@@ -403,7 +424,7 @@ def _derive(store: Store, manifest: dict[str, Any], settings: Any, prices: Price
         earlier = find_runs(store, manifest, TREND_RUNS - 1)
         changes, previous, no_changes = _changes(store, manifest, earlier[0] if earlier else None)
         advice = (subs, sub_records, _exclusions(store, prefix, datasets, settings, group_names),
-                  _downgrade_inputs(store, prefix, datasets))
+                  _downgrade_inputs(store, prefix, datasets), _copilot_inputs(store, prefix, datasets))
         return _compute(store, manifest, settings, prices, names, prefix, datasets, sku_records, group_names,
                         advice, activity, inputs, earlier, changes, previous, no_changes)
     finally:
@@ -440,7 +461,7 @@ def _compute(store: Store, manifest: dict[str, Any], settings: Any, prices: Pric
              advice: Advice, activity: Activity,
              inputs: dict[str, Any], earlier: list[tuple[str, dict[str, Any]]], changes: Changes | None,
              previous: dict[str, Any] | None, no_changes: str | None) -> dict[str, Any]:
-    subs, _sub_records, exclusions, downgrade = advice
+    subs, _sub_records, exclusions, downgrade, copilot = advice
     lines = GzLines(store, f"{prefix}/{FINDINGS_FILE}")
     flat = GzLines(store, f"{prefix}/{USER_LICENCES_FILE}")
     table = FindingsCsv(store, f"{prefix}/{CSV_FILE}", names.name)
@@ -449,7 +470,7 @@ def _compute(store: Store, manifest: dict[str, Any], settings: Any, prices: Pric
                   billed=lambda t: is_billed(t, subs, prices),
                   free=lambda t: free_reason(t.part_number, prices) is not None,
                   overlaps=_overlaps(sku_records, subs, prices), exclusions=exclusions,
-                  downgrades=downgrade[0], csv=table)
+                  downgrades=downgrade[0], csv=table, copilot=copilot[0])
     try:  # nothing becomes visible unless every file is complete
         count_users(store, f"{prefix}/{datasets['users']['file']}", tally, changes, flat)
         tally.seat_findings()
@@ -468,7 +489,7 @@ def _compute(store: Store, manifest: dict[str, Any], settings: Any, prices: Pric
              INSIGHTS_FILE: put(store, f"{prefix}/{INSIGHTS_FILE}",
                                 orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n", "application/json")}
     return {"status": "succeeded", "files": files, "findings": len(doc["findings"]), "cpuSeconds": None,
-            "warnings": _price_warnings(prices, doc["skus"]) + downgrade[2]}
+            "warnings": _price_warnings(prices, doc["skus"]) + downgrade[2] + copilot[2]}
 
 
 def _price_warnings(prices: PriceSheet | None, skus: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -488,7 +509,7 @@ def _document(manifest: dict[str, Any], settings: Any, tally: Tally, names: Prod
               activity: Activity, inputs: dict[str, Any], previous: dict[str, Any] | None, no_changes: str | None,
               changes: Changes | None, store: Store, earlier: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     """insights.json from the finished tally."""
-    subs, sub_records, exclusions, downgrade = advice
+    subs, sub_records, exclusions, downgrade, copilot = advice
     datasets = manifest["datasets"]
     known = activity.source
     skus = [_sku_entry(t, names, prices, known, subs) for t in tally.skus.values()]
@@ -517,6 +538,7 @@ def _document(manifest: dict[str, Any], settings: Any, tally: Tally, names: Prod
     }
     doc["basis"]["freeSkus"] = FREE_BASIS
     doc["basis"]["fallbacks"]["downgrades"] = downgrade[1]
+    doc["basis"]["fallbacks"]["copilotSeats"] = copilot[1]
     doc["basis"]["exclusions"] = exclusions.basis(tuple(getattr(settings, "insights_exclude", ()) or ()))
     doc["trend"] = _trend(store, earlier) + [trend_point(doc)]
     return doc

@@ -39,6 +39,11 @@ def _advice(code: str, n: int, sku: dict[str, Any], what: str, listed: str, deta
         return (f"{_plural(n, 'user')} {'holds' if n == 1 else 'hold'} {what}, a trial that ends on {when}.",
                 f"Buy the product before {when} or move these users to another licence; they lose the service "
                 f"when the trial ends ({ADMIN_BILLING}).")
+    if code == "copilot_unused":
+        return (f"{_plural(n, 'user')} {'holds' if n == 1 else 'hold'} {what} without any Copilot activity in "
+                "the Copilot usage report's period (copilot_usage_user_detail).",
+                f"Ask these users whether they need Copilot; remove the licence from those who do not{money} and "
+                f"reassign or reduce the seats ({ADMIN_BILLING}). {listed}")
     if code == "downgrade_candidate":
         target = detail.get("downgradeTo") or {}
         to = label(target) if target.get("skuPartNumber") else "a frontline plan"
