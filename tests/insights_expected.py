@@ -147,6 +147,13 @@ F3_LIMIT = 2 * 1024**3
 SUITES = {"SPE_E3": "SPE_F1", "ENTERPRISEPACK": "DESKLESSPACK"}
 
 
+def wasted(u: dict[str, Any], cutoff: datetime) -> bool:
+    """The user's licences are waste findings already: disabled, never signed in (an old account), inactive."""
+    last = last_success(u["signInActivity"])
+    old = ts(u["createdDateTime"]) < cutoff
+    return u["accountEnabled"] is False or (last is None and old) or (last is not None and last < cutoff)
+
+
 def expected_downgrades(sim: Any, started: str, *, days: int = 90, period: str = "D30"
                         ) -> dict[tuple[str, str], dict[str, Any]]:
     """(user id, suite skuId) -> evidence, for the holders of an E3 suite paid for whose usage fits F3 and whose
@@ -167,9 +174,7 @@ def expected_downgrades(sim: Any, started: str, *, days: int = 90, period: str =
             continue
         if m["storageUsedInBytes"] > F3_LIMIT or m["hasArchive"] or o["storageUsedInBytes"] > F3_LIMIT:
             continue
-        last = last_success(u["signInActivity"])
-        old = ts(u["createdDateTime"]) < cutoff
-        if u["accountEnabled"] is False or (last is None and old) or (last is not None and last < cutoff):
+        if wasted(u, cutoff):
             continue
         for lic in u["assignedLicenses"]:
             sku = skus[lic["skuId"]]
@@ -192,9 +197,7 @@ def expected_copilot_unused(sim: Any, started: str, *, days: int = 90, period: s
     trials = {s["skuId"]: s["isTrial"] for s in sim.inventory.subscriptions()}
     out = set()
     for u in sim.tenant.users():
-        last = last_success(u["signInActivity"])
-        old = ts(u["createdDateTime"]) < cutoff
-        if u["accountEnabled"] is False or (last is None and old) or (last is not None and last < cutoff):
+        if wasted(u, cutoff):
             continue
         for lic in u["assignedLicenses"]:
             sku = skus[lic["skuId"]]

@@ -13,6 +13,7 @@ from tests.conftest import apply_env
 from tests.helpers import read_dataset, run, settings_for
 from tests.insights_expected import expected_copilot_unused
 from tests.test_insights import check_schema, files_of, price_sheet
+from tests.test_insights_downgrades import run_concealed
 
 DATASETS_RUN = "organization,subscribed_skus,users,user_sign_in_activity,subscriptions,copilot_usage_user_detail"
 
@@ -60,12 +61,7 @@ def test_unused_copilot_seats_with_their_money(sim, tmp_path, monkeypatch):
 
 
 def test_concealed_copilot_report_gives_one_warning(sim, tmp_path, monkeypatch):
-    sim.spec.report_names_concealed = True
-    try:
-        apply_env(monkeypatch, env := sim.env())
-        manifest, store = run(env, SNAPSHOT_DIR=str(tmp_path / "c"), M365_DATASETS=DATASETS_RUN)
-    finally:
-        sim.spec.report_names_concealed = False
+    manifest, store = run_concealed(sim, monkeypatch, tmp_path / "c", DATASETS_RUN)
     assert len([w for w in manifest["warnings"] if w["code"] == "copilot_report_concealed"]) == 1
     doc, lines = files_of(store, manifest)
     assert not [f for f in doc["findings"] if f["code"] == "copilot_unused"]

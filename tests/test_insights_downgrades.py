@@ -62,12 +62,7 @@ def test_downgrade_candidates_with_visible_names_and_prices(sim, tmp_path, monke
 
 
 def test_concealed_names_give_one_warning_not_one_per_user(sim, tmp_path, monkeypatch):
-    sim.spec.report_names_concealed = True
-    try:
-        apply_env(monkeypatch, env := sim.env())
-        manifest, store = run(env, SNAPSHOT_DIR=str(tmp_path / "c"), M365_DATASETS=DATASETS)
-    finally:
-        sim.spec.report_names_concealed = False
+    manifest, store = run_concealed(sim, monkeypatch, tmp_path / "c", DATASETS)
     warned = [w for w in manifest["warnings"] if w["code"] == "downgrade_reports_concealed"]
     assert len(warned) == 1 and "Display concealed user, group, and site names" in warned[0]["message"]
     assert manifest["insights"]["warnings"] == warned
@@ -108,3 +103,13 @@ def check_csv(store, manifest: dict, doc: dict, lines: list[dict]) -> None:
     latest = store.read_bytes(f"tenants/{manifest['tenantId']}/latest/licence_findings.csv")
     assert latest == data
 
+
+
+def run_concealed(sim, monkeypatch, out, datasets: str):
+    """A run while the simulated tenant conceals report names (Microsoft's default); visible again after."""
+    sim.spec.report_names_concealed = True
+    try:
+        apply_env(monkeypatch, env := sim.env())
+        return run(env, SNAPSHOT_DIR=str(out), M365_DATASETS=datasets)
+    finally:
+        sim.spec.report_names_concealed = False

@@ -7,7 +7,7 @@ Adding a dataset is adding a declaration here; nothing else should need to chang
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import quote
 
 from connector.catalog import beta_shapes, shapes
@@ -680,23 +680,13 @@ _DECLARATIONS = (
     # Beta only (learn: copilotreportroot-getmicrosoft365copilotusageuserdetail, "APIs under the /beta version
     # are subject to change. Use of these APIs in production applications is not supported."; Reports.Read.All;
     # global service only). Opt-in, and every run that collects it carries a `beta_endpoint` warning.
-    Dataset(
-        name="copilot_usage_user_detail",
-        description="Per Microsoft 365 Copilot licence holder: last Copilot activity overall and per app (Teams, "
+    replace(_report("copilot_usage_user_detail", "getMicrosoft365CopilotUsageUserDetail", "reports",
+                    "Per Microsoft 365 Copilot licence holder: last Copilot activity overall and per app (Teams, "
                     "Word, Excel, PowerPoint, Outlook, OneNote, Loop, Copilot Chat). Beta endpoint: opt-in.",
-        path="/copilot/reports/getMicrosoft365CopilotUsageUserDetail(period='{period}')",
-        builder="reports",
-        requires=(REPORTS_READ,),
-        upn_field="userPrincipalName",
-        strategy="beta_report",
-        clouds=GLOBAL_ONLY,
-        optional=(OptionalPermission(REPORT_SETTINGS_READ, "confirmation from /admin/reportSettings that user names "
-                                                           "are concealed"),),
-        record="one copilotUsageUserDetail (JSON report row, as Graph's /beta sends it)",
-        fields=beta_shapes.COPILOT_USAGE_USER,
-        api="beta",
-        opt_in=True,
-    ),
+                    beta_shapes.COPILOT_USAGE_USER),
+            path="/copilot/reports/getMicrosoft365CopilotUsageUserDetail(period='{period}')", strategy="beta_report",
+            report=None, api="beta", opt_in=True,
+            record="one copilotUsageUserDetail (JSON report row, as Graph's /beta sends it)"),
 )
 
 DATASETS: dict[str, Dataset] = {d.name: d for d in _DECLARATIONS}
