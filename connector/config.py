@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from connector.catalog.datasets import DATASETS
+from connector.catalog.datasets import DATASETS, DEFAULT_DATASETS
 from connector.catalog.quotas import QuotaError, parse_overrides, parse_scale
 
 GUID_HINT = "a GUID such as 00000000-0000-0000-0000-000000000000"
@@ -138,7 +138,7 @@ class Settings:
 
     @property
     def selected_datasets(self) -> tuple[str, ...]:
-        return self.datasets if self.datasets is not None else tuple(DATASETS)
+        return self.datasets if self.datasets is not None else DEFAULT_DATASETS  # opt-in ones only when named
 
 
 def _list(value: str) -> list[str]:

@@ -49,7 +49,12 @@ PLANS: dict[str, tuple[str, str, str]] = {
     "VISIO": ("VISIO_CLIENT_SUBSCRIPTION", "663a804f-1c30-4ff0-9915-9db84f0d1cea", "Visio"),
     "STREAM": ("MICROSOFTSTREAM", "acffdce6-c30f-4dc2-81c0-372e33c515ec", "MicrosoftStream"),
     "STORE": ("WINDOWS_STORE", "a420f25f-a7b3-4ff5-a9d0-5d58f73b537d", "WindowsStore"),
+    # Microsoft 365 Copilot's plans (Microsoft's product names CSV, SKU Microsoft_365_Copilot).
+    "COPILOT_APPS": ("M365_COPILOT_APPS", "a62f8878-de10-42f3-b68f-6149a25ceb97", "M365CopilotApps"),
+    "COPILOT_TEAMS": ("M365_COPILOT_TEAMS", "b95945de-b3bd-46db-8437-f2beb6ea2347", "M365CopilotTeams"),
+    "COPILOT_CHAT": ("M365_COPILOT_BUSINESS_CHAT", "3f30311c-6b1e-48a4-ab79-725b469da960", "M365CopilotChat"),
 }
+# Microsoft 365 Copilot (TenantSpec.copilot_share > 0): an add-on some E3 and E5 members hold, assigned directly.
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,10 @@ class Sku:
     applies_to: str = "User"
 
 
-def _skus(premium: bool) -> tuple[Sku, ...]:
+COPILOT = "COPILOT"
+
+
+def _skus(premium: bool, copilot: bool = False) -> tuple[Sku, ...]:
     office = ("EXO", "SPO", "OFFICE", "TEAMS", "SFB")
     skus = [
         Sku(
@@ -90,6 +98,9 @@ def _skus(premium: bool) -> tuple[Sku, ...]:
         Sku("STREAM", "STREAM", "1f2f344a-700d-42c9-9427-5cea1d5d7ba6", "Warning", ("STREAM", "EXOF")),
         Sku("STORE", "WINDOWS_STORE", "6470687e-a428-4b7a-bef2-8a291ad947c9", "Enabled", ("STORE",), "Company"),
     ]
+    if copilot:
+        skus.append(Sku(COPILOT, "Microsoft_365_Copilot", "639dec6b-bb19-468b-871c-c5c441c4b0cb", "Enabled",
+                        ("COPILOT_APPS", "COPILOT_TEAMS", "COPILOT_CHAT")))
     return tuple(skus)
 
 
@@ -134,9 +145,10 @@ class Grant(NamedTuple):
 class Licences:
     """The tenant's SKUs and who holds which, fixed at start (seed, premium, rounds of licence changes)."""
 
-    def __init__(self, seed: int, premium: bool, licence_changes: int) -> None:
+    def __init__(self, seed: int, premium: bool, licence_changes: int, copilot_share: float = 0.0) -> None:
         self.seed = seed
-        self.skus = _skus(premium)
+        self.copilot_share = copilot_share
+        self.skus = _skus(premium, copilot_share > 0)
         self.sku_by_key = {s.key: s for s in self.skus}
         self._combos = [
             tuple(k for k in next(c for limit, c in _COMBOS if byte < limit) if k in self.sku_by_key)
@@ -162,7 +174,11 @@ class Licences:
             c = digest(self.seed, f"licence-change:{r}:{index}")
             if c[0] < 8:
                 byte = c[1]
-        return self._combos[byte]
+        combo = self._combos[byte]
+        if self.copilot_share and ("E3" in combo or "E5" in combo):
+            if int.from_bytes(digest(self.seed, f"copilot:{index}")[:4], "big") / 2**32 < self.copilot_share:
+                combo = (*combo, COPILOT)
+        return combo
 
     def grants(self, index: int, kind: int, combo: tuple[str, ...]) -> tuple[Grant, ...]:
         """How user ``index`` holds each SKU of its combination. A member gets a SKU that a licence group

@@ -117,6 +117,13 @@ class TenantSpec:
     # stand-in little CPU (real Graph's CPU is not on the client's machine). Memory: about 2.5 KB per user
     # and select. Not a behaviour of Graph; off for tests.
     render_cache: bool = False
+    # Test data shaping, not a behaviour of Graph: this share of the users holding the E3 suite use Office
+    # like frontline workers (no desktop Office in getM365AppUserDetail, mailbox and OneDrive mostly under the
+    # 2 GB of Microsoft 365 F3), so the insights' downgrade rule has candidates to find. 0 turns it off.
+    frontline_share: float = 0.15
+    # Microsoft 365 Copilot seats: this share of the E3 and E5 members also hold the Copilot add-on
+    # (Microsoft_365_Copilot), and the beta Copilot usage report lists them. 0 (the default): no Copilot SKU.
+    copilot_share: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -134,6 +141,7 @@ class Tenant:
             raise ValueError(f"upn_initials has characters Entra does not allow in a UPN: {''.join(sorted(bad))}")
         self.domains = tuple(spec.domains)
         self.premium_at_start = spec.premium
+        self.frontline_share = spec.frontline_share
         now = spec.now or dt.datetime.now(dt.UTC)
         self.now = now.replace(hour=0, minute=0, second=0, microsecond=0) if spec.now is None else now
         self.now_epoch = int(self.now.timestamp())
@@ -145,7 +153,7 @@ class Tenant:
         self.managed_identity_principal_id = guid(digest(self.seed, "mi-principal"))
         self.initial_domain = self.domains[0]
         self.default_domain = self.domains[1] if len(self.domains) > 1 else self.domains[0]
-        self.licences = Licences(self.seed, spec.premium, spec.licence_changes)
+        self.licences = Licences(self.seed, spec.premium, spec.licence_changes, spec.copilot_share)
         self.skus = self.licences.skus
         self.index = UserIndex(self.seed, self.user_count, self.domains, self.upn_initials, self.licences)
         self.objects = UserObjects(self.seed, self.now_epoch, self.initial_domain, self.default_domain, self.licences)

@@ -47,6 +47,11 @@ _OFFICE_ACTIVE = [
 _APPS = (("Outlook", "outlook"), ("Word", "word"), ("Excel", "excel"), ("PowerPoint", "powerPoint"),
          ("OneNote", "oneNote"), ("Teams", "teams"))
 _PLATFORMS = (("Windows", "Windows"), ("Mac", "Mac"), ("Mobile", "Mobile"), ("Web", "Web"))
+_DESKTOP = ("Windows", "Mac")  # getM365AppUserDetail's desktop platforms (Mobile and Web are the others)
+# Test data shaping: frontline-like users' storage is drawn below this (Microsoft 365 F3 allows 2 GB of mailbox
+# and of OneDrive, learn.microsoft.com/microsoft-365/frontline/switch-from-enterprise-to-frontline), so about
+# two thirds of them fit and the others just miss.
+_FRONTLINE_STORAGE = 3 * 1024**3
 _M365_APP = [
     ("Report Refresh Date", "reportRefreshDate", "date"),
     ("User Principal Name", "userPrincipalName", "upn"),
@@ -185,6 +190,7 @@ PRODUCT_NAMES = {
     "E3": "MICROSOFT 365 E3", "E5": "OFFICE 365 E5", "EMS": "ENTERPRISE MOBILITY + SECURITY E3",
     "PBI": "POWER BI (FREE)", "FLOW": "MICROSOFT POWER AUTOMATE FREE", "CRM": "DYNAMICS 365 CUSTOMER ENGAGEMENT PLAN",
     "VISIO": "VISIO ONLINE PLAN 2", "STREAM": "MICROSOFT STREAM TRIAL", "STORE": "MICROSOFT STORE FOR BUSINESS",
+    "COPILOT": "MICROSOFT 365 COPILOT",
 }
 ZERO_GUID = "00000000-0000-0000-0000-000000000000"
 
@@ -219,6 +225,7 @@ class _UserRows:
     mailbox: bool
     spo: bool
     teams: bool
+    frontline: bool = False  # test data shaping (TenantSpec.frontline_share): web/mobile Office, small storage
 
     def recent(self, active: bool, window: int | None = None) -> str | None:
         window = max(self.days, 30) if window is None else window
@@ -263,6 +270,7 @@ def _m365_app(u: _UserRows) -> list[dict[str, Any]] | None:
     for _p, pj in _PLATFORMS:
         for _a, aj in _APPS:
             used = active and rnd.random() < (0.6 if pj in ("Windows", "Web") else 0.2)
+            used = used and not (u.frontline and pj in _DESKTOP)  # the draw is made all the same
             row[f"{aj}{pj}"] = used
             if used:
                 row[pj[0].lower() + pj[1:]] = True
@@ -301,6 +309,11 @@ def _email_activity(u: _UserRows) -> list[dict[str, Any]] | None:
     return rows
 
 
+def _storage(u: _UserRows, drawn: int) -> int:
+    """Bytes of storage used: as drawn, or below _FRONTLINE_STORAGE for a frontline-like user (test data shaping)."""
+    return drawn % _FRONTLINE_STORAGE if u.frontline else drawn
+
+
 def _mailbox_usage(u: _UserRows) -> list[dict[str, Any]] | None:
     rnd, user, refresh, days, combo, active, mailbox = u.rnd, u.user, u.refresh, u.days, u.combo, u.active, u.mailbox
     if not mailbox:
@@ -309,7 +322,7 @@ def _mailbox_usage(u: _UserRows) -> list[dict[str, Any]] | None:
     rows = [{"reportRefreshDate": refresh, "userPrincipalName": user["userPrincipalName"],
              "displayName": user["displayName"], "isDeleted": False, "deletedDate": None,
              "createdDate": user["createdDateTime"][:10], "lastActivityDate": u.seen(active),
-             "itemCount": rnd.randrange(0, 90000), "storageUsedInBytes": rnd.randrange(10**6, quota),
+             "itemCount": rnd.randrange(0, 90000), "storageUsedInBytes": _storage(u, rnd.randrange(10**6, quota)),
              "issueWarningQuotaInBytes": quota - 2 * 1024**3,
              "prohibitSendQuotaInBytes": quota - 1024**3, "prohibitSendReceiveQuotaInBytes": quota,
              "deletedItemCount": rnd.randrange(0, 5000), "deletedItemSizeInBytes": rnd.randrange(0, 10**9),
@@ -330,7 +343,8 @@ def _onedrive_usage(u: _UserRows) -> list[dict[str, Any]] | None:
              "siteUrl": f"https://{tenant_host}-my.sharepoint.com/personal/{local}",
              "ownerDisplayName": user["displayName"], "isDeleted": False,
              "lastActivityDate": u.seen(active), "fileCount": files,
-             "activeFileCount": rnd.randrange(0, files + 1), "storageUsedInBytes": rnd.randrange(0, 10**11),
+             "activeFileCount": rnd.randrange(0, files + 1),
+             "storageUsedInBytes": _storage(u, rnd.randrange(0, 10**11)),
              "storageAllocatedInBytes": 1024**4, "ownerPrincipalName": user["userPrincipalName"],
              "reportPeriod": days}]
     return rows
@@ -450,8 +464,12 @@ class UsageReports:
         base = {"reportRefreshDate": refresh, "userPrincipalName": user["userPrincipalName"],
                 "displayName": user["displayName"], "isDeleted": False, "deletedDate": None,
                 "assignedProducts": products, "reportPeriod": days}
+        # Test data shaping (TenantSpec.frontline_share): the same users in every report and period.
+        share = int.from_bytes(digest(self.seed, f"frontline:{i}")[:4], "big") / 2**32
+        frontline = "E3" in combo and share < self.tenant.frontline_share
         return _UserRows(self.tenant, refresh_epoch, refresh, days, user, combo, services, rnd, seen_epoch, active,
-                         products, base, "exchange" in services, "SharePoint" in services, "TeamspaceAPI" in services)
+                         products, base, "exchange" in services, "SharePoint" in services, "TeamspaceAPI" in services,
+                         frontline)
 
     def render(self, report: str, rows: list[dict[str, Any]]) -> bytes:
         """The CSV as downloaded: BOM, header line, every field quoted, CRLF line ends."""

@@ -139,3 +139,69 @@ def expected(sim: Any, started: str, *, days: int = 90, source: str = "signInAct
         excluded[key] = seat_findings.pop(key)
     return {"skus": fig, "findings": findings, "seatFindings": seat_findings, "users": users, "skuRecords": skus,
             "excluded": excluded}
+
+
+# Downgrades, restated from docs/insights.md: Microsoft 365 F3 has no desktop Office, no archive mailbox, and
+# 2 GB of mailbox and of OneDrive (learn.microsoft.com/microsoft-365/frontline/switch-from-enterprise-to-frontline).
+F3_LIMIT = 2 * 1024**3
+SUITES = {"SPE_E3": "SPE_F1", "ENTERPRISEPACK": "DESKLESSPACK"}
+
+
+def wasted(u: dict[str, Any], cutoff: datetime) -> bool:
+    """The user's licences are waste findings already: disabled, never signed in (an old account), inactive."""
+    last = last_success(u["signInActivity"])
+    old = ts(u["createdDateTime"]) < cutoff
+    return u["accountEnabled"] is False or (last is None and old) or (last is not None and last < cutoff)
+
+
+def expected_downgrades(sim: Any, started: str, *, days: int = 90, period: str = "D30"
+                        ) -> dict[tuple[str, str], dict[str, Any]]:
+    """(user id, suite skuId) -> evidence, for the holders of an E3 suite paid for whose usage fits F3 and whose
+    licence is not already a waste finding (disabled, never signed in, inactive)."""
+    cutoff = ts(started) - timedelta(days=days)
+    rows = {name: sim.usage.rows(name, period, concealed=False) for name in
+            ("getM365AppUserDetail", "getMailboxUsageDetail", "getOneDriveUsageAccountDetail")}
+    app = {r["userPrincipalName"].lower(): r for r in rows["getM365AppUserDetail"]}
+    mailbox = {r["userPrincipalName"].lower(): r for r in rows["getMailboxUsageDetail"]}
+    onedrive = {r["ownerPrincipalName"].lower(): r for r in rows["getOneDriveUsageAccountDetail"]}
+    skus = {s["skuId"]: s for s in sim.tenant.subscribed_skus()}
+    trials = {s["skuId"]: s["isTrial"] for s in sim.inventory.subscriptions()}
+    out = {}
+    for u in sim.tenant.users():
+        upn = u["userPrincipalName"].lower()
+        a, m, o = app.get(upn), mailbox.get(upn), onedrive.get(upn)
+        if not (a and m and o) or a["windows"] or a["mac"] or not a["lastActivityDate"]:
+            continue
+        if m["storageUsedInBytes"] > F3_LIMIT or m["hasArchive"] or o["storageUsedInBytes"] > F3_LIMIT:
+            continue
+        if wasted(u, cutoff):
+            continue
+        for lic in u["assignedLicenses"]:
+            sku = skus[lic["skuId"]]
+            if sku["skuPartNumber"] in SUITES and sku["capabilityStatus"] in ("Enabled", "Warning") \
+                    and not trials.get(lic["skuId"]):
+                out[(u["id"], lic["skuId"])] = {
+                    "downgradeTo": SUITES[sku["skuPartNumber"]], "mailboxBytes": m["storageUsedInBytes"],
+                    "oneDriveBytes": o["storageUsedInBytes"], "officeLastActivity": a["lastActivityDate"]}
+    return out
+
+
+def expected_copilot_unused(sim: Any, started: str, *, days: int = 90, period: str = "D30") -> set[str]:
+    """Ids of the users holding Microsoft 365 Copilot (a SKU paid for) with no Copilot activity in the Copilot
+    report's period whose licence is not already a waste finding (disabled, never signed in, inactive)."""
+    from simulator.copilot import rows
+
+    cutoff = ts(started) - timedelta(days=days)
+    active = {r["userPrincipalName"].lower() for r in rows(sim.tenant, period, False) if r["lastActivityDate"]}
+    skus = {s["skuId"]: s for s in sim.tenant.subscribed_skus()}
+    trials = {s["skuId"]: s["isTrial"] for s in sim.inventory.subscriptions()}
+    out = set()
+    for u in sim.tenant.users():
+        if wasted(u, cutoff):
+            continue
+        for lic in u["assignedLicenses"]:
+            sku = skus[lic["skuId"]]
+            if sku["skuPartNumber"] == "Microsoft_365_Copilot" and not trials.get(lic["skuId"]) \
+                    and u["userPrincipalName"].lower() not in active:
+                out.add(u["id"])
+    return out

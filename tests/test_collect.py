@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from connector.catalog.datasets import DATASETS, USER_FIELDS
+from connector.catalog.datasets import DATASETS, DEFAULT_DATASETS, USER_FIELDS
 from connector.store.contract import read_json
 from simulator import Simulator, TenantSpec
 from simulator.tenant import DEFAULT_ROLES
@@ -53,7 +53,7 @@ def test_full_collection_is_complete_and_verifiable(sim5000, sim_env, azurite, t
 
     assert manifest["status"] == "succeeded", manifest["warnings"]
     assert manifest["tenantId"] == sim5000.tenant_id
-    assert set(manifest["datasets"]) == set(DATASETS)
+    assert set(manifest["datasets"]) == set(DEFAULT_DATASETS) == set(DATASETS) - {"copilot_usage_user_detail"}  # opt-in
 
     users = read_dataset(store, manifest, "users")
     ids = collections.Counter(u["id"] for u in users)

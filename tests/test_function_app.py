@@ -27,7 +27,7 @@ from azure.storage.blob import BlobLeaseClient
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 import function_app
-from connector.catalog.datasets import DATASETS
+from connector.catalog.datasets import DEFAULT_DATASETS
 from connector.config import SETTING_NAMES, ConfigError, load_settings
 from connector.service import runs
 from connector.store.contract import read_json
@@ -208,7 +208,7 @@ def test_post_enqueues_and_the_worker_collects(sim, env, caplog):
 
     code, record = get(run_id)
     assert code == 200 and record["status"] == "queued" and record["trigger"] == "http"
-    assert record["requestedAt"] and record["startedAt"] is None and set(record["datasets"]) == set(DATASETS)
+    assert record["requestedAt"] and record["startedAt"] is None and set(record["datasets"]) == set(DEFAULT_DATASETS)
 
     raw = list(_queue(env, decode=False).peek_messages())
     assert len(raw) == 1
@@ -417,13 +417,13 @@ def test_bad_post_bodies(env, body, status, code, fragment):
     got, reply, _ = post(body)
     assert got == status
     assert reply["error"]["code"] == code and fragment in reply["error"]["message"]
-    assert reply["error"]["validDatasets"] == list(DATASETS)
+    assert reply["error"]["validDatasets"] == list(DEFAULT_DATASETS)  # opt-in ones only when M365_DATASETS has them
     assert queued_count(env) == 0
 
 
 def test_unknown_dataset_message_lists_valid_names(env):
     _, reply, _ = post(b'{"datasets": ["nope"]}')
-    for name in DATASETS:
+    for name in DEFAULT_DATASETS:
         assert name in reply["error"]["message"]
 
 

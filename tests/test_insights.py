@@ -3,6 +3,7 @@ manifest entries, compared with figures computed from the tenant's own data (tes
 
 from __future__ import annotations
 
+import copy
 import gzip
 import hashlib
 import json
@@ -12,6 +13,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+import jsonschema
 import orjson
 import pytest
 
@@ -91,7 +93,7 @@ def test_insights_equal_the_figures_computed_from_the_tenant(sim, env, tmp_path,
                           M365_PRICE_SHEET=price_sheet(tmp_path / "prices.csv", "NOT_A_SKU,1.00,EUR\n"))
     assert manifest["status"] == "succeeded" and manifest["insights"]["status"] == "succeeded"
     assert set(manifest["insights"]["files"]) == {"insights.json", "licence_findings.jsonl.gz", "report.html",
-                                                  "user_licences.jsonl.gz"}
+                                                  "user_licences.jsonl.gz", "licence_findings.csv"}
     warning = [w for w in manifest["warnings"] if w["code"] == "price_sheet_unknown_sku"]
     assert len(warning) == 1 and "NOT_A_SKU" in warning[0]["message"]
     doc, lines = files_of(store, manifest)
@@ -145,6 +147,7 @@ def test_insights_equal_the_figures_computed_from_the_tenant(sim, env, tmp_path,
     top = doc["findings"][0]
     assert top["monthlySaving"] == max(f.get("monthlySaving") or 0 for f in doc["findings"]) > 0
     check_recommendations(doc, lines, want)
+    check_schema(doc)  # with overlaps, renewals and free SKUs in it
     assert doc["changes"] is None and "no earlier published run" in doc["basis"]["fallbacks"]["changes"]
     assert [p["runId"] for p in doc["trend"]] == [manifest["runId"]]
     # A run reads back what it published: the users' lines in user_licences match the users file.
@@ -447,3 +450,19 @@ def test_exclusions_are_reported_not_dropped(sim, env, tmp_path):
     assert doc["basis"]["exclusions"]["skus"] == ["ems"] and doc["basis"]["exclusions"]["users"] == [upn.lower()]
     with pytest.raises(ConfigError, match="M365_INSIGHTS_EXCLUDE"):
         run(env, SNAPSHOT_DIR=str(tmp_path / "x"), M365_DATASETS=DATASETS, M365_INSIGHTS_EXCLUDE="licence:E3")
+
+
+def check_schema(doc: dict) -> None:
+    """docs/schema/insights.schema.json (as `python -m connector docs` wrote it) accepts a real run's insights.json
+    and refuses one with an unknown finding code or a finding without its count."""
+    schema = json.loads((Path(__file__).resolve().parent.parent / "docs" / "schema" / "insights.schema.json")
+                        .read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    validator.validate(doc)
+    from connector.insights.analysis import FINDINGS
+    assert set(schema["properties"]["findings"]["items"]["properties"]["code"]["enum"]) == set(FINDINGS)
+    bad = copy.deepcopy(doc)
+    bad["findings"][0]["code"] = "no_such_code"
+    del bad["findings"][1]["count"]
+    assert len(list(validator.iter_errors(bad))) == 2

@@ -41,8 +41,9 @@ LARGE_USERS = 25_000
 def snapshots(tmp_path_factory, monkeypatch_module) -> dict[str, list[dict[str, Any]]]:
     """Records of every dataset as written by the connector (the large ones from a large tenant)."""
     out: dict[str, list[dict[str, Any]]] = {}
-    for users, datasets in ((LARGE_USERS, ",".join(LARGE)), (1200, "*")):
-        with Simulator(TenantSpec(seed=21, users=users)) as sim:
+    # Every dataset, the opt-in ones too (named: '*' leaves them out), with Copilot seats for the Copilot report.
+    for users, datasets, copilot in ((LARGE_USERS, ",".join(LARGE), 0.0), (1200, ",".join(DATASETS), 0.3)):
+        with Simulator(TenantSpec(seed=21, users=users, copilot_share=copilot)) as sim:
             env = sim.env(secret_in="env")
             apply_env(monkeypatch_module, env)
             manifest, store = run(env, SNAPSHOT_DIR=str(tmp_path_factory.mktemp("snap")), M365_DATASETS=datasets)

@@ -7,10 +7,10 @@ Adding a dataset is adding a declaration here; nothing else should need to chang
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import quote
 
-from connector.catalog import shapes
+from connector.catalog import beta_shapes, shapes
 from connector.catalog.shapes import Field
 
 # Roles that let an app read every user (least privileged first).
@@ -181,6 +181,8 @@ class Dataset:
     optional: tuple[OptionalPermission, ...] = ()  # used when granted, never required
     fan_out: FanOut | None = None  # strategy "fan_out": the $batch legs
     clouds: frozenset[str] = ALL_CLOUDS  # M365_CLOUD values where Graph offers the API; elsewhere skipped
+    api: str = "v1.0"  # Graph version the path is under; "beta" only for an opt-in dataset
+    opt_in: bool = False  # collected only when M365_DATASETS names it (not in the default '*')
 
     @property
     def file(self) -> str:
@@ -675,6 +677,17 @@ _DECLARATIONS = (
         record="one unifiedRoleAssignmentSchedule (Graph resource)",
         fields=shapes.ROLE_ASSIGNMENT_SCHEDULES,
     ),
+    # Beta only (learn: copilotreportroot-getmicrosoft365copilotusageuserdetail, "APIs under the /beta version
+    # are subject to change. Use of these APIs in production applications is not supported."; Reports.Read.All;
+    # global service only). Opt-in, and every run that collects it carries a `beta_endpoint` warning.
+    replace(_report("copilot_usage_user_detail", "getMicrosoft365CopilotUsageUserDetail", "reports",
+                    "Per Microsoft 365 Copilot licence holder: last Copilot activity overall and per app (Teams, "
+                    "Word, Excel, PowerPoint, Outlook, OneNote, Loop, Copilot Chat). Beta endpoint: opt-in.",
+                    beta_shapes.COPILOT_USAGE_USER),
+            path="/copilot/reports/getMicrosoft365CopilotUsageUserDetail(period='{period}')", strategy="beta_report",
+            report=None, api="beta", opt_in=True,
+            record="one copilotUsageUserDetail (JSON report row, as Graph's /beta sends it)"),
 )
 
 DATASETS: dict[str, Dataset] = {d.name: d for d in _DECLARATIONS}
+DEFAULT_DATASETS = tuple(name for name, d in DATASETS.items() if not d.opt_in)  # what M365_DATASETS='*' collects

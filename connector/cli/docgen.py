@@ -86,6 +86,8 @@ def _request(ds) -> str:
     if ds.strategy == "report":
         call = f"{ds.path}(period='D30')" if ds.report_period else f"{ds.path}()"
         return f"`GET {call}`"
+    if ds.api != "v1.0":  # opt-in, from another version of Graph
+        return f"`GET /{ds.api}{ds.path.format(period='D30')}?$format=application/json` (opt-in: not in `*`)"
     text = f"`GET {ds.path}{'?' + query if query else ''}`"
     return text if ds.strategy == "pages" else f"{text} (strategy `{ds.strategy}`)"
 
@@ -136,11 +138,14 @@ SCHEMA_DIR = "docs/schema"
 
 
 def schema_files() -> dict[str, bytes]:
-    """docs/schema/<dataset>.schema.json for every dataset, as written."""
+    """docs/schema/<dataset>.schema.json for every dataset, and insights.schema.json, as written."""
     from connector.catalog.schema import json_schema
+    from connector.insights.contract import insights_schema
 
-    return {f"{SCHEMA_DIR}/{ds.name}.schema.json": orjson.dumps(json_schema(ds), option=orjson.OPT_INDENT_2) + b"\n"
-            for ds in DATASETS.values()}
+    files = {f"{SCHEMA_DIR}/{ds.name}.schema.json": orjson.dumps(json_schema(ds), option=orjson.OPT_INDENT_2) + b"\n"
+             for ds in DATASETS.values()}
+    files[f"{SCHEMA_DIR}/insights.schema.json"] = orjson.dumps(insights_schema(), option=orjson.OPT_INDENT_2) + b"\n"
+    return files
 
 
 OPENAPI_FILE = "docs/openapi.json"

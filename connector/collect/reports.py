@@ -217,20 +217,20 @@ async def report(ctx: Context, ds: Dataset) -> AsyncIterator[list[dict[str, Any]
         async for chunk in response.aiter_bytes():
             buffered.extend(parser.feed(chunk))
             if first and (buffered and len(buffered) >= 50):
-                _conceal_check(ctx, ds, buffered, confirmed)
+                conceal_check(ctx, ds, buffered, confirmed)
                 first = False
             if len(buffered) >= ROWS_PER_BATCH:
                 yield buffered
                 buffered = []
         buffered.extend(parser.feed(b"", final=True))
         if first:
-            _conceal_check(ctx, ds, buffered, confirmed)
+            conceal_check(ctx, ds, buffered, confirmed)
         if buffered:
             yield buffered
     ctx.extra["columns"] = parser.fields
 
 
-def _conceal_check(ctx: Context, ds: Dataset, rows: list[dict[str, Any]], confirmed: bool | None) -> None:
+def conceal_check(ctx: Context, ds: Dataset, rows: list[dict[str, Any]], confirmed: bool | None) -> None:
     """Concealed names are 32-hex hashes: the report cannot be joined to users, nor domain-filtered."""
     key = ds.upn_field or "userPrincipalName"
     names = [r.get(key) for r in rows if r.get(key)]

@@ -18,7 +18,7 @@ from connector.catalog.datasets import Dataset
 from connector.graph.client import Graph
 
 # Modules that register strategies; importing them fills STRATEGIES.
-STRATEGY_MODULES = tuple(f"connector.collect.{name}" for name in ("paging", "batch", "reports", "apps"))
+STRATEGY_MODULES = tuple(f"connector.collect.{name}" for name in ("paging", "batch", "reports", "apps", "beta"))
 
 Records = list[dict[str, Any]]
 Strategy = Callable[["Context", Dataset], AsyncIterator[Records]]

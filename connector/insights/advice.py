@@ -5,6 +5,7 @@ soon, and what a setting asks to leave out (exclusions). docs/insights.md states
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -149,3 +150,73 @@ def renewals(subscriptions: list[dict[str, Any]], skus: dict[str, dict[str, Any]
         entry["seats"] += seats
         entry["subscriptions"].append({"id": sub.get("id"), "renewsOn": sub["nextLifecycleDateTime"], "seats": seats})
     return renew, trials
+
+
+# Downgrades: the suite -> the frontline plan that would do for a user who uses Office only on the web and on
+# mobile and keeps mailbox and OneDrive under its limits. Source (limits and what F3 lacks): Microsoft,
+# "Changing from a Microsoft 365 E plan to a Microsoft 365 F plan",
+# learn.microsoft.com/microsoft-365/frontline/switch-from-enterprise-to-frontline: F plans have no Office
+# desktop apps; F3 has a 2 GB mailbox, no archive mailbox, 2 GB of OneDrive, no Teams Phone.
+DOWNGRADES = {  # suite part number -> (target part number, target skuId from Microsoft's product names CSV)
+    "SPE_E3": ("SPE_F1", "66b55226-6b4f-492c-910c-a3b7a3c9d993"),  # Microsoft 365 E3 -> Microsoft 365 F3
+    "ENTERPRISEPACK": ("DESKLESSPACK", "4b585984-651b-448a-9e53-3b10f069cf7f"),  # Office 365 E3 -> Office 365 F3
+}
+F3_LIMIT_BYTES = 2 * 1024**3  # mailbox and OneDrive (Exchange quotas are binary gigabytes)
+DOWNGRADE_REPORTS = ("report_m365_app_user_detail", "report_mailbox_usage_detail",
+                     "report_onedrive_usage_account_detail")
+
+
+def downgrade_fits(app: Iterable[dict[str, Any]], mailbox: Iterable[dict[str, Any]],
+                   onedrive: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """userPrincipalName (lower case) -> evidence, for the users whose usage in the reports' period fits F3:
+    in getM365AppUserDetail with Office activity and no desktop use (Windows, Mac), in getMailboxUsageDetail
+    with at most 2 GB used and no archive, in getOneDriveUsageAccountDetail with at most 2 GB used. A user
+    missing from a report, or listed twice with one row that does not fit, is not a candidate."""
+    fits: dict[str, dict[str, Any]] = {}
+    bad: set[str] = set()
+    for row in app:
+        upn = (row.get("userPrincipalName") or "").lower()
+        if not upn:
+            continue
+        if row.get("windows") is not False or row.get("mac") is not False or not row.get("lastActivityDate"):
+            bad.add(upn)
+            continue
+        fits[upn] = {"desktopApps": False, "platforms": [p for p in ("web", "mobile") if row.get(p)],
+                     "officeLastActivity": row.get("lastActivityDate"), "reportPeriod": row.get("reportPeriod")}
+    for rows, key, name, archive in ((mailbox, "userPrincipalName", "mailboxBytes", True),
+                                      (onedrive, "ownerPrincipalName", "oneDriveBytes", False)):
+        seen: set[str] = set()
+        for row in rows:
+            upn = (row.get(key) or "").lower()
+            if upn not in fits:
+                continue
+            used = row.get("storageUsedInBytes")
+            if not isinstance(used, int) or used > F3_LIMIT_BYTES or (archive and row.get("hasArchive")):
+                bad.add(upn)
+            seen.add(upn)
+            fits[upn][name] = max(used, fits[upn].get(name) or 0) if isinstance(used, int) else None
+        for upn in [u for u in fits if u not in seen]:
+            del fits[upn]
+    for upn in bad:
+        fits.pop(upn, None)
+    for evidence in fits.values():
+        evidence["limitBytes"] = F3_LIMIT_BYTES
+    return fits
+
+
+# Copilot seats: Microsoft 365 Copilot licences (product names CSV: Microsoft_365_Copilot) held by users with no
+# Copilot activity in the period of the Copilot usage report (opt-in dataset copilot_usage_user_detail, beta).
+COPILOT_SKUS = frozenset({"MICROSOFT_365_COPILOT"})
+COPILOT_REPORT = "copilot_usage_user_detail"
+
+
+def copilot_activity(rows: Iterable[dict[str, Any]]) -> dict[str, str | None]:
+    """userPrincipalName (lower case) -> the last Copilot activity date in the period, or None (listed, no
+    activity). A user listed twice keeps the latest date."""
+    seen: dict[str, str | None] = {}
+    for row in rows:
+        upn = (row.get("userPrincipalName") or "").lower()
+        if upn:
+            last = row.get("lastActivityDate") or None
+            seen[upn] = max(filter(None, (seen.get(upn), last)), default=None)
+    return seen

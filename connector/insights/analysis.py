@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from connector.insights.advice import Exclusions, Overlaps
+from connector.insights.advice import COPILOT_SKUS, DOWNGRADES, Exclusions, Overlaps
 from connector.insights.read import GzLines, lines, records
 from connector.spool import KeyValueSpool
 from connector.store.contract import Store
@@ -45,6 +45,8 @@ FINDINGS: dict[str, tuple[str, str, bool]] = {
     "overlapping_licence": ("medium", "users", False),  # money: the redundant SKU's price
     "renewal_unused_seats": ("medium", "seats", False),  # money: the seats not renewed
     "trial_ending": ("medium", "users", False),
+    "downgrade_candidate": ("low", "users", False),  # money: the suite's price less the cheaper plan's
+    "copilot_unused": ("medium", "users", False),  # money: the Copilot licence's price
 }
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2, "info": 3}  # info: about a free SKU
 _WASTE = {DISABLED: "licence_on_disabled_account", NEVER_SIGNED_IN: "licence_never_used", INACTIVE: "licence_inactive"}
@@ -178,7 +180,8 @@ class Tally:
     def __init__(self, skus: Iterable[dict[str, Any]], *, started: int, inactive_days: int, activity: Activity,
                  group_names: dict[str, str], lines: GzLines | None, billed: Callable[[SkuTally], bool],
                  free: Callable[[SkuTally], bool] = lambda t: False, overlaps: Overlaps | None = None,
-                 exclusions: Exclusions | None = None):
+                 exclusions: Exclusions | None = None, downgrades: dict[str, dict[str, Any]] | None = None,
+                 csv: Any = None, copilot: dict[str, str | None] | None = None):
         self.skus: dict[str, SkuTally] = {}
         for s in skus:
             sid = (s.get("skuId") or "").lower()
@@ -187,11 +190,17 @@ class Tally:
             t.billed = billed(t)  # waste findings only where seats are paid for
             t.free = free(t)
         self.overlaps = overlaps
+        self.fits = downgrades or {}  # userPrincipalName -> usage evidence that fits the cheaper plan
+        self.downgrade_to = {sid: DOWNGRADES[t.part_number.upper()][0] for sid, t in self.skus.items()
+                             if t.part_number.upper() in DOWNGRADES and t.billed}
         self.exclusions = exclusions or Exclusions()
         self.cutoff = started - inactive_days * 86400
         self.activity = activity
         self.group_names = group_names
         self.lines = lines
+        self.csv = csv  # export.FindingsCsv: the same lines in the admin center's CSV shape
+        self.copilot = copilot  # userPrincipalName -> last Copilot activity (None: none) from the Copilot report
+        self.copilot_skus = {sid for sid, t in self.skus.items() if t.part_number.upper() in COPILOT_SKUS}
         self.findings: dict[tuple[str, str], Finding] = {}
         self.users = self.licensed = self.guests = self.licensed_guests = 0
         self.user_classes = dict.fromkeys((ACTIVE, NEW, INACTIVE, NEVER_SIGNED_IN, DISABLED, UNKNOWN), 0)
@@ -294,11 +303,31 @@ class Tally:
                     extra = {"coveredBy": [self.skus[c].part_number if c in self.skus else c for c in cover],
                              "sharedPlans": list(plans)}
                     hit("overlapping_licence", self.sku(sid), user, last, sid, direct, via, extra=extra)
+            if self.copilot is not None and not waste and self.copilot_skus.intersection(held):
+                self._copilot(user, held, last, direct, via)
+            if self.fits and not waste:  # a disabled or unused licence is a waste finding, not a downgrade
+                fit = self.fits.get((get("userPrincipalName") or "").lower())
+                for sid in held if fit is not None else ():
+                    if sid in self.downgrade_to:
+                        hit("downgrade_candidate", skus[sid], user, last, sid, direct, via,
+                            extra={"downgradeTo": self.downgrade_to[sid], **fit})
         for sid, err in errors.items():
             t = self.sku(sid)
             t.group_errors += 1
             hit("group_assignment_error", t, user, last, sid, direct, via, err)
         return held
+
+    def _copilot(self, user: dict[str, Any], held: set[str], last: int | None, direct: set[str],
+                 via: dict[str, list[str]]) -> None:
+        """A Copilot licence paid for whose holder has no Copilot activity in the report's period."""
+        upn = (user.get("userPrincipalName") or "").lower()
+        if self.copilot.get(upn):  # type: ignore[union-attr]
+            return
+        listed = upn in self.copilot  # type: ignore[operator]
+        for sid in self.copilot_skus.intersection(held):
+            if self.skus[sid].billed:
+                self._hit("copilot_unused", self.skus[sid], user, last, sid, direct, via,
+                          extra={"copilotLastActivity": None, "inCopilotReport": listed})
 
     def _path(self, sid: str, direct: set[str], via: dict[str, list[str]]) -> tuple[str, list[dict[str, Any]]]:
         groups = via.get(sid)
@@ -346,6 +375,8 @@ class Tally:
         if excluded:
             line["excluded"] = excluded
         self.lines.write(line)
+        if self.csv is not None:
+            self.csv.write(line, "info" if t.free else FINDINGS[code][0])
 
     def seat_finding(self, code: str, t: SkuTally, count: int) -> None:
         """A finding about seats; an excluded SKU's is reported as excluded."""

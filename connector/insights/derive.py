@@ -16,7 +16,17 @@ from typing import Any
 import orjson
 
 from connector import __version__
-from connector.insights.advice import Exclusions, Overlaps, free_skus, renewals
+from connector.insights.advice import (
+    COPILOT_REPORT,
+    DOWNGRADE_REPORTS,
+    DOWNGRADES,
+    Exclusions,
+    Overlaps,
+    copilot_activity,
+    downgrade_fits,
+    free_skus,
+    renewals,
+)
 from connector.insights.analysis import (
     DISABLED,
     FINDINGS,
@@ -34,6 +44,7 @@ from connector.insights.analysis import (
     report_activity,
     sign_in_activity,
 )
+from connector.insights.export import FindingsCsv
 from connector.insights.names import ProductNames
 from connector.insights.names import load as load_names
 from connector.insights.prices import PriceSheet
@@ -47,7 +58,8 @@ log = logging.getLogger("m365_connector")
 INSIGHTS_VERSION = 1
 INSIGHTS_FILE, FINDINGS_FILE, REPORT_FILE = "insights.json", "licence_findings.jsonl.gz", "report.html"
 USER_LICENCES_FILE = "user_licences.jsonl.gz"  # id and SKU ids per user: the next run's changes compare with it
-DERIVED_FILES = (INSIGHTS_FILE, FINDINGS_FILE, REPORT_FILE, USER_LICENCES_FILE)
+CSV_FILE = "licence_findings.csv"  # the findings in the admin center's CSV shape (export.py)
+DERIVED_FILES = (INSIGHTS_FILE, FINDINGS_FILE, REPORT_FILE, USER_LICENCES_FILE, CSV_FILE)
 TREND_RUNS = 12  # runs on the report's trend chart, this one included
 PUBLISHED = ("succeeded", "partial")
 ACTIVITY_REPORT = "report_office365_active_user_detail"
@@ -82,6 +94,53 @@ def _activity(store: Store, prefix: str, datasets: dict[str, Any]) -> tuple[Acti
     facts["usageReports"] = ("concealed" if _usable(report) and report.get("concealed") else
                              "empty" if _usable(report) else "absent")
     return Activity(None), facts
+
+
+CONCEALED_FIX = ("turn off \"Display concealed user, group, and site names in all reports\" (Microsoft 365 admin "
+                 "center, Settings, Org settings, Services, Reports) and collect again")
+
+
+Downgrade = tuple[dict[str, dict[str, Any]] | None, str, list[dict[str, str]]]  # fits, basis note, warnings
+# subscriptions by SKU, subscription records, exclusions, downgrade inputs, Copilot inputs
+Copilot = tuple[dict[str, str | None] | None, str, list[dict[str, str]]]  # activity by user, basis note, warnings
+Advice = tuple[dict[str, dict[str, Any]], list[dict[str, Any]], Exclusions, Downgrade, Copilot]
+
+
+def _downgrade_inputs(store: Store, prefix: str, datasets: dict[str, Any]) -> Downgrade:
+    """The users whose usage fits a cheaper plan (advice.downgrade_fits), what the rule rests on, and the
+    run's one warning when the reports conceal names (they cannot be joined to users then)."""
+    entries = [datasets.get(n) for n in DOWNGRADE_REPORTS]
+    missing = [n for n, e in zip(DOWNGRADE_REPORTS, entries, strict=True) if not _usable(e)]
+    if missing:
+        return None, f"not applied: the run lacks the usage report(s) {', '.join(missing)} (M365_DATASETS)", []
+    concealed = [n for n, e in zip(DOWNGRADE_REPORTS, entries, strict=True) if e.get("concealed") is not False]
+    if concealed:
+        note = (f"not applied: user names are concealed in {', '.join(concealed)}, so usage cannot be joined to "
+                f"users; {CONCEALED_FIX}")
+        return None, note, [{"code": "downgrade_reports_concealed",
+                             "message": "Downgrade candidates (licences a cheaper plan would do for) were not "
+                                        "computed: the usage reports conceal user names. To get them, "
+                                        f"{CONCEALED_FIX}."}]
+    fits = downgrade_fits(*(records(store, f"{prefix}/{e['file']}") for e in entries))
+    return fits, ("holders of Microsoft 365 E3 or Office 365 E3 whose usage in the reports' period fits F3: no "
+                  "desktop Office, mailbox (no archive) and OneDrive at most 2 GB (docs/insights.md)"), []
+
+
+def _copilot_inputs(store: Store, prefix: str, datasets: dict[str, Any]) -> Copilot:
+    """Copilot activity per user from the opt-in Copilot usage report, what the rule rests on, and the run's one
+    warning when the report conceals names."""
+    entry = datasets.get(COPILOT_REPORT)
+    if not _usable(entry):
+        return None, (f"not applied: the run did not collect {COPILOT_REPORT} (opt-in, Graph beta: add it to "
+                      "M365_DATASETS)"), []
+    if entry.get("concealed") is not False:
+        note = f"not applied: user names are concealed in {COPILOT_REPORT}; {CONCEALED_FIX}"
+        return None, note, [{"code": "copilot_report_concealed",
+                             "message": "Unused Copilot seats were not computed: the Copilot usage report conceals "
+                                        f"user names. To get them, {CONCEALED_FIX}."}]
+    return copilot_activity(records(store, f"{prefix}/{entry['file']}")), (
+        f"Microsoft 365 Copilot holders without a lastActivityDate in {COPILOT_REPORT} (period "
+        f"{entry.get('period') or 'of the run'}), joined on userPrincipalName"), []
 
 
 def find_runs(store: Store, current: dict[str, Any], limit: int) -> list[tuple[str, dict[str, Any]]]:
@@ -188,7 +247,17 @@ def _sku_entry(t: SkuTally, names: ProductNames, prices: PriceSheet | None, acti
     return entry
 
 
-SAVES = ("overlapping_licence", "renewal_unused_seats")  # codes whose count x price is a saving, like waste
+# codes whose count x price is a saving, like waste
+SAVES = ("overlapping_licence", "renewal_unused_seats", "copilot_unused")
+
+
+def _downgrade_detail(sku: dict[str, Any], prices: PriceSheet | None, names: ProductNames) -> dict[str, Any]:
+    """The cheaper plan a downgrade_candidate finding names, with its price when the sheet has one."""
+    part, sku_id = DOWNGRADES[sku["skuPartNumber"].upper()]
+    price = prices.price(part) if prices else None
+    return {"downgradeTo": {"skuPartNumber": part, "skuId": sku_id, "productName": names.name(sku_id),
+                            "monthlyPrice": _money(price[0]) if price else None,
+                            "currency": price[1] if price else None}}
 
 
 def _finding(f: Finding, sku: dict[str, Any], inactive_days: int, detail: dict[str, Any] | None = None
@@ -205,6 +274,10 @@ def _finding(f: Finding, sku: dict[str, Any], inactive_days: int, detail: dict[s
         out.update(monthlyWaste=_money(sku["monthlyPrice"] * f.count), currency=sku["currency"])
     if (wastes or f.code in SAVES) and priced:
         monthly = _money(sku["monthlyPrice"] * f.count)
+        out.update(monthlySaving=monthly, yearlySaving=_money(monthly * 12), currency=sku["currency"])
+    target = out.get("downgradeTo")
+    if target and priced and target["monthlyPrice"] is not None and target["currency"] == sku["currency"]:
+        monthly = _money(max(sku["monthlyPrice"] - target["monthlyPrice"], 0) * f.count)
         out.update(monthlySaving=monthly, yearlySaving=_money(monthly * 12), currency=sku["currency"])
     return out
 
@@ -350,9 +423,10 @@ def _derive(store: Store, manifest: dict[str, Any], settings: Any, prices: Price
     try:  # the spools (on-disk look-ups) are closed in every exit path
         earlier = find_runs(store, manifest, TREND_RUNS - 1)
         changes, previous, no_changes = _changes(store, manifest, earlier[0] if earlier else None)
-        exclusions = _exclusions(store, prefix, datasets, settings, group_names)
+        advice = (subs, sub_records, _exclusions(store, prefix, datasets, settings, group_names),
+                  _downgrade_inputs(store, prefix, datasets), _copilot_inputs(store, prefix, datasets))
         return _compute(store, manifest, settings, prices, names, prefix, datasets, sku_records, group_names,
-                        (subs, sub_records, exclusions), activity, inputs, earlier, changes, previous, no_changes)
+                        advice, activity, inputs, earlier, changes, previous, no_changes)
     finally:
         activity.close()
         if changes is not None:
@@ -384,42 +458,44 @@ def _overlaps(sku_records: list[dict[str, Any]], subs: dict[str, dict[str, Any]]
 
 def _compute(store: Store, manifest: dict[str, Any], settings: Any, prices: PriceSheet | None, names: ProductNames,
              prefix: str, datasets: dict[str, Any], sku_records: list[dict[str, Any]], group_names: dict[str, str],
-             advice: tuple[dict[str, dict[str, Any]], list[dict[str, Any]], Exclusions], activity: Activity,
+             advice: Advice, activity: Activity,
              inputs: dict[str, Any], earlier: list[tuple[str, dict[str, Any]]], changes: Changes | None,
              previous: dict[str, Any] | None, no_changes: str | None) -> dict[str, Any]:
-    subs, _sub_records, exclusions = advice
+    subs, _sub_records, exclusions, downgrade, copilot = advice
     lines = GzLines(store, f"{prefix}/{FINDINGS_FILE}")
     flat = GzLines(store, f"{prefix}/{USER_LICENCES_FILE}")
+    table = FindingsCsv(store, f"{prefix}/{CSV_FILE}", names.name)
     tally = Tally(sku_records, started=epoch(manifest["startedAt"]) or int(time.time()),
                   inactive_days=settings.inactive_days, activity=activity, group_names=group_names, lines=lines,
                   billed=lambda t: is_billed(t, subs, prices),
                   free=lambda t: free_reason(t.part_number, prices) is not None,
-                  overlaps=_overlaps(sku_records, subs, prices), exclusions=exclusions)
+                  overlaps=_overlaps(sku_records, subs, prices), exclusions=exclusions,
+                  downgrades=downgrade[0], csv=table, copilot=copilot[0])
     try:  # nothing becomes visible unless every file is complete
         count_users(store, f"{prefix}/{datasets['users']['file']}", tally, changes, flat)
         tally.seat_findings()
-        findings_file, flat_file = lines.finish(), flat.finish()
+        findings_file, flat_file, csv_file = lines.finish(), flat.finish(), table.finish()
         doc = _document(manifest, settings, tally, names, prices, advice, activity, inputs, previous, no_changes,
                         changes, store, earlier)
         html = render(doc)
-        lines.commit()
-        flat.commit()
+        for done in (lines, flat, table):
+            done.commit()
     except BaseException:
-        lines.abort()
-        flat.abort()
+        for partial in (lines, flat, table):
+            partial.abort()
         raise
-    files = {FINDINGS_FILE: findings_file, USER_LICENCES_FILE: flat_file,
+    files = {FINDINGS_FILE: findings_file, USER_LICENCES_FILE: flat_file, CSV_FILE: csv_file,
              REPORT_FILE: put(store, f"{prefix}/{REPORT_FILE}", html, "text/html; charset=utf-8"),
              INSIGHTS_FILE: put(store, f"{prefix}/{INSIGHTS_FILE}",
                                 orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n", "application/json")}
     return {"status": "succeeded", "files": files, "findings": len(doc["findings"]), "cpuSeconds": None,
-            "warnings": _price_warnings(prices, doc["skus"])}
+            "warnings": _price_warnings(prices, doc["skus"]) + downgrade[2] + copilot[2]}
 
 
 def _price_warnings(prices: PriceSheet | None, skus: list[dict[str, Any]]) -> list[dict[str, str]]:
     if not prices:
         return []
-    present = {s["skuPartNumber"].upper() for s in skus}
+    present = {s["skuPartNumber"].upper() for s in skus} | {t for t, _ in DOWNGRADES.values()}  # priced targets
     unknown = sorted(p for p in prices.prices if p not in present)
     if not unknown:
         return []
@@ -429,17 +505,20 @@ def _price_warnings(prices: PriceSheet | None, skus: list[dict[str, Any]]) -> li
 
 
 def _document(manifest: dict[str, Any], settings: Any, tally: Tally, names: ProductNames,
-              prices: PriceSheet | None, advice: tuple[dict[str, dict[str, Any]], list[dict[str, Any]], Exclusions],
+              prices: PriceSheet | None, advice: Advice,
               activity: Activity, inputs: dict[str, Any], previous: dict[str, Any] | None, no_changes: str | None,
               changes: Changes | None, store: Store, earlier: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     """insights.json from the finished tally."""
-    subs, sub_records, exclusions = advice
+    subs, sub_records, exclusions, downgrade, copilot = advice
     datasets = manifest["datasets"]
     known = activity.source
     skus = [_sku_entry(t, names, prices, known, subs) for t in tally.skus.values()]
     skus.sort(key=lambda s: (-(s["assigned"] or 0), s["skuPartNumber"]))
     by_id = {s["skuId"]: s for s in skus}
     details = _advice(tally, skus, sub_records, epoch(manifest["startedAt"]) or 0)
+    for code, sid in tally.findings:
+        if code == "downgrade_candidate":
+            details[(code, sid)] = _downgrade_detail(by_id[sid], prices, names)
     findings = [_finding(f, by_id[f.sku.sku_id], settings.inactive_days, details.get(key))
                 for key, f in tally.findings.items()]
     findings.sort(key=lambda f: (-(f.get("monthlySaving") or 0), SEVERITY_ORDER[f["severity"]], -f["count"],
@@ -458,6 +537,8 @@ def _document(manifest: dict[str, Any], settings: Any, tally: Tally, names: Prod
         "changes": _change_block(changes, previous, skus) if changes and previous else None,
     }
     doc["basis"]["freeSkus"] = FREE_BASIS
+    doc["basis"]["fallbacks"]["downgrades"] = downgrade[1]
+    doc["basis"]["fallbacks"]["copilotSeats"] = copilot[1]
     doc["basis"]["exclusions"] = exclusions.basis(tuple(getattr(settings, "insights_exclude", ()) or ()))
     doc["trend"] = _trend(store, earlier) + [trend_point(doc)]
     return doc

@@ -39,6 +39,25 @@ def _advice(code: str, n: int, sku: dict[str, Any], what: str, listed: str, deta
         return (f"{_plural(n, 'user')} {'holds' if n == 1 else 'hold'} {what}, a trial that ends on {when}.",
                 f"Buy the product before {when} or move these users to another licence; they lose the service "
                 f"when the trial ends ({ADMIN_BILLING}).")
+    if code == "copilot_unused":
+        return (f"{_plural(n, 'user')} {'holds' if n == 1 else 'hold'} {what} without any Copilot activity in "
+                "the Copilot usage report's period (copilot_usage_user_detail).",
+                f"Ask these users whether they need Copilot; remove the licence from those who do not{money} and "
+                f"reassign or reduce the seats ({ADMIN_BILLING}). {listed}")
+    if code == "downgrade_candidate":
+        target = detail.get("downgradeTo") or {}
+        to = label(target) if target.get("skuPartNumber") else "a frontline plan"
+        cheaper = target.get("monthlyPrice")
+        same = target.get("currency") == sku.get("currency")
+        if price is not None and cheaper is not None and sku.get("billed") and same:
+            money = f" (saves {n * max(price - cheaper, 0):,.2f} {sku['currency']} a month)"
+        else:
+            money = " (price both plans in M365_PRICE_SHEET to see the saving)" if price is not None else ""
+        return (f"{_plural(n, 'user')} {'holds' if n == 1 else 'hold'} {what} but in the reports' period used Office "
+                "only on the web or mobile, with mailbox and OneDrive under 2 GB: "
+                f"{to} would do.",
+                f"Confirm with these users (F3 has no desktop Office, no archive mailbox, 2 GB of mailbox and of "
+                f"OneDrive), then move them to {to}{money}. {listed}")
     raise KeyError(code)
 
 

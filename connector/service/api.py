@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from connector import __version__
-from connector.catalog.datasets import DATASETS
+from connector.catalog.datasets import DATASETS, DEFAULT_DATASETS
 from connector.config import ConfigError
 from connector.service.runs import (
     TERMINAL,
@@ -139,7 +139,7 @@ def post_run(body: bytes, url: str, env: Mapping[str, str] | None = None) -> Rep
     env = os.environ if env is None else env
     if len(body) > MAX_BODY:  # before anything else: the body is not even looked at
         return _error(413, "body_too_large", f"The request body is {len(body)} bytes; the limit is {MAX_BODY}.",
-                      validDatasets=list(DATASETS))
+                      validDatasets=list(DEFAULT_DATASETS))  # what M365_DATASETS='*' allows
     try:
         settings = function_settings(env)
     except ConfigError as exc:

@@ -12,6 +12,7 @@ from ..tokens import GRAPH_RESOURCE, new_guid
 from ..web import Request, Response, broken
 from .apps import AppsArea
 from .batch import batch
+from .copilot import CopilotArea
 from .devices import DevicesArea
 from .groups import GroupsArea
 from .limits import Limits
@@ -54,6 +55,7 @@ class GraphService:
         pager = Pager(sim)
         self.areas = [area(sim, pager, self.limits) for area in (
             AppsArea, GroupsArea, RolesArea, DevicesArea, ReportsArea, OrganizationArea, UsersArea)]
+        self.beta = CopilotArea(sim, pager, self.limits)
 
     # ------------------------------------------------------------------ entry
 
@@ -173,6 +175,10 @@ class GraphService:
 
     def _route(self, req: Request, claims: dict[str, Any], headers: dict[str, str]) -> Response:
         segments = [s for s in req.path.split("/") if s]
+        if segments and segments[0] == "beta" and req.method == "GET":  # only the Copilot usage report (beta only)
+            routed = self.beta.route(req, claims, segments[1:], [s.lower() for s in segments[1:]])
+            if routed is not None:
+                return routed
         if not segments or segments[0] != "v1.0":
             raise GraphError(400, "BadRequest", f"Invalid version: {segments[0] if segments else ''}")
         rest = [s.lower() for s in segments[1:]]

@@ -1,0 +1,70 @@
+"""licence_findings.csv: the per-user findings as a CSV in the shape of the Microsoft 365 admin center's user
+export (Users, Active users, Export users), for tools that take CSV uploads. docs/insights.md names the columns
+and why; the file is written as the users stream by, beside licence_findings.jsonl.gz, one row per line there."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections.abc import Callable
+from typing import Any
+
+from connector.store.contract import BLOCK_SIZE, Store
+
+# The admin center's export columns the connector can fill from the snapshot, with its names and spelling
+# (Block credential: True for a blocked sign-in; Licenses: product names), then the finding's own columns.
+ADMIN_COLUMNS = ("Display name", "User principal name", "Object Id", "Block credential", "Licenses")
+FINDING_COLUMNS = ("Finding", "Severity", "SKU part number", "SKU id", "Recommended licence", "Excluded")
+COLUMNS = ADMIN_COLUMNS + FINDING_COLUMNS
+BOM = b"\xef\xbb\xbf"  # UTF-8 with a byte order mark, as Microsoft's report CSVs are (Excel reads names right)
+
+
+class FindingsCsv:
+    """Writes the findings CSV to the store in blocks; counts, sizes and hashes as it goes."""
+
+    def __init__(self, store: Store, relpath: str, product_name: Callable[[str], str | None]):
+        self._sink = store.sink(relpath)
+        self._name = product_name
+        self._hash = hashlib.sha256()
+        self._text = io.StringIO()
+        self._writer = csv.writer(self._text, lineterminator="\r\n")
+        self.records = 0
+        self.bytes = 0
+        self._put(BOM)
+        self._writer.writerow(COLUMNS)
+
+    def _put(self, data: bytes) -> None:
+        self._hash.update(data)
+        self.bytes += len(data)
+        self._sink.put(data)
+
+    def _flush(self) -> None:
+        data = self._text.getvalue().encode("utf-8")
+        if data:
+            self._put(data)
+        self._text.seek(0)
+        self._text.truncate()
+
+    def write(self, line: dict[str, Any], severity: str) -> None:
+        """One line of licence_findings.jsonl.gz."""
+        evidence = line.get("evidence") or {}
+        self.records += 1
+        self._writer.writerow((
+            line.get("displayName") or "", line.get("userPrincipalName") or "", line.get("userId") or "",
+            "True" if evidence.get("accountEnabled") is False else "False",
+            self._name(line["skuId"]) or line["skuPartNumber"],
+            line["code"], severity, line["skuPartNumber"], line["skuId"], evidence.get("downgradeTo") or "",
+            line.get("excluded") or ""))
+        if self._text.tell() >= BLOCK_SIZE:
+            self._flush()
+
+    def finish(self) -> dict[str, Any]:
+        self._flush()
+        return {"bytes": self.bytes, "sha256": self._hash.hexdigest(), "records": self.records}
+
+    def commit(self) -> None:
+        self._sink.commit()
+
+    def abort(self) -> None:
+        self._sink.abort()
