@@ -42,6 +42,9 @@ def test_requests_are_classified_into_their_documented_buckets():
     assert classify("GET", f"{GRAPH}/deviceManagement/managedDevices?$top=1000") == [("intune", "", 1)]
     report = classify("GET", f"{GRAPH}/reports/getMailboxUsageDetail(period='D30')")
     assert report == [("usage_report", "getmailboxusagedetail", 1), ("usage_reports_tenant", "", 1)]
+    copilot = classify("GET", "https://graph.microsoft.com/beta/copilot/reports/"
+                              "getMicrosoft365CopilotUsageUserDetail(period='D30')")
+    assert copilot == [("usage_report", "getmicrosoft365copilotusageuserdetail", 1), ("usage_reports_tenant", "", 1)]
 
 
 def test_a_batch_draws_on_each_of_its_items():
