@@ -26,6 +26,8 @@ from pathlib import Path
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
+# Throughput, not Graph's request-rate quotas (bench/quotas.py measures under them): see bench/run.py.
+NO_QUOTAS = ["--quota-scale", "1000000"]
 DATASETS = ("group_members", "group_owners", "app_owners", "app_role_assignments", "detected_app_devices",
             "user_managers", "applications", "service_principals", "oauth2_grants", "role_eligibilities",
             "role_assignment_schedules")
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = ["--rate-limit", str(args.rate_limit)] if args.rate_limit else []
     sim = subprocess.Popen([sys.executable, "-m", "simulator", "--users", str(args.users), "--devices",
                             str(args.devices), "--applications", str(args.applications), "--groups", str(args.groups),
-                            "--latency", str(args.latency), *extra], cwd=ROOT, stdout=subprocess.PIPE,
+                            "--latency", str(args.latency), *NO_QUOTAS, *extra], cwd=ROOT, stdout=subprocess.PIPE,
                            stderr=subprocess.DEVNULL)
     try:
         env = orjson.loads(sim.stdout.readline())
