@@ -7,9 +7,11 @@ of them *before* it is sent, instead of learning the limit from 429s. A 429 stil
 the request that got it, for every dataset, and Graph's `x-ms-resource-unit` /
 `x-ms-throttle-limit-percentage` headers correct the estimate of resource units.
 
-Buckets are sliding windows: at most `limit` units in any `window` seconds (a little longer: MARGIN),
-reserved first come first served. The pacer reserves without awaiting, so it can be shared by every run
-of a process (one per app, tenant and Graph endpoint) whatever event loop each run uses.
+Buckets are sliding windows: at most `limit` units in any `window` seconds (a little longer: MARGIN and the
+slack below). A request takes the first moment that keeps every window within the limit, is moved to its
+real sending time when it goes (`confirm`) and to its answer when that comes (`settle`). The pacer reserves
+without awaiting, so it can be shared by every run of a process (one per app, tenant and Graph endpoint)
+whatever event loop each run uses.
 """
 
 from __future__ import annotations
