@@ -207,3 +207,23 @@ def test_a_request_counts_at_its_answer_so_a_slow_one_cannot_crowd_the_next_wind
     pacer.settle(first)
     second = pacer.reserve(bucket)
     assert second.at - sent >= 10.2  # a window after the answer, not after the sending
+
+
+def test_a_throttled_batch_item_pauses_its_bucket_for_every_dataset(monkeypatch, tmp_path):
+    """Graph counts each $batch item in its buckets: an item's 429 pauses them in the shared pacer, not only
+    in the dataset that sent it."""
+    from connector.graph.pacer import SLACK_FLOOR, pacer_for
+    from tests.helpers import settings_for
+
+    with Simulator(TenantSpec(seed=34, users=200, retry_after=0.2)) as sim:
+        env = sim.env()
+        apply_env(monkeypatch, env)
+        sim.fail_next("/v1.0/groups/", 429, "TooManyRequests", "Please retry again later.", times=1)
+        manifest, _ = run(env, SNAPSHOT_DIR=str(tmp_path), M365_DATASETS="groups,group_members")
+        assert manifest["status"] == "succeeded", manifest["warnings"]
+        assert manifest["datasets"]["group_members"]["throttled"] == 1
+        settings = settings_for(env, SNAPSHOT_DIR=str(tmp_path))
+        limits = quotas({n: (lim, w) for n, lim, w in settings.quota_overrides}, settings.quota_scale)
+        pacer = pacer_for((settings.graph_endpoint, settings.tenant_id.lower(), settings.client_id), limits)
+        identity = pacer._windows[("identity", "")]
+        assert identity.paused_until > 0 and identity.slack > SLACK_FLOOR  # paused, and keeps more room since

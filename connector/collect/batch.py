@@ -30,9 +30,10 @@ from urllib.parse import urlsplit
 import orjson
 
 from connector.catalog.datasets import Dataset, FanOut, Leg
+from connector.catalog.quotas import classify
 from connector.collect.failures import PORTAL_STEP
 from connector.collect.strategy import Context, first_url, register
-from connector.graph.client import GraphError, error_from, give_up_reason
+from connector.graph.client import GraphError, error_from, give_up_reason, throttled_buckets
 from connector.graph.retry import RETRY_STATUSES, backoff, retry_after_seconds
 from connector.spool import scratch_database
 
@@ -197,6 +198,9 @@ class Batcher:
             if status == 429:
                 self.stats.throttled += 1
                 self.graph.scope(self.ds.name).throttled(wait)
+                # Graph counts the item in its quota buckets like any request: they pause for every dataset.
+                lower = {str(k).lower(): v for k, v in headers.items()}
+                self.graph.pacer.pause(throttled_buckets(classify("GET", "/" + item.url.lstrip("/")), lower), wait)
             item.not_before = time.monotonic() + wait
             pending.append(item)
         else:

@@ -64,6 +64,8 @@ def retry_facts(ds: Dataset, res: DatasetResult, stats: Any) -> None:
         res.extra["retryWaitSeconds"] = round(stats.waited, 1)
     if stats.broken:
         res.extra["brokenResponsesRetried"] = stats.broken
+    if stats.paced >= 0.1:
+        res.extra["quotaWaitSeconds"] = round(stats.paced, 1)
     if stats.throttled and res.status == "succeeded":
         res.warnings.append(warning(
             "throttled", ds.name,

@@ -114,6 +114,17 @@ class _Window:
         self.units.insert(at, units)
 
 
+def _first_fit(windows: list[tuple[_Window, float]], t: float) -> float:
+    """The first moment from t with room in every bucket: the latest of their earliest moments, again until
+    none moves it (stable after a pass or two)."""
+    for _ in range(8):
+        later = max((w.earliest(t, u) for w, u in windows), default=t)
+        if later <= t:
+            break
+        t = later
+    return t
+
+
 @dataclass
 class Reservation:
     at: float  # time.monotonic() at which the request may be sent
@@ -133,8 +144,7 @@ class Pacer:
         self._identity_set = identity is None or identity.limit != DEFAULTS["identity"].limit
         self._windows: dict[tuple[str, str], _Window] = {}
         self._lock = threading.Lock()
-        self.waited: dict[str, float] = {}  # seconds requests waited for each quota
-        self.sent: dict[str, float] = {}  # units sent per quota
+        self.sent: dict[str, float] = {}  # units reserved per quota
 
     def _window(self, name: str, key: str) -> _Window:
         window = self._windows.get((name, key))
@@ -160,19 +170,12 @@ class Pacer:
         now = time.monotonic()
         with self._lock:
             windows = [(self._window(name, key), units) for name, key, units in wanted]
-            t = now
-            for _ in range(8):  # the latest of the buckets' earliest moments; stable after a pass or two
-                later = max((w.earliest(t, u) for w, u in windows), default=t)
-                if later <= t:
-                    break
-                t = later
+            t = _first_fit(windows, now)
             if max_wait is not None and t - now > max_wait:
                 return None
             for (window, units), (name, _, _) in zip(windows, wanted, strict=True):
                 window.take(t, units)
                 self.sent[name] = self.sent.get(name, 0.0) + units
-                if t > now:
-                    self.waited[name] = self.waited.get(name, 0.0) + (t - now)
         return Reservation(t, wanted)
 
     def confirm(self, reservation: Reservation) -> bool:
@@ -184,16 +187,8 @@ class Pacer:
             windows = [(self._window(name, key), units) for name, key, units in reservation.buckets]
             for window, units in windows:
                 window.drop(reservation.at, units)
-            if all(window._fits(now, min(units, window.quota.limit)) for window, units in windows):
-                reservation.at = now
-            else:
-                t = now
-                for _ in range(8):
-                    later = max((w.earliest(t, u) for w, u in windows), default=t)
-                    if later <= t:
-                        break
-                    t = later
-                reservation.at = t
+            fits = all(window._fits(now, min(units, window.quota.limit)) for window, units in windows)
+            reservation.at = now if fits else _first_fit(windows, now)
             for window, units in windows:
                 window.take(reservation.at, units)
         return reservation.at <= now
