@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from connector.catalog.datasets import DATASETS, DEFAULT_DATASETS
-from connector.catalog.quotas import QuotaError, parse_overrides, parse_scale
+from connector.catalog.quotas import Quota, QuotaError, parse_overrides, parse_scale, quotas
 
 GUID_HINT = "a GUID such as 00000000-0000-0000-0000-000000000000"
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}$", re.I)
@@ -135,6 +135,10 @@ class Settings:
     @property
     def graph_scope(self) -> str:
         return f"{self.graph_resource}/.default"
+
+    def quota_limits(self) -> dict[str, Quota]:
+        """Graph's documented quotas with M365_GRAPH_QUOTAS' overrides, windows divided by M365_GRAPH_QUOTA_SCALE."""
+        return quotas({n: (limit, window) for n, limit, window in self.quota_overrides}, self.quota_scale)
 
     @property
     def selected_datasets(self) -> tuple[str, ...]:

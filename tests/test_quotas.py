@@ -104,7 +104,7 @@ def test_quota_settings_are_validated_and_name_the_setting():
     assert "M365_GRAPH_QUOTAS" in text and "M365_GRAPH_QUOTA_SCALE" in text
     assert "not-a-real-secret-0123" not in text  # a value is never echoed
     settings = load_settings({**base, "M365_GRAPH_QUOTAS": "sign_in_activity=20/60", "M365_GRAPH_QUOTA_SCALE": "4"})
-    limits = quotas({n: (lim, w) for n, lim, w in settings.quota_overrides}, settings.quota_scale)
+    limits = settings.quota_limits()
     assert (limits["sign_in_activity"].limit, limits["sign_in_activity"].window) == (20.0, 15.0)
     assert limits["identity_reports"].window == DEFAULTS["identity_reports"].window / 4
 
@@ -223,7 +223,7 @@ def test_a_throttled_batch_item_pauses_its_bucket_for_every_dataset(monkeypatch,
         assert manifest["status"] == "succeeded", manifest["warnings"]
         assert manifest["datasets"]["group_members"]["throttled"] == 1
         settings = settings_for(env, SNAPSHOT_DIR=str(tmp_path))
-        limits = quotas({n: (lim, w) for n, lim, w in settings.quota_overrides}, settings.quota_scale)
-        pacer = pacer_for((settings.graph_endpoint, settings.tenant_id.lower(), settings.client_id), limits)
+        pacer = pacer_for((settings.graph_endpoint, settings.tenant_id.lower(), settings.client_id),
+                          settings.quota_limits())
         identity = pacer._windows[("identity", "")]
         assert identity.paused_until > 0 and identity.slack > SLACK_FLOOR  # paused, and keeps more room since

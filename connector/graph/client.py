@@ -33,7 +33,7 @@ from msgraph import GraphRequestAdapter, GraphServiceClient
 from msgraph_core import GraphClientFactory
 from msgraph_core.middleware import GraphTelemetryHandler
 
-from connector.catalog.quotas import classify, quotas
+from connector.catalog.quotas import classify
 from connector.config import Settings
 from connector.graph.auth import GraphCredential
 from connector.graph.pacer import Pacer, pacer_for
@@ -149,9 +149,8 @@ class Graph:
         self.stats: dict[str, RequestStats] = {}
         self.shared: dict[str, asyncio.Future[Any]] = {}  # run-wide lookups several datasets need once
         # Graph's quotas, shared by every dataset of the run and every run of the process for this app and tenant.
-        limits = quotas({n: (limit, window) for n, limit, window in settings.quota_overrides}, settings.quota_scale)
         self.pacer: Pacer = pacer_for((settings.graph_endpoint, settings.tenant_id.lower(), settings.client_id),
-                                      limits)
+                                      settings.quota_limits())
 
     async def aclose(self) -> None:
         await self._http.aclose()
