@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-quotas", action="store_true", help="do not enforce Graph's documented quotas")
     p.add_argument("--sign-in-page-limit", type=int, default=500,
                    help="users per page with signInActivity (500; the older service: 120)")
+    p.add_argument("--registration-top", choices=("ignore", "honour", "refuse"), default="ignore",
+                   help="userRegistrationDetails and $top, which its API page does not document (default: ignore)")
     p.add_argument("--render-cache", action="store_true",
                    help="benchmarks: keep users' JSON once built, so a second collection costs the stand-in little CPU")
     p.add_argument("--all-upn-initials", action="store_true",
@@ -94,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         quotas=not args.no_quotas,
         quota_scale=args.quota_scale,
         sign_in_page_limit=args.sign_in_page_limit,
+        registration_top=args.registration_top,
     )
     if args.domains:
         spec.domains = tuple(d.strip() for d in args.domains.split(",") if d.strip())

@@ -94,6 +94,11 @@ class TenantSpec:
     # refused with the 400 reported in msgraph-sdk-powershell #1898 instead of being capped.
     sign_in_page_limit: int = 500
     sign_in_top_fails: bool = False
+    # userRegistrationDetails and $top: the API page documents only $filter and $orderby (graph-facts §5), and
+    # neither its default page nor a maximum; public clients send $top=999 and page on, so it is not refused
+    # [UNVERIFIED]. "ignore" (default, the strict reading): pages of 100 whatever $top says; "honour": $top up
+    # to 999; "refuse": a 400 for any $top.
+    registration_top: str = "ignore"
     registration_needs_directory_read: bool = False  # userRegistrationDetails' licence check wants Directory.Read.All
     # Found in a documentation audit (graph-facts §12):
     # - Intune licensed: without it /deviceManagement/* answers 400 BadRequest "Request not applicable to target

@@ -123,6 +123,21 @@ def test_estimates_follow_the_documented_floor():
     assert small.pages == 4 and small.seconds == 0  # four pages fit in the first minute's ten
     assert not got["users"].quota
 
+    # Graph honouring $top=999 (not documented): 1,002 pages, and sign-in activity sets the run's length.
+    honoured = estimates(["user_sign_in_activity", "mfa_registration"], 1_000_000, limits,
+                         page_sizes={"mfa_registration": 999})["mfa_registration"]
+    assert honoured.pages == 1002 and honoured.seconds < sign_in.seconds
+
+
+def test_time_left_follows_the_page_size_graph_answers_with():
+    from connector.collect.estimate import seconds_left
+
+    mfa = estimates(["mfa_registration"], 10_000, quotas())["mfa_registration"]  # assumes pages of 100
+    assert mfa.pages == 100
+    assumed = seconds_left(mfa, 1998, 10.0)
+    answered = seconds_left(mfa, 1998, 10.0, requests=2)  # pages of 999: 9 pages left, not 81
+    assert answered == pytest.approx(9 / mfa.per_minute * 60)
+    assert assumed == pytest.approx(81 / mfa.per_minute * 60)
 
 @pytest.fixture
 def quota_sim():
@@ -182,6 +197,32 @@ def test_the_older_cap_of_120_is_asked_for_once_and_said_in_the_manifest(monkeyp
         expected = {u["id"]: u["signInActivity"] for u in sim.tenant.users()}
         got = {r["id"]: r.get("signInActivity") for r in read_dataset(store, manifest, "user_sign_in_activity")}
         assert got == as_written(expected)
+
+
+@pytest.mark.parametrize("mode", ["ignore", "honour", "refuse"])
+def test_mfa_registration_asks_for_999_a_page_and_drops_it_once_if_refused(monkeypatch, tmp_path, mode):
+    """userRegistrationDetails documents no $top: asked for all the same (10 times fewer requests in the
+    tightest bucket if Graph honours it), every record whatever Graph does with it."""
+    users = 1500
+    with Simulator(TenantSpec(seed=34, users=users, registration_top=mode)) as sim:
+        env = sim.env()
+        apply_env(monkeypatch, env)
+        manifest, store = run(env, SNAPSHOT_DIR=str(tmp_path), M365_DATASETS="mfa_registration")
+        entry = manifest["datasets"]["mfa_registration"]
+        assert manifest["status"] == "succeeded", manifest["warnings"]
+        path = "/v1.0/reports/authenticationMethods/userRegistrationDetails"
+        tops = [r.query.get("$top") for r in sim.requests if r.path == path]
+        page = 999 if mode == "honour" else 100
+        if mode == "refuse":
+            assert tops[0] == "999" and set(tops[1:]) == {None}
+            assert entry["plan"]["pageSizeRefused"] == 999
+            assert [w["code"] for w in manifest["warnings"]] == ["page_size_fallback"]
+            assert entry["requests"] == 1 + math.ceil(users / page)
+        else:
+            assert set(tops) == {"999"} and not manifest["warnings"]
+            assert entry["requests"] == math.ceil(users / page)
+        ids = [r["id"] for r in read_dataset(store, manifest, "mfa_registration")]
+        assert sorted(ids) == sorted(r["id"] for r in sim.inventory.registration_details())
 
 
 def test_check_says_how_long_each_per_user_dataset_will_take(monkeypatch, capsys):

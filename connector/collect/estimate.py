@@ -19,9 +19,11 @@ from typing import Any
 from connector.catalog.datasets import DATASETS
 from connector.catalog.quotas import Quota
 
-# A page size where the declaration has none: userRegistrationDetails documents no $top
+# A page size where the declaration has none, or asks for one its API page does not document
+# (Dataset.top_undocumented): userRegistrationDetails documents no $top
 # (api/authenticationmethodsroot-list-userregistrationdetails.md: "supports only $filter and $orderBy"), so
-# Graph's default page applies; its size is not documented [UNVERIFIED: 100, as for directory lists].
+# Graph's default page is assumed; its size is not documented [UNVERIFIED: 100, as for directory lists]. A
+# running dataset's time left uses the page size it is actually answered with.
 DEFAULT_PAGE = 100
 # Datasets of one record per user, and the quotas their pages draw on besides resource units.
 PER_USER = {
@@ -60,10 +62,12 @@ def _duration(seconds: float) -> str:
 
 
 def page_size(name: str) -> int:
-    return DATASETS[name].top or DEFAULT_PAGE
+    ds = DATASETS[name]
+    return DEFAULT_PAGE if ds.top_undocumented else ds.top or DEFAULT_PAGE
 
 
-def estimates(selected: Iterable[str], users: int, limits: Mapping[str, Quota]) -> dict[str, Estimate]:
+def estimates(selected: Iterable[str], users: int, limits: Mapping[str, Quota],
+              page_sizes: Mapping[str, int] | None = None) -> dict[str, Estimate]:
     """Each per-user dataset's pages and duration when the run's datasets share Graph's buckets.
 
     Datasets that draw on one bucket split it: sign-in activity and MFA registration both draw on identity
@@ -71,7 +75,8 @@ def estimates(selected: Iterable[str], users: int, limits: Mapping[str, Quota]) 
     spent at its rate, so a dataset ends no sooner than its own quota allows, nor than the pages of its
     bucket before and with it do."""
     chosen = [n for n in selected if n in PER_USER]
-    pages = {n: max(1, math.ceil(users / page_size(n))) for n in chosen}
+    sizes = {n: (page_sizes or {}).get(n) or page_size(n) for n in chosen}
+    pages = {n: max(1, math.ceil(users / sizes[n])) for n in chosen}
     out: dict[str, Estimate] = {}
     for name in chosen:
         seconds, binding, rate = 0.0, "", 0.0
@@ -98,10 +103,12 @@ def _windows(pages: int, quota: Quota) -> float:
     return max(0, math.ceil(pages / quota.limit) - 1) * quota.window
 
 
-def seconds_left(estimate: Estimate, records: int, elapsed: float) -> float | None:
+def seconds_left(estimate: Estimate, records: int, elapsed: float, requests: int = 0) -> float | None:
     """Time left of a running per-user dataset: its pages still to come at the rate its quota allows (or at
-    the rate seen so far, when it is not quota bound and has run a while)."""
-    left_pages = max(0, estimate.pages - records // max(1, page_size(estimate.dataset)))
+    the rate seen so far, when it is not quota bound and has run a while). Pages are as large as Graph has
+    answered them so far (`records` over `requests`), else as the estimate assumed."""
+    page = records / requests if records and requests else estimate.users / max(1, estimate.pages)
+    left_pages = math.ceil(max(0, estimate.users - records) / max(1.0, page))
     if estimate.quota and estimate.per_minute:
         return left_pages / estimate.per_minute * 60
     if records and elapsed > 0:

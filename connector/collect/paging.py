@@ -124,7 +124,9 @@ async def sequential(graph: Graph, ds: Dataset, raw: bool = False, ctx: Context 
 async def chain(ctx: Context, ds: Dataset) -> AsyncIterator[Records]:
     """One chain at the declared page size. A Graph that refuses it with its older cap ("Cannot query data for
     more than 120 users at a time": msgraph-sdk-powershell #1898) is asked again, once, at the declared
-    fallback, said in the manifest's plan (`pageSize`) and warnings."""
+    fallback; a `$top` the API page does not document (Dataset.top_undocumented) that Graph refuses with a 400
+    is dropped, once, for Graph's default page. Either is said in the manifest's plan (`pageSize`,
+    `pageSizeRefused`) and warnings."""
     if ds.top:
         ctx.plan["pageSize"] = ds.top
     got = False
@@ -134,17 +136,23 @@ async def chain(ctx: Context, ds: Dataset) -> AsyncIterator[Records]:
             yield records
         return
     except GraphError as exc:
-        if got or not (ds.fallback_top and exc.status == 400 and OLDER_CAP.search(exc.message)):
+        if got or exc.status != 400 or not _smaller_page(ds, exc):
             raise
         refused = exc.message
-    smaller = replace(ds, top=ds.fallback_top)
-    ctx.plan["pageSize"] = ds.fallback_top
+    smaller = replace(ds, top=ds.fallback_top if ds.fallback_top else None)
+    ctx.plan["pageSize"] = smaller.top or "Graph's default"
     ctx.plan["pageSizeRefused"] = ds.top
-    ctx.warn("page_size_fallback", ds.name,
-             f"{ds.name}: Graph refused {ds.top} users a page ({refused}); paged at {ds.fallback_top} a page, so "
-             f"this listing needs {ds.top / (ds.fallback_top or 1):.1f} times as many requests under the same quota.")
+    cost = (f"paged at {smaller.top} a page, so this listing needs {ds.top / smaller.top:.1f} times as many "
+            "requests under the same quota" if smaller.top else "paged without $top, at Graph's default page size")
+    ctx.warn("page_size_fallback", ds.name, f"{ds.name}: Graph refused {ds.top} records a page ({refused}); {cost}. "
+                                            "Nothing is missing.")
     async for records in sequential(ctx.graph, smaller, raw=True, ctx=ctx):
         yield records
+
+
+def _smaller_page(ds: Dataset, exc: GraphError) -> bool:
+    """Whether a 400 on a chain's first page asks for a smaller page (see `chain`)."""
+    return bool((ds.fallback_top and OLDER_CAP.search(exc.message)) or ds.top_undocumented)
 
 
 async def resumed(ctx: Context, ds: Dataset) -> AsyncIterator[Records]:

@@ -50,13 +50,13 @@ def rows(run: Any, now: float | None = None) -> list[DatasetProgress]:
         requests, retries, throttled = (st.requests, st.retries, st.throttled) if st else (
             res.requests, res.retries, res.throttled)
         rate = res.records / seconds if seconds > 0 else 0.0
-        left = _seconds_left(run, name, res, seconds)
+        left = _seconds_left(run, name, res, seconds, requests)
         out.append(DatasetProgress(name, res.status, res.records, requests, retries, throttled, round(seconds, 1),
                                    round(rate, 1), left))
     return out
 
 
-def _seconds_left(run: Any, name: str, res: Any, seconds: float) -> float | None:
+def _seconds_left(run: Any, name: str, res: Any, seconds: float, requests: int) -> float | None:
     if res.status in ("succeeded", "skipped", "failed"):
         return 0.0
     estimate = (getattr(run, "estimates", None) or {}).get(name)
@@ -66,7 +66,7 @@ def _seconds_left(run: Any, name: str, res: Any, seconds: float) -> float | None
         return round(estimate.seconds)
     from connector.collect.estimate import seconds_left
 
-    left = seconds_left(estimate, res.records, seconds)
+    left = seconds_left(estimate, res.records, seconds, requests)
     return None if left is None else round(left)
 
 

@@ -70,10 +70,11 @@ class Pager:
         return f"{base}{req.path}?{'&'.join(kept)}"
 
     def list_page(self, req: Request, items: Any, context: str, page: int, max_top: int, *, type_name: str = "",
-              render: Any = None, odata_type: bool = False) -> Response:
-        """One page of a collection: $select, $top, opaque $skiptoken bound to the query."""
+              render: Any = None, odata_type: bool = False, ignore_top: bool = False) -> Response:
+        """One page of a collection: $select, $top (or, with `ignore_top`, always `page`), opaque $skiptoken
+        bound to the query."""
         options = {k.lower(): v for k, v in req.pairs if k.startswith("$")}
-        size = page_size(options, page, max_top)
+        size = page if ignore_top else page_size(options, page, max_top)
         all_items = items()
         select = options.get("$select")
         bound = f"{req.path.lower()}|{select or ''}"

@@ -42,8 +42,12 @@ class ReportsArea(Area):
             raise GraphError(403, "Authentication_ApplicationHasNoDirectoryReadAccess",
                              "Failed to do premium license check from ADGraph")
         self.limits.identity_report()
+        mode = self.sim.spec.registration_top  # §5: $top is not documented here (TenantSpec.registration_top)
+        if mode == "refuse" and any(k.lower() == "$top" for k, _ in req.pairs):
+            raise GraphError(400, "BadRequest", "Query option 'Top' is not allowed for this resource.")
         return self.pager.list_page(req, self.sim.inventory.registration_details,
-                                    "reports/authenticationMethods/userRegistrationDetails", 100, 999)
+                                    "reports/authenticationMethods/userRegistrationDetails", 100,
+                                    999 if mode == "honour" else 100, ignore_top=mode == "ignore")
 
     def _report_settings(self, req: Request, claims: dict[str, Any]) -> Response:
         query_options(req, {"$select"}, "reportSettings")
