@@ -197,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         out += report(r)
         print("\n".join(report(r)), flush=True)
     if args.real:
-        r = measure(args.real, 1.0, args.latency, tuple(d for d in datasets if d != "mfa_registration"),
-                    args.registration_top)
+        # At pages of 100, MFA registrations would double the run (40 minutes at 100,000 users): left out.
+        real = datasets if args.registration_top == "honour" else tuple(d for d in datasets if d != "mfa_registration")
+        r = measure(args.real, 1.0, args.latency, real, args.registration_top)
         results.append(r)
         out += report(r)
         print("\n".join(report(r)), flush=True)
