@@ -237,7 +237,7 @@ class Run:
 
             from connector.graph.client import Graph
 
-            self.graph = Graph(self.settings, credential)
+            self.graph = Graph(self.settings, credential, await asyncio.to_thread(self._budget))
             try:
                 await self._estimate()
                 tasks = []
@@ -264,10 +264,19 @@ class Run:
             if credential is not None:
                 credential.close()
 
+    def _budget(self) -> Any:
+        """The app-wide quotas' budget of this process, its ledger beside the snapshot destination (a Table
+        beside Blob Storage, files in a local folder) so every process of the deployment shares it."""
+        from connector.graph.ledger import budget_for
+        from connector.store.quota_rows import ledger_place, quota_rows
+
+        return budget_for((self.settings.graph_endpoint, self.settings.client_id), self.settings.quota_limits(),
+                          lambda: quota_rows(self.settings, self.store), ledger_place(self.settings))
+
     async def _estimate(self) -> None:
         """Expected durations from the tenant's size and Graph's quotas, logged before the datasets start (the
         count is the one /users/$count the user listings share); the quota of resource units follows the size."""
-        from connector.collect.estimate import PER_USER, estimates
+        from connector.collect.estimate import PER_USER, app_demand, estimates
         from connector.collect.paging import tenant_user_count
 
         names = [n for n in self.settings.selected_datasets
@@ -283,6 +292,7 @@ class Run:
             return
         self.graph.pacer.set_tenant_size(users)
         self.estimates = estimates(names, users, self.graph.pacer.limits)
+        self.graph.budget.set_demand(self.graph.consumer, app_demand(self.estimates))
         for estimate in self.estimates.values():
             log.info("expected duration: %s", estimate.text(), extra={"m365": {
                 "event": "expected_duration", "runId": self.run_id, "dataset": estimate.dataset,
