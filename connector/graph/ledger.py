@@ -36,7 +36,11 @@ from typing import Any, Protocol
 from connector.catalog.quotas import DEFAULTS, Quota
 from connector.graph.pacer import MARGIN, SLACK
 
-HOLD = 0.05  # a lease may be spent during this share of its quota's window after its start
+# A lease may be spent during this share of its quota's window after its start (at least HOLD_MIN seconds): long
+# enough for a process to wake and send, short, since every lease is counted for the whole of it (2%
+# of the sign-in quota's rate: 1.2 s of 60).
+HOLD = 0.02
+HOLD_MIN = 0.02
 LOOKAHEAD = 0.05  # a lease may start this share of the window after it is granted (the holder sleeps until then)
 LEASE_SHARE = 0.02  # the largest lease: this share of the limit (at least 1 unit)
 STALE = 3.0  # a waiting consumer not heard from for this many spans no longer holds others back
@@ -101,7 +105,7 @@ def spans(quota: Quota) -> tuple[float, float]:
     """(the span within which leases must hold at most the limit, the hold of one lease), in seconds."""
     documented = DEFAULTS.get(quota.name)
     scale = min(1.0, quota.window / documented.window) if documented else 1.0
-    hold = quota.window * HOLD
+    hold = max(HOLD_MIN, quota.window * HOLD)
     return quota.window * (1 + MARGIN) + SLACK * scale + hold, hold
 
 
@@ -236,6 +240,7 @@ class AppBudget:
         self._lock = threading.Lock()
         self.requests = 0  # requests that drew on the budget
         self.waited = 0.0  # seconds they waited for it
+        self.expired = 0  # leases that ended with units left: the processes were too slow to spend them
 
     def set_demand(self, consumer: str, demand: Mapping[str, float]) -> None:
         """The units a consumer (a tenant's run) expects to draw per app-wide quota: who goes first."""
@@ -253,9 +258,10 @@ class AppBudget:
         demand = self._demand.get(consumer, {}).get(name)
         return 1e9 if demand is None else max(1.0, demand - pool.granted)
 
-    def _draw(self, name: str, units: float, consumer: str) -> tuple[_Pool, Lease, float] | float:
-        """Units from the pool's lease, or the time.time() to try again; asks the ledger when the lease is
-        spent or over (in a worker thread: this blocks). Never waits on another thread's ledger call."""
+    def _draw(self, name: str, units: float, consumer: str, ask: bool) -> tuple[_Pool, Lease, float] | float | None:
+        """Units from the pool's lease, or the time.time() to try again; when the lease is spent or over, None
+        without `ask`, else the ledger is asked (in a worker thread: this blocks). Never waits on another
+        thread's ledger call."""
         quota = self.limits[name]
         pool = self._pool(name, consumer)
         if not pool.lock.acquire(blocking=False):
@@ -269,8 +275,11 @@ class AppBudget:
                 pool.left -= units
                 pool.granted += units
                 return pool, lease, units
+            if not ask:
+                return None
             if lease is not None:  # spent or over: size the next lease by what was used of this one
                 used = lease.units - pool.left
+                self.expired += pool.left >= units  # units left unspent when it ended (counted for nothing)
                 ceiling = max(1.0, math.floor(quota.limit * LEASE_SHARE))
                 pool.size = min(ceiling, pool.size * 2) if pool.left < units else max(1.0, used)
             want = max(min(units, quota.limit), pool.size)
@@ -291,7 +300,9 @@ class AppBudget:
             taken: list[tuple[_Pool, Lease, float]] = []
             for name, units in wanted:
                 while True:
-                    got = await asyncio.to_thread(self._draw, name, units, consumer)
+                    got = self._draw(name, units, consumer, False)  # most requests: units of a live lease
+                    if got is None:
+                        got = await asyncio.to_thread(self._draw, name, units, consumer, True)
                     if not isinstance(got, float):
                         taken.append(got)
                         break
