@@ -16,8 +16,7 @@ import pytest
 from connector.catalog.quotas import DEFAULTS, Quota, app_buckets
 from connector.graph.ledger import AppBudget, Ledger, LedgerError, MemoryRows, spans
 from connector.store.contract import DestinationError
-from connector.store.local import LocalStore
-from connector.store.quota_rows import StoreRows, TableRows, table_endpoint
+from connector.store.quota_rows import FileRows, TableRows, table_endpoint
 
 
 def _quota(limit: float, window: float, name: str = "app_sign_in_activity") -> Quota:
@@ -25,7 +24,7 @@ def _quota(limit: float, window: float, name: str = "app_sign_in_activity") -> Q
 
 
 def _rows(kind: str, where: str) -> Any:
-    return TableRows(connection_string=where) if kind == "table" else StoreRows(LocalStore(where))
+    return TableRows(connection_string=where) if kind == "table" else FileRows(where)
 
 
 def _draw(kind: str, where: str, app: str, quota: Quota, consumer: str, seconds: float, out: Any) -> None:
@@ -77,10 +76,13 @@ def test_processes_never_exceed_the_app_wide_limit(kind: str, azurite: Any, tmp_
     stamps = [t for _, sent, _, _ in results for t in sent]
     # Every request is counted at the moment it was allowed to go: no window of the quota holds more.
     assert _most_in_any_window(stamps, quota.window) <= quota.limit
-    span, _ = spans(quota)
-    ceiling = quota.limit * (seconds / span + 1)
-    assert len(stamps) >= 0.6 * quota.limit * seconds / span, (len(stamps), ceiling)  # and the budget is used
     assert len({consumer for consumer, sent, _, _ in results if sent}) == 4  # every process had its share
+    # And the budget is used: while all four drew on it, at least half the rate the ledger allows.
+    span, _ = spans(quota)
+    together = (max(min(sent) for _, sent, _, _ in results), min(max(sent) for _, sent, _, _ in results))
+    if together[1] - together[0] > 3 * span:  # a loaded machine may start the processes far apart
+        inside = [t for t in stamps if together[0] <= t <= together[1]]
+        assert len(inside) >= 0.5 * quota.limit * (together[1] - together[0]) / span, (len(inside), together)
 
 
 def test_etag_conflicts_are_retried(azurite: Any) -> None:
@@ -140,18 +142,19 @@ def test_the_least_work_left_goes_first() -> None:
                 sent[name].append(time.time())
         asyncio.run(main())
 
-    threads = [threading.Thread(target=consumer, args=("big", 1000))]
-    threads += [threading.Thread(target=consumer, args=(name, 8)) for name in small]
+    threads = [threading.Thread(target=consumer, args=(name, 8)) for name in small]
+    threads.append(threading.Thread(target=consumer, args=("big", 1000)))
     for thread in threads:
         thread.start()
-    for thread in threads[1:]:
+    for thread in threads[:-1]:
         thread.join(60)
     stop.set()
-    threads[0].join(30)
+    threads[-1].join(30)
     last_small = max(sent[name][-1] for name in small)
     assert all(len(sent[name]) == 8 for name in small)
     big_before = sum(1 for t in sent["big"] if t < last_small)
-    assert big_before < quota.limit, big_before  # only what it took before the small ones were in line
+    assert big_before <= 2, (big_before, len(sent["big"]))  # round-robin: about 8
+    assert last_small - min(t for s in sent.values() for t in s) < 1.6 * 64 / quota.limit * spans(quota)[0]
     assert _most_in_any_window([t for s in sent.values() for t in s], quota.window) <= quota.limit
 
 
@@ -170,11 +173,19 @@ def test_a_malformed_row_is_refused_naming_it(azurite: Any) -> None:
 
 
 def test_a_malformed_file_row_is_refused_naming_it(tmp_path: Any) -> None:
-    rows = StoreRows(LocalStore(str(tmp_path)))
-    (tmp_path / "quota-ledger").mkdir()
-    (tmp_path / "quota-ledger" / "app_app_sign_in_activity.json").write_text('{"v": 1, "leases": [], "waiting": 3}')
+    rows = FileRows(str(tmp_path))
+    (tmp_path / "app_app_sign_in_activity.json").write_text('{"v": 1, "leases": [], "waiting": 3}')
     with pytest.raises(LedgerError, match=r"app_app_sign_in_activity.json: field waiting"):
         Ledger(rows, "app").lease(_quota(10, 60.0), 1, "tenant", 1)
+    (tmp_path / "app_app_sign_in_activity.json").write_text("{not json")
+    with pytest.raises(LedgerError, match=r"app_app_sign_in_activity.json: field v is 'not JSON'"):
+        Ledger(rows, "app").lease(_quota(10, 60.0), 1, "tenant", 1)
+
+
+def test_an_unwritable_local_ledger_names_the_folder(tmp_path: Any) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DestinationError, match="quota ledger's folder .*file/ledger cannot be written"):
+        Ledger(FileRows(str(tmp_path / "file" / "ledger")), "app").lease(_quota(10, 60.0), 1, "tenant", 1)
 
 
 def test_an_unreachable_ledger_names_the_setting() -> None:

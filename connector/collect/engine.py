@@ -206,6 +206,7 @@ class Run:
     # -- the run ---------------------------------------------------------------------------
     async def execute(self) -> dict[str, Any]:
         await asyncio.to_thread(self.store.prepare)  # an unusable destination fails before any Graph request
+        budget = await asyncio.to_thread(self._budget)  # and so does an unusable quota ledger
         from connector.insights.prices import load as load_prices
 
         self.prices = await asyncio.to_thread(load_prices, self.settings, self.store)  # ConfigError when malformed
@@ -237,7 +238,7 @@ class Run:
 
             from connector.graph.client import Graph
 
-            self.graph = Graph(self.settings, credential, await asyncio.to_thread(self._budget))
+            self.graph = Graph(self.settings, credential, budget)
             try:
                 await self._estimate()
                 tasks = []
@@ -270,8 +271,11 @@ class Run:
         from connector.graph.ledger import budget_for
         from connector.store.quota_rows import ledger_place, quota_rows
 
-        return budget_for((self.settings.graph_endpoint, self.settings.client_id), self.settings.quota_limits(),
-                          lambda: quota_rows(self.settings, self.store), ledger_place(self.settings))
+        budget = budget_for((self.settings.graph_endpoint, self.settings.client_id), self.settings.quota_limits(),
+                            lambda: quota_rows(self.settings), ledger_place(self.settings))
+        ledger = budget.ledger
+        ledger.rows.read(ledger.key("app_any"))  # DestinationError naming the setting when it cannot be reached
+        return budget
 
     async def _estimate(self) -> None:
         """Expected durations from the tenant's size and Graph's quotas, logged before the datasets start (the

@@ -37,9 +37,13 @@ from connector.catalog.quotas import DEFAULTS, Quota
 from connector.graph.pacer import MARGIN, SLACK
 
 # A lease may be spent during this share of its quota's window after its start (at least HOLD_MIN seconds): long
-# enough for a process to wake and send, short, since every lease is counted for the whole of it (2%
-# of the sign-in quota's rate: 1.2 s of 60).
+# enough for a process to wake and send, short, since every lease is counted for the whole of it: 2% of the
+# sign-in quota's rate (1.2 s of 60). Quotas of more than BIG units a window are far beyond what a deployment
+# sends (130,000 requests per 10 s): their leases last a whole window, so a process asks the ledger about
+# once a window, at the price of counting them at half their documented rate.
 HOLD = 0.02
+HOLD_BIG = 1.0
+BIG = 10000
 HOLD_MIN = 0.02
 LOOKAHEAD = 0.05  # a lease may start this share of the window after it is granted (the holder sleeps until then)
 LEASE_SHARE = 0.02  # the largest lease: this share of the limit (at least 1 unit)
@@ -105,7 +109,7 @@ def spans(quota: Quota) -> tuple[float, float]:
     """(the span within which leases must hold at most the limit, the hold of one lease), in seconds."""
     documented = DEFAULTS.get(quota.name)
     scale = min(1.0, quota.window / documented.window) if documented else 1.0
-    hold = max(HOLD_MIN, quota.window * HOLD)
+    hold = max(HOLD_MIN, quota.window * (HOLD if quota.limit <= BIG else HOLD_BIG))
     return quota.window * (1 + MARGIN) + SLACK * scale + hold, hold
 
 
@@ -155,6 +159,10 @@ def _priority(entry: list[float], now: float, span: float) -> float:
     return left / (1 + max(0.0, now - since) / (AGING * span))
 
 
+def _rank(line: list[tuple[str, list[float]]], consumer: str) -> int:
+    return next(i for i, (c, _) in enumerate(line) if c == consumer)
+
+
 class Ledger:
     """Leases of the app-wide buckets of one app, over a Rows store shared by every process."""
 
@@ -183,8 +191,9 @@ class Ledger:
             seen = waiting.get(consumer)
             mine = [float(left), seen[1] if seen else now, now]
             start = _earliest(leases, now, units, quota, span)
-            first = min({**waiting, consumer: mine}.items(),
-                        key=lambda ce: (_priority(ce[1], now, span), ce[1][1], ce[0]))[0]
+            line = sorted({**waiting, consumer: mine}.items(),
+                          key=lambda ce: (_priority(ce[1], now, span), ce[1][1], ce[0]))
+            first = line[0][0]
             # The first in line asks when its lease can be had: a lease free for longer than that was passed
             # over (its process is slow or gone), and whoever asks may have it rather than leave it idle.
             passed_over = now - _earliest(leases, 0.0, units, quota, span) > 2 * hold + ahead_of_time
@@ -193,8 +202,12 @@ class Ledger:
                 leases.append([round(start, 3), round(start + hold, 3), units, consumer])
                 answer: Lease | float = Lease(start, start + hold, units)
             else:
-                # Wait: the first in line asks again when the lease can be had, the others after it had its turn.
-                answer = start - ahead_of_time if first == consumer else max(start, now) + hold
+                # Wait: the first in line asks again when the lease can be had, the second just after (to take
+                # over when the first is done), the others when those between them and the first should have
+                # drawn what they still need (at most half a span on: estimates are estimates).
+                between = line[1:_rank(line, consumer)]
+                answer = start - ahead_of_time if first == consumer else max(start, now) + hold + min(
+                    span / 2, span * sum(min(e[0], quota.limit) for _, e in between) / quota.limit)
                 if seen is not None and now - seen[2] < span / 2:
                     return answer  # already in line, and recently: no write
                 waiting[consumer] = [round(v, 3) for v in mine]

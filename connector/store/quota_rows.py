@@ -1,51 +1,91 @@
 """Where the app-wide quota ledger's rows live (connector/graph/ledger.py): Azure Table rows with ETags in
-the deployment's storage account, or JSON files with a lock in the local snapshot folder.
+the deployment's storage account, or, for runs into a local snapshot folder, JSON files with a lock.
 
 Both offer the one primitive the ledger needs, compare-and-swap on a row: a Table entity is replaced only
-if its ETag is unchanged (If-Match), a file only under an flock after checking its content is unchanged
-(LocalStore.replace_if_unchanged). Nothing else is kept: a row that goes missing is rebuilt empty, which
+if its ETag is unchanged (If-Match), a file only under an flock after checking its content is unchanged.
+Nothing else is kept: a row that goes missing is rebuilt empty, which
 at worst lets one window's leases be granted again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 
 from connector.config import Settings
-from connector.store.contract import DestinationError, Store
+from connector.store.contract import DestinationError
 
 TABLE = "m365quotaledger"
-PREFIX = "quota-ledger/"
 
 
-class StoreRows:
-    """Ledger rows as small JSON files of a snapshot store (a local folder: an flock per row)."""
+class FileRows:
+    """Ledger rows as JSON files in one folder of this machine, each read and replaced under an flock.
 
-    def __init__(self, store: Store):
-        self.store = store
+    The folder is the user's cache (XDG_CACHE_HOME or ~/.cache), not the snapshot folder: Graph counts per
+    app whichever folder a run writes to, and a snapshot folder holds snapshots only (a cancelled run leaves
+    nothing in it)."""
 
-    def _path(self, key: str) -> str:
-        return PREFIX + re.sub(r"[^A-Za-z0-9._-]", "_", key) + ".json"
+    def __init__(self, folder: str | None = None):
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        self.folder = Path(folder or os.path.join(cache, "m365-connector", "quota-ledger"))
+        self.requests = 0
+
+    def _path(self, key: str) -> Path:
+        return self.folder / (re.sub(r"[^A-Za-z0-9._-]", "_", key) + ".json")
+
+    @contextmanager
+    def _locked(self, key: str) -> Iterator[Path]:
+        import fcntl
+
+        path = self._path(key)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fh = open(path.with_suffix(".lock"), "a+b")
+        except OSError as exc:
+            raise DestinationError("SNAPSHOT_DIR", f"the local quota ledger's folder {self.folder} cannot be "
+                                                   f"written ({exc.strerror}): it is in the user's cache folder "
+                                                   "(XDG_CACHE_HOME, else ~/.cache).") from None
+        with fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            yield path
 
     def read(self, key: str) -> tuple[dict[str, Any] | None, Any]:
-        found = self.store.read_tagged(self._path(key))
-        if found is None:
-            return None, None
+        self.requests += 1
+        with self._locked(key) as path:
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                return None, None
         try:
-            row = orjson.loads(found[0])
+            row = orjson.loads(data)
         except orjson.JSONDecodeError:
-            row = {"v": "not JSON"}  # the ledger refuses it, naming the row
-        return (row if isinstance(row, dict) else {"v": "not an object"}), found[1]
+            row = {"v": "not JSON"}  # the ledger refuses it, naming the file
+        return (row if isinstance(row, dict) else {"v": "not an object"}), hashlib.sha256(data).hexdigest()
 
     def write(self, key: str, row: dict[str, Any], version: Any) -> bool:
-        return self.store.replace_if_unchanged(self._path(key), orjson.dumps(row), version)
+        self.requests += 1
+        with self._locked(key) as path:
+            try:
+                current: str | None = hashlib.sha256(path.read_bytes()).hexdigest()
+            except FileNotFoundError:
+                current = None
+            if current != version:
+                return False
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(orjson.dumps(row))
+            os.replace(tmp, path)  # readers take the lock too; the rename keeps a crash from leaving half a row
+            return True
 
     def describe(self, key: str) -> str:
-        return f"quota ledger file {self.store.url(self._path(key))}"
+        return f"quota ledger file {self._path(key)}"
 
 
 class TableRows:
@@ -157,14 +197,13 @@ def table_endpoint(account_url: str) -> str:
 
 def ledger_place(settings: Settings) -> str:
     """Which ledger the settings give, for telling them apart in one process (a digest: no secret in it)."""
-    import hashlib
-
-    where = settings.snapshot_dir or settings.snapshot_account_url or settings.snapshot_connection_string or ""
-    return hashlib.sha256(where.encode()).hexdigest()[:16]
+    where = "" if settings.snapshot_dir else settings.snapshot_account_url or settings.snapshot_connection_string
+    return hashlib.sha256((where or "").encode()).hexdigest()[:16]
 
 
-def quota_rows(settings: Settings, store: Store) -> Any:
-    """The ledger rows of this deployment: a Table beside a Blob destination, files in a local one."""
+def quota_rows(settings: Settings) -> Any:
+    """The ledger rows of this deployment: a Table beside a Blob destination; with a local snapshot folder,
+    files shared by every process of this machine."""
     if settings.snapshot_dir:
-        return StoreRows(store)
+        return FileRows()
     return TableRows(connection_string=settings.snapshot_connection_string, account_url=settings.snapshot_account_url)
