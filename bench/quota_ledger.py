@@ -132,7 +132,8 @@ def sign_in_fan_out(where: str, processes: int, small: int, big: int, scale: flo
         share[i % processes][tenant] = pages
     window = DEFAULTS["app_sign_in_activity"].window / scale
     latency = window / 60  # a page's answer takes 1 s of Graph's minute
-    results, started = spawn(sign_in_worker, [(where, f"bench-{time.time_ns()}", scale, s, latency) for s in share])
+    app = f"bench-{time.time_ns()}"  # one app: every process draws on the same rows
+    results, started = spawn(sign_in_worker, [(where, app, scale, s, latency) for s in share])
     sent = {t: s for r in results for t, s in r["sent"].items()}
     stamps = [t for s in sent.values() for t in s]
     pages = len(stamps)
@@ -155,7 +156,8 @@ def sign_in_fan_out(where: str, processes: int, small: int, big: int, scale: flo
 
 
 def bulk(where: str, processes: int, seconds: float) -> None:
-    results, _ = spawn(bulk_worker, [(where, f"bulk-{time.time_ns()}", seconds, 16) for _ in range(processes)])
+    app = f"bulk-{time.time_ns()}"
+    results, _ = spawn(bulk_worker, [(where, app, seconds, 16) for _ in range(processes)])
     count = sum(r["count"] for r in results)
     round_trips = sum(r["requests"] for r in results)
     print(f"bulk: {processes} processes x 16 senders for {seconds:g} s against 130,000 requests per 10 s: "

@@ -27,9 +27,11 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,7 +46,7 @@ from connector.graph.pacer import MARGIN, SLACK
 HOLD = 0.02
 HOLD_BIG = 1.0
 BIG = 10000
-HOLD_MIN = 0.02
+HOLD_MIN = 0.05
 LOOKAHEAD = 0.05  # a lease may start this share of the window after it is granted (the holder sleeps until then)
 LEASE_SHARE = 0.02  # the largest lease: this share of the limit (at least 1 unit)
 STALE = 3.0  # a waiting consumer not heard from for this many spans no longer holds others back
@@ -204,11 +206,11 @@ class Ledger:
             else:
                 # Wait: the first in line asks again when the lease can be had, the second just after (to take
                 # over when the first is done), the others when those between them and the first should have
-                # drawn what they still need (at most half a span on: estimates are estimates).
+                # drawn what they still need (at most a span on: estimates are estimates).
                 between = line[1:_rank(line, consumer)]
                 answer = start - ahead_of_time if first == consumer else max(start, now) + hold + min(
-                    span / 2, span * sum(min(e[0], quota.limit) for _, e in between) / quota.limit)
-                if seen is not None and now - seen[2] < span / 2:
+                    span, span * sum(min(e[0], quota.limit) for _, e in between) / quota.limit)
+                if seen is not None and now - seen[2] < span:
                     return answer  # already in line, and recently: no write
                 waiting[consumer] = [round(v, 3) for v in mine]
             row = {"v": VERSION, "leases": leases, "waiting": waiting}
@@ -216,6 +218,7 @@ class Ledger:
             if self.rows.write(key, row, version):
                 return answer
             self.conflicts += 1
+            time.sleep(random.uniform(0, min(hold, 0.05)))  # others are writing: let them, then read again
         return time.time() + hold
 
 
@@ -315,7 +318,8 @@ class AppBudget:
                 while True:
                     got = self._draw(name, units, consumer, False)  # most requests: units of a live lease
                     if got is None:
-                        got = await asyncio.to_thread(self._draw, name, units, consumer, True)
+                        got = await asyncio.get_running_loop().run_in_executor(
+                            _EXECUTOR, self._draw, name, units, consumer, True)
                     if not isinstance(got, float):
                         taken.append(got)
                         break
@@ -336,6 +340,9 @@ class AppBudget:
                     pool.granted -= units
 
 
+# The ledger's round trips have threads of their own: waiting on a busy row must not hold up the default
+# executor's, which the run's storage writes use.
+_EXECUTOR = ThreadPoolExecutor(max_workers=8, thread_name_prefix="quota-ledger")
 _BUDGETS: dict[tuple[str, ...], AppBudget] = {}
 _BUDGETS_LOCK = threading.Lock()
 
