@@ -137,6 +137,7 @@ def sign_in_fan_out(where: str, processes: int, small: int, big: int, scale: flo
     sent = {t: s for r in results for t, s in r["sent"].items()}
     stamps = [t for s in sent.values() for t in s]
     pages = len(stamps)
+    started = min(stamps)  # from the first page: the processes' start-up is not the ledger's
     wall = max(stamps) - started
     floor = (pages / 10 - 1) * window  # the first 10 at once, then 10 a window
     smalls = [max(s) - started for t, s in sent.items() if t != "big"]
