@@ -192,7 +192,7 @@ class Ledger:
             waiting = {c: e for c, e in waiting.items() if e[2] > now - STALE * span}
             seen = waiting.get(consumer)
             mine = [float(left), seen[1] if seen else now, now]
-            start = _earliest(leases, now, units, quota, span)
+            start = math.ceil(_earliest(leases, now, units, quota, span) * 1000) / 1000  # as the row keeps it
             line = sorted({**waiting, consumer: mine}.items(),
                           key=lambda ce: (_priority(ce[1], now, span), ce[1][1], ce[0]))
             first = line[0][0]
@@ -201,7 +201,7 @@ class Ledger:
             passed_over = now - _earliest(leases, 0.0, units, quota, span) > 2 * hold + ahead_of_time
             if (first == consumer or passed_over) and start <= now + ahead_of_time:
                 waiting.pop(consumer, None)
-                leases.append([round(start, 3), round(start + hold, 3), units, consumer])
+                leases.append([start, round(start + hold, 3), units, consumer])
                 answer: Lease | float = Lease(start, start + hold, units)
             else:
                 # Wait: the first in line asks again when the lease can be had, the second just after (to take
