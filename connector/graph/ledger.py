@@ -6,7 +6,7 @@ requests per 10 s). A deployment that collects many tenants runs several process
 pacers (pacer.py) that only know their own tenant; these buckets must be counted in one place they all see.
 
 The ledger is one row per app and quota in a store that can compare-and-swap (Azure Table rows with ETags,
-connector/store/quota_rows.py; a locked file in SNAPSHOT_DIR; memory in one process). A row lists the
+connector/store/quota_rows.py; locked files of the machine for local runs; memory in one process). A row lists the
 leases granted in the last window and the consumers (tenants) waiting. A *lease* is `units` that its holder
 may send between `start` and `end` (the hold): so that requests sent anywhere inside a lease, and reaching
 Graph a little later, never put more than the limit in any of Graph's windows, leases are placed so that no
