@@ -202,6 +202,23 @@ def test_an_unreachable_ledger_names_the_setting() -> None:
     assert "quota ledger" in str(caught.value) and "a" * 20 not in str(caught.value)  # never the key
 
 
+def test_a_blob_only_connection_string_counts_in_the_process(tmp_path: Any) -> None:
+    from types import SimpleNamespace
+
+    from connector.store.quota_rows import quota_rows
+
+    def settings(**kw: Any) -> Any:
+        return SimpleNamespace(**{"snapshot_dir": None, "snapshot_account_url": None,
+                                  "snapshot_connection_string": None, **kw})
+
+    sas_only = "BlobEndpoint=https://acct.blob.core.windows.net;SharedAccessSignature=sv=x&sig=y"
+    assert quota_rows(settings(snapshot_connection_string=sas_only)) is None
+    keyed = f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={'a' * 86}==;EndpointSuffix=core.windows.net"
+    assert isinstance(quota_rows(settings(snapshot_connection_string=keyed)), TableRows)
+    assert isinstance(quota_rows(settings(snapshot_dir=str(tmp_path))), FileRows)
+    assert quota_rows(settings(snapshot_account_url="https://proxy.example.com")) is None
+
+
 def test_table_endpoint_follows_the_blob_account() -> None:
     assert table_endpoint("https://acct.blob.core.windows.net") == "https://acct.table.core.windows.net"
     assert table_endpoint("https://acct.blob.core.usgovcloudapi.net/") == "https://acct.table.core.usgovcloudapi.net"

@@ -268,11 +268,19 @@ class Run:
     def _budget(self) -> Any:
         """The app-wide quotas' budget of this process, its ledger beside the snapshot destination (a Table
         beside Blob Storage, files in a local folder) so every process of the deployment shares it."""
-        from connector.graph.ledger import budget_for
+        from connector.graph.ledger import MemoryRows, budget_for
         from connector.store.quota_rows import ledger_place, quota_rows
 
+        def rows() -> Any:
+            found = quota_rows(self.settings)
+            if found is None:
+                log.info("Graph's app-wide quotas are counted in this process only: the snapshot destination's "
+                         "settings reach Blob Storage alone (SNAPSHOT_CONNECTION_STRING without a TableEndpoint, or "
+                         "SNAPSHOT_ACCOUNT_URL not <account>.blob.<suffix>)")
+            return found if found is not None else MemoryRows()
+
         budget = budget_for((self.settings.graph_endpoint, self.settings.client_id), self.settings.quota_limits(),
-                            lambda: quota_rows(self.settings), ledger_place(self.settings))
+                            rows, ledger_place(self.settings))
         ledger = budget.ledger
         ledger.rows.read(ledger.key("app_any"))  # DestinationError naming the setting when it cannot be reached
         return budget

@@ -195,6 +195,11 @@ def table_endpoint(account_url: str) -> str:
     return f"{parts.scheme}://{host}"
 
 
+def _reaches_tables(connection_string: str) -> bool:
+    keys = {part.split("=", 1)[0].strip().lower() for part in connection_string.split(";") if "=" in part}
+    return bool(keys & {"tableendpoint", "usedevelopmentstorage"}) or {"accountname", "accountkey"} <= keys
+
+
 def ledger_place(settings: Settings) -> str:
     """Which ledger the settings give, for telling them apart in one process (a digest: no secret in it)."""
     where = "" if settings.snapshot_dir else settings.snapshot_account_url or settings.snapshot_connection_string
@@ -203,7 +208,13 @@ def ledger_place(settings: Settings) -> str:
 
 def quota_rows(settings: Settings) -> Any:
     """The ledger rows of this deployment: a Table beside a Blob destination; with a local snapshot folder,
-    files shared by every process of this machine."""
+    files shared by every process of this machine; None when the settings reach Blob Storage alone (a
+    container SAS, an account URL that is not <account>.blob.<suffix>): the caller counts in its process, as
+    a single-tenant deployment may."""
     if settings.snapshot_dir:
         return FileRows()
+    if settings.snapshot_connection_string and not _reaches_tables(settings.snapshot_connection_string):
+        return None
+    if not settings.snapshot_connection_string and ".blob." not in urlsplit(settings.snapshot_account_url or "").netloc:
+        return None  # not <account>.blob.<suffix> (a proxy): no table endpoint to derive
     return TableRows(connection_string=settings.snapshot_connection_string, account_url=settings.snapshot_account_url)
