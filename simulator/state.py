@@ -28,8 +28,11 @@ class SimulatorState:
     """The simulator's data, knobs, faults and statistics; each service reads it on every request.
     ``spec`` stays mutable: services read its knobs on every request."""
 
-    def __init__(self, spec: TenantSpec | None = None) -> None:
+    def __init__(self, spec: TenantSpec | None = None, app_limits: Any = None) -> None:
         self.spec = spec if spec is not None else TenantSpec()
+        # Graph's quotas per app across all tenants (simulator.graph.limits.AppLimits; made with the Graph
+        # service when None): give several tenants' states one AppLimits to share them.
+        self.app_limits = app_limits
         self.tenant = Tenant(self.spec)
         self.tenant_id = self.tenant.tenant_id
         self.inventory = Inventory(self.tenant, self.spec)

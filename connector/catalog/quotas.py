@@ -23,6 +23,8 @@ class Quota:
     unit: str  # "requests" or "resource units"
     counted: str  # who Graph counts together, for people
     source: str
+    scope: str = "tenant"  # "tenant": per app and tenant, paced in-process; "app": per app across all tenants
+
 
     @property
     def per_minute(self) -> float:
@@ -34,6 +36,7 @@ class Quota:
 # access service limits" (graph-facts §6).
 IDENTITY_BY_SIZE = ((50, 3500.0), (500, 5000.0), (math.inf, 8000.0))  # (fewer users than, units per 10 s)
 SOURCE_IDENTITY = "concepts/throttling-limits.md, identity and access service limits (resource units)"
+SOURCE_GLOBAL = "concepts/throttling-limits.md, global limits (per app across all tenants)"
 SOURCE_REPORTS = ("concepts/throttling-limits.md, include throttling-entra-logs-reports.md "
                   "(microsoft-graph-docs-contrib PR #9591, July 2025)")
 
@@ -50,7 +53,20 @@ DEFAULTS: dict[str, Quota] = {q.name: q for q in (
           "concepts/throttling-limits.md, Microsoft 365 usage reports (CSV)"),
     Quota("usage_reports_tenant", 40.0, 600.0, "requests", "per tenant for all apps, all report APIs",
           "concepts/throttling-limits.md, Microsoft 365 usage reports (CSV)"),
+    # Per app across ALL tenants: one budget for every tenant a deployment collects, whichever process sends
+    # the request (connector/graph/ledger.py shares them; the in-process pacer keeps the per-tenant ones).
+    Quota("app_any", 130000.0, 10.0, "requests", "per app across all tenants: any request", SOURCE_GLOBAL, "app"),
+    Quota("app_identity", 150000.0, 20.0, "resource units", "per app across all tenants: identity and access "
+          "(the \"application\" row of the resource unit quota)", SOURCE_IDENTITY, "app"),
+    Quota("app_identity_reports", 122.0, 10.0, "requests", "per app across all tenants: identity and access "
+          "reports", SOURCE_REPORTS, "app"),
+    Quota("app_sign_in_activity", 10.0, 60.0, "requests", "per app across all tenants: users listed or read "
+          "with signInActivity", SOURCE_REPORTS, "app"),
 )}
+
+# Which app-wide quota each per-tenant quota also draws on (besides app_any, which every request draws on).
+APP_WIDE = {"identity": "app_identity", "identity_reports": "app_identity_reports",
+            "sign_in_activity": "app_sign_in_activity"}
 
 # Base costs in resource units of identity GETs (concepts/throttling-limits.md); any other identity GET costs 1.
 _BASE_COST = (("/users", 2), ("/subscribedskus", 3), ("/members", 3), ("/transitivemembers", 5),
@@ -146,3 +162,14 @@ def classify(method: str, url: str) -> list[tuple[str, str, float]]:
     if method.upper() == "GET":
         buckets.append(("identity", "", _cost(path, query)))
     return buckets
+
+
+def app_buckets(buckets: list[tuple[str, str, float]], requests: int = 1) -> list[tuple[str, str, float]]:
+    """The app-wide buckets of one attempt from its per-tenant buckets: `requests` of app_any (a `$batch`
+    counts each item, as Graph evaluates them), plus the app-wide twin of each per-tenant quota."""
+    out: dict[str, float] = {}
+    for name, _, units in buckets:
+        if name in APP_WIDE:
+            out[APP_WIDE[name]] = out.get(APP_WIDE[name], 0.0) + units
+    out["app_any"] = float(max(1, requests))
+    return [(name, "", units) for name, units in out.items()]

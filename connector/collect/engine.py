@@ -206,6 +206,7 @@ class Run:
     # -- the run ---------------------------------------------------------------------------
     async def execute(self) -> dict[str, Any]:
         await asyncio.to_thread(self.store.prepare)  # an unusable destination fails before any Graph request
+        budget = await asyncio.to_thread(self._budget)  # and so does an unusable quota ledger
         from connector.insights.prices import load as load_prices
 
         self.prices = await asyncio.to_thread(load_prices, self.settings, self.store)  # ConfigError when malformed
@@ -237,7 +238,7 @@ class Run:
 
             from connector.graph.client import Graph
 
-            self.graph = Graph(self.settings, credential)
+            self.graph = Graph(self.settings, credential, budget)
             try:
                 await self._estimate()
                 tasks = []
@@ -264,10 +265,30 @@ class Run:
             if credential is not None:
                 credential.close()
 
+    def _budget(self) -> Any:
+        """The app-wide quotas' budget of this process, its ledger beside the snapshot destination (a Table
+        beside Blob Storage, files in a local folder) so every process of the deployment shares it."""
+        from connector.graph.ledger import MemoryRows, budget_for
+        from connector.store.quota_rows import ledger_place, quota_rows
+
+        def rows() -> Any:
+            found = quota_rows(self.settings)
+            if found is None:
+                log.info("Graph's app-wide quotas are counted in this process only: the snapshot destination's "
+                         "settings reach Blob Storage alone (SNAPSHOT_CONNECTION_STRING without a TableEndpoint, or "
+                         "SNAPSHOT_ACCOUNT_URL not <account>.blob.<suffix>)")
+            return found if found is not None else MemoryRows()
+
+        budget = budget_for((self.settings.graph_endpoint, self.settings.client_id), self.settings.quota_limits(),
+                            rows, ledger_place(self.settings))
+        ledger = budget.ledger
+        ledger.rows.read(ledger.key("app_any"))  # DestinationError naming the setting when it cannot be reached
+        return budget
+
     async def _estimate(self) -> None:
         """Expected durations from the tenant's size and Graph's quotas, logged before the datasets start (the
         count is the one /users/$count the user listings share); the quota of resource units follows the size."""
-        from connector.collect.estimate import PER_USER, estimates
+        from connector.collect.estimate import PER_USER, app_demand, estimates
         from connector.collect.paging import tenant_user_count
 
         names = [n for n in self.settings.selected_datasets
@@ -283,6 +304,7 @@ class Run:
             return
         self.graph.pacer.set_tenant_size(users)
         self.estimates = estimates(names, users, self.graph.pacer.limits)
+        self.graph.budget.set_demand(self.graph.consumer, app_demand(self.estimates))
         for estimate in self.estimates.values():
             log.info("expected duration: %s", estimate.text(), extra={"m365": {
                 "event": "expected_duration", "runId": self.run_id, "dataset": estimate.dataset,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connector.catalog.datasets import DATASETS
-from connector.catalog.quotas import Quota
+from connector.catalog.quotas import APP_WIDE, Quota
 
 # A page size where the declaration has none, or asks for one its API page does not document
 # (Dataset.top_undocumented): userRegistrationDetails documents no $top
@@ -95,6 +95,17 @@ def estimates(selected: Iterable[str], users: int, limits: Mapping[str, Quota],
                 rate = quota.per_minute if len(sharing) == 1 else pages[name] / need * 60
         out[name] = Estimate(name, users, pages[name], seconds, binding, rate)
     return out
+
+
+def app_demand(found: Mapping[str, Estimate]) -> dict[str, float]:
+    """Pages a run expects to draw from each app-wide quota: its place in line when tenants share them
+    (connector/graph/ledger.py serves the least work left first)."""
+    demand: dict[str, float] = {}
+    for estimate in found.values():
+        for quota_name in PER_USER[estimate.dataset]:
+            name = APP_WIDE[quota_name]
+            demand[name] = demand.get(name, 0.0) + estimate.pages
+    return demand
 
 
 def _windows(pages: int, quota: Quota) -> float:

@@ -33,9 +33,10 @@ from msgraph import GraphRequestAdapter, GraphServiceClient
 from msgraph_core import GraphClientFactory
 from msgraph_core.middleware import GraphTelemetryHandler
 
-from connector.catalog.quotas import classify
+from connector.catalog.quotas import app_buckets, classify
 from connector.config import Settings
 from connector.graph.auth import GraphCredential
+from connector.graph.ledger import AppBudget, MemoryRows, budget_for
 from connector.graph.pacer import Pacer, pacer_for
 from connector.graph.retry import MAX_WAIT, RETRY_STATUSES, AdaptiveLimiter, Deadline, backoff, retry_after_seconds
 from connector.rawjson import raw_page
@@ -120,7 +121,7 @@ def error_from(status: int, headers: Any, content: bytes, path: str) -> GraphErr
 class Graph:
     """One Graph session per run: SDK client, pipeline and counters."""
 
-    def __init__(self, settings: Settings, credential: GraphCredential):
+    def __init__(self, settings: Settings, credential: GraphCredential, budget: AppBudget | None = None):
         self.settings = settings
         self.base = f"{settings.graph_endpoint}/v1.0"
         self._origin = _origin(settings.graph_endpoint)
@@ -151,6 +152,11 @@ class Graph:
         # Graph's quotas, shared by every dataset of the run and every run of the process for this app and tenant.
         self.pacer: Pacer = pacer_for((settings.graph_endpoint, settings.tenant_id.lower(), settings.client_id),
                                       settings.quota_limits())
+        # Graph's app-wide quotas (all tenants of the app together): leases from a ledger every process of the
+        # deployment shares (connector/graph/ledger.py); without one given, this process's own.
+        self.budget: AppBudget = budget or budget_for((settings.graph_endpoint, settings.client_id),
+                                                      settings.quota_limits(), MemoryRows)
+        self.consumer = settings.tenant_id.lower()
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -450,7 +456,8 @@ class _AttemptCounter(BaseMiddleware):
             label = request.extensions[_Label.KEY] = getattr(options.get(_Label.KEY), "label", "other")
         graph = self._graph
         buckets: list[tuple[str, str, float]] = []
-        if _origin(str(request.url)) == graph._origin:  # only Graph's own answers count; not a download host
+        ours = _origin(str(request.url)) == graph._origin  # only Graph's own answers count; not a download host
+        if ours:
             buckets = request_buckets(request)
             reservation = graph.pacer.reserve(buckets, max_wait=MAX_WAIT)
             if reservation is None:
@@ -461,23 +468,44 @@ class _AttemptCounter(BaseMiddleware):
                     f"{label}: Graph's documented quota has no room for this request within {MAX_WAIT:.0f} s "
                     f"({limits}); earlier requests of this app and tenant used it. Not sent, to keep within it: "
                     "run again later.")
-            while True:
-                delay = reservation.delay()
-                if delay > 0:
-                    graph._stats(label).paced += delay
-                    await asyncio.sleep(delay)
-                if graph.pacer.confirm(reservation):
-                    break
+            await _paced(graph, label, reservation, app_buckets(buckets, _requests(request)))
         try:
             response = await super().send(request, transport)
         finally:
-            if buckets:
+            if ours:
                 graph.pacer.settle(reservation)
         stats = graph._stats(label)
         stats.by_status[response.status_code] = stats.by_status.get(response.status_code, 0) + 1
         if buckets:
             feedback(graph.pacer, buckets, response)
         return response
+
+
+async def _paced(graph: Graph, label: str, reservation: Any, shared: list[tuple[str, str, float]]) -> None:
+    """Wait for the request's room in its tenant's buckets (the pacer) and in the app-wide ones (the ledger's
+    leases), both at once: a lease is only usable for a moment, so it is taken after the tenant's wait and the
+    pacer's reservation is confirmed while the lease is live."""
+    while True:
+        delay = reservation.delay()
+        if delay > 0:
+            graph._stats(label).paced += delay
+            await asyncio.sleep(delay)
+        started = time.monotonic()
+        grant = await graph.budget.take(shared, graph.consumer)
+        graph._stats(label).paced += time.monotonic() - started
+        if graph.pacer.confirm(reservation) and grant.live():
+            return
+        graph.budget.give_back(grant)
+
+
+def _requests(request: httpx.Request) -> int:
+    """Requests Graph counts for one attempt: a `$batch`'s items each (json-batching.md: evaluated individually)."""
+    if request.method == "POST" and urlsplit(str(request.url)).path.endswith("/$batch"):
+        try:
+            return max(1, len(orjson.loads(request.content).get("requests") or []))
+        except (orjson.JSONDecodeError, AttributeError, httpx.RequestNotRead):
+            return 1
+    return 1
 
 
 def request_buckets(request: httpx.Request) -> list[tuple[str, str, float]]:
