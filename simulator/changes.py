@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from .object_types import USER_TYPE
 
 if TYPE_CHECKING:
-    from .state import SimulatorState
+    from .inventory import Inventory
+    from .tenant import Tenant
 
 LICENCE_PROPERTIES = ("assignedLicenses", "licenseAssignmentStates", "assignedPlans")
 
@@ -45,12 +46,12 @@ class ChangeLog:
             self.seq += 1
             self.members.setdefault(group_id, []).append((self.seq, odata_type, member_id, removed))
 
-    def since(self, collection: str, seq: int, until: int) -> list[tuple[str, str]]:
-        """(id, state) of the objects changed after `seq` up to `until`, in the order of their last change; for
-        groups also those whose membership changed (state "upsert")."""
+    def since(self, collection: str, seq: int, until: int, members: bool = False) -> list[tuple[str, str]]:
+        """(id, state) of the objects changed after `seq` up to `until`, in the order of their last change; with
+        `members` (groups whose membership is tracked) also those whose membership changed (state "upsert")."""
         with self.lock:
             found = {oid: (s, state) for oid, (s, state) in self.objects[collection].items() if seq < s <= until}
-            if collection == "groups":
+            if members:
                 for gid, changes in self.members.items():
                     last = max((s for s, *_ in changes if seq < s <= until), default=0)
                     if last and gid not in found:
@@ -70,8 +71,8 @@ class ChangeLog:
 class TenantChanges:
     """The changes an admin makes between two collections, applied to the simulated tenant and logged."""
 
-    def __init__(self, sim: SimulatorState) -> None:
-        self.sim = sim
+    def __init__(self, tenant: Tenant, inventory: Inventory) -> None:
+        self.tenant, self.inventory = tenant, inventory
         self.log = ChangeLog()
         self._gone: set[int] = set()  # users deleted (never created again)
         self._groups_of: dict[str, set[int]] | None = None
@@ -79,14 +80,14 @@ class TenantChanges:
     # ------------------------------------------------------------------ users
 
     def _index(self, user_id: str) -> int:
-        index = self.sim.tenant.index_of(user_id)
+        index = self.tenant.index_of(user_id)
         if index is None:
             raise KeyError(f"no user {user_id}")
         return index
 
     def add_user(self) -> str:
         """Create the next pending user (TenantSpec.pending_users); its id."""
-        tenant = self.sim.tenant
+        tenant = self.tenant
         index = next((i for i in range(tenant.user_count, tenant.index.user_count) if not tenant.exists(i)
                       and i not in self._gone), None)
         if index is None:
@@ -99,17 +100,17 @@ class TenantChanges:
     def remove_user(self, user_id: str, permanently: bool = False) -> None:
         """Delete a user (soft unless `permanently`); Entra removes it from its groups as well."""
         index = self._index(user_id)
-        self.sim.tenant.delete(index)
+        self.tenant.delete(index)
         self._gone.add(index)
         self.log.object("users", user_id, "deleted" if permanently else "changed")
-        groups = self.sim.inventory._groups
+        groups = self.inventory._groups
         for g in sorted(self._member_of().get(user_id, ())):
             self.remove_member(groups.groups()[g]["id"], user_id)
 
     def _member_of(self) -> dict[str, set[int]]:
         """Member id -> indexes of the groups it is a direct member of; built once, then kept up to date."""
         if self._groups_of is None:
-            groups = self.sim.inventory._groups
+            groups = self.inventory._groups
             found: dict[str, set[int]] = {}
             for g in range(len(groups.groups())):
                 for _t, mid in groups.direct_members(g):
@@ -120,7 +121,7 @@ class TenantChanges:
     def rename_user(self, user_id: str, upn: str | None = None, display_name: str | None = None) -> None:
         index = self._index(user_id)
         if upn is not None:
-            self.sim.tenant.rename(index, upn)
+            self.tenant.rename(index, upn)
         if display_name is not None:
             self.set_user(user_id, displayName=display_name)
         else:
@@ -129,14 +130,14 @@ class TenantChanges:
     def set_user(self, user_id: str, **properties: Any) -> None:
         """Change properties of a user (Graph names), e.g. jobTitle or department."""
         index = self._index(user_id)
-        self.sim.tenant.overrides.setdefault(index, {}).update(properties)
-        self.sim.tenant.index.touch()
+        self.tenant.overrides.setdefault(index, {}).update(properties)
+        self.tenant.index.touch()
         self.log.object("users", user_id)
 
     def change_licences(self, user_id: str, like: str | None = None) -> None:
         """Give a user the licences of user `like` (assignedLicenses, licenseAssignmentStates and assignedPlans
         as that user holds them), or none."""
-        tenant = self.sim.tenant
+        tenant = self.tenant
         props = ({p: [] for p in LICENCE_PROPERTIES} if like is None
                  else tenant.user(self._index(like), LICENCE_PROPERTIES))
         self.set_user(user_id, **props)
@@ -144,7 +145,7 @@ class TenantChanges:
     # ------------------------------------------------------------------ groups
 
     def add_member(self, group_id: str, member_id: str, odata_type: str = USER_TYPE) -> None:
-        groups = self.sim.inventory._groups
+        groups = self.inventory._groups
         index = groups.group_index(group_id)
         if index is None:
             raise KeyError(f"no group {group_id}")
@@ -157,7 +158,7 @@ class TenantChanges:
             self.log.member(group_id, odata_type, member_id, False)
 
     def remove_member(self, group_id: str, member_id: str) -> None:
-        groups = self.sim.inventory._groups
+        groups = self.inventory._groups
         index = groups.group_index(group_id)
         if index is None:
             raise KeyError(f"no group {group_id}")
@@ -172,7 +173,7 @@ class TenantChanges:
                 return
 
     def rename_group(self, group_id: str, display_name: str) -> None:
-        groups = self.sim.inventory._groups
+        groups = self.inventory._groups
         index = groups.group_index(group_id)
         if index is None:
             raise KeyError(f"no group {group_id}")
@@ -187,7 +188,7 @@ class TenantChanges:
         tenth created and a tenth deleted) and as many membership changes (half added, half removed), drawn
         from `seed`. The counts made, by kind."""
         rnd = random.Random(seed)
-        tenant, groups = self.sim.tenant, self.sim.inventory._groups
+        tenant, groups = self.tenant, self.inventory._groups
         live = tenant.all_indexes()
         n = max(1, int(len(live) * share))
         picked = rnd.sample(list(live), min(len(live), n))

@@ -35,7 +35,8 @@ class SimulatorState:
         self.tenant_id = self.tenant.tenant_id
         self.inventory = Inventory(self.tenant, self.spec)
         self.usage = UsageReports(self.tenant)
-        self.changes = TenantChanges(self)  # changes between collections, and their log for delta queries
+        # Changes between collections, and their log for delta queries (simulator/changes.py).
+        self.changes = TenantChanges(self.tenant, self.inventory)
         # Pre-authenticated report downloads: token -> {report, period, concealed, expires}
         self._downloads: dict[str, dict[str, Any]] = {}
         self.client_id = self.tenant.client_id

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import collections
+import gzip
+import hashlib
 import ssl
 
 import httpx
+import orjson
 import pytest
 
 from simulator import Simulator, TenantSpec
 from simulator.object_types import USER_TYPE
+from tests.conftest import apply_env
+from tests.helpers import read_dataset, settings_for
 
 USER_SELECT = "id,userPrincipalName,displayName,jobTitle,assignedLicenses"
 
@@ -121,3 +127,81 @@ def test_groups_delta_members(sim, http):
     # /groups/{id}/members agrees
     listed = http.get(f"{sim.graph_endpoint}/v1.0/groups/{gid}/members?$select=id").json()["value"]
     assert joiner in {m["id"] for m in listed}
+
+
+# ---------------------------------------------------------------------------------------------------- collector
+
+DATASETS_UNDER_TEST = "users,groups,group_members"
+
+
+@pytest.fixture
+def tenant(monkeypatch):
+    """A tenant of its own per test: the collector's tests change it."""
+    with Simulator(TenantSpec(seed=11, users=600, groups=40, pending_users=30)) as s:
+        apply_env(monkeypatch, s.env(secret_in="env"))
+        yield s
+
+
+def collect(sim, out, full: bool = False, **env: str):
+    from dataclasses import replace
+
+    from connector.collect.engine import collect_sync
+    from connector.store.destination import open_store
+
+    settings = settings_for({**sim.env(secret_in="env"), "SNAPSHOT_DIR": str(out),
+                             "M365_DATASETS": DATASETS_UNDER_TEST}, **env)
+    store = open_store(settings)
+    return collect_sync(replace(settings, full=full), store, trigger="test"), store
+
+
+def by_key(records, key=("id",)):
+    out = {}
+    for r in records:
+        k = tuple(r[p] for p in key)
+        assert k not in out, f"{k} twice"
+        out[k] = r
+    return out
+
+
+def changes_of(store, manifest, name):
+    entry = next(f for f in manifest["files"] if f["path"] == f"changes/{name}.jsonl.gz")
+    data = store.read_bytes(f"tenants/{manifest['tenantId']}/runs/{manifest['runId']}/{entry['path']}")
+    assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["bytes"]
+    return [orjson.loads(line) for line in gzip.decompress(data).splitlines()]
+
+
+def test_delta_run_equals_a_full_read_of_the_changed_tenant(tenant, tmp_path):
+    first, store = collect(tenant, tmp_path / "a")
+    assert first["status"] == "succeeded", first["warnings"]
+    assert first["datasets"]["groups"]["delta"] == {"mode": "full", "baseRun": None,
+                                                    "reason": first["datasets"]["groups"]["delta"]["reason"]}
+    assert first["datasets"]["users"]["delta"]["reason"].startswith("untracked_properties")
+    made = tenant.changes.day_of_changes(share=0.05, seed=3)
+    g = tenant.inventory.groups()
+    tenant.changes.rename_group(g[9]["id"], "Renamed by the test")
+    tenant.changes.rename_group(g[10]["id"], "Renamed too")
+
+    second, store = collect(tenant, tmp_path / "a")
+    assert second["status"] == "succeeded", second["warnings"]
+    entry = second["datasets"]["groups"]
+    assert entry["delta"]["mode"] == "delta" and entry["delta"]["baseRun"] == first["runId"]
+    assert (entry["delta"]["added"], entry["delta"]["changed"], entry["delta"]["removed"]) == (0, 2, 0)
+    assert entry["requests"] == 1  # one page of changes, against the full listing's pages
+
+    truth, _ = collect(tenant, tmp_path / "b", full=True)
+    for name, key in (("groups", ("id",)), ("users", ("id",)), ("group_members", ("groupId", "memberId",
+                                                                                    "membership"))):
+        assert by_key(read_dataset(store, second, name), key) == by_key(read_dataset(_, truth, name), key), name
+
+    user_changes = changes_of(store, second, "users")
+    kinds = collections.Counter(c["change"] for c in user_changes)
+    assert kinds["removed"] == made["deleted"] and kinds["added"] == made["created"]
+    assert kinds["changed"] == made["renamed"] + made["relicensed"] + made["changed"] - \
+        sum(1 for c in user_changes if c["change"] == "changed" and not c["properties"])
+    renamed = [c for c in user_changes if c["change"] == "changed" and "displayName" in c["properties"]]
+    assert len(renamed) == made["renamed"] and all("userPrincipalName" in c["properties"] for c in renamed)
+    members = collections.Counter(c["change"] for c in changes_of(store, second, "group_members"))
+    assert members["memberAdded"] >= 1 and members["memberRemoved"] >= made["membersRemoved"]
+    group_changes = changes_of(store, second, "groups")
+    assert {c["id"]: c["properties"] for c in group_changes} == {g[9]["id"]: ["displayName"],
+                                                                 g[10]["id"]: ["displayName"]}

@@ -152,7 +152,7 @@ class DeltaArea(Area):
                 slices = max(1, -(-len(self.sim.inventory.direct_members(g)) // MEMBER_SLICE)) if state["m"] else 1
                 out += [(group["id"], "upsert", k) for k in range(slices)]
             return out
-        changed = self.sim.changes.log.since(collection, state["s"], state["u"])
+        changed = self.sim.changes.log.since(collection, state["s"], state["u"], state["m"])
         if collection != "groups" or not state["m"]:
             return [(oid, kind, 0) for oid, kind in changed]
         out = []
