@@ -205,3 +205,124 @@ def test_delta_run_equals_a_full_read_of_the_changed_tenant(tenant, tmp_path):
     group_changes = changes_of(store, second, "groups")
     assert {c["id"]: c["properties"] for c in group_changes} == {g[9]["id"]: ["displayName"],
                                                                  g[10]["id"]: ["displayName"]}
+
+
+def link_state(out, sim, name="groups"):
+    path = out / "tenants" / sim.tenant_id / "delta" / f"{name}.json"
+    return path, orjson.loads(path.read_bytes())
+
+
+def same_as_truth(sim, store, manifest, tmp_path, name="groups"):
+    truth, truth_store = collect(sim, tmp_path / f"truth-{manifest['runId']}", full=True)
+    assert by_key(read_dataset(store, manifest, name)) == by_key(read_dataset(truth_store, truth, name))
+
+
+@pytest.mark.parametrize("how", ["410", "expired_at_graph", "expired_here"])
+def test_resync_reads_in_full(tenant, tmp_path, how):
+    out = tmp_path / "out"
+    first, _ = collect(tenant, out)
+    tenant.changes.rename_group(tenant.inventory.groups()[12]["id"], "Changed before the resync")
+    if how == "410":
+        tenant.spec.delta_reset = True
+    elif how == "expired_at_graph":
+        tenant.spec.delta_age_days = 7.5  # Graph's clock: the token is over 7 days old
+    else:
+        path, state = link_state(out, tenant)
+        state["obtainedAt"] = "2026-01-01T00:00:00.000Z"
+        path.write_bytes(orjson.dumps(state))
+    second, store = collect(tenant, out)
+    tenant.spec.delta_reset, tenant.spec.delta_age_days = False, 0
+    entry = second["datasets"]["groups"]
+    assert second["status"] == "succeeded" and entry["delta"]["mode"] == "full"
+    assert entry["delta"]["reason"].startswith({"410": "resync: Graph refused the stored delta link (410",
+                                                "expired_at_graph": "resync: Graph refused the stored delta link "
+                                                                    "(400 syncStateNotFound)",
+                                                "expired_here": "expired:"}[how])
+    assert entry["delta"]["baseRun"] == first["runId"] and entry["delta"]["changed"] == 1
+    same_as_truth(tenant, store, second, tmp_path)
+    assert link_state(out, tenant)[1]["runId"] == second["runId"]
+    third, _ = collect(tenant, out)  # and the new link works
+    assert third["datasets"]["groups"]["delta"]["mode"] == "delta"
+
+
+@pytest.mark.parametrize("bad", ["corrupt", "other_tenant", "other_dataset", "other_host"])
+def test_bad_stored_links_are_refused(tenant, tmp_path, bad):
+    out = tmp_path / "out"
+    collect(tenant, out)
+    path, state = link_state(out, tenant)
+    if bad == "corrupt":
+        path.write_bytes(b'{"deltaLink": 12')
+    elif bad == "other_tenant":
+        path.write_bytes(orjson.dumps({**state, "tenantId": "00000000-0000-0000-0000-000000000001"}))
+    elif bad == "other_dataset":
+        path.write_bytes(orjson.dumps({**state, "dataset": "devices"}))
+    else:
+        path.write_bytes(orjson.dumps({**state, "deltaLink": state["deltaLink"].replace("127.0.0.1", "evil.example")}))
+    before = len(tenant.requests)
+    second, store = collect(tenant, out)
+    entry = second["datasets"]["groups"]
+    assert entry["delta"]["mode"] == "full" and entry["delta"]["reason"].startswith("link_")
+    assert [w["code"] for w in entry["warnings"]] == ["delta_link_refused"]
+    sent = [r.query.get("$deltatoken") for r in tenant.requests[before:] if "$deltatoken" in r.query]
+    assert sent == ["latest"]  # the refused link was never followed: only a new one was asked for
+    same_as_truth(tenant, store, second, tmp_path)
+    assert link_state(out, tenant)[1]["runId"] == second["runId"]
+
+
+def test_a_run_killed_while_applying_publishes_nothing(tenant, tmp_path, monkeypatch):
+    import asyncio
+
+    from connector.collect import changes as changes_module
+
+    out = tmp_path / "out"
+    first, _ = collect(tenant, out)
+    for g in tenant.inventory.groups()[14:18]:
+        tenant.changes.rename_group(g["id"], f"{g['displayName']} (renamed)")
+    real = changes_module.ChangeLines.changed
+    calls = []
+
+    async def killed_half_way(self, old, new):
+        calls.append(new["id"])
+        if len(calls) == 2:
+            raise asyncio.CancelledError()  # the worker is stopped half-way through applying the changes
+        await real(self, old, new)
+
+    monkeypatch.setattr(changes_module.ChangeLines, "changed", killed_half_way)
+    with pytest.raises(asyncio.CancelledError):
+        collect(tenant, out)
+    monkeypatch.setattr(changes_module.ChangeLines, "changed", real)
+    root = out / "tenants" / tenant.tenant_id
+    assert orjson.loads((root / "latest.json").read_bytes())["runId"] == first["runId"]
+    assert [p for p in (root / "runs").rglob("*") if p.is_file() and first["runId"] not in p.parts] == []
+    assert link_state(out, tenant)[1]["runId"] == first["runId"]
+    second, store = collect(tenant, out)  # the previous state is usable: delta from the first run
+    assert second["datasets"]["groups"]["delta"]["mode"] == "delta"
+    assert second["datasets"]["groups"]["delta"]["changed"] == 4
+    same_as_truth(tenant, store, second, tmp_path)
+
+
+def test_reconcile_reads_in_full_and_finds_no_drift(tenant, tmp_path):
+    out = tmp_path / "out"
+    collect(tenant, out)
+    tenant.changes.rename_group(tenant.inventory.groups()[20]["id"], "Reconciled")
+    path, state = link_state(out, tenant)
+    path.write_bytes(orjson.dumps({**state, "fullAt": "2026-01-01T00:00:00.000Z"}))
+    second, store = collect(tenant, out, M365_RECONCILE_DAYS="7")
+    delta = second["datasets"]["groups"]["delta"]
+    assert delta["mode"] == "reconcile" and delta["drift"]["total"] == 0 and delta["changed"] == 1
+    assert second["datasets"]["groups"]["requests"] >= 2  # the round and the full listing
+    same_as_truth(tenant, store, second, tmp_path)
+    third, _ = collect(tenant, out)
+    assert third["datasets"]["groups"]["delta"]["mode"] == "delta"
+
+
+def test_full_requested_and_delta_off(tenant, tmp_path):
+    out = tmp_path / "out"
+    collect(tenant, out)
+    forced, _ = collect(tenant, out, full=True)
+    assert forced["datasets"]["groups"]["delta"]["reason"].startswith("full_requested")
+    off, _ = collect(tenant, out, M365_DELTA="off")
+    assert off["datasets"]["groups"]["delta"]["reason"].startswith("delta_off")
+    on, _ = collect(tenant, out)
+    assert on["datasets"]["groups"]["delta"] == {"mode": "delta", "baseRun": forced["runId"], "added": 0,
+                                                 "changed": 0, "removed": 0, "changes": "changes/groups.jsonl.gz"}

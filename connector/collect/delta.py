@@ -141,7 +141,7 @@ class Feed:
 
     # -- reading ------------------------------------------------------------------------------------------
     async def prepare(self) -> None:
-        """Before any record: the round of changes (delta, reconcile), or the link for the next run (full)."""
+        """Before any record: the round of changes (delta, reconcile)."""
         if self.mode in ("delta", "reconcile"):
             assert self.stored is not None
             try:
@@ -152,12 +152,15 @@ class Feed:
                 self.ctx.warn("delta_resync", self.ds.name, f"{self.ds.name}: {why}; read in full instead, and a new "
                                                             "delta link is stored.")
                 self.baseline = Baseline.latest(self.run.store, self.run.tenant_id, self.ds)
-        if self.mode == "full" and self.ds.delta and not self.ds.untracked and self.run.settings.delta:
-            await self._latest()
         if self.mode in ("full", "reconcile"):
             self.full_at = now_iso()
 
-    async def _latest(self) -> None:
+    async def before_listing(self, resumed: bool) -> None:
+        """A full read asks for its next link just before its listing starts. One resumed from a checkpoint
+        started listing in an earlier attempt: a link made now would miss what changed since, so none is
+        stored, and the next run continues from the link stored before (whose base run is still published)."""
+        if resumed or self.mode != "full" or not self.ds.delta or self.ds.untracked or not self.run.settings.delta:
+            return
         graph = self.ctx.graph
         url = f"{graph.base}{self.ds.delta}?" + "&".join(q for q in (delta_query(self.ds), "$deltatoken=latest") if q)
         try:

@@ -112,6 +112,8 @@ class Run:
         feed = await self._feed(ds, ctx)
         try:
             writer = await self._resume(ds, ctx, res, spool, feed)
+            if feed is not None:
+                await feed.before_listing(resumed="resumed" in ctx.extra)
             await self._stream(ds, ctx, res, spool, feed, writer)
         except BaseException:
             if feed is not None and feed.out is not None:
