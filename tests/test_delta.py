@@ -326,3 +326,42 @@ def test_full_requested_and_delta_off(tenant, tmp_path):
     on, _ = collect(tenant, out)
     assert on["datasets"]["groups"]["delta"] == {"mode": "delta", "baseRun": forced["runId"], "added": 0,
                                                  "changed": 0, "removed": 0, "changes": "changes/groups.jsonl.gz"}
+
+
+def test_the_documented_duckdb_example_applies_the_changes_file(tenant, tmp_path, monkeypatch):
+    """docs/snapshot-format.md's SQL, run as written on a base run's file and the next run's changes file, gives
+    the next run's file record for record."""
+    import re
+    import shutil
+
+    import duckdb
+
+    from tests.conftest import ROOT
+
+    out = tmp_path / "out"
+    first, _ = collect(tenant, out)
+    tenant.changes.day_of_changes(share=0.05, seed=9)
+    second, store = collect(tenant, out)
+    root = out / "tenants" / tenant.tenant_id / "runs"
+    work = tmp_path / "work"
+    (work / "base").mkdir(parents=True)
+    (work / "changes").mkdir()
+    shutil.copy(root / first["runId"] / "users.jsonl.gz", work / "base" / "users.jsonl.gz")
+    shutil.copy(root / second["runId"] / "changes" / "users.jsonl.gz", work / "changes" / "users.jsonl.gz")
+    shutil.copy(root / second["runId"] / "users.jsonl.gz", work / "new.jsonl.gz")
+    doc = (ROOT / "docs" / "snapshot-format.md").read_text()
+    sql = re.search(r"<!-- duckdb:apply-changes -->\n```sql\n(.*?)```", doc, re.S).group(1)
+    monkeypatch.chdir(work)
+    con = duckdb.connect()
+    for statement in filter(str.strip, sql.split(";")):
+        con.execute(statement)
+
+    def rows(query):  # as DuckDB reads them (timestamps parsed alike on both sides), nulls left out
+        found = [orjson.loads(r[0]) for r in con.execute(query).fetchall()]
+        return {r["id"]: {k: v for k, v in r.items() if v is not None} for r in found}, len(found)
+
+    got, n = rows("SELECT to_json(u) FROM users u")
+    want, m = rows("SELECT to_json(u) FROM read_json_auto('new.jsonl.gz') u")
+    assert n == len(got) == m == len(want) == second["datasets"]["users"]["records"]
+    assert got == want
+    assert sum(1 for c in changes_of(store, second, "users") if c["change"] == "changed") > 10
