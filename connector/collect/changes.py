@@ -53,6 +53,16 @@ def changed_properties(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
 
 
+def hashed(ds: Dataset, lines: list[bytes]) -> list[tuple[str, int, dict[str, Any]]]:
+    """(key, hash, record) of JSON Lines: the CPU-bound part of a comparison, run in a thread."""
+    out = []
+    for line in lines:
+        if line:
+            record = orjson.loads(line)
+            out.append((key_of(ds, record), record_hash(record), record))
+    return out
+
+
 class Baseline:
     """A published file of a dataset, read back as a stream of JSON Lines and checked against its manifest."""
 
@@ -134,8 +144,11 @@ class ChangeLines:
         await self._add({**self._line(record, "memberAdded" if self.membership else "added"), "record": record})
 
     async def changed(self, old: dict[str, Any], new: dict[str, Any]) -> None:
+        properties = changed_properties(old, new)
+        if not properties:
+            return  # the same values (another order of properties): no change
         self.counts["changed"] += 1
-        await self._add({**self._line(new, "changed"), "properties": changed_properties(old, new), "record": new})
+        await self._add({**self._line(new, "changed"), "properties": properties, "record": new})
 
     async def removed(self, old: dict[str, Any]) -> None:
         self.counts["removed"] += 1
@@ -163,22 +176,20 @@ class Differ:
 
     async def prepare(self) -> None:
         async for batch in self.baseline.batches():
-            for line in batch:
-                record = orjson.loads(line)
-                self.previous.put(key_of(self.ds, record), record_hash(record))
+            for key, digest, _record in await asyncio.to_thread(hashed, self.ds, batch):
+                self.previous.put(key, digest)
 
     async def see(self, data: bytes) -> None:
-        records = [orjson.loads(line) for line in data.split(b"\n") if line]
-        keys = [key_of(self.ds, r) for r in records]
-        before = self.previous.get_many(keys)
-        for key, record in zip(keys, records, strict=True):
+        rows = await asyncio.to_thread(hashed, self.ds, data.split(b"\n"))
+        before = self.previous.get_many(key for key, _h, _r in rows)
+        for key, digest, record in rows:
             old = before.get(key)
             if old is None:
                 if key not in self.changed:
                     await self.out.added(record)
-            elif old != record_hash(record):
+            elif old != digest:
                 self.changed[key] = record
-        self.previous.delete_many(k for k in keys if k in before)
+        self.previous.delete_many(k for k, _h, _r in rows if k in before)
 
     async def finish(self) -> None:
         """A second pass over the previous snapshot: the old values of changed records, and removed ones."""

@@ -37,6 +37,7 @@ from connector.collect.changes import (
     ChangeLines,
     Differ,
     changes_file,
+    hashed,
     key_of,
     record_hash,
 )
@@ -320,27 +321,24 @@ class Reconciler:
     async def expect(self, baseline: Baseline, changes: dict[str, dict[str, Any] | None]) -> None:
         pending = dict(changes)
         async for batch in baseline.batches():
-            for line in batch:
-                old = orjson.loads(line)
-                key = key_of(self.ds, old)
-                new = pending.pop(key, old) if key in pending else old
-                if new is not None:
+            for key, digest, _old in await asyncio.to_thread(hashed, self.ds, batch):
+                if key not in pending:
+                    self.expected.put(key, digest)
+                elif (new := pending.pop(key)) is not None:
                     self.expected.put(key, record_hash(new))
         for key, new in pending.items():
             if new is not None:
                 self.expected.put(key, record_hash(new))
 
     async def see(self, data: bytes) -> None:
-        records = [orjson.loads(line) for line in data.split(b"\n") if line]
-        keys = [key_of(self.ds, r) for r in records]
-        found = self.expected.get_many(keys)
-        for key, record in zip(keys, records, strict=True):
+        rows = await asyncio.to_thread(hashed, self.ds, data.split(b"\n"))
+        found = self.expected.get_many(key for key, _h, _r in rows)
+        for key, digest, _record in rows:
             if key not in found:
                 self.counts["missingFromDelta"] += 1
-            elif found[key] != record_hash(record):
+            elif found[key] != digest:
                 self.counts["differing"] += 1
         self.expected.delete_many(found)
-        await asyncio.sleep(0)
 
     def finish(self) -> dict[str, int]:
         self.counts["extraInDelta"] = len(self.expected)
