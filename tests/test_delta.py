@@ -283,8 +283,10 @@ def test_a_run_killed_while_applying_publishes_nothing(tenant, tmp_path, monkeyp
 
     async def killed_half_way(self, old, new):
         calls.append(new["id"])
-        if len(calls) == 2:
-            raise asyncio.CancelledError()  # the worker is stopped half-way through applying the changes
+        if len(calls) == 2:  # the run is stopped half-way through applying the changes, as a worker's is
+            run = next(t for t in asyncio.all_tasks() if t.get_coro().__name__ == "collect")
+            run.cancel()
+            await asyncio.sleep(0)
         await real(self, old, new)
 
     monkeypatch.setattr(changes_module.ChangeLines, "changed", killed_half_way)
@@ -365,3 +367,28 @@ def test_the_documented_duckdb_example_applies_the_changes_file(tenant, tmp_path
     assert n == len(got) == m == len(want) == second["datasets"]["users"]["records"]
     assert got == want
     assert sum(1 for c in changes_of(store, second, "users") if c["change"] == "changed") > 10
+
+
+def test_delta_runs_on_blob_storage(tenant, azurite, tmp_path):
+    """The same on Blob Storage (Azurite): the link beside the runs, the changes file in the run and in latest/."""
+    from connector.collect.engine import collect_sync
+    from connector.store.contract import read_json
+    from connector.store.destination import open_store
+    from tests.helpers import blob_env
+
+    env = {**tenant.env(secret_in="env"), **blob_env(azurite), "M365_DATASETS": "groups"}
+    first = collect_sync(settings_for(env), open_store(settings_for(env)), trigger="test")
+    tenant.changes.rename_group(tenant.inventory.groups()[7]["id"], "Blob renamed")
+    store = open_store(settings_for(env))
+    second = collect_sync(settings_for(env), store, trigger="test")
+    assert second["datasets"]["groups"]["delta"] == {"mode": "delta", "baseRun": first["runId"], "added": 0,
+                                                     "changed": 1, "removed": 0, "changes": "changes/groups.jsonl.gz"}
+    tid = second["tenantId"]
+    assert read_json(store, f"tenants/{tid}/delta/groups.json")["runId"] == second["runId"]
+    latest = {e["path"]: e for e in read_json(store, f"tenants/{tid}/latest/manifest.json")["files"]}
+    entry = latest["changes/groups.jsonl.gz"]
+    data = store.read_bytes(f"tenants/{tid}/latest/changes/groups.jsonl.gz")
+    assert entry["runId"] == second["runId"] and hashlib.sha256(data).hexdigest() == entry["sha256"]
+    assert [orjson.loads(line)["properties"] for line in gzip.decompress(data).splitlines()] == [["displayName"]]
+    truth, truth_store = collect(tenant, tmp_path / "truth", full=True)
+    assert by_key(read_dataset(store, second, "groups")) == by_key(read_dataset(truth_store, truth, "groups"))
