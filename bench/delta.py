@@ -1,10 +1,12 @@
 """Benchmark of change feeds: a run after a day of changes against a full read of the same changed tenant.
 
-    .venv/bin/python bench/delta.py --users 100000 --groups 10000 --share 0.01 --scale 60 --write-doc
+    .venv/bin/python bench/delta.py --case 100000:10000:users,groups,group_members --case 20000:100000:groups \
+        --share 0.01 --scale 60 --write-doc
 
 The simulator runs in this process (so the tenant can be changed between runs: simulator/changes.py), the
 collector in its own (`python -m connector run --json`), with Graph's quotas divided by `--scale` on both
-sides and each request taking `--latency` seconds divided by the same factor. Three runs of `--datasets`:
+sides and each request taking `--latency` seconds divided by the same factor. Per `--case` (a tenant size and the
+datasets collected), three runs:
 1. a full first run (it stores the delta links);
 2. after `--share` of the users changed (renamed, relicensed, new job titles, created, deleted) and as many
    group memberships added and removed, and a few groups renamed: the run under test (delta where the
@@ -71,27 +73,27 @@ def fingerprint(out: Path, manifest: dict, name: str) -> tuple[int, int]:
     return count, total
 
 
-def measure(args: argparse.Namespace) -> dict:
-    spec = TenantSpec(seed=21, users=args.users, groups=args.groups, quota_scale=args.scale,
-                      pending_users=max(10, int(args.users * args.share)), latency=args.latency / args.scale)
+def measure(args: argparse.Namespace, users: int, groups: int, datasets: str) -> dict:
+    spec = TenantSpec(seed=21, users=users, groups=groups, quota_scale=args.scale,
+                      pending_users=max(10, int(users * args.share)), latency=args.latency / args.scale)
     work = Path(tempfile.mkdtemp(prefix="bench-delta-"))
     with Simulator(spec) as sim:
-        env = {**os.environ, **sim.env(), "M365_DATASETS": args.datasets}
+        env = {**os.environ, **sim.env(), "M365_DATASETS": datasets}
         first = collect(env, work / "a")
         t0 = time.perf_counter()
         made = sim.changes.day_of_changes(share=args.share, seed=5)
-        groups = sim.inventory.groups()
-        for g in groups[12:12 + max(1, len(groups) // 1000)]:
+        listed = sim.inventory.groups()
+        for g in listed[12:12 + max(1, len(listed) // 1000)]:
             sim.changes.rename_group(g["id"], f"{g['displayName']} (renamed)")
             made["groupsRenamed"] = made.get("groupsRenamed", 0) + 1
         changing = time.perf_counter() - t0
         delta = collect(env, work / "a")
         full = collect(env, work / "b", "--full")
     identical = {}
-    for name in args.datasets.split(","):
+    for name in datasets.split(","):
         identical[name] = fingerprint(work / "a", delta["manifest"], name) == \
             fingerprint(work / "b", full["manifest"], name)
-    return {"users": args.users, "groups": args.groups, "share": args.share, "scale": args.scale,
+    return {"users": users, "groups": groups, "share": args.share, "scale": args.scale,
             "latency": args.latency, "changes": made, "changeSeconds": changing, "first": first, "delta": delta,
             "full": full, "identical": identical, "machine": machine()}
 
@@ -113,14 +115,14 @@ def table(result: dict) -> list[str]:
     return rows
 
 
-def report(result: dict, command: str) -> str:
+def report(result: dict) -> str:
     d, f = result["delta"]["manifest"]["datasets"], result["full"]["manifest"]["datasets"]
     tracked = [n for n in d if (d[n].get("delta") or {}).get("mode") == "delta"]
-    lines = [f"Produced by `{command}` on {result['machine']}.", "",
-             f"#### {result['users']:,} users, {result['groups']:,} groups, {result['share']:.0%} changed, quotas "
-             f"scaled {result['scale']:g} times, {result['latency'] * 1000 / result['scale']:.1f} ms per request",
-             "", "Changes made between the runs: " + ", ".join(f"{k} {v:,}" for k, v in result["changes"].items())
-             + ".", "", *table(result), ""]
+    lines = [f"#### {result['users']:,} users, {result['groups']:,} groups, {result['share']:.0%} changed, quotas "
+             f"scaled {result['scale']:g} times, {result['latency'] * 1000 / result['scale']:.1f} ms per request: "
+             f"`{','.join(d)}`", "", f"Measured on {result['machine']}.", "",
+             "Changes made between the runs: " + ", ".join(f"{k} {v:,}" for k, v in result["changes"].items()) + ".",
+             "", *table(result), ""]
     for name in tracked:
         lines.append(f"- `{name}` by delta: {d[name]['requests']:,} requests against {f[name]['requests']:,} "
                      f"({d[name]['requests'] / max(f[name]['requests'], 1):.1%}), "
@@ -139,20 +141,25 @@ def report(result: dict, command: str) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--users", type=int, default=100_000)
-    p.add_argument("--groups", type=int, default=10_000)
+    p.add_argument("--case", action="append", metavar="USERS:GROUPS:DATASETS",
+                   help="a tenant and the datasets collected (repeatable); default 100000:10000:users,groups,"
+                        "group_members")
     p.add_argument("--share", type=float, default=0.01, help="share of users (and as many memberships) changed")
     p.add_argument("--scale", type=float, default=60, help="quota windows divided by this, on both sides")
     p.add_argument("--latency", type=float, default=0.2, help="seconds per request before scaling")
-    p.add_argument("--datasets", default="users,groups,group_members")
     p.add_argument("--write-doc", action="store_true")
     p.add_argument("--json", help="also write the raw results to this file")
     args = p.parse_args()
-    result = measure(args)
-    text = report(result, "python bench/delta.py " + " ".join(sys.argv[1:]))
-    print(text)
+    results, parts = [], [f"Produced by `python bench/delta.py {' '.join(sys.argv[1:])}`.", ""]
+    for case in args.case or ["100000:10000:users,groups,group_members"]:
+        users, groups, datasets = case.split(":", 2)
+        results.append(measure(args, int(users), int(groups), datasets))
+        parts.append(report(results[-1]))
+        print(parts[-1], flush=True)
+        parts.append("")
+    text = "\n".join(parts).rstrip()
     if args.json:
-        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+        Path(args.json).write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     if args.write_doc:
         doc = DOC.read_text()
         if BEGIN in doc:

@@ -27,6 +27,7 @@ from connector.store.contract import JsonlGzWriter, Store, gzip_inflater, read_j
 from connector.store.publish import MANIFEST, latest_folder, run_prefix
 
 LINES_PER_BATCH = 2000
+PIECE = 1 << 20  # bytes of JSON Lines inflated at a time
 
 
 class BaselineCorrupt(Exception):
@@ -97,17 +98,21 @@ class Baseline:
         return None
 
     def lines(self) -> Iterator[list[bytes]]:
-        """The file's JSON Lines in batches; BaselineCorrupt at the end when its sha256 is not the manifest's."""
+        """The file's JSON Lines in batches; BaselineCorrupt at the end when its sha256 is not the manifest's.
+        Inflated a piece at a time (PIECE bytes), so memory does not grow with the file."""
         inflate = gzip_inflater()
         digest = hashlib.sha256()
         rest = b""
         for chunk in self.store.read_chunks(self.path):
             digest.update(chunk)
-            text = rest + inflate.decompress(chunk)
-            lines = text.split(b"\n")
-            rest = lines.pop()
-            for i in range(0, len(lines), LINES_PER_BATCH):
-                yield [line for line in lines[i:i + LINES_PER_BATCH] if line]
+            data = chunk
+            while data:
+                text = rest + inflate.decompress(data, PIECE)
+                data = inflate.unconsumed_tail
+                lines = text.split(b"\n")
+                rest = lines.pop()
+                for i in range(0, len(lines), LINES_PER_BATCH):
+                    yield [line for line in lines[i:i + LINES_PER_BATCH] if line]
         rest += inflate.flush()
         if rest.strip():
             yield [line for line in rest.split(b"\n") if line]

@@ -58,6 +58,14 @@ class Resync(Exception):
     """Graph refused the stored delta link: the dataset is read in full."""
 
 
+def delta_path(path: str, declared: str) -> bool:
+    """A link's path is the declared delta function's: `/groups/delta`, or as the SDKs spell it,
+    `/groups/microsoft.graph.delta()` (delta-query-overview.md)."""
+    collection = declared.rsplit("/", 1)[0].lower()
+    head, _, function = path.lower().rpartition("/")
+    return head.endswith(collection) and function in ("delta", "microsoft.graph.delta", "microsoft.graph.delta()")
+
+
 def delta_query(ds: Dataset) -> str:
     """The first call of a round: the declaration's $select (delta takes neither $top nor $orderby)."""
     return "$select=" + ",".join(ds.select) if ds.select else ""
@@ -120,7 +128,7 @@ class Feed:
         origin = urlsplit(state["deltaLink"])
         ours = urlsplit(run.settings.graph_endpoint)
         if (origin.scheme, origin.netloc.lower()) != (ours.scheme, ours.netloc.lower()) \
-                or not origin.path.lower().endswith(ds.delta.lower()):
+                or not delta_path(origin.path, ds.delta):
             return self._refused("foreign_host", f"points at {origin.scheme}://{origin.netloc}{origin.path}, not "
                                                  f"{ds.delta} on the configured Graph endpoint (M365_GRAPH_ENDPOINT)")
         if state["query"] != self.fingerprint:
