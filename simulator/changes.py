@@ -32,14 +32,14 @@ class ChangeLog:
     lists membership changes as (seq, @odata.type, member id, removed)."""
 
     seq: int = 0
-    objects: dict[str, dict[str, tuple[int, str]]] = field(default_factory=lambda: {"users": {}, "groups": {}})
+    objects: dict[str, dict[str, tuple[int, str]]] = field(default_factory=dict)
     members: dict[str, list[tuple[int, str, str, bool]]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def object(self, collection: str, oid: str, state: str = "upsert") -> None:
         with self.lock:
             self.seq += 1
-            self.objects[collection][oid] = (self.seq, state)
+            self.objects.setdefault(collection, {})[oid] = (self.seq, state)
 
     def member(self, group_id: str, odata_type: str, member_id: str, removed: bool) -> None:
         with self.lock:
@@ -50,7 +50,8 @@ class ChangeLog:
         """(id, state) of the objects changed after `seq` up to `until`, in the order of their last change; with
         `members` (groups whose membership is tracked) also those whose membership changed (state "upsert")."""
         with self.lock:
-            found = {oid: (s, state) for oid, (s, state) in self.objects[collection].items() if seq < s <= until}
+            found = {oid: (s, state) for oid, (s, state) in self.objects.get(collection, {}).items()
+                     if seq < s <= until}
             if members:
                 for gid, changes in self.members.items():
                     last = max((s for s, *_ in changes if seq < s <= until), default=0)
@@ -180,6 +181,21 @@ class TenantChanges:
         groups.groups()[index]["displayName"] = display_name
         groups.version += 1
         self.log.object("groups", group_id)
+
+    # ------------------------------------------------------------------ devices, apps, grants
+
+    def _listed(self, collection: str) -> list[dict[str, Any]]:
+        inv = self.inventory
+        return {"devices": inv.devices, "applications": lambda: inv.apps.applications,
+                "servicePrincipals": lambda: inv.apps.service_principals,
+                "oauth2PermissionGrants": lambda: inv.apps.grants}[collection]()
+
+    def set_object(self, collection: str, oid: str, **properties: Any) -> None:
+        """Change properties of a device, application, service principal or oauth2PermissionGrant (Graph names:
+        `collection` as in the path, e.g. "servicePrincipals")."""
+        found = next(o for o in self._listed(collection) if o["id"] == oid)
+        found.update(properties)
+        self.log.object(collection, oid)
 
     # ------------------------------------------------------------------ a day of changes
 

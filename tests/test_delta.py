@@ -129,6 +129,20 @@ def test_groups_delta_members(sim, http):
     assert joiner in {m["id"] for m in listed}
 
 
+@pytest.mark.parametrize(("path", "collection", "prop"), [
+    ("devices", "devices", "displayName"), ("applications", "applications", "displayName"),
+    ("servicePrincipals", "servicePrincipals", "displayName"), ("oauth2PermissionGrants", "oauth2PermissionGrants",
+                                                               "scope")])
+def test_other_collections_delta(sim, http, path, collection, prop):
+    listed = sim.changes._listed(collection)
+    everyone, link, _ = round_of(http, f"{sim.graph_endpoint}/v1.0/{path}/delta?$select=id,{prop}")
+    assert sorted(o["id"] for o in everyone) == sorted(o["id"] for o in listed)
+    assert all(set(o) == {"id", prop} for o in everyone)
+    assert round_of(http, link)[0] == []
+    sim.changes.set_object(collection, listed[1]["id"], **{prop: "changed by the test"})
+    assert round_of(http, link)[0] == [{"id": listed[1]["id"], prop: "changed by the test"}]
+
+
 # ---------------------------------------------------------------------------------------------------- collector
 
 DATASETS_UNDER_TEST = "users,groups,group_members"

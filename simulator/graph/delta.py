@@ -1,4 +1,5 @@
-"""Delta queries on users and groups (§2): GET /users/delta and /groups/delta, their next and delta links,
+"""Delta queries (§2): GET /users/delta and /groups/delta, and /devices, /applications, /servicePrincipals and
+/oauth2PermissionGrants delta the same way; their next and delta links,
 `@removed`, `members@delta`, `$deltatoken=latest`, token expiry and synchronisation resets.
 
 Sources (graph-facts §2, all read in microsoft-graph-docs-contrib): api-reference/v1.0/api/user-delta.md and
@@ -40,13 +41,25 @@ from typing import Any
 import orjson
 
 from ..web import Request, Response
+from .apps import APPLICATION_ROLES, GRANT_ROLES
 from .area import Area
+from .devices import DEVICE_ROLES
 from .groups import GROUP_ROLES
 from .protocol import METADATA, GraphError, ok, query_options, require, select_properties
 from .users import USER_ROLES
 
 PAGE = 200
 MEMBER_SLICE = 100
+# Collections held as lists of objects, with the same delta function (api/device-delta.md, application-delta.md,
+# serviceprincipal-delta.md, oauth2permissiongrant-delta.md; delta-query-overview.md lists them in v1.0), by the
+# lower-cased path segment: (name, objects, permissions). Users and groups have their own code below.
+LISTS = {
+    "devices": ("devices", lambda inv: inv.devices(), DEVICE_ROLES),
+    "applications": ("applications", lambda inv: inv.apps.applications, APPLICATION_ROLES),
+    "serviceprincipals": ("servicePrincipals", lambda inv: inv.apps.service_principals, APPLICATION_ROLES),
+    "oauth2permissiongrants": ("oauth2PermissionGrants", lambda inv: inv.apps.grants, GRANT_ROLES),
+}
+ROLES = {"users": USER_ROLES, "groups": GROUP_ROLES, **{n: r for n, _o, r in LISTS.values()}}
 TOKEN_LIFETIME = 7 * 86400  # directory objects (delta-query-overview.md, "Token duration")
 _FUNCTIONS = ("delta", "microsoft.graph.delta")
 
@@ -59,12 +72,12 @@ class DeltaArea(Area):
         self._key = os.urandom(16)
 
     def route(self, req: Request, claims: dict[str, Any], raw: list[str], rest: list[str]) -> Response | None:
-        if len(rest) != 2 or rest[0] not in ("users", "groups") or rest[1] not in _FUNCTIONS:
+        if len(rest) != 2 or rest[0] not in ("users", "groups", *LISTS) or rest[1] not in _FUNCTIONS:
             return None
-        collection = rest[0]
+        collection = LISTS[rest[0]][0] if rest[0] in LISTS else rest[0]
         options = query_options(req, {"$select", "$expand", "$deltatoken", "$skiptoken", "$filter"},
                                  f"{collection}/delta")
-        require(claims, USER_ROLES if collection == "users" else GROUP_ROLES)
+        require(claims, ROLES[collection])
         if "$filter" in options:
             raise GraphError(400, "Request_UnsupportedQuery", "The simulator supports no $filter on delta.")
         if "$skiptoken" in options:
@@ -106,8 +119,16 @@ class DeltaArea(Area):
                                  "The property 'signInActivity' does not support delta query.")
             known = {p.lower(): p for p in self.sim.tenant.user(self.sim.tenant.all_indexes()[0])}
             return select_properties(",".join(names), known, "user"), members
-        known = {p.lower(): p for p in self.sim.inventory.groups()[0]}
-        return select_properties(",".join(names), known, "group") if names else ["id"], members
+        objects = self._objects(collection)
+        known = {p.lower(): p for p in (objects[0] if objects else {}) if not p.startswith("_")}
+        type_name = collection[:-1] if collection != "servicePrincipals" else "servicePrincipal"
+        return select_properties(",".join(names), known, type_name) if names else ["id"], members
+
+    def _objects(self, collection: str) -> list[dict[str, Any]]:
+        inv = self.sim.inventory
+        if collection == "groups":
+            return inv.groups()
+        return next(objects(inv) for name, objects, _r in LISTS.values() if name == collection)
 
     def _token(self, state: dict[str, Any], kind: str) -> str:
         body = orjson.dumps({**state, "k": kind, "t": state.get("t") or int(time.time()),
@@ -147,6 +168,8 @@ class DeltaArea(Area):
             if collection == "users":
                 tenant = self.sim.tenant
                 return [(tenant.user_id(i), "upsert", 0) for i in tenant.all_indexes()]
+            if collection != "groups":
+                return [(o["id"], "upsert", 0) for o in self._objects(collection)]
             out = []
             for g, group in enumerate(self.sim.inventory.groups()):
                 slices = max(1, -(-len(self.sim.inventory.direct_members(g)) // MEMBER_SLICE)) if state["m"] else 1
@@ -197,6 +220,12 @@ class DeltaArea(Area):
             user = tenant.user(index, props)
             return {**user, "id": oid} if props is None or "id" in user else {"id": oid, **user}
         inv = self.sim.inventory
+        if collection != "groups":
+            found = next((o for o in self._objects(collection) if o["id"] == oid), None)
+            if found is None:
+                return {"id": oid, "@removed": {"reason": "deleted"}}
+            props = state["q"] or [k for k in found if not k.startswith("_")]
+            return {"id": oid, **{p: found[p] for p in props if p in found}}
         g = inv.group_index(oid)
         if g is None:
             return {"id": oid, "@removed": {"reason": "deleted"}}
