@@ -73,9 +73,9 @@ def fingerprint(out: Path, manifest: dict, name: str) -> tuple[int, int]:
     return count, total
 
 
-def measure(args: argparse.Namespace, users: int, groups: int, datasets: str) -> dict:
-    spec = TenantSpec(seed=21, users=users, groups=groups, quota_scale=args.scale,
-                      pending_users=max(10, int(users * args.share)), latency=args.latency / args.scale)
+def measure(args: argparse.Namespace, users: int, groups: int, datasets: str, scale: float) -> dict:
+    spec = TenantSpec(seed=21, users=users, groups=groups, quota_scale=scale,
+                      pending_users=max(10, int(users * args.share)), latency=args.latency / scale)
     work = Path(tempfile.mkdtemp(prefix="bench-delta-"))
     with Simulator(spec) as sim:
         env = {**os.environ, **sim.env(), "M365_DATASETS": datasets}
@@ -93,7 +93,7 @@ def measure(args: argparse.Namespace, users: int, groups: int, datasets: str) ->
     for name in datasets.split(","):
         identical[name] = fingerprint(work / "a", delta["manifest"], name) == \
             fingerprint(work / "b", full["manifest"], name)
-    return {"users": users, "groups": groups, "share": args.share, "scale": args.scale,
+    return {"users": users, "groups": groups, "share": args.share, "scale": scale,
             "latency": args.latency, "changes": made, "changeSeconds": changing, "first": first, "delta": delta,
             "full": full, "identical": identical, "machine": machine()}
 
@@ -141,19 +141,20 @@ def report(result: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--case", action="append", metavar="USERS:GROUPS:DATASETS",
-                   help="a tenant and the datasets collected (repeatable); default 100000:10000:users,groups,"
-                        "group_members")
+    p.add_argument("--case", action="append", metavar="USERS:GROUPS:DATASETS[:SCALE]",
+                   help="a tenant, the datasets collected and optionally its own --scale (repeatable); default "
+                        "100000:10000:users,groups,group_members")
     p.add_argument("--share", type=float, default=0.01, help="share of users (and as many memberships) changed")
-    p.add_argument("--scale", type=float, default=60, help="quota windows divided by this, on both sides")
+    p.add_argument("--scale", type=float, default=60, help="quota windows and the latency divided by this, on both "
+                                                          "sides (1: Graph's own quotas and latency)")
     p.add_argument("--latency", type=float, default=0.2, help="seconds per request before scaling")
     p.add_argument("--write-doc", action="store_true")
     p.add_argument("--json", help="also write the raw results to this file")
     args = p.parse_args()
     results, parts = [], [f"Produced by `python bench/delta.py {' '.join(sys.argv[1:])}`.", ""]
     for case in args.case or ["100000:10000:users,groups,group_members"]:
-        users, groups, datasets = case.split(":", 2)
-        results.append(measure(args, int(users), int(groups), datasets))
+        users, groups, datasets, *scale = case.split(":")
+        results.append(measure(args, int(users), int(groups), datasets, float(scale[0]) if scale else args.scale))
         parts.append(report(results[-1]))
         print(parts[-1], flush=True)
         parts.append("")

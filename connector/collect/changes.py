@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Iterator
+from functools import cache
 from typing import Any
 
+import msgspec
 import orjson
 
 from connector.catalog.datasets import Dataset
@@ -61,6 +63,31 @@ def hashed(ds: Dataset, lines: list[bytes]) -> list[tuple[str, int, dict[str, An
         if line:
             record = orjson.loads(line)
             out.append((key_of(ds, record), record_hash(record), record))
+    return out
+
+
+@cache
+def _key_decoder(names: tuple[str, ...]) -> msgspec.json.Decoder:
+    """Reads only the key properties of a JSON line (msgspec skips the rest without building it)."""
+    fields = [(f"k{i}", Any, None) for i in range(len(names))]
+    return msgspec.json.Decoder(msgspec.defstruct("Key", fields, rename={f"k{i}": n for i, n in enumerate(names)}))
+
+
+def line_hash(line: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(line, digest_size=8).digest(), "big") >> 1
+
+
+def keyed_lines(ds: Dataset, lines: list[bytes]) -> list[tuple[str, int, bytes]]:
+    """(key, hash of the line's bytes, line): the cheap first comparison of a full read with the previous file.
+    Equal bytes are equal records; different bytes may still be equal values (another serialisation: a record
+    rewritten by a delta run), which Differ.finish tells apart."""
+    decode = _key_decoder(ds.key).decode
+    out = []
+    for line in lines:
+        if line:
+            parts = [getattr(decode(line), f"k{i}") for i in range(len(ds.key))]
+            key = str(parts[0]) if len(parts) == 1 else "|".join(str(p) for p in parts)
+            out.append((key, line_hash(line), line))
     return out
 
 
@@ -172,43 +199,45 @@ class ChangeLines:
 
 class Differ:
     """A full read compared with the previous snapshot as this run's file is written (`see` gets the JSON Lines
-    the file got, replayed checkpoints included); `finish` writes what was changed and removed."""
+    the file got, replayed checkpoints included); `finish` writes what was changed and removed. Lines are
+    compared by a hash of their bytes; those that differ wait in a spool (disk past 250,000) and are compared by
+    value at the end, so memory does not grow with the tenant even if every line was written differently."""
 
     def __init__(self, ds: Dataset, baseline: Baseline, out: ChangeLines):
         self.ds, self.baseline, self.out = ds, baseline, out
-        self.previous = KeyValueSpool()  # key -> hash of the previous record; keys seen in this run are removed
-        self.changed: dict[str, dict[str, Any]] = {}  # key -> this run's record, for records whose hash differs
+        self.previous = KeyValueSpool()  # key -> hash of the previous line; keys seen in this run are removed
+        self.changed = KeyValueSpool()  # key -> this run's line, for lines whose bytes differ
 
     async def prepare(self) -> None:
         async for batch in self.baseline.batches():
-            for key, digest, _record in await asyncio.to_thread(hashed, self.ds, batch):
+            for key, digest, _line in await asyncio.to_thread(keyed_lines, self.ds, batch):
                 self.previous.put(key, digest)
 
     async def see(self, data: bytes) -> None:
-        rows = await asyncio.to_thread(hashed, self.ds, data.split(b"\n"))
-        before = self.previous.get_many(key for key, _h, _r in rows)
-        for key, digest, record in rows:
+        rows = await asyncio.to_thread(keyed_lines, self.ds, data.split(b"\n"))
+        before = self.previous.get_many(key for key, _h, _l in rows)
+        for key, digest, line in rows:
             old = before.get(key)
             if old is None:
-                if key not in self.changed:
-                    await self.out.added(record)
+                await self.out.added(orjson.loads(line))
             elif old != digest:
-                self.changed[key] = record
-        self.previous.delete_many(k for k, _h, _r in rows if k in before)
+                self.changed.put(key, line.decode())
+        self.previous.delete_many(k for k, _h, _l in rows if k in before)
 
     async def finish(self) -> None:
         """A second pass over the previous snapshot: the old values of changed records, and removed ones."""
-        if self.changed or len(self.previous):
+        if len(self.changed) or len(self.previous):
             async for batch in self.baseline.batches():
-                olds = [orjson.loads(line) for line in batch]
-                keys = [key_of(self.ds, r) for r in olds]
-                gone = self.previous.get_many(keys)
-                for key, old in zip(keys, olds, strict=True):
-                    if key in self.changed:
-                        await self.out.changed(old, self.changed.pop(key))
+                rows = await asyncio.to_thread(keyed_lines, self.ds, batch)
+                keys = [key for key, _h, _l in rows]
+                changed, gone = self.changed.get_many(keys), self.previous.get_many(keys)
+                for key, _digest, line in rows:
+                    if key in changed:
+                        await self.out.changed(orjson.loads(line), orjson.loads(changed[key]))
                     elif key in gone:
-                        await self.out.removed(old)
+                        await self.out.removed(orjson.loads(line))
         await self.out.flush()
 
     def close(self) -> None:
         self.previous.close()
+        self.changed.close()
