@@ -259,7 +259,7 @@ def test_resync_reads_in_full(tenant, tmp_path, how):
     assert third["datasets"]["groups"]["delta"]["mode"] == "delta"
 
 
-@pytest.mark.parametrize("bad", ["corrupt", "other_tenant", "other_dataset", "other_host"])
+@pytest.mark.parametrize("bad", ["corrupt", "other_tenant", "other_dataset", "other_host", "base_missing"])
 def test_bad_stored_links_are_refused(tenant, tmp_path, bad):
     out = tmp_path / "out"
     collect(tenant, out)
@@ -270,13 +270,20 @@ def test_bad_stored_links_are_refused(tenant, tmp_path, bad):
         path.write_bytes(orjson.dumps({**state, "tenantId": "00000000-0000-0000-0000-000000000001"}))
     elif bad == "other_dataset":
         path.write_bytes(orjson.dumps({**state, "dataset": "devices"}))
-    else:
+    elif bad == "other_host":
         path.write_bytes(orjson.dumps({**state, "deltaLink": state["deltaLink"].replace("127.0.0.1", "evil.example")}))
+    else:  # a link whose base run is not (or no longer) published
+        path.write_bytes(orjson.dumps({**state, "runId": "20260101T000000Z-abcdef"}))
     before = len(tenant.requests)
     second, store = collect(tenant, out)
     entry = second["datasets"]["groups"]
-    assert entry["delta"]["mode"] == "full" and entry["delta"]["reason"].startswith("link_")
-    assert [w["code"] for w in entry["warnings"]] == ["delta_link_refused"]
+    assert entry["delta"]["mode"] == "full"
+    if bad == "base_missing":
+        assert entry["delta"]["reason"].startswith("base_missing") and entry["warnings"] == []
+        assert entry["delta"]["changes"] == "changes/groups.jsonl.gz"  # compared with the newest snapshot instead
+    else:
+        assert entry["delta"]["reason"].startswith("link_")
+        assert [w["code"] for w in entry["warnings"]] == ["delta_link_refused"]
     sent = [r.query.get("$deltatoken") for r in tenant.requests[before:] if "$deltatoken" in r.query]
     assert sent == ["latest"]  # the refused link was never followed: only a new one was asked for
     same_as_truth(tenant, store, second, tmp_path)

@@ -98,23 +98,26 @@ class Feed:
             if refusal is None:
                 assert isinstance(state, dict)
                 self.baseline = Baseline.of_run(run.store, run.tenant_id, state["runId"], ds)
-                if self.baseline is None:
-                    self._full("base_missing", f"the run its delta link continues ({state['runId']}) is not "
-                                               "published with this dataset")
+                if self.baseline is not None:
+                    self._delta_or_reconcile(state)
                     return
-                self.stored, self.full_at = state, state.get("fullAt")
-                due = parse_iso(self.full_at)
-                if due is None or datetime.now(UTC) - due >= timedelta(days=settings.reconcile_days):
-                    self.mode, self.reason = "reconcile", f"last full read over {settings.reconcile_days} days ago"
-                else:
-                    self.mode = "delta"
-                return
+                refusal = ("base_missing", f"the run its delta link continues ({state['runId']}) is not published "
+                                           "with this dataset")
             self._full(*refusal)
         elif ds.delta:
             self._full(*("untracked_properties", f"delta does not track {', '.join(ds.untracked)}") if ds.untracked
                        else ("full_requested", "a full read was asked for") if settings.full
                        else ("delta_off", "M365_DELTA=off"))
         self.baseline = Baseline.latest(run.store, run.tenant_id, ds)
+
+    def _delta_or_reconcile(self, state: dict[str, Any]) -> None:
+        settings = self.run.settings
+        self.stored, self.full_at = state, state.get("fullAt")
+        due = parse_iso(self.full_at)
+        if due is None or datetime.now(UTC) - due >= timedelta(days=settings.reconcile_days):
+            self.mode, self.reason = "reconcile", f"last full read over {settings.reconcile_days} days ago"
+        else:
+            self.mode = "delta"
 
     def _refusal(self, state: dict[str, Any] | None | str) -> tuple[str, str] | None:
         run, ds = self.run, self.ds
@@ -129,7 +132,7 @@ class Feed:
         ours = urlsplit(run.settings.graph_endpoint)
         if (origin.scheme, origin.netloc.lower()) != (ours.scheme, ours.netloc.lower()) \
                 or not delta_path(origin.path, ds.delta):
-            return self._refused("foreign_host", f"points at {origin.scheme}://{origin.netloc}{origin.path}, not "
+            return self._refused("foreign_host", f"points at {origin.scheme}://{origin.hostname}{origin.path}, not "
                                                  f"{ds.delta} on the configured Graph endpoint (M365_GRAPH_ENDPOINT)")
         if state["query"] != self.fingerprint:
             return "query_changed", "the dataset's query or the domain filter changed since the link was made"
