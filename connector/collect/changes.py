@@ -7,9 +7,9 @@ datasets (a key of several properties, nothing else to change) say `memberAdded`
 
 Two ways to know: a delta run applies Graph's changes to the previous records and says what it did
 (connector/collect/delta.py); a full read is compared with the previous snapshot by key and a hash of each
-record (Differ). The previous snapshot is read as a stream and verified against its manifest's sha256; keys
-and hashes wait in a KeyValueSpool (memory up to 250,000 keys, then a temporary SQLite file), and only the
-changed records are held in memory, so memory grows with the number of changes, never with the tenant.
+line, lines that differ by value at the end (Differ). The previous snapshot is read as a stream and verified
+against its manifest's sha256; keys, hashes and differing lines wait in KeyValueSpools (memory up to 250,000
+keys, then a temporary SQLite file), so memory does not grow with the tenant.
 """
 
 from __future__ import annotations
