@@ -74,6 +74,8 @@ SETTING_NAMES: tuple[str, ...] = (
     "M365_INACTIVE_DAYS",
     "M365_PRICE_SHEET",
     "M365_INSIGHTS_EXCLUDE",
+    "M365_DELTA",
+    "M365_RECONCILE_DAYS",
     "M365_PRODUCT_NAMES_URL",
     "SNAPSHOT_DIR",
     "SNAPSHOT_CONTAINER",
@@ -131,6 +133,12 @@ class Settings:
     price_sheet: str | None = field(default=None, repr=False)  # CSV skuPartNumber,monthlyPrice,currency: path or URL
     product_names_url: str | None = field(default=PRODUCT_NAMES_URL, repr=False)  # None: only the shipped copy
     insights_exclude: tuple[str, ...] = ()  # "sku:<part|id>", "user:<upn|id>", "group:<id|name>": left out of findings
+    # Change feeds (connector/collect/delta.py): datasets Graph tracks read only their changes since the last run
+    # unless `delta` is off or the run asks for a full read (`full`: run --full, {"full": true} in a run request);
+    # every `reconcile_days` a delta dataset is read in full and compared with what delta maintained.
+    delta: bool = True
+    reconcile_days: int = 7
+    full: bool = False
 
     @property
     def graph_scope(self) -> str:
@@ -424,7 +432,14 @@ class _Reader:
     def limits(self) -> dict[str, object]:
         return {"max_concurrency": self.integer("M365_MAX_CONCURRENCY", 16, 1, 64),
                 "max_retries": self.integer("M365_MAX_RETRIES", 6, 0, 10),
-                "run_time_limit": self.integer("M365_RUN_TIME_LIMIT", 100, 1, 1440), **self.quotas()}
+                "run_time_limit": self.integer("M365_RUN_TIME_LIMIT", 100, 1, 1440), **self.quotas(), **self.delta()}
+
+    def delta(self) -> dict[str, object]:
+        raw = (self.get("M365_DELTA") or "on").lower()
+        if raw not in ("on", "off"):
+            self.problem("M365_DELTA", "is neither on nor off. Use on (read only the changes since the last run "
+                                       "where Graph tracks them) or off (every run reads everything).")
+        return {"delta": raw != "off", "reconcile_days": self.integer("M365_RECONCILE_DAYS", 7, 1, 365)}
 
     def quotas(self) -> dict[str, object]:
         overrides: dict[str, tuple[float, float]] = {}

@@ -35,6 +35,7 @@ class Groups:
         self.devices = devices
         self._service_principal_ids = service_principal_ids  # service principals join some security groups
         self._lock = threading.RLock()
+        self.version = 0  # incremented by every change made after start (simulator/changes.py)
 
     @cached_property
     def _groups(self) -> tuple[list[dict[str, Any]], list[list[Member]]]:

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from . import tls
+from .changes import TenantChanges
 from .inventory import Inventory
 from .tenant import Tenant, TenantSpec
 from .tokens import GRAPH_RESOURCE, TOKEN_EXCHANGE_RESOURCE, VAULT_RESOURCE, TokenIssuer
@@ -37,6 +38,8 @@ class SimulatorState:
         self.tenant_id = self.tenant.tenant_id
         self.inventory = Inventory(self.tenant, self.spec)
         self.usage = UsageReports(self.tenant)
+        # Changes between collections, and their log for delta queries (simulator/changes.py).
+        self.changes = TenantChanges(self.tenant, self.inventory)
         # Pre-authenticated report downloads: token -> {report, period, concealed, expires}
         self._downloads: dict[str, dict[str, Any]] = {}
         self.client_id = self.tenant.client_id

@@ -129,6 +129,14 @@ class TenantSpec:
     # Microsoft 365 Copilot seats: this share of the E3 and E5 members also hold the Copilot add-on
     # (Microsoft_365_Copilot), and the beta Copilot usage report lists them. 0 (the default): no Copilot SKU.
     copilot_share: float = 0.0
+    # Users that do not exist yet at start but can be created later (simulator/changes.py), for tests and
+    # benchmarks of incremental (delta) runs; the users that exist at start are the same whatever it is.
+    pending_users: int = 0
+    # Delta tokens (simulator/graph/delta.py): days added to every token's age, as if Graph's clock had moved
+    # on (tests of the documented 7-day lifetime of directory-object delta tokens); and a synchronisation reset:
+    # every $deltatoken request answered 410 Gone (concepts/delta-query-overview.md). Not behaviours of Graph.
+    delta_age_days: float = 0.0
+    delta_reset: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -160,7 +168,10 @@ class Tenant:
         self.default_domain = self.domains[1] if len(self.domains) > 1 else self.domains[0]
         self.licences = Licences(self.seed, spec.premium, spec.licence_changes, spec.copilot_share)
         self.skus = self.licences.skus
-        self.index = UserIndex(self.seed, self.user_count, self.domains, self.upn_initials, self.licences)
+        self.index = UserIndex(self.seed, self.user_count + spec.pending_users, self.domains, self.upn_initials,
+                               self.licences, spec.pending_users)
+        # Properties changed after start (simulator/changes.py), per user index: applied over the generated user.
+        self.overrides: dict[int, dict[str, Any]] = {}
         self.objects = UserObjects(self.seed, self.now_epoch, self.initial_domain, self.default_domain, self.licences)
 
     # ------------------------------------------------------------------ users
@@ -192,7 +203,11 @@ class Tenant:
         """The user object for ``index`` (Graph v1.0 names and shapes); ``properties`` limits the result to
         those (canonical) names and skips generating the rest."""
         core = self._core(index)
-        return self.objects.build(index, core, self.upn(index), properties)
+        user = self.objects.build(index, core, self.upn(index), properties)
+        changed = self.overrides.get(index)
+        if changed:
+            user.update({k: v for k, v in changed.items() if properties is None or k in properties})
+        return user
 
     def user_id(self, index: int) -> str:
         """Object id of user ``index`` (cheap; no index needed)."""

@@ -37,9 +37,12 @@ class UserIndex:
     """UPNs and lookups of one tenant's users; safe to share between threads. Built once, on first use."""
 
     def __init__(self, seed: int, user_count: int, domains: tuple[str, ...], upn_initials: str,
-                 licences: Licences) -> None:
+                 licences: Licences, pending: int = 0) -> None:
         self.seed = seed
+        # Users `user_count - pending` onwards are not created yet: a test or benchmark creates them one by one
+        # (simulator/changes.py), so the users that exist at start are the same with or without them.
         self.user_count = user_count
+        self.created = user_count - pending
         self.domains = domains
         self.initial_domain = domains[0]
         self.upn_initials = upn_initials
@@ -52,7 +55,7 @@ class UserIndex:
         self._consumed: dict[str, int] | None = None
         # Changes made while clients page (tests of races): index -> new UPN, deleted indexes.
         self._renamed: dict[int, str] = {}
-        self._deleted: set[int] = set()
+        self._deleted: set[int] = set(range(self.created, user_count))
         self._sorted_names: dict[bool, tuple[list[str], list[int]]] = {}
         self.version = 0
 
@@ -135,7 +138,7 @@ class UserIndex:
             upns.append(upn)
             lower.append(key)
             combo = combo_of(i, kind, d)
-            if combo:
+            if combo and i < self.created:  # seats held at start (users created later are not counted)
                 for grant in grants(i, kind, combo):
                     if grant.assigned:
                         consumed[grant.sku] += 1
@@ -191,6 +194,17 @@ class UserIndex:
             self._deleted.add(index)
             self.version += 1
 
+    def create(self, index: int) -> None:
+        """Create a user that was pending (it appears in lists, counts and lookups)."""
+        with self._lock:
+            self._deleted.discard(index)
+            self.version += 1
+
+    def touch(self) -> None:
+        """A user's properties changed (render caches are emptied)."""
+        with self._lock:
+            self.version += 1
+
     @property
     def live_count(self) -> int:
         return self.user_count - len(self._deleted)
@@ -199,6 +213,8 @@ class UserIndex:
         """Every existing user's index, in paging order."""
         if not self._deleted:
             return range(self.user_count)
+        if self.created == self.user_count - len(self._deleted) and not any(i < self.created for i in self._deleted):
+            return range(self.created)
         return tuple(i for i in range(self.user_count) if i not in self._deleted)
 
     def prefix_matches(self, prefixes: tuple[str, ...], case_sensitive: bool = False) -> tuple[int, ...]:

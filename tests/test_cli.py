@@ -360,3 +360,19 @@ def test_check_json_stays_json_on_failure(tmp_path):
     report = json.loads(proc.stdout)
     assert proc.returncode == 2 and report["ok"] is False and report["error"]["code"] == "configuration"
     assert {p["setting"] for p in report["error"]["problems"]} >= {"M365_TENANT_ID", "M365_CLIENT_ID"}
+
+
+def test_run_full_reads_delta_datasets_in_full(cli_sim, tmp_path, monkeypatch, capsys):
+    from connector.cli.main import main
+    from tests.conftest import apply_env
+
+    apply_env(monkeypatch, {**cli_sim.env(), "M365_DATASETS": "groups"})
+    out = str(tmp_path / "out")
+    modes = []
+    for args in (["run", "--out", out], ["run", "--out", out], ["run", "--full", "--out", out, "--json"]):
+        assert main(args) == 0
+        manifest = json.loads(Path(out, "tenants", cli_sim.tenant_id, "latest.json").read_text())
+        entry = json.loads(Path(manifest["manifest"] if Path(manifest["manifest"]).is_absolute()
+                                else Path(out, manifest["manifest"])).read_text())["datasets"]["groups"]["delta"]
+        modes.append((entry["mode"], entry.get("reason", "").split(":")[0]))
+    assert modes == [("full", "no_delta_link"), ("delta", ""), ("full", "full_requested")]

@@ -364,4 +364,4 @@ def test_request_counts_are_recorded_per_dataset(sim, env, tmp_path):
     counts = collections.Counter({n: d["requests"] for n, d in manifest["datasets"].items()})
     assert counts["group_members"] == 2 + manifest["datasets"]["group_members"]["batches"]  # groups, service principals
     assert counts["mfa_registration"] == math.ceil(400 / 100)
-    assert counts["groups"] == 1
+    assert counts["groups"] == 2  # one page, and the delta link for the next run ($deltatoken=latest)

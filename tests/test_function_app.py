@@ -256,6 +256,26 @@ def test_datasets_in_the_body_limit_the_run(sim, env):
     assert record["status"] == "succeeded" and set(record["datasets"]) == {"users", "organization"}
 
 
+def test_full_in_the_body_reads_every_dataset_in_full(sim, env):
+    status, body, _ = post(b'{"datasets": ["groups"]}')
+    function_app.run_worker(receive(env))
+    status, body, _ = post(b'{"datasets": ["groups"], "full": true}')
+    assert status == 202
+    _, record = get(body["runId"])
+    assert record["full"] is True
+    function_app.run_worker(receive(env))
+    _, record = get(body["runId"])
+    manifest = read_json(_store(env), record["manifest"])
+    assert manifest["datasets"]["groups"]["delta"]["mode"] == "full"
+    assert manifest["datasets"]["groups"]["delta"]["reason"].startswith("full_requested")
+    status, body, _ = post(b'{"datasets": ["groups"], "full": false}')
+    assert status == 202
+    function_app.run_worker(receive(env))
+    _, record = get(body["runId"])
+    assert record["full"] is False
+    assert read_json(_store(env), record["manifest"])["datasets"]["groups"]["delta"]["mode"] == "delta"
+
+
 def test_concurrent_posts_queue_one_run(sim, env):
     results: list[tuple[int, dict, dict]] = []
     barrier = threading.Barrier(8)
@@ -411,6 +431,7 @@ def test_poison_message_marks_the_run_failed(sim, env):
     (b'{"datasets": []}', 400, "empty_datasets", "omit it"),
     (b'{"datasets": ["users", "mailboxes"]}', 400, "unknown_dataset", "mailboxes"),
     (b'{"dataset": ["users"]}', 400, "unknown_field", "dataset"),
+    (b'{"full": "yes"}', 400, "wrong_type", "\"full\" must be true"),
     (b'{"datasets": ["users"], "pad": "' + b"x" * 70000 + b'"}', 413, "body_too_large", "65536"),
 ])
 def test_bad_post_bodies(env, body, status, code, fragment):

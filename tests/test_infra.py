@@ -46,6 +46,8 @@ NOT_SET_IN_AZURE: dict[str, str] = {
     "M365_GRAPH_QUOTAS": "optional: Graph's documented quotas are the defaults; set only if Microsoft changes one",
     "M365_GRAPH_QUOTA_SCALE": "the simulator only (tests, benchmarks); Graph's quotas are never scaled in Azure",
     "M365_INSIGHTS_EXCLUDE": "optional: SKUs, users or groups to leave out of licence findings; none by default",
+    "M365_DELTA": "optional: delta runs are on by default; off reads every dataset in full every run",
+    "M365_RECONCILE_DAYS": "optional tuning; the default (a full reconcile of delta datasets weekly) applies",
     "AzureWebJobsStorage": "connection-string form, for Azurite; Azure uses the identity-based __ settings",
     "AzureWebJobsStorage__accountName": "alternative to the service URIs, public cloud only; the URIs are set",
     "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "optional: unset, the connector exports its own logger itself",

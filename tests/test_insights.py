@@ -195,7 +195,8 @@ def test_changes_since_the_previous_run_and_the_trend(tmp_path, monkeypatch, mem
     assert ch["usersAdded"] == 30 and docs[1]["changes"]["usersRemoved"] == 20
     assert [p["runId"] for p in docs[2]["trend"]] == [d["basis"]["runId"] for d in docs]
     assert [p["assigned"] for p in docs[2]["trend"]] == [d["totals"]["assigned"] for d in docs]
-    assert len(spills) == (2 if memory_keys else 0)  # the previous run's assignments, in runs 2 and 3
+    # The previous run's assignments (insights) and the previous users' keys (the changes file), in runs 2 and 3.
+    assert len(spills) == (4 if memory_keys else 0)
 
 
 def test_usage_reports_stand_in_for_sign_ins_only_when_names_are_visible(sim, env, tmp_path):

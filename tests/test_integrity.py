@@ -201,7 +201,8 @@ def check_invariants(store, tid: str, seen: dict[str, dict[str, str]] | None = N
     if folder is not None:
         assert folder["kind"] == "latest"
         listed = {e["path"] for e in folder["files"]}
-        present = {n.rsplit("/", 1)[1] for n in store.list(f"tenants/{tid}/latest/")} - {"manifest.json"}
+        base = f"tenants/{tid}/latest/"
+        present = {n[len(base):] for n in store.list(base)} - {"manifest.json"}  # changes/<dataset>.jsonl.gz too
         assert present == listed, present ^ listed
         for entry in folder["files"]:
             data = store.read_bytes(f"tenants/{tid}/latest/{entry['path']}")

@@ -186,6 +186,13 @@ class Dataset:
     clouds: frozenset[str] = ALL_CLOUDS  # M365_CLOUD values where Graph offers the API; elsewhere skipped
     api: str = "v1.0"  # Graph version the path is under; "beta" only for an opt-in dataset
     opt_in: bool = False  # collected only when M365_DATASETS names it (not in the default '*')
+    # Change feeds (connector/collect/delta.py). `key`: the properties that identify a record, so each run lists
+    # what was added, changed and removed since the previous one (changes/<dataset>.jsonl.gz). `delta`: the
+    # collection's Graph delta function (e.g. "/groups/delta"), so a run may read only the changes; `untracked`:
+    # selected properties whose changes delta does not report, which keep the dataset a full read every run.
+    key: tuple[str, ...] = ()
+    delta: str = ""
+    untracked: tuple[str, ...] = ()
 
     @property
     def file(self) -> str:
@@ -389,6 +396,13 @@ _DECLARATIONS = (
         top=999,
         upn_field="userPrincipalName",
         partition="upn_prefix",
+        key=("id",),
+        # api/user-delta.md: "changes to the licenseAssignmentStates property are currently not tracked"
+        # (graph-facts §11). It changes with group-based licensing (a licensed group's members or licences) and
+        # with the assignment's processing state, neither of which makes the user appear in /users/delta, and no
+        # other read gives it for all users in fewer requests than the listing itself: users stay a full read.
+        delta="/users/delta",
+        untracked=("licenseAssignmentStates",),
         record="one user (Graph `user` resource, selected properties)",
         fields=shapes.USER,
     ),
@@ -485,6 +499,10 @@ _DECLARATIONS = (
                 "isAssignableToRole", "assignedLicenses", "createdDateTime", "visibility",
                 "resourceProvisioningOptions"),
         top=999,
+        key=("id",),
+        # api/group-delta.md, concepts/delta-query-groups.md: every selected property is tracked (no exception is
+        # documented); properties never set are left out of a delta object and are null here, as in the listing.
+        delta="/groups/delta",
         record="one group (Graph `group` resource, selected properties)",
         fields=shapes.GROUP,
     ),
@@ -502,6 +520,7 @@ _DECLARATIONS = (
                                                "does not list service principals)")),
         record="{groupId, memberId, memberType, membership: direct|transitive}",
         fields=shapes.GROUP_MEMBER,
+        key=("groupId", "memberId", "membership"),
     ),
     Dataset(
         name="role_assignments",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -232,6 +233,8 @@ def cmd_run(args: argparse.Namespace, env: dict[str, str] | None = None, trigger
     from connector.store.publish import run_prefix
 
     settings = _settings(args, env)
+    if getattr(args, "full", False):
+        settings = dataclasses.replace(settings, full=True)
     require_destination(settings)
     store = open_store(settings)
     mode = _progress_mode(args)
@@ -483,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", nargs="?", const="latest", type=_run_id, metavar="RUN_ID",
                      help="continue an unfinished run from its checkpoints: the given one, or the newest one in "
                           "the destination (a new run when there is none)")
+    run.add_argument("--full", action="store_true",
+                     help="read every dataset in full, instead of only the changes since the last run where Graph "
+                          "tracks them (delta queries; M365_DELTA)")
     _collection_options(run)
     check = command("check", "report the token and, per dataset, whether the app may collect it")
     check.add_argument("--json", action="store_true", help="print the report as JSON on stdout")

@@ -19,7 +19,9 @@ from typing import Any
 
 from connector.catalog.datasets import DATASETS, Dataset
 from connector.catalog.schema import normaliser_for
+from connector.collect.changes import changes_file
 from connector.collect.checkpoint import Refused, Spool, settings_fingerprint
+from connector.collect.delta import Feed
 from connector.collect.failures import classify, retry_facts, skip_before_start
 from connector.collect.progress import PROGRESS_LOG_SECONDS, log_progress
 from connector.collect.results import DatasetResult, log_summary, run_status, warning
@@ -72,6 +74,7 @@ class Run:
         self.insights: dict[str, Any] | None = None  # the manifest's entry for the derived insights files
         self.estimates: dict[str, Any] = {}  # per-user datasets: expected duration (connector/collect/estimate.py)
         self.pausing = False  # set before cancelling a run that will resume: chains save where they stand
+        self.feeds: dict[str, Feed] = {}  # keyed datasets' change feeds (connector/collect/delta.py)
 
     # -- helpers ---------------------------------------------------------------------------
     def _notify(self) -> None:
@@ -101,21 +104,59 @@ class Run:
     async def _write(self, ds: Dataset, ctx: Context, res: DatasetResult) -> None:
         """Stream the dataset's strategy into its file and its checkpoint spool (connector/collect/checkpoint.py);
         the file is discarded unless complete, and started again when the strategy yields RESTART. A
-        checkpoint of this run id is replayed first: a complete dataset is then done, a chain continues."""
+        checkpoint of this run id is replayed first: a complete dataset is then done, a chain continues. A keyed
+        dataset goes through its change feed (connector/collect/delta.py): delta or full, and its changes file."""
         assert self.publication is not None
-        normalise = normaliser_for(ds)  # Graph's "" for an unset date becomes null (docs/snapshot-format.md)
         spool = Spool(self.store, self.tenant_id, self.run_id, ds.name, ds.paced,
                       settings_fingerprint(self.settings, ds.query()))
-        writer = await self._resume(ds, ctx, res, spool)
+        feed = await self._feed(ds, ctx)
+        try:
+            writer = await self._resume(ds, ctx, res, spool, feed)
+            if feed is not None:
+                await feed.before_listing(resumed="resumed" in ctx.extra)
+            await self._stream(ds, ctx, res, spool, feed, writer)
+        except BaseException:
+            if feed is not None and feed.out is not None:
+                await feed.out.writer.abort()
+            raise
+        finally:
+            if feed is not None:
+                feed.close()
+
+    async def _feed(self, ds: Dataset, ctx: Context) -> Feed | None:
+        """The dataset's change feed, its mode chosen and its changes read, before any record is written."""
+        if not ds.key:
+            return None
+        feed = Feed(self, ds, ctx)
+        await asyncio.to_thread(feed.choose)
+        await feed.prepare()
+        assert self.publication is not None
+        await feed.open_changes(self.publication.writer)
+        self.feeds[ds.name] = feed
+        return feed
+
+    def _writer(self, ds: Dataset, feed: Feed | None) -> JsonlGzWriter:
+        assert self.publication is not None
+        writer = self.publication.writer(ds.file, normaliser_for(ds))
+        if feed is not None:
+            writer.taps = feed.taps()
+        return writer
+
+    async def _stream(self, ds: Dataset, ctx: Context, res: DatasetResult, spool: Spool, feed: Feed | None,
+                      writer: JsonlGzWriter) -> None:
+        assert self.publication is not None
         accept = self._accepts(ds)
         written: str | None = None  # the next link after the last page both the file and the spool hold
         try:
             if not spool.state["complete"]:
-                async for records in strategy_for(ds)(ctx, ds):
+                source = feed.records(strategy_for(ds)) if feed is not None else strategy_for(ds)(ctx, ds)
+                async for records in source:
                     link = ctx.next_link
                     if records is RESTART:
                         await writer.abort()
-                        writer = self.publication.writer(ds.file, normalise)
+                        if feed is not None:
+                            await feed.restart(self.publication.writer)
+                        writer = self._writer(ds, feed)
                         res.records = res.excludedByDomainFilter = 0
                         spool.restart()
                         written = None
@@ -133,6 +174,8 @@ class Run:
                         await spool.save(res, ctx, link)
                 await spool.save(res, ctx, None, complete=True)
             info = await writer.finish()  # committed with the run's other files once every dataset is done
+            if feed is not None:
+                ctx.extra["delta"] = await feed.finish()
         except BaseException:
             if self.pausing and written and spool.clean:  # the worker's budget is spent: keep every page
                 await asyncio.shield(spool.save(res, ctx, written))
@@ -140,12 +183,16 @@ class Run:
             raise
         res.file, res.bytes, res.sha256 = ds.file, info.bytes, info.sha256
 
-    async def _resume(self, ds: Dataset, ctx: Context, res: DatasetResult, spool: Spool) -> JsonlGzWriter:
+    async def _resume(self, ds: Dataset, ctx: Context, res: DatasetResult, spool: Spool,
+                      feed: Feed | None = None) -> JsonlGzWriter:
         """A fresh writer, fed with the records of this run's checkpoint of the dataset when there is one to
-        trust (a bad one is set aside with a warning and the dataset starts from the beginning)."""
+        trust (a bad one is set aside with a warning and the dataset starts from the beginning). A delta read is
+        applied again rather than resumed: it is short, and its stored link stays until the run is published."""
         assert self.publication is not None
-        writer = self.publication.writer(ds.file, normaliser_for(ds))
+        writer = self._writer(ds, feed)
         res.records = res.excludedByDomainFilter = 0
+        if feed is not None and feed.mode == "delta":
+            return writer
         state = await asyncio.to_thread(spool.load)
         if state is not None and not state["complete"] and not state["nextLink"]:
             state = None  # saved mid-way without a place to continue: nothing to resume from
@@ -156,7 +203,9 @@ class Run:
             except Refused as why:
                 await writer.abort()
                 await asyncio.to_thread(spool.set_aside, str(why))
-                writer = self.publication.writer(ds.file, normaliser_for(ds))
+                if feed is not None:
+                    await feed.restart(self.publication.writer)
+                writer = self._writer(ds, feed)
             else:
                 spool.restore(res, ctx)
                 log.info("%s resumed from its checkpoint: %d records replayed, %s", ds.name, res.records,
@@ -229,8 +278,9 @@ class Run:
             self.publication = Publication(self.store, self.tenant_id, self.run_id, self.lock_path)
             from connector.insights.derive import DERIVED_FILES
 
-            await asyncio.to_thread(self.publication.begin,
-                                    [DATASETS[n].file for n in self.settings.selected_datasets] + list(DERIVED_FILES))
+            selected = [DATASETS[n] for n in self.settings.selected_datasets]
+            await asyncio.to_thread(self.publication.begin, [ds.file for ds in selected] + list(DERIVED_FILES)
+                                    + [changes_file(ds) for ds in selected if ds.key])
             expiry = secret_expiry_warning(secret)
             if expiry:
                 self.warnings.append(warning("secret_expiring", None, expiry))
@@ -351,7 +401,9 @@ class Run:
             self._notify()
             return manifest
         done = {r.file: name for name, r in self.results.items() if r.status == "succeeded" and r.file}
-        await pub.commit(done, done)
+        changes = {r.extra["delta"]["changes"]: name for name, r in self.results.items()
+                   if r.status == "succeeded" and (r.extra.get("delta") or {}).get("changes")}
+        await pub.commit({**done, **changes}, done)
         await self.derive()
         newer = await asyncio.to_thread(pub.newer_published) if self.status != "failed" else None
         if newer:
@@ -365,12 +417,27 @@ class Run:
         # unpublish the run: it is said in the run's result (not in the manifest, written before) as a
         # latest_not_updated warning, and the CLI exits with its own code.
         problems = await asyncio.to_thread(pub.publish, manifest)
+        if self.status != "failed":
+            problems += await asyncio.to_thread(self._store_links)
         if problems:
             self.warnings.extend(problems)
             manifest = {**manifest, "warnings": list(self.warnings)}
         log_summary(self)
         self._notify()
         return manifest
+
+    def _store_links(self) -> list[dict[str, str]]:
+        """Delta links for the next run, once this run is published: only for datasets it collected. A link that
+        cannot be written leaves the previous one, whose base run is still published: the pair stays usable."""
+        for name, feed in self.feeds.items():
+            if self.results[name].status == "succeeded":
+                try:
+                    feed.store_link()
+                except Exception as exc:
+                    log.error("storing the delta link of %s failed (%s)", name, type(exc).__name__)
+                    return [warning("delta_link_not_stored", name, f"the delta link of {name} could not be stored "
+                                    f"({type(exc).__name__}); the next run continues from the previous one")]
+        return []
 
     def manifest(self) -> dict[str, Any]:
         return build_manifest(self)

@@ -97,6 +97,7 @@ class Page:
     next_link: str | None
     raw_bytes: int
     count: int | None = None
+    delta_link: str | None = None  # @odata.deltaLink: the last page of a delta round
 
 
 def _origin(url: str) -> tuple[str, str, int]:
@@ -338,13 +339,17 @@ class Graph:
             next_link = body.get("@odata.nextLink")
             if next_link is not None and not isinstance(next_link, str):
                 raise ValueError("the page's @odata.nextLink is not a string")
+            delta_link = body.get("@odata.deltaLink")
+            if delta_link is not None and not isinstance(delta_link, str):
+                raise ValueError("the page's @odata.deltaLink is not a string")
             return Page(value if isinstance(value, list) else [body], next_link, len(content),
-                        body.get("@odata.count"))
+                        body.get("@odata.count"), delta_link)
 
         result = await self.get(builder, url, label, headers, check=check)
         if isinstance(result, Page):
-            if result.next_link:
-                self.check_link(result.next_link, label)
+            for link in (result.next_link, result.delta_link):
+                if link:
+                    self.check_link(link, label)
             return result
         raise error_from(result.status_code, result.headers, result.content, urlsplit(url).path)
 

@@ -89,10 +89,10 @@ def runs_url(request_url: str, run_id: str | None = None) -> str:
     return f"{origin}{base}/runs" + (f"/{run_id}" if run_id else "")
 
 
-def _parse_body(body: bytes, valid: list[str]) -> list[str] | None | Reply:
-    """Requested datasets from an optional JSON body, or the error Reply."""
+def _parse_body(body: bytes, valid: list[str]) -> tuple[list[str] | None, bool] | Reply:
+    """Requested datasets and whether to read them in full, from an optional JSON body, or the error Reply."""
     if not body.strip():
-        return None
+        return None, False
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -101,13 +101,17 @@ def _parse_body(body: bytes, valid: list[str]) -> list[str] | None | Reply:
     if not isinstance(data, dict):
         return _error(400, "wrong_type", f"The body must be a JSON object such as {{\"datasets\": [\"users\"]}}, "
                                          f"not {type(data).__name__}.", validDatasets=valid)
-    unknown = sorted(set(data) - {"datasets"})
+    unknown = sorted(set(data) - {"datasets", "full"})
     if unknown:
-        return _error(400, "unknown_field", f"Unknown field(s) {', '.join(unknown)}; the only field is "
-                                            "\"datasets\".", validDatasets=valid)
+        return _error(400, "unknown_field", f"Unknown field(s) {', '.join(unknown)}; the fields are \"datasets\" "
+                                            "and \"full\".", validDatasets=valid)
+    full = data.get("full", False)
+    if not isinstance(full, bool):
+        return _error(400, "wrong_type", "\"full\" must be true (read every dataset in full, no delta) or false.",
+                      validDatasets=valid)
     datasets = data.get("datasets")
     if datasets is None:
-        return None
+        return None, full
     if not isinstance(datasets, list) or not all(isinstance(d, str) for d in datasets):
         return _error(400, "wrong_type", "\"datasets\" must be a list of dataset names (strings).",
                       validDatasets=valid)
@@ -122,7 +126,7 @@ def _parse_body(body: bytes, valid: list[str]) -> list[str] | None | Reply:
             extra = f" ({', '.join(outside)} exist but are not selected by M365_DATASETS)"
         return _error(400, "unknown_dataset", f"Unknown dataset name(s): {', '.join(bad)}{extra}. Valid names: "
                                               f"{', '.join(valid)}.", validDatasets=valid)
-    return list(dict.fromkeys(datasets))
+    return list(dict.fromkeys(datasets)), full
 
 
 def _run_reply(status: int, record: dict[str, Any], url: str, *, existing: bool = False) -> Reply:
@@ -148,11 +152,12 @@ def post_run(body: bytes, url: str, env: Mapping[str, str] | None = None) -> Rep
     parsed = _parse_body(body, valid)
     if isinstance(parsed, Reply):
         return parsed
+    datasets, full = parsed
     store = store_for(settings, interactive=True)
 
     def work() -> Reply:
         try:
-            result = request_run(settings, "http", parsed, env, store=store)
+            result = request_run(settings, "http", datasets, env, store=store, full=full)
         except ConfigError as exc:
             return _config_error(exc)
         except QueueUnavailable as exc:

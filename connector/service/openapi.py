@@ -75,6 +75,7 @@ def _run_status() -> dict[str, Any]:
                                                                         "(M365_INVOCATION_BUDGET spent)."},
             "paused": {"type": ["object", "null"], "description": "The last pause: at, reason."},
             "datasets": {"type": "object", "additionalProperties": dataset_progress},
+            "full": {"type": "boolean", "description": "true: the request asked for a full read (no delta)."},
             "warnings": {"type": "array", "items": _ref("Warning")},
             "manifest": _nullable("string", description="The manifest's path in the snapshot container."),
             "manifestUrl": _nullable("string", description="The manifest's URL."),
@@ -119,6 +120,11 @@ def _run_schemas(names: list[str]) -> dict[str, Any]:
             "properties": {"datasets": {
                 "type": ["array", "null"], "minItems": 1, "items": {"enum": names},
                 "description": "Datasets to collect (selected by M365_DATASETS); omitted or null: all of them.",
+            }, "full": {
+                "type": "boolean", "default": False,
+                "description": "true: read every dataset in full, as `run --full` does, instead of only the changes "
+                               "since the last run where Graph tracks them (delta queries); the manifest says "
+                               "`full_requested` for those datasets.",
             }},
         },
         "RunAccepted": {

@@ -101,8 +101,9 @@ class RunRequest:
 
 
 def request_run(settings: Settings, trigger: str, datasets: list[str] | None = None,
-                env: Mapping[str, str] | None = None, *, store: Store | None = None) -> RunRequest:
-    """Queue a run of the tenant, or return the one already queued or running.
+                env: Mapping[str, str] | None = None, *, store: Store | None = None, full: bool = False) -> RunRequest:
+    """Queue a run of the tenant, or return the one already queued or running. `full`: every dataset is read in
+    full (no delta), as the status record says; the worker believes the record.
 
     Many concurrent callers race to create the active-run pointer; exactly one wins and enqueues.
     """
@@ -118,7 +119,7 @@ def request_run(settings: Settings, trigger: str, datasets: list[str] | None = N
         requested_at = now_iso()
         claim = {"runId": run_id, "trigger": trigger, "requestedAt": requested_at}
         if store.create(pointer, orjson.dumps(claim)):
-            record = new_record(run_id, key, trigger, wanted, requested_at)
+            record = new_record(run_id, key, trigger, wanted, requested_at, full)
             create_status(store, record)
             try:
                 send_message(env, encode_message(run_id, key, trigger, datasets, requested_at))

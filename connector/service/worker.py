@@ -242,7 +242,7 @@ def _collect_locked(store: Store, key: str, lock: TenantLock, msg: RunMessage, s
         fail(store, record, "none of the run's datasets is selected by M365_DATASETS any more",
              "Request the run again (POST /api/runs) with datasets that M365_DATASETS selects.")
         return "collected"
-    settings = dataclasses.replace(settings, datasets=datasets)
+    settings = dataclasses.replace(settings, datasets=datasets, full=record.get("full") is True)
     record.update(status="running", startedAt=now_iso(), error=None,
                   attempts=max(int(record.get("attempts") or 0) + 1, dequeue_count),
                   worker={"lock": lock_path(key), **lock.holder})

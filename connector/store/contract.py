@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -152,6 +152,9 @@ class JsonlGzWriter:
         self.records = 0
         self.bytes = 0
         self.info: FileInfo | None = None
+        # Called with every piece of JSON Lines the file gets, replayed checkpoints included (the changes file
+        # compares a full read with the previous snapshot as it is written: connector/collect/changes.py).
+        self.taps: list[Callable[[bytes], Awaitable[None]]] = []
 
     def _emit(self, data: bytes) -> bytes | None:
         if data:
@@ -184,6 +187,8 @@ class JsonlGzWriter:
 
     async def write_lines(self, data: bytes, records: int) -> None:
         """Add JSON Lines already serialised (and normalised): `records` lines of them."""
+        for tap in self.taps:
+            await tap(data)
         self.records += records
         self._raw += data
         if len(self._raw) < COMPRESS_PIECE:

@@ -65,6 +65,14 @@ def _started(run_id: str) -> str:
     return run_id[:16]
 
 
+def file_name(name: Any) -> bool:
+    """A name a run's file may have: a plain name, or one in `changes/` (the changes files)."""
+    if not isinstance(name, str) or not name or name.startswith("."):
+        return False
+    folder, _, rest = name.rpartition("/")
+    return folder in ("", "changes") and bool(rest) and not rest.startswith(".")
+
+
 def marker_path(tenant_id: str, run_id: str) -> str:
     return f"tenants/{tenant_id}/in-progress/{run_id}.json"
 
@@ -140,7 +148,7 @@ def sweep(store: Store, tenant_id: str, *, current: str | None = None) -> list[s
             continue
         if store.read_bytes(f"{prefix}/{MANIFEST}") is None:
             for name in marker.get("files") or []:
-                if isinstance(name, str) and "/" not in name and name not in ("status.json", MANIFEST):
+                if file_name(name) and name not in ("status.json", MANIFEST):
                     store.discard(f"{prefix}/{name}")
             swept.append(run_id)
             if run_id != current:
@@ -404,7 +412,7 @@ def _latest_entries(store: Store, tenant_id: str) -> list[dict[str, Any]]:
     run_id = current.get("runId")
     entries = []
     for entry in current["files"]:
-        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or "/" in entry["path"]:
+        if not isinstance(entry, dict) or not file_name(entry.get("path")):
             continue
         if current.get("kind") != LATEST_KIND and valid_run_id(run_id):
             entry = {**entry, "runId": run_id, "manifest": f"{run_prefix(tenant_id, run_id)}/{MANIFEST}",

@@ -86,7 +86,9 @@ def index_name(key: str, run_id: str, requested_at: str) -> str:
     return f"{index_prefix(key)}/{inverted}-{run_id}"
 
 
-def new_record(run_id: str, key: str, trigger: str, datasets: Iterable[str], requested_at: str) -> dict[str, Any]:
+def new_record(run_id: str, key: str, trigger: str, datasets: Iterable[str], requested_at: str,
+               full: bool = False) -> dict[str, Any]:
+    """`full`: the request asked for a full read of every dataset (no delta: connector/collect/delta.py)."""
     return {
         "schemaVersion": STATUS_SCHEMA,
         "runId": run_id,
@@ -101,6 +103,7 @@ def new_record(run_id: str, key: str, trigger: str, datasets: Iterable[str], req
         "attempts": 0,
         "worker": None,
         "datasets": {n: {"status": "pending", "records": 0, "seconds": None} for n in datasets},
+        "full": full,
         "warnings": [],
         "manifest": None,
         "manifestUrl": None,

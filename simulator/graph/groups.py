@@ -22,6 +22,7 @@ class GroupsArea(Area):
         # Members without service principals, per (group index, relation): computed once per group, since the
         # largest groups have every user as a member.
         self._without_sps: dict[tuple[int, str], list[tuple[str, str]]] = {}
+        self._version = 0
 
     def route(self, req: Request, claims: dict[str, Any], raw: list[str], rest: list[str]) -> Response | None:
         if rest == ["groups"]:
@@ -55,6 +56,9 @@ class GroupsArea(Area):
                     raise GraphError(403, "Authorization_RequestDenied",
                                      "Insufficient privileges to complete the operation.")
                 return self.pager.list_page(req, list, "directoryObjects", 100, 999, odata_type=True)
+            if self._version != inv._groups.version:  # changed since (simulator/changes.py)
+                self._without_sps.clear()
+                self._version = inv._groups.version
             cache = self._without_sps
             pairs = cache.get((index, rest[2]))
             if pairs is None:  # computed once per group: the largest have every user as a member

@@ -13,6 +13,7 @@ from ..web import Request, Response, broken
 from .apps import AppsArea
 from .batch import batch
 from .copilot import CopilotArea
+from .delta import DeltaArea
 from .devices import DevicesArea
 from .groups import GroupsArea
 from .limits import Limits
@@ -54,7 +55,7 @@ class GraphService:
         self.limits = Limits(sim)
         pager = Pager(sim)
         self.areas = [area(sim, pager, self.limits) for area in (
-            AppsArea, GroupsArea, RolesArea, DevicesArea, ReportsArea, OrganizationArea, UsersArea)]
+            DeltaArea, AppsArea, GroupsArea, RolesArea, DevicesArea, ReportsArea, OrganizationArea, UsersArea)]
         self.beta = CopilotArea(sim, pager, self.limits)
 
     # ------------------------------------------------------------------ entry

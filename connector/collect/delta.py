@@ -1,0 +1,359 @@
+"""Change feeds: a dataset Graph tracks with a delta query (Dataset.delta) reads only what changed since the
+run whose snapshot it continues, applies it to that snapshot's records and publishes a complete file in the
+same format; every keyed dataset (Dataset.key) says what changed in `changes/<dataset>.jsonl.gz`
+(connector/collect/changes.py).
+
+A dataset's mode, said in its manifest entry (`delta`):
+- `full`: read in full. Its delta link for the next run is asked for before the listing starts
+  (`$deltatoken=latest`, "sync from now": concepts/delta-query-overview.md), so whatever changes while the
+  listing pages comes again in the next round; applying an object's current state twice changes nothing.
+- `delta`: the stored link is followed (a round of pages ending in `@odata.deltaLink`) and the changes applied
+  to the previous records, streamed: only the changes are held in memory.
+- `reconcile`: every M365_RECONCILE_DAYS a delta dataset is read in full as well; the delta round is applied
+  all the same (not published), and the two are compared by key and record hash: any difference is `drift`.
+The stored link (connector/store/deltalinks.py) is used only when it is this tenant's and this dataset's, on
+the configured Graph host, younger than Graph's 7 days (delta-query-overview.md, "Token duration": directory
+objects), made for the same query and settings, and its base run is published with the dataset; otherwise the
+dataset is read in full and the manifest says why. A link Graph refuses (410 Gone, `syncStateNotFound`,
+`resyncRequired`, or any other 400) starts a full read as well. Links are stored only after the run is
+published (Run._finish), so a run that fails keeps the previous link and base.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from connector.catalog.datasets import Dataset
+from connector.catalog.schema import normaliser_for
+from connector.collect.changes import (
+    Baseline,
+    BaselineCorrupt,
+    ChangeLines,
+    Differ,
+    changes_file,
+    hashed,
+    key_of,
+    record_hash,
+)
+from connector.collect.checkpoint import settings_fingerprint
+from connector.collect.strategy import RESTART, Context, Records
+from connector.graph.client import GraphError
+from connector.rawjson import RawRecord
+from connector.spool import KeyValueSpool
+from connector.store import deltalinks
+from connector.store.status import now_iso, parse_iso
+
+LIFETIME = timedelta(days=7)  # concepts/delta-query-overview.md, "Token duration": directory objects
+RESYNC_CODES = frozenset({"syncStateNotFound", "resyncRequired"})  # errors.md; delta-query-overview.md
+BATCH = 999
+
+
+class Resync(Exception):
+    """Graph refused the stored delta link: the dataset is read in full."""
+
+
+def delta_path(path: str, declared: str) -> bool:
+    """A link's path is the declared delta function's: `/groups/delta`, or as the SDKs spell it,
+    `/groups/microsoft.graph.delta()` (delta-query-overview.md)."""
+    collection = declared.rsplit("/", 1)[0].lower()
+    head, _, function = path.lower().rpartition("/")
+    return head.endswith(collection) and function in ("delta", "microsoft.graph.delta", "microsoft.graph.delta()")
+
+
+def delta_query(ds: Dataset) -> str:
+    """The first call of a round: the declaration's $select (delta takes neither $top nor $orderby)."""
+    return "$select=" + ",".join(ds.select) if ds.select else ""
+
+
+class Feed:
+    """One keyed dataset in one run: its mode, the records it is written from, its changes file, its next link."""
+
+    def __init__(self, run: Any, ds: Dataset, ctx: Context):
+        self.run, self.ds, self.ctx = run, ds, ctx
+        self.mode, self.reason = "full", ""
+        self.baseline: Baseline | None = None
+        self.stored: dict[str, Any] | None = None
+        self.fingerprint = settings_fingerprint(run.settings, delta_query(ds))
+        self.new_link: str | None = None
+        self.obtained_at = now_iso()
+        self.full_at: str | None = None  # when the dataset was last read in full (carried by delta runs)
+        self.out: ChangeLines | None = None
+        self.differ: Differ | None = None
+        self.drift: Reconciler | None = None
+        self.changes: dict[str, dict[str, Any] | None] = {}
+
+    # -- choosing ----------------------------------------------------------------------------------------
+    def choose(self) -> None:
+        """Delta when the stored link and its base can be trusted; otherwise full, with the reason."""
+        run, ds, settings = self.run, self.ds, self.run.settings
+        if ds.delta and settings.delta and not settings.full and not ds.untracked:
+            state = deltalinks.read_link(run.store, run.tenant_id, ds.name)
+            refusal = self._refusal(state)
+            if refusal is None:
+                assert isinstance(state, dict)
+                self.baseline = Baseline.of_run(run.store, run.tenant_id, state["runId"], ds)
+                if self.baseline is not None:
+                    self._delta_or_reconcile(state)
+                    return
+                refusal = ("base_missing", f"the run its delta link continues ({state['runId']}) is not published "
+                                           "with this dataset")
+            self._full(*refusal)
+        elif ds.delta:
+            self._full(*("untracked_properties", f"delta does not track {', '.join(ds.untracked)}") if ds.untracked
+                       else ("full_requested", "a full read was asked for") if settings.full
+                       else ("delta_off", "M365_DELTA=off"))
+        self.baseline = Baseline.latest(run.store, run.tenant_id, ds)
+
+    def _delta_or_reconcile(self, state: dict[str, Any]) -> None:
+        settings = self.run.settings
+        self.stored, self.full_at = state, state.get("fullAt")
+        due = parse_iso(self.full_at)
+        if due is None or datetime.now(UTC) - due >= timedelta(days=settings.reconcile_days):
+            self.mode, self.reason = "reconcile", f"last full read over {settings.reconcile_days} days ago"
+        else:
+            self.mode = "delta"
+
+    def _refusal(self, state: dict[str, Any] | None | str) -> tuple[str, str] | None:
+        run, ds = self.run, self.ds
+        if state is None:
+            return "no_delta_link", "no delta link is stored (the first run, or the last one failed)"
+        if state == "corrupt":
+            return self._refused("corrupt", "is not a delta link state this connector wrote")
+        assert isinstance(state, dict)
+        if state["tenantId"] != run.tenant_id or state["dataset"] != ds.name:
+            return self._refused("foreign", f"belongs to {state['dataset']} of tenant {state['tenantId']}")
+        origin = urlsplit(state["deltaLink"])
+        ours = urlsplit(run.settings.graph_endpoint)
+        if (origin.scheme, origin.netloc.lower()) != (ours.scheme, ours.netloc.lower()) \
+                or not delta_path(origin.path, ds.delta):
+            return self._refused("foreign_host", f"points at {origin.scheme}://{origin.hostname}{origin.path}, not "
+                                                 f"{ds.delta} on the configured Graph endpoint (M365_GRAPH_ENDPOINT)")
+        if state["query"] != self.fingerprint:
+            return "query_changed", "the dataset's query or the domain filter changed since the link was made"
+        obtained = parse_iso(state["obtainedAt"])
+        if obtained is None or datetime.now(UTC) - obtained > LIFETIME:
+            return "expired", f"the delta link was made at {state['obtainedAt']}, over Graph's 7 days ago"
+        return None
+
+    def _refused(self, code: str, why: str) -> tuple[str, str]:
+        where = deltalinks.link_path(self.run.tenant_id, self.ds.name)
+        self.ctx.warn("delta_link_refused", self.ds.name,
+                      f"{self.ds.name}: the stored delta link ({where}) {why}; it was not used, the dataset was read "
+                      "in full and a new link is stored.")
+        return f"link_{code}", why
+
+    def _full(self, reason: str, why: str) -> None:
+        self.mode, self.reason = "full", f"{reason}: {why}"
+
+    # -- reading ------------------------------------------------------------------------------------------
+    async def prepare(self) -> None:
+        """Before any record: the round of changes (delta, reconcile)."""
+        if self.mode in ("delta", "reconcile"):
+            assert self.stored is not None
+            try:
+                await self._round(self.stored["deltaLink"])
+            except Resync as why:
+                self.changes.clear()
+                self._full("resync", str(why))
+                self.ctx.warn("delta_resync", self.ds.name, f"{self.ds.name}: {why}; read in full instead, and a new "
+                                                            "delta link is stored.")
+                self.baseline = Baseline.latest(self.run.store, self.run.tenant_id, self.ds)
+        if self.mode in ("full", "reconcile"):
+            self.full_at = now_iso()
+
+    async def before_listing(self, resumed: bool) -> None:
+        """A full read asks for its next link just before its listing starts. One resumed from a checkpoint
+        started listing in an earlier attempt: a link made now would miss what changed since, so none is
+        stored, and the next run continues from the link stored before (whose base run is still published)."""
+        if resumed or self.mode != "full" or not self.ds.delta or self.ds.untracked or not self.run.settings.delta:
+            return
+        graph = self.ctx.graph
+        url = f"{graph.base}{self.ds.delta}?" + "&".join(q for q in (delta_query(self.ds), "$deltatoken=latest") if q)
+        try:
+            page = await graph.first_page(self.ds.builder, url, self.ds.name)
+        except GraphError as exc:
+            self.ctx.warn("delta_link_unavailable", self.ds.name,
+                          f"{self.ds.name}: Graph gave no delta link ({exc.status} {exc.code}); the next run reads "
+                          "it in full again.")
+            return
+        self.new_link, self.obtained_at = page.delta_link, now_iso()
+
+    async def _round(self, link: str) -> None:
+        """Follow the stored link to the end of the round; the last state of each object wins (an object may come
+        more than once), `@removed` (reason changed or deleted) means gone from the listing."""
+        graph, ds = self.ctx.graph, self.ds
+        normalise = normaliser_for(ds)
+        selected = [p for p in ds.select if p != "id"]
+        self.obtained_at = now_iso()
+        try:
+            async for page in graph.pages(ds.builder, link, ds.name):
+                objects = [o for o in page.records if isinstance(o, dict) and isinstance(o.get("id"), str)]
+                kept = []
+                for obj in objects:
+                    if "@removed" in obj:
+                        self.changes[obj["id"]] = None
+                        continue
+                    # A property never set is left out of a delta object; the listing gives it as null.
+                    record = {"id": obj["id"], **{p: obj.get(p) for p in selected}}
+                    kept.append(record)
+                    self.changes[obj["id"]] = record
+                if normalise is not None and kept:
+                    normalise(kept)
+                if page.delta_link:
+                    self.new_link = page.delta_link
+        except GraphError as exc:
+            if exc.status == 410 or exc.code in RESYNC_CODES or exc.status == 400:
+                raise Resync(f"Graph refused the stored delta link ({exc.status} {exc.code})") from exc
+            raise
+        if not self.new_link:
+            raise GraphError(0, "NoDeltaLink", "the delta round ended without @odata.deltaLink", path=ds.delta)
+
+    # -- the changes file -----------------------------------------------------------------------------------
+    async def open_changes(self, writer_for: Callable[[str], Any]) -> None:
+        """The changes file, when there is a previous snapshot to compare with; a full read is compared as it
+        is written (Differ), a delta run says what it applied."""
+        if self.baseline is None:
+            return
+        self.out = ChangeLines(self.ds, writer_for(changes_file(self.ds)))
+        if self.mode in ("full", "reconcile"):
+            self.differ = Differ(self.ds, self.baseline, self.out)
+            await self.differ.prepare()
+        if self.mode == "reconcile":
+            self.drift = Reconciler(self.ds)
+            await self.drift.expect(self.baseline, self.changes)
+
+    def taps(self) -> list[Callable[[bytes], Any]]:
+        return [t.see for t in (self.differ, self.drift) if t is not None]
+
+    async def records(self, strategy: Callable[[Context, Dataset], AsyncIterator[Records]]) -> AsyncIterator[Records]:
+        if self.mode != "delta":
+            async for records in strategy(self.ctx, self.ds):
+                yield records
+            return
+        try:
+            async for records in self._apply():
+                yield records
+        except BaselineCorrupt as why:
+            await self._restart_full(f"base_corrupt: {why}")
+            yield RESTART
+            async for records in strategy(self.ctx, self.ds):
+                yield records
+
+    async def _restart_full(self, reason: str) -> None:
+        self.mode, self.reason, self.baseline = "full", reason, None
+        self.ctx.warn("delta_base_corrupt", self.ds.name, f"{self.ds.name}: {reason}; read in full instead.")
+        if self.out is not None:
+            await self.out.writer.abort()
+            self.out = None
+        self.full_at = now_iso()
+
+    async def _apply(self) -> AsyncIterator[Records]:
+        """The previous records with the changes applied, in their order; new records at the end."""
+        assert self.baseline is not None and self.out is not None
+        ds, out, changes = self.ds, self.out, self.changes
+        upn = ds.upn_field
+        async for batch in self.baseline.batches():
+            records: Records = []
+            for line in batch:
+                old = orjson.loads(line)
+                key = key_of(ds, old)
+                if key in changes:
+                    new = changes.pop(key)
+                    if new is None:
+                        await out.removed(old)
+                        continue
+                    if record_hash(new) != record_hash(old):
+                        await out.changed(old, new)
+                        records.append(new)
+                        continue
+                keys = {"id": old.get("id")} | ({upn: old.get(upn)} if upn else {})
+                records.append(RawRecord(keys, line))
+            yield records
+        added = [new for new in changes.values() if new is not None]
+        for i in range(0, len(added), BATCH):
+            for new in added[i:i + BATCH]:
+                await out.added(new)
+            yield added[i:i + BATCH]
+        changes.clear()
+
+    async def restart(self, writer_for: Callable[[str], Any]) -> None:
+        """The strategy started over (RESTART): the comparison does too."""
+        if self.out is not None:
+            await self.out.writer.abort()
+        self.close()
+        self.out = self.differ = self.drift = None
+        if self.mode != "delta":
+            await self.open_changes(writer_for)
+
+    async def finish(self) -> dict[str, Any]:
+        """Ends the changes file; the manifest's `delta` entry."""
+        entry: dict[str, Any] = {"mode": self.mode, "baseRun": self.baseline.run_id if self.baseline else None}
+        if self.reason:
+            entry["reason"] = self.reason
+        if self.differ is not None:
+            await self.differ.finish()
+        if self.drift is not None:
+            entry["drift"] = self.drift.finish()
+        if self.out is not None:
+            await self.out.flush()
+            await self.out.writer.finish()  # committed with the dataset's file
+            entry.update(self.out.counts)
+            entry["changes"] = changes_file(self.ds)
+        return entry
+
+    def close(self) -> None:
+        for part in (self.differ, self.drift):
+            if part is not None:
+                part.close()
+
+    def store_link(self) -> None:
+        """After the run is published: the link for the next run, with this run as its base."""
+        if self.new_link and self.ds.delta:
+            run = self.run
+            deltalinks.write_link(run.store, run.tenant_id, self.ds.name, run.run_id, self.new_link,
+                                  self.obtained_at, self.fingerprint, self.full_at or self.obtained_at)
+
+
+class Reconciler:
+    """A reconcile: what delta would have published (the previous records with the round applied), by key and
+    hash, compared with the full read as it is written."""
+
+    def __init__(self, ds: Dataset):
+        self.ds = ds
+        self.expected = KeyValueSpool()
+        self.counts = {"missingFromDelta": 0, "differing": 0, "extraInDelta": 0}
+
+    async def expect(self, baseline: Baseline, changes: dict[str, dict[str, Any] | None]) -> None:
+        pending = dict(changes)
+        async for batch in baseline.batches():
+            for key, digest, _old in await asyncio.to_thread(hashed, self.ds, batch):
+                if key not in pending:
+                    self.expected.put(key, digest)
+                elif (new := pending.pop(key)) is not None:
+                    self.expected.put(key, record_hash(new))
+        for key, new in pending.items():
+            if new is not None:
+                self.expected.put(key, record_hash(new))
+
+    async def see(self, data: bytes) -> None:
+        rows = await asyncio.to_thread(hashed, self.ds, data.split(b"\n"))
+        found = self.expected.get_many(key for key, _h, _r in rows)
+        for key, digest, _record in rows:
+            if key not in found:
+                self.counts["missingFromDelta"] += 1
+            elif found[key] != digest:
+                self.counts["differing"] += 1
+        self.expected.delete_many(found)
+
+    def finish(self) -> dict[str, int]:
+        self.counts["extraInDelta"] = len(self.expected)
+        return {**self.counts, "total": sum(self.counts.values())}
+
+    def close(self) -> None:
+        self.expected.close()
