@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from . import tls
+from .graph.limits import AppLimits
 from .inventory import Inventory
 from .tenant import Tenant, TenantSpec
 from .tokens import GRAPH_RESOURCE, TOKEN_EXCHANGE_RESOURCE, VAULT_RESOURCE, TokenIssuer
@@ -68,6 +69,8 @@ class SimulatorState:
         self.set_secret(CERTIFICATE_NAME, self.app_certificate.pem, "application/x-pem-file")
         self._services: dict[str, Service] = {}
         self.ca_file = ""
+        # Graph's quotas per app across all tenants, when one simulator serves several (simulator/fleet.py).
+        self.app_limits: AppLimits | None = None
 
     # ------------------------------------------------------------------ endpoints
 
