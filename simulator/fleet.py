@@ -18,9 +18,9 @@ from collections.abc import Sequence
 
 import orjson
 
+from .app_quotas import AppLimits
 from .downloads import DownloadService
 from .entra import LoginService
-from .graph.limits import AppLimits
 from .graph.service import GraphService
 from .server import Simulator
 from .state import SimulatorState

@@ -11,17 +11,15 @@ import os
 import random
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import tls
+from .app_quotas import AppLimits
 from .inventory import Inventory
 from .tenant import Tenant, TenantSpec
 from .tokens import GRAPH_RESOURCE, TOKEN_EXCHANGE_RESOURCE, VAULT_RESOURCE, TokenIssuer
 from .usage import UsageReports
 from .web import BREAKS, RequestRecord, Service
-
-if TYPE_CHECKING:
-    from .graph.limits import AppLimits
 
 SECRET_NAME = "m365-client-secret"
 CERTIFICATE_NAME = "m365-client-certificate"

@@ -5,11 +5,11 @@ sliding window (usage reports, identity and access reports, ``$select=keyCredent
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING
 
+from ..app_quotas import AppLimits
 from ..web import Request
 from .protocol import GraphError
 
@@ -36,45 +36,6 @@ RU_WINDOW = 10.0
 RU_BY_SIZE = ((50, 3500), (501, 5000), (math.inf, 8000))
 KEY_SELECT_LIMIT = 150  # $select=keyCredentials: 150 requests per minute per tenant (api/application-list.md,
 KEY_SELECT_WINDOW = 60.0  # api/serviceprincipal-list.md)
-
-# Per app across all tenants (graph-facts §6, concepts/throttling-limits.md): any request 130,000 per 10 s
-# ("Global"); identity and access 150,000 resource units per 20 s; identity and access reports 122 requests
-# per 10 s; GET signInActivity 10 requests per minute (includes/throttling-entra-logs-reports.md, PR #9591).
-APP_WIDE = {"requests": (130_000, 10.0), "identity": (150_000, 20.0), "identity_reports": (122, 10.0),
-            "sign_in_activity": (10, 60.0)}
-
-
-class AppLimits:
-    """Graph's quotas per app across all tenants: one per simulator serving several tenants (simulator/fleet.py),
-    shared by every tenant's Limits. Sliding windows of (time, units) under their own lock."""
-
-    def __init__(self, scale: float = 1.0) -> None:
-        self.scale = scale
-        self._lock = threading.Lock()
-        self._calls: dict[str, deque[tuple[float, float]]] = {name: deque() for name in APP_WIDE}
-        self.throttled: dict[str, int] = dict.fromkeys(APP_WIDE, 0)
-
-    def take(self, name: str, units: float = 1) -> None:
-        """Count `units` against the app-wide quota `name`, or refuse with 429 and Retry-After."""
-        limit, window = APP_WIDE[name]
-        window /= self.scale
-        with self._lock:
-            calls, now = self._calls[name], time.monotonic()
-            while calls and calls[0][0] <= now - window:
-                calls.popleft()
-            used = sum(u for _, u in calls)
-            if used + units > limit:
-                self.throttled[name] += 1
-                freed, wait = 0.0, window
-                for stamp, u in calls:
-                    freed += u
-                    if used - freed + units <= limit:
-                        wait = stamp + window - now
-                        break
-                raise GraphError(429, "TooManyRequests", "Please retry again later.",
-                                 {"Retry-After": _seconds(wait)})
-            calls.append((now, units))
-
 
 class Limits:
     """The throttling state of one Graph service (request times per window, under the simulator's lock)."""
@@ -106,7 +67,7 @@ class Limits:
         sim, spec = self.sim, self.sim.spec
         path = req.path.lower()
         if sim.app_limits is not None and path != "/v1.0/$batch":  # §10: batch items are counted one by one
-            sim.app_limits.take("requests")
+            _app_take(sim.app_limits, "requests")
         if path.startswith("/v1.0/devicemanagement/"):  # Intune has its own limit, not resource units
             self.intune()
             return
@@ -146,7 +107,7 @@ class Limits:
                         },
                     )
                 if sim.app_limits is not None:
-                    sim.app_limits.take("identity", cost)
+                    _app_take(sim.app_limits, "identity", cost)
                 self._window.append((now, cost))
                 if (used + cost) / limit > 0.8:
                     headers["x-ms-throttle-limit-percentage"] = f"{(used + cost) / limit:.1f}"
@@ -178,7 +139,7 @@ class Limits:
         elif spec.quotas:
             self._take(self._identity_reports, IDENTITY_REPORTS_WINDOW / self.scale, IDENTITY_REPORTS_LIMIT)
             if self.sim.app_limits is not None:
-                self.sim.app_limits.take("identity_reports")
+                _app_take(self.sim.app_limits, "identity_reports")
 
     def sign_in_activity(self) -> None:
         """A users listing that selects or filters signInActivity: 10 per minute, and an identity report."""
@@ -190,7 +151,7 @@ class Limits:
         if spec.quotas:
             self._take(self._sign_ins, SIGN_IN_WINDOW / self.scale, SIGN_IN_LIMIT)
             if self.sim.app_limits is not None:
-                self.sim.app_limits.take("sign_in_activity")
+                _app_take(self.sim.app_limits, "sign_in_activity")
             self.identity_report()
 
     def intune(self) -> None:
@@ -223,6 +184,13 @@ class Limits:
                 raise GraphError(429, "TooManyRequests", "Please retry again later.",
                                  {"Retry-After": _seconds(calls[0] + window - now)})
             calls.append(now)
+
+
+def _app_take(app: AppLimits, name: str, units: float = 1) -> None:
+    """Count a request against a quota per app across all tenants; 429 with Retry-After when it is spent."""
+    wait = app.take(name, units)
+    if wait is not None:
+        raise GraphError(429, "TooManyRequests", "Please retry again later.", {"Retry-After": _seconds(wait)})
 
 
 def _seconds(wait: float) -> str:
