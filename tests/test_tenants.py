@@ -152,10 +152,12 @@ def test_an_entry_the_settings_refuse_names_the_entry_and_the_field(tmp_path) ->
 def test_consent_url_is_the_v2_adminconsent_endpoint() -> None:
     from urllib.parse import parse_qs, urlsplit
 
-    from connector.store.registry import TenantEntry, consent_url
+    from connector.config import load_settings
+    from connector.store.registry import consent_url
 
-    url = consent_url(TenantEntry("Fabrikam.onmicrosoft.com"), "44444444-4444-4444-4444-444444444444",
-                      "https://login.microsoftonline.us", "https://graph.microsoft.us", "https://example.com/done")
+    settings = load_settings({"M365_TENANT_ID": "Fabrikam.onmicrosoft.com", "M365_CLOUD": "usgov",
+                              "M365_CLIENT_ID": "44444444-4444-4444-4444-444444444444", "M365_CLIENT_SECRET": "x"})
+    url = consent_url(settings, {"M365_CONSENT_REDIRECT_URI": "https://example.com/done"})
     parts = urlsplit(url)
     assert (parts.netloc, parts.path) == ("login.microsoftonline.us", "/Fabrikam.onmicrosoft.com/v2.0/adminconsent")
     assert parse_qs(parts.query) == {"client_id": ["44444444-4444-4444-4444-444444444444"],

@@ -18,6 +18,7 @@ import orjson
 
 from connector.config import CLOUDS, ConfigError, Problem, Settings, load_offline_settings, require_destination
 from connector.store.registry import (
+    DEFAULT_REDIRECT_URI,
     MAX_SLOT,
     NotRegistered,
     Registry,
@@ -29,9 +30,6 @@ from connector.store.registry import (
     valid_tenant,
 )
 
-# The redirect URI of the admin-consent URL: one the app registration lists (v2-admin-consent: "must exactly
-# match one of the redirect URIs that you registered"); where the admin lands after consenting.
-DEFAULT_REDIRECT_URI = "https://login.microsoftonline.com/common/oauth2/nativeclient"
 SWEEP_PARALLEL = 4
 
 
@@ -70,8 +68,7 @@ def tenant_settings(env: Mapping[str, str], tenant: str, extra: Mapping[str, str
 
 def _consent_line(entry: TenantEntry, env: Mapping[str, str], redirect: str | None = None) -> str:
     settings = entry_settings(entry, {**env, "M365_CLIENT_SECRET": env.get("M365_CLIENT_SECRET") or "-"})
-    return consent_url(entry, settings.client_id, settings.authority_host, settings.graph_resource,
-                       redirect or env.get("M365_CONSENT_REDIRECT_URI") or DEFAULT_REDIRECT_URI)
+    return consent_url(settings, env, redirect)
 
 
 def _entry_from_args(args: argparse.Namespace) -> TenantEntry:

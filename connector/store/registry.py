@@ -88,6 +88,12 @@ class TenantEntry:
             return self.slot
         return int(hashlib.sha256(self.key.encode()).hexdigest(), 16) % SPREAD_MINUTES
 
+    def delay_seconds(self) -> int:
+        """Seconds after a schedule tick at which the tenant's run is delivered: its slot's minutes plus a second
+        within the minute from its id, so tenants sharing a slot do not all start in the same second."""
+        second = int(hashlib.sha256(f"second:{self.key}".encode()).hexdigest(), 16) % 60
+        return self.schedule_slot() * 60 + second
+
     def env(self) -> dict[str, str]:
         """The settings this entry overrides, as app settings."""
         out = {"M365_TENANT_ID": self.tenant}
@@ -294,14 +300,19 @@ class Registry:
         return self._write(change)
 
 
-def consent_url(entry: TenantEntry, client_id: str, authority_host: str, graph_resource: str,
-                redirect_uri: str) -> str:
-    """The v2.0 admin-consent URL of the app for one tenant (learn.microsoft.com/entra/identity-platform/
-    v2-admin-consent: tenant, client_id, redirect_uri and scope required; `{resource}/.default` asks for every
-    application permission configured on the app registration)."""
+# The redirect URI of the admin-consent URL when M365_CONSENT_REDIRECT_URI is unset: it must be one the app
+# registration lists (v2-admin-consent: "must exactly match one of the redirect URIs that you registered").
+DEFAULT_REDIRECT_URI = "https://login.microsoftonline.com/common/oauth2/nativeclient"
+
+
+def consent_url(settings: Settings, env: Mapping[str, str] | None = None, redirect_uri: str | None = None) -> str:
+    """The v2.0 admin-consent URL of a tenant's app (learn.microsoft.com/entra/identity-platform/v2-admin-consent:
+    tenant, client_id, redirect_uri and scope required; `{resource}/.default` asks for every application permission
+    configured on the app registration), in the tenant's cloud."""
     from urllib.parse import quote, urlencode
 
-    query = urlencode({"client_id": entry.client_id or client_id, "scope": f"{graph_resource}/.default",
-                       "redirect_uri": redirect_uri, "state": entry.key}, quote_via=quote)
-    return f"{authority_host.rstrip('/')}/{quote(entry.tenant)}/v2.0/adminconsent?{query}"
-
+    redirect = redirect_uri or (env or {}).get("M365_CONSENT_REDIRECT_URI") or DEFAULT_REDIRECT_URI
+    tenant = settings.tenant_id.strip()
+    query = urlencode({"client_id": settings.client_id, "scope": f"{settings.graph_resource}/.default",
+                       "redirect_uri": redirect, "state": tenant.lower()}, quote_via=quote)
+    return f"{settings.authority_host.rstrip('/')}/{quote(tenant)}/v2.0/adminconsent?{query}"
