@@ -3,7 +3,14 @@ fan-out through the queue, the cross-tenant view, and isolation between tenants.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import shutil
 import ssl
+import subprocess
+import tempfile
+from pathlib import Path
 
 import httpx
 import orjson
@@ -169,37 +176,128 @@ def test_consent_url_is_the_v2_adminconsent_endpoint() -> None:
 # -- the command line -----------------------------------------------------------------------------------------
 
 
-def test_cli_sweeps_every_registered_tenant_and_refuses_an_unregistered_one(tmp_path, monkeypatch, capsys) -> None:
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """Three tenants through the CLI: two registered beside the home tenant, one of them never consented; then
+    `run --tenant` of an unregistered tenant, then `run` of them all (a sweep), priced."""
     from connector.cli.main import main
-    from tests.helpers import read_dataset
 
+    out = tmp_path_factory.mktemp("swept")
+    sheet = out / "prices.csv"
+    sheet.write_text("skuPartNumber,monthlyPrice,currency\nSPE_E3,36.00,EUR\nEMS,10.60,EUR\nENTERPRISEPACK,23,USD\n")
     specs = [TenantSpec(seed=61, users=90, domains=("home61.onmicrosoft.com",)),
              TenantSpec(seed=62, users=40, domains=("b62.onmicrosoft.com",)),
              TenantSpec(seed=63, users=20, domains=("c63.onmicrosoft.com",), app_consented=False)]
-    with Fleet(specs) as fleet:
-        home, b, c = fleet.tenants
-        for name, value in {**fleet.env(), "M365_DATASETS": DATASETS, "SNAPSHOT_DIR": str(tmp_path)}.items():
-            monkeypatch.setenv(name, value)
-        assert main(["tenants", "add", "b62.onmicrosoft.com", "--datasets", "users,organization"]) == 0
-        assert "/b62.onmicrosoft.com/v2.0/adminconsent?client_id=" in capsys.readouterr().out
-        assert main(["tenants", "add", c.tenant_id]) == 0
-        assert main(["run", "--tenant", "nowhere.onmicrosoft.com", "-q"]) == 2
-        assert "--tenant: names a tenant this deployment's registry does not list" in capsys.readouterr().err
-        assert fleet.request_count(None, service=None) == 0  # refused before any token request
-        assert main(["run", "--json"]) == 3  # one tenant failed, the others succeeded
-        result = orjson.loads(capsys.readouterr().out)
-        rows = {r["tenant"]: r for r in result["tenants"]}
-        assert {k: r["status"] for k, r in rows.items()} == {
-            home.tenant_id: "succeeded", "b62.onmicrosoft.com": "succeeded", c.tenant_id: "failed"}
-        assert f"/{c.tenant_id}/v2.0/adminconsent?" in rows[c.tenant_id]["consentUrl"]
-        from connector.store.local import LocalStore
-        from connector.store.publish import read_manifest
+    mp = pytest.MonkeyPatch()
+    codes: dict[str, int] = {}
+    try:
+        with Fleet(specs) as fleet:
+            for name, value in {**fleet.env(), "M365_DATASETS": DATASETS, "SNAPSHOT_DIR": str(out / "s"),
+                                "M365_PRICE_SHEET": str(sheet)}.items():
+                mp.setenv(name, value)
+            with contextlib.redirect_stdout(io.StringIO()) as said:
+                codes["add"] = main(["tenants", "add", "b62.onmicrosoft.com", "--datasets", "users,organization,"
+                                     "subscribed_skus,user_sign_in_activity"])
+            codes["add_said"] = said.getvalue()  # type: ignore[assignment]
+            codes["add_c"] = main(["tenants", "add", fleet.tenants[2].tenant_id, "-q"])
+            with contextlib.redirect_stderr(io.StringIO()) as refused:
+                codes["unregistered"] = main(["run", "--tenant", "nowhere.onmicrosoft.com", "-q"])
+            codes["refused_said"] = refused.getvalue()  # type: ignore[assignment]
+            codes["requests_before_sweep"] = fleet.request_count(None, service=None)
+            with contextlib.redirect_stdout(io.StringIO()) as said:
+                codes["sweep"] = main(["run", "--json"])
+            result = orjson.loads(said.getvalue())
+            states = list(fleet.tenants)
+    finally:
+        mp.undo()
+    return out / "s", codes, result, states
 
-        store = LocalStore(str(tmp_path))
-        for state, users, wanted in ((home, 90, DATASETS.split(",")), (b, 40, ["organization", "users"])):
-            run_id = rows[state.tenant_id if state is home else "b62.onmicrosoft.com"]["runId"]
-            manifest = read_manifest(store, state.tenant_id, run_id)
-            assert manifest is not None and sorted(manifest["datasets"]) == sorted(wanted)
-            assert len(read_dataset(store, manifest, "users")) == users
-            assert all(r["id"] == state.tenant_id for r in read_dataset(store, manifest, "organization"))
-        assert b.request_count("/v1.0/users") > 0 and c.request_count(None) == 0
+
+def test_cli_sweeps_every_registered_tenant_and_refuses_an_unregistered_one(swept) -> None:
+    from connector.store.local import LocalStore
+    from connector.store.publish import read_manifest
+    from tests.helpers import read_dataset
+
+    folder, codes, result, (home, b, c) = swept
+    assert codes["add"] == 0 and "/b62.onmicrosoft.com/v2.0/adminconsent?client_id=" in codes["add_said"]
+    assert codes["unregistered"] == 2
+    assert "--tenant: names a tenant this deployment's registry does not list" in codes["refused_said"]
+    assert codes["requests_before_sweep"] == 0  # refused before any token request
+    assert codes["sweep"] == 3  # one tenant failed, the others succeeded
+    rows = {r["tenant"]: r for r in result["tenants"]}
+    assert {k: r["status"] for k, r in rows.items()} == {
+        home.tenant_id: "succeeded", "b62.onmicrosoft.com": "succeeded", c.tenant_id: "failed"}
+    assert f"/{c.tenant_id}/v2.0/adminconsent?" in rows[c.tenant_id]["consentUrl"]
+    store = LocalStore(str(folder))
+    for state, key, users in ((home, home.tenant_id, 90), (b, "b62.onmicrosoft.com", 40)):
+        manifest = read_manifest(store, state.tenant_id, rows[key]["runId"])
+        assert manifest is not None and sorted(manifest["datasets"]) == sorted(DATASETS.split(","))
+        assert len(read_dataset(store, manifest, "users")) == users
+        assert all(r["id"] == state.tenant_id for r in read_dataset(store, manifest, "organization"))
+        assert {r["userPrincipalName"].split("@")[1] for r in read_dataset(store, manifest, "users")} <= {
+            d.lower() for d in state.tenant.domains}  # no other tenant's users under this prefix
+    assert b.request_count("/v1.0/users") > 0 and c.request_count(None) == 0
+
+
+def test_the_sweep_writes_the_cross_tenant_summary(swept) -> None:
+    import jsonschema
+
+    folder, _codes, result, (home, b, c) = swept
+    summary = orjson.loads((folder / "tenants" / "summary.json").read_bytes())
+    schema = orjson.loads((Path(__file__).resolve().parent.parent / "docs" / "schema" /
+                           "tenants-summary.schema.json").read_bytes())
+    jsonschema.Draft202012Validator(schema).validate(summary)
+    by = {t["tenant"]: t for t in summary["tenants"]}
+    for key, state in ((home.tenant_id, home), ("b62.onmicrosoft.com", b)):
+        run_id = by[key]["runId"]
+        insights = orjson.loads((folder / "tenants" / state.tenant_id / "runs" / run_id / "insights.json").read_bytes())
+        assert by[key]["figuresRunId"] == run_id
+        assert (by[key]["seats"], by[key]["wastedSeats"], by[key]["findings"], by[key]["monthlyWaste"]) == (
+            insights["totals"]["enabled"], insights["totals"]["wasteSeats"], insights["totals"]["findings"],
+            insights["totals"]["monthlyWaste"])
+    assert by[c.tenant_id]["status"] == "failed" and by[c.tenant_id]["seats"] is None
+    totals = summary["totals"]
+    assert (totals["tenants"], totals["succeeded"], totals["failed"]) == (3, 2, 1)
+    assert totals["wastedSeats"] == sum(t["wastedSeats"] or 0 for t in summary["tenants"]) > 0
+    waste: dict[str, float] = {}
+    for t in summary["tenants"]:
+        for currency, amount in (t["monthlyWaste"] or {}).items():
+            waste[currency] = waste.get(currency, 0) + amount
+    assert totals["monthlyWaste"] == pytest.approx(waste) and waste
+
+
+def test_the_summary_page_shows_each_tenant_picked_in_its_selector(swept) -> None:
+    from tests.test_report_browser import CHROMIUM, PLAYWRIGHT, ROOT
+
+    folder = swept[0]
+    summary = orjson.loads((folder / "tenants" / "summary.json").read_bytes())
+    if not (shutil.which("node") and PLAYWRIGHT.is_dir() and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail("the browser test needs node, playwright-core in .tools and Debian's chromium: run scripts/test")
+    with tempfile.TemporaryDirectory(prefix="m365-chromium-") as profile:
+        proc = subprocess.run(["node", str(ROOT / "tests" / "browser" / "read_summary.mjs"),
+                               str(folder / "tenants" / "summary.html"), profile, str(PLAYWRIGHT)],
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    page = orjson.loads(proc.stdout)
+    assert page["requests"] == [page["target"]] and page["errors"] == []
+    assert page["options"] == ["", *(t["tenant"] for t in summary["tenants"])]
+
+    def shown(value: object) -> str:
+        return "n/a" if value is None else f"{value:,}"
+
+    def money(value: dict | None) -> str:
+        return "n/a" if not value else " + ".join(f"{a:,.2f} {c}" for c, a in value.items())
+
+    every = page["views"][""]
+    assert every["scope"] == "all tenants" and len(every["rows"]) == 3
+    assert every["cards"]["wastedSeats"] == shown(summary["totals"]["wastedSeats"])
+    assert every["cards"]["monthlyWaste"] == money(summary["totals"]["monthlyWaste"])
+    for tenant in summary["tenants"]:
+        view = page["views"][tenant["tenant"]]
+        assert view["scope"] == tenant["tenant"]
+        assert [r["tenant"] for r in view["rows"]] == [tenant["tenant"]]
+        assert view["rows"][0]["status"] == tenant["status"]
+        for name in ("seats", "wastedSeats", "unusedSeats", "findings"):
+            assert view["cards"][name] == shown(tenant[name]), name
+        assert view["cards"]["monthlyWaste"] == money(tenant["monthlyWaste"])
+        assert (view["error"] or None) == tenant["error"]

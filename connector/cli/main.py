@@ -323,9 +323,14 @@ def cmd_sweep(args: argparse.Namespace, env: dict[str, str] | None, trigger: str
     return sweep_exit_code(rows)
 
 
-def _sweep_summary(env: dict[str, str], rows: list[dict[str, Any]]) -> str | None:
-    """The cross-tenant summary of a completed sweep (tenants/summary.json and .html); its location."""
-    return None
+def _sweep_summary(env: dict[str, str], rows: list[dict[str, Any]]) -> str:
+    """Write the cross-tenant summary of the completed sweep (tenants/summary.json and .html); its location."""
+    from connector.insights.tenants import PAGE_PATH, write_summary
+    from connector.store.destination import open_store
+
+    store = open_store(load_offline_settings(env))
+    write_summary(store, [{k: r.get(k) for k in ("tenant", "tenantId", "status", "runId", "error")} for r in rows])
+    return store.url(PAGE_PATH)
 
 
 def run_exit_code(result: dict[str, Any]) -> int:
@@ -581,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     insights.add_argument("--run", default="latest", metavar="ID|latest",
                           help="the run to compute them for (default: latest, the newest published run)")
     insights.add_argument("--json", action="store_true", help="print the manifest's insights entry as JSON")
-    tenants_parser(command, _dataset_names, _Flatten)
+    tenants_parser(command, _dataset_names, _Flatten, lambda p: _common(p, sub=True))
     return parser
 
 

@@ -91,22 +91,27 @@ def cmd_tenants(args: argparse.Namespace, env: Mapping[str, str] | None = None) 
     """`tenants add|list|remove|consent-url`."""
     env = _env(args, env)
     registry = open_registry(env)
+
+    def say(text: str) -> None:
+        if not args.quiet:
+            print(text)
+
     try:
         if args.action == "add":
             entry = _entry_from_args(args)
             entry_settings(entry, {**env, "M365_CLIENT_SECRET": env.get("M365_CLIENT_SECRET") or "-"})  # checks
             changed = registry.add(entry)
-            print(f"{'registered' if changed else 'already registered'}: {entry.key} (auth: {entry.auth}, slot "
-                  f"{entry.schedule_slot()} min after each scheduled run)")
-            print("An administrator of the tenant grants the app's permissions once, at this URL "
-                  "(the v2.0 admin-consent endpoint):")
-            print(f"  {_consent_line(entry, env, args.redirect_uri)}")
+            say(f"{'registered' if changed else 'already registered'}: {entry.key} (auth: {entry.auth}, slot "
+                f"{entry.schedule_slot()} min after each scheduled run)")
+            say("An administrator of the tenant grants the app's permissions once, at this URL (the v2.0 "
+                "admin-consent endpoint):")
+            say(f"  {_consent_line(entry, env, args.redirect_uri)}")
             return 0
         if args.action == "remove":
             if not registry.remove(args.tenant):
                 print(f"error: {args.tenant.strip().lower()} is not registered", file=sys.stderr)
                 return 1
-            print(f"removed: {args.tenant.strip().lower()} (its snapshots are kept)")
+            say(f"removed: {args.tenant.strip().lower()} (its snapshots are kept)")
             return 0
         entries = registry.entries()
         if args.action == "consent-url":
@@ -179,8 +184,9 @@ def sweep_exit_code(rows: list[dict[str, Any]]) -> int:
 
 
 def add_parser(command: Callable[[str, str], argparse.ArgumentParser], dataset_names: Callable[[str], list[str]],
-               flatten: type[argparse.Action]) -> None:
-    """The `tenants` command and its actions (`dataset_names` and `flatten` parse --datasets as `run` does)."""
+               flatten: type[argparse.Action], common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """The `tenants` command and its actions (`dataset_names` and `flatten` parse --datasets as `run` does,
+    `common` adds the options of every command)."""
     tenants = command("tenants", "manage the deployment's tenant registry (which tenants `run` collects)")
     actions = tenants.add_subparsers(dest="action", required=True, metavar="ACTION")
     add = actions.add_parser("add", help="register a tenant and print its admin-consent URL")
@@ -204,4 +210,5 @@ def add_parser(command: Callable[[str, str], argparse.ArgumentParser], dataset_n
     url.add_argument("tenant", metavar="TENANT", help="the registered tenant's id or domain")
     url.add_argument("--redirect-uri", help="redirect URI of the consent URL")
     for sub in (add, remove, listing, url):
+        common(sub)
         sub.add_argument("--out", metavar="FOLDER", help="the local snapshot folder (overrides SNAPSHOT_DIR)")

@@ -36,6 +36,7 @@ from connector.service.run_queue import (
     parse_message,
     send_message,
 )
+from connector.service.sweep import finish_sweep
 from connector.store.contract import Store
 from connector.store.locks import (
     LEASE_SECONDS,
@@ -210,7 +211,7 @@ def process_message(body: str | bytes, dequeue_count: int = 1, env: Mapping[str,
             write_status(store, record)
         raise TenantBusy(f"run {run_id}: {busy_message(key, holder)}", holder)
     try:
-        return _collect_locked(store, key, lock, msg, settings, dequeue_count, renew_seconds, (budget, env))
+        outcome = _collect_locked(store, key, lock, msg, settings, dequeue_count, renew_seconds, (budget, env))
     finally:
         lock.release()
         try:
@@ -219,6 +220,12 @@ def process_message(body: str | bytes, dequeue_count: int = 1, env: Mapping[str,
                 clear_pointer(store, key, run_id)
         except Exception as exc:  # storage gone: the original outcome matters more; a later request clears it
             log.warning("run %s: could not clear the active-run pointer (%s)", run_id, type(exc).__name__)
+    if outcome == "collected" and record.get("trigger") == "timer":
+        try:
+            finish_sweep(env)  # the last tenant of a scheduled sweep writes the cross-tenant summary
+        except Exception as exc:  # the run is collected; the next finished run writes the summary
+            log.warning("run %s: the cross-tenant summary was not written (%s)", run_id, type(exc).__name__)
+    return outcome
 
 
 def _collect_locked(store: Store, key: str, lock: TenantLock, msg: RunMessage, settings: Any,
