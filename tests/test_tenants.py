@@ -9,6 +9,7 @@ import os
 import shutil
 import ssl
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -301,3 +302,200 @@ def test_the_summary_page_shows_each_tenant_picked_in_its_selector(swept) -> Non
             assert view["cards"][name] == shown(tenant[name]), name
         assert view["cards"]["monthlyWaste"] == money(tenant["monthlyWaste"])
         assert (view["error"] or None) == tenant["error"]
+
+
+# -- one deployment, many tenants: the Function app against Azurite -----------------------------------------------
+
+WORKER = ("import sys\n"
+          "from connector.service.worker import process_message\n"
+          "process_message(sys.stdin.buffer.read(), 1, lease_seconds=15, renew_seconds=0.2)\n")
+SIZES = (600, 150, 30, 20)  # the last one never consented to the app
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    specs = [TenantSpec(seed=71 + i, users=n, domains=(f"f{71 + i}.onmicrosoft.com",), app_consented=i < 3)
+             for i, n in enumerate(SIZES)]
+    with Fleet(specs) as f:
+        yield f
+
+
+@pytest.fixture
+def deployment(fleet, azurite, monkeypatch):
+    """The Function app's settings (home tenant = the fleet's first), a fresh container holding a registry of the
+    four tenants (slots 1-3 for the registered ones), and empty run queues."""
+    import uuid
+
+    from connector.service import runs
+    from connector.service.appconfig import deployment_registry
+    from connector.store.registry import TenantEntry
+    from tests.conftest import apply_function_env
+
+    for state in fleet.tenants:
+        state.spec.latency = 0.0
+    env = {**fleet.env(), "M365_DATASETS": DATASETS, "SNAPSHOT_CONNECTION_STRING": azurite.connection_string,
+           "SNAPSHOT_CONTAINER": f"m{uuid.uuid4().hex[:12]}", "AzureWebJobsStorage": azurite.connection_string}
+    apply_function_env(monkeypatch, env, azurite.connection_string)
+    registry = deployment_registry(env)
+    for slot, state in enumerate(fleet.tenants[1:], 1):
+        registry.add(TenantEntry(state.tenant.domains[0], slot=slot))
+    assert [e.key for e in registry.entries()] == [fleet.tenant_id, *(f"f{72 + i}.onmicrosoft.com" for i in range(3))]
+    env["_runs"] = runs  # type: ignore[assignment]
+    return env
+
+
+def _queue(env):
+    from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+
+    from connector.service import runs
+
+    return QueueClient.from_connection_string(env["AzureWebJobsStorage"], runs.RUNS_QUEUE,
+                                              message_decode_policy=TextBase64DecodePolicy())
+
+
+def _receive_all(env, count: int) -> list[bytes]:
+    bodies: list[bytes] = []
+    for _ in range(count):
+        msgs = list(_queue(env).receive_messages(max_messages=1, visibility_timeout=120))
+        assert msgs, f"{len(bodies)} of {count} messages in the queue"
+        bodies.append(msgs[0].content.encode())
+    return bodies
+
+
+def _post(body: dict) -> tuple[int, dict]:
+    import azure.functions as func
+
+    import function_app
+
+    resp = function_app.runs_request(func.HttpRequest("POST", "http://localhost/api/runs",
+                                                      body=orjson.dumps(body)))
+    return resp.status_code, orjson.loads(resp.get_body())
+
+
+def _tenants() -> dict:
+    import azure.functions as func
+
+    import function_app
+
+    resp = function_app.tenants_list(func.HttpRequest("GET", "http://localhost/api/tenants", body=b""))
+    assert resp.status_code == 200, resp.get_body()
+    return orjson.loads(resp.get_body())
+
+
+def test_the_timer_queues_one_run_per_tenant_spread_over_the_schedule(fleet, deployment) -> None:
+    from connector.service.appconfig import deployment_registry
+    from connector.store.status import parse_iso
+
+    runs = deployment["_runs"]
+    requested = runs.timer_fired(env=deployment)
+    entries = deployment_registry(deployment).entries()
+    assert [r.record["tenant"] for r in requested] == [e.key for e in entries] and all(r.created for r in requested)
+    starts = []
+    for request, entry in zip(requested, entries, strict=True):
+        record = request.record
+        delay = (parse_iso(record["notBefore"]) - parse_iso(record["requestedAt"])).total_seconds()
+        assert delay == entry.delay_seconds() >= 60 * entry.schedule_slot()
+        starts.append(delay)
+    assert len(set(starts)) == len(starts) and all(delay > 0 for delay in starts)  # not all at the same second
+    assert [m for m in _queue(deployment).peek_messages(max_messages=32)] == []  # none delivered before its slot
+    view = {t["tenant"]: t for t in _tenants()["tenants"]}
+    assert all(view[r.record["tenant"]]["nextRun"] == r.record["notBefore"] for r in requested)
+    assert {t["status"] for t in view.values()} == {"queued"}
+
+
+def test_tenants_of_mixed_sizes_through_one_deployment_and_one_without_consent_fails_alone(
+        fleet, deployment, caplog) -> None:
+    from connector.service.appconfig import registered_settings, store_for
+    from connector.service.sweep import finish_sweep
+    from connector.store.contract import read_json
+    from tests.helpers import read_dataset
+
+    runs = deployment["_runs"]
+    keys = [fleet.tenant_id, *(s.tenant.domains[0] for s in fleet.tenants[1:])]
+    for key in keys:
+        status, body = _post({"tenant": key})
+        assert status == 202, body
+    # A run-now request or a queue message naming a tenant that is not registered: refused, logged, not collected.
+    before = fleet.request_count(None, service=None)
+    assert _post({"tenant": "nowhere.onmicrosoft.com"})[0] == 404
+    assert _post({})[1]["error"]["code"] == "tenant_required"
+    forged = runs.encode_message("20261207T120000Z-abcdef", "nowhere.onmicrosoft.com", "http", None,
+                                 "2026-12-07T12:00:00Z")
+    with caplog.at_level("ERROR", logger="m365_connector"):
+        assert runs.process_message(forged) == "ignored"
+    assert any(getattr(r, "event", None) == "tenant_refused" for r in caplog.records)
+    assert fleet.request_count(None, service=None) == before
+    # One message per tenant, each collected by one delivery of the queue trigger.
+    for body in _receive_all(deployment, len(keys)):
+        assert runs.process_message(body) == "collected"
+    store = store_for(registered_settings(deployment, keys[0]))
+    assert not [p for p in store.list("tenants/nowhere.onmicrosoft.com/")]
+    for state, key, users in zip(fleet.tenants[:3], keys, SIZES, strict=False):
+        record = runs.list_statuses(store, key, 1)[0]
+        assert record["status"] == "succeeded", record
+        manifest = read_json(store, record["manifest"])
+        assert manifest["tenantId"] == state.tenant_id and record["manifest"].startswith(f"tenants/{state.tenant_id}/")
+        assert len(read_dataset(store, manifest, "users")) == users
+        assert len(read_dataset(store, manifest, "user_sign_in_activity")) == users
+        assert all(r["id"] == state.tenant_id for r in read_dataset(store, manifest, "organization"))
+        domains = {d.lower() for d in state.tenant.domains}
+        assert {r["userPrincipalName"].split("@")[1] for r in read_dataset(store, manifest, "users")} <= domains
+        assert read_json(store, f"tenants/{state.tenant_id}/latest.json")["runId"] == record["runId"]
+    failed = runs.list_statuses(store, keys[3], 1)[0]
+    assert failed["status"] == "failed" and failed["error"]["code"] == "AADSTS700016"
+    assert f"/{keys[3]}/v2.0/adminconsent?client_id={fleet.client_id}" in failed["error"]["consentUrl"]
+    view = {t["tenant"]: t for t in _tenants()["tenants"]}
+    assert [view[k]["consent"] for k in keys] == ["granted", "granted", "granted", "missing"]
+    assert [view[k]["status"] for k in keys] == ["succeeded", "succeeded", "succeeded", "failed"]
+    summary = finish_sweep(deployment)  # every tenant is done: the sweep's summary
+    assert summary is not None and [t["status"] for t in summary["tenants"]] == [view[k]["status"] for k in keys]
+    assert read_json(store, "tenants/summary.json") == summary
+
+
+def test_a_worker_killed_mid_tenant_is_resumed_and_the_other_tenants_go_on(fleet, deployment) -> None:
+    import signal
+    import time
+
+    from connector.service.appconfig import registered_settings, store_for
+    from connector.store.contract import read_json
+    from tests.conftest import ROOT
+    from tests.helpers import read_dataset
+
+    runs = deployment["_runs"]
+    big, small = fleet.tenants[0], fleet.tenants[2]
+    for key in (big.tenant_id, small.tenant.domains[0]):
+        assert _post({"tenant": key})[0] == 202
+    bodies = _receive_all(deployment, 2)
+    store = store_for(registered_settings(deployment, big.tenant_id))
+    run_id = orjson.loads(bodies[0])["runId"]
+    big.spec.latency = 0.3  # slow enough that the kill lands mid-run
+    worker = subprocess.Popen([sys.executable, "-c", WORKER], cwd=ROOT, stdin=subprocess.PIPE,
+                              env={k: v for k, v in os.environ.items() if not k.startswith("_")})
+    worker.stdin.write(bodies[0])
+    worker.stdin.close()
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            record = runs.read_status(store, big.tenant_id, run_id) or {}
+            states = [d["status"] for d in (record.get("datasets") or {}).values()]
+            if record.get("status") == "running" and "succeeded" in states and "running" in states:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the worker never got half-way")
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(30)
+    big.spec.latency = 0.0
+    assert runs.process_message(bodies[1]) == "collected"  # another tenant is not held up by the dead worker
+    assert runs.list_statuses(store, small.tenant.domains[0], 1)[0]["status"] == "succeeded"
+    deadline = time.monotonic() + 40
+    while store.lease_holder(f"tenants/{big.tenant_id}/run.lock") is not None:
+        assert time.monotonic() < deadline, "the dead worker's lease never expired"
+        time.sleep(0.2)
+    assert runs.process_message(bodies[0], 2, lease_seconds=15) == "collected"
+    record = runs.read_status(store, big.tenant_id, run_id)
+    assert record["status"] == "succeeded" and record["attempts"] == 2, record
+    manifest = read_json(store, record["manifest"])
+    assert len(read_dataset(store, manifest, "users")) == SIZES[0]
+    assert len(read_dataset(store, manifest, "user_sign_in_activity")) == SIZES[0]

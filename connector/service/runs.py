@@ -123,7 +123,8 @@ def request_run(settings: Settings, trigger: str, datasets: list[str] | None = N
         if store.create(pointer, orjson.dumps(claim)):
             record = new_record(run_id, key, trigger, wanted, requested_at)
             if delay > 0:
-                record["notBefore"] = (datetime.now(UTC) + timedelta(seconds=delay)).strftime("%Y-%m-%dT%H:%M:%SZ")
+                moment = (parse_iso(requested_at) or datetime.now(UTC)) + timedelta(seconds=delay)
+                record["notBefore"] = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
             create_status(store, record)
             try:
                 send_message(env, encode_message(run_id, key, trigger, datasets, requested_at), delay)
