@@ -205,6 +205,9 @@ def swept(tmp_path_factory):
                 codes["unregistered"] = main(["run", "--tenant", "nowhere.onmicrosoft.com", "-q"])
             codes["refused_said"] = refused.getvalue()  # type: ignore[assignment]
             codes["requests_before_sweep"] = fleet.request_count(None, service=None)
+            with contextlib.redirect_stdout(io.StringIO()):
+                codes["check_b"] = main(["check", "--tenant", "b62.onmicrosoft.com", "-q"])
+                codes["check_c"] = main(["check", "--tenant", fleet.tenants[2].tenant_id, "-q"])
             with contextlib.redirect_stdout(io.StringIO()) as said:
                 codes["sweep"] = main(["run", "--json"])
             result = orjson.loads(said.getvalue())
@@ -224,6 +227,7 @@ def test_cli_sweeps_every_registered_tenant_and_refuses_an_unregistered_one(swep
     assert codes["unregistered"] == 2
     assert "--tenant: names a tenant this deployment's registry does not list" in codes["refused_said"]
     assert codes["requests_before_sweep"] == 0  # refused before any token request
+    assert (codes["check_b"], codes["check_c"]) == (0, 1)  # consented, and not (no token)
     assert codes["sweep"] == 3  # one tenant failed, the others succeeded
     rows = {r["tenant"]: r for r in result["tenants"]}
     assert {k: r["status"] for k, r in rows.items()} == {
