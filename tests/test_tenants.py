@@ -122,6 +122,7 @@ def test_add_keeps_the_home_tenant_and_remove_takes_one_out(tmp_path) -> None:
 
 @pytest.mark.parametrize(("entry", "field"), [
     ({"tenant": "not a tenant"}, "field tenant"),
+    ({"tenant": "summary.html"}, "field tenant"),
     ({"tenant": "a.onmicrosoft.com", "cloud": "mars"}, "field cloud"),
     ({"tenant": "a.onmicrosoft.com", "slot": 99}, "field slot"),
     ({"tenant": "a.onmicrosoft.com", "colour": "red"}, "field colour"),

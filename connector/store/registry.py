@@ -140,7 +140,8 @@ def _names(value: Any, where: str, field: str) -> tuple[str, ...]:
 
 
 def valid_tenant(value: object) -> bool:
-    """A tenant id (GUID) or a domain, as M365_TENANT_ID takes it (and not a name the registry's files use)."""
+    """A tenant id (GUID) or a domain, as M365_TENANT_ID takes it (and not a name of the files beside the tenants'
+    folders: tenants/summary.json and summary.html)."""
     if not isinstance(value, str):
         return False
     lowered = value.strip().lower()
@@ -148,7 +149,7 @@ def valid_tenant(value: object) -> bool:
         is_guid = len(lowered) == 36 and uuid.UUID(lowered) is not None
     except ValueError:
         is_guid = False
-    return is_guid or (bool(_DOMAIN_RE.match(lowered)) and not lowered.endswith(".json"))
+    return is_guid or (bool(_DOMAIN_RE.match(lowered)) and not lowered.endswith((".json", ".html")))
 
 
 def _auth(value: Any, where: str) -> dict[str, str]:
