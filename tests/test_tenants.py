@@ -456,6 +456,23 @@ def test_tenants_of_mixed_sizes_through_one_deployment_and_one_without_consent_f
     assert summary is not None and [t["status"] for t in summary["tenants"]] == [view[k]["status"] for k in keys]
     assert read_json(store, "tenants/summary.json") == summary
 
+    # A tenant that revokes its consent fails alone, its consent URL in its status; its published data stays.
+    revoked = fleet.tenants[1]
+    published = read_json(store, f"tenants/{revoked.tenant_id}/latest.json")
+    revoked.spec.app_consented = False
+    try:
+        for key in (keys[1], keys[2]):
+            assert _post({"tenant": key})[0] == 202
+        for body in _receive_all(deployment, 2):
+            assert runs.process_message(body) == "collected"
+    finally:
+        revoked.spec.app_consented = True
+    again = runs.list_statuses(store, keys[1], 1)[0]
+    assert again["status"] == "failed" and f"/{keys[1]}/v2.0/adminconsent?" in again["error"]["consentUrl"]
+    assert runs.list_statuses(store, keys[2], 1)[0]["status"] == "succeeded"
+    assert read_json(store, f"tenants/{revoked.tenant_id}/latest.json") == published
+    assert {t["tenant"]: t["consent"] for t in _tenants()["tenants"]}[keys[1]] == "missing"
+
 
 def test_a_worker_killed_mid_tenant_is_resumed_and_the_other_tenants_go_on(fleet, deployment) -> None:
     import signal
