@@ -33,17 +33,25 @@ def runs_request(req: func.HttpRequest) -> func.HttpResponse:
 @app.function_name(name="runs_list")
 @app.route(route="runs", methods=["GET"])
 def runs_list(req: func.HttpRequest) -> func.HttpResponse:
-    """GET /api/runs?limit=N: recent runs, newest first."""
+    """GET /api/runs?limit=N&tenant=X: a tenant's recent runs, newest first."""
     telemetry.configure()
-    return _response(api.list_runs(req.params.get("limit"), req.url))
+    return _response(api.list_runs(req.params.get("limit"), req.url, tenant=req.params.get("tenant")))
 
 
 @app.function_name(name="runs_get")
 @app.route(route="runs/{runId}", methods=["GET"])
 def runs_get(req: func.HttpRequest) -> func.HttpResponse:
-    """GET /api/runs/{runId}: one run's status record."""
+    """GET /api/runs/{runId}?tenant=X: one run's status record."""
     telemetry.configure()
-    return _response(api.get_run(req.route_params.get("runId", ""), req.url))
+    return _response(api.get_run(req.route_params.get("runId", ""), req.url, tenant=req.params.get("tenant")))
+
+
+@app.function_name(name="tenants_list")
+@app.route(route="tenants", methods=["GET"])
+def tenants_list(req: func.HttpRequest) -> func.HttpResponse:
+    """GET /api/tenants: each registered tenant's last run, status, next run and consent state."""
+    telemetry.configure()
+    return _response(api.list_tenants())
 
 
 @app.function_name(name="permissions")
@@ -71,7 +79,8 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
 @app.function_name(name="scheduled_run")
 @app.timer_trigger(arg_name="timer", schedule=runs.timer_schedule(), run_on_startup=False, use_monitor=True)
 def scheduled_run(timer: func.TimerRequest) -> None:
-    """The schedule (M365_SCHEDULE, UTC) requests a run exactly as POST /api/runs does."""
+    """The schedule (M365_SCHEDULE, UTC) requests a run exactly as POST /api/runs does: one per registered tenant,
+    each delivered at its slot after the tick."""
     telemetry.configure()
     runs.timer_fired(past_due=timer.past_due)
 
@@ -79,7 +88,7 @@ def scheduled_run(timer: func.TimerRequest) -> None:
 @app.function_name(name="run_worker")
 @app.queue_trigger(arg_name="msg", queue_name=runs.RUNS_QUEUE, connection=runs.STORAGE_CONNECTION)
 def run_worker(msg: func.QueueMessage) -> None:
-    """Collects one queued run; raising makes the queue deliver it again (then to the poison queue)."""
+    """Collects one queued run of one tenant; raising makes the queue deliver it again (then to the poison queue)."""
     telemetry.configure()
     runs.process_message(msg.get_body(), msg.dequeue_count or 1)
 

@@ -24,7 +24,7 @@ param principalId string = ''
 ])
 param principalType string = 'User'
 
-@description('Microsoft 365 tenant id or domain to collect (M365_TENANT_ID). Empty = the tenant of this subscription.')
+@description('Microsoft 365 tenant id or domain to collect (M365_TENANT_ID). Empty = the tenant of this subscription. With a tenant registry (docs/tenants.md) the registered tenants are collected instead.')
 param m365TenantId string = ''
 
 @description('Application (client) id of the app registration with the Graph application permissions (M365_CLIENT_ID).')
@@ -80,6 +80,9 @@ param m365ReportPeriod string = 'D30'
 @minLength(11)
 param m365Schedule string = '0 0 2 * * *'
 
+@description('Redirect URI of the admin-consent URLs printed for each customer tenant (M365_CONSENT_REDIRECT_URI); it must be a redirect URI of the multi-tenant app registration.')
+param m365ConsentRedirectUri string = 'https://login.microsoftonline.com/common/oauth2/nativeclient'
+
 @description('Days a snapshot run is kept before lifecycle management deletes it.')
 @minValue(1)
 @maxValue(36500)
@@ -97,7 +100,7 @@ param coolAfterDays int = 30
 ])
 param pythonVersion string = '3.11'
 
-@description('Most instances the Flex plan may scale out to.')
+@description('Most instances the Flex plan may scale out to: each instance collects one tenant at a time (host.json queues.batchSize 1), so this caps how many tenants are collected at once.')
 @minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
@@ -252,6 +255,7 @@ module api './app/api.bicep' = {
     m365Datasets: m365Datasets
     m365ReportPeriod: m365ReportPeriod
     m365Schedule: m365Schedule
+    m365ConsentRedirectUri: m365ConsentRedirectUri
     snapshotContainerName: storage.outputs.snapshotContainerName
   }
   dependsOn: [

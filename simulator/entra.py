@@ -167,7 +167,8 @@ class LoginService:
                 req, 400, "unsupported_grant_type", 70003, f"The app requested an unsupported grant type '{grant}'."
             )
         client_id = form.get("client_id", "")
-        if client_id.lower() != self.sim.client_id:
+        # An app never consented in the tenant has no service principal there: the same AADSTS700016 (§7).
+        if client_id.lower() != self.sim.client_id or not self.sim.spec.app_consented:
             return self._error(
                 req,
                 400,

@@ -14,7 +14,7 @@ from .key_vault import KeyVaultService
 from .managed_identity import IdentityService
 from .reference import PRODUCT_NAMES_PATH, DownloadCenterService
 from .state import SimulatorState
-from .web import Service
+from .web import App, Service
 
 
 class Simulator(SimulatorState):
@@ -32,24 +32,24 @@ class Simulator(SimulatorState):
         self.ca_file = certs.ca_file
         ctx = certs.server_context()
         ctx.set_alpn_protocols(["http/1.1"])
-        apps = {
-            "login": (LoginService(self), ctx),
-            "identity": (IdentityService(self), None),
-            "keyvault": (KeyVaultService(self), ctx),
-            "decoy": (DecoyService(), ctx),
-            "download": (DownloadService(self), ctx),
-            "downloadcenter": (DownloadCenterService(self), ctx),
-        }
-        for name, (app, context) in apps.items():
-            self._services[name] = Service(name, app, self._record, context)
+        apps = self._apps()
+        for name, app in apps.items():
+            if name != "graph":
+                self._services[name] = Service(name, app, self._record, None if name == "identity" else ctx)
         # Graph's endpoint URLs (next links) need the other services' ports first.
-        self._services["graph"] = Service("graph", GraphService(self), self._record, ctx)
+        self._services["graph"] = Service("graph", apps["graph"], self._record, ctx)
         for service in self._services.values():
             service.start()
         if self.tenant.user_count > 20000:
             # Build the UPN index in the background so a large tenant's first page is not slow.
             threading.Thread(target=self.tenant.upn, args=(0,), name="sim-index", daemon=True).start()
         return self
+
+    def _apps(self) -> dict[str, App]:
+        """What each service answers with (simulator/fleet.py routes some of them to several tenants)."""
+        return {"login": LoginService(self), "identity": IdentityService(self), "keyvault": KeyVaultService(self),
+                "decoy": DecoyService(), "download": DownloadService(self),
+                "downloadcenter": DownloadCenterService(self), "graph": GraphService(self)}
 
     def stop(self) -> None:
         """Stop every service and cut open connections (the CA stays for the process)."""

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from . import tls
+from .app_quotas import AppLimits
 from .changes import TenantChanges
 from .inventory import Inventory
 from .tenant import Tenant, TenantSpec
@@ -29,11 +30,8 @@ class SimulatorState:
     """The simulator's data, knobs, faults and statistics; each service reads it on every request.
     ``spec`` stays mutable: services read its knobs on every request."""
 
-    def __init__(self, spec: TenantSpec | None = None, app_limits: Any = None) -> None:
+    def __init__(self, spec: TenantSpec | None = None, app_limits: AppLimits | None = None) -> None:
         self.spec = spec if spec is not None else TenantSpec()
-        # Graph's quotas per app across all tenants (simulator.graph.limits.AppLimits; made with the Graph
-        # service when None): give several tenants' states one AppLimits to share them.
-        self.app_limits = app_limits
         self.tenant = Tenant(self.spec)
         self.tenant_id = self.tenant.tenant_id
         self.inventory = Inventory(self.tenant, self.spec)
@@ -74,6 +72,9 @@ class SimulatorState:
         self.set_secret(CERTIFICATE_NAME, self.app_certificate.pem, "application/x-pem-file")
         self._services: dict[str, Service] = {}
         self.ca_file = ""
+        # Graph's quotas per app across all tenants, when one simulator serves several (simulator/fleet.py), or
+        # states given one AppLimits to share.
+        self.app_limits: AppLimits | None = app_limits
 
     # ------------------------------------------------------------------ endpoints
 

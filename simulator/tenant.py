@@ -54,6 +54,11 @@ class TenantSpec:
     token_lifetime: int = 3599
     secret_expires_in_days: int | None = None
     certificate_registered: bool = True  # the app certificate's public key is on the app registration
+    # An admin of the tenant consented to the (multi-tenant) app, so its service principal exists there. Without
+    # it the token endpoint answers AADSTS700016 "... not found in the directory ... not been installed by the
+    # administrator of the tenant or consented to by any user in the tenant" (graph-facts §7, "App not found in
+    # tenant": Azure/azure-sdk-for-python#8314, HTTP 400 unauthorized_client).
+    app_consented: bool = True
     count_lag: int = 0  # $count is eventually consistent: added to every count it answers
     rate_limit_ru_per_10s: int | None = None
     now: dt.datetime | None = None  # reference "today" for generated dates; default: today 00:00 UTC

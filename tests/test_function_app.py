@@ -116,12 +116,13 @@ def collections(sim) -> int:
 
 def test_index_contract(indexed):
     assert set(indexed) == {"runs_request", "runs_list", "runs_get", "permissions", "health", "openapi",
-                            "scheduled_run", "run_worker", "run_poison"}
+                            "scheduled_run", "run_worker", "run_poison", "tenants_list"}
     http = {
         "runs_request": ("runs", ["POST"], "FUNCTION"),
         "runs_list": ("runs", ["GET"], "FUNCTION"),
         "runs_get": ("runs/{runId}", ["GET"], "FUNCTION"),
         "permissions": ("permissions", ["GET"], "FUNCTION"),
+        "tenants_list": ("tenants", ["GET"], "FUNCTION"),
         "health": ("health", ["GET"], "ANONYMOUS"),
         "openapi": ("openapi.json", ["GET"], "FUNCTION"),
     }
@@ -149,9 +150,9 @@ def test_settings_names_cover_what_the_code_reads():
     pattern = re.compile(r"""["'](M365_\w+|KEY_VAULT_\w+|SNAPSHOT_\w+|AzureWebJobsStorage\w*|APPLICATIONINSIGHTS_\w+|"""
                          r"""PYTHON_APPLICATIONINSIGHTS_\w+)["']""")
     read = set()
-    service = ("runs", "api", "telemetry", "appconfig", "run_queue", "worker", "schedule")
+    service = ("runs", "api", "telemetry", "appconfig", "run_queue", "worker", "schedule", "tenants_view")
     for path in ("function_app.py", *(f"connector/service/{name}.py" for name in service),
-                 "connector/store/status.py", "connector/store/locks.py"):
+                 "connector/store/status.py", "connector/store/locks.py", "connector/store/registry.py"):
         read |= set(pattern.findall((ROOT / path).read_text()))
     assert read - names - set(SETTING_NAMES) == set()
     example = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]

@@ -236,7 +236,8 @@ def test_app_wide_buckets_of_a_request() -> None:
 def test_the_simulator_counts_an_app_across_tenants(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two tenants' Graph services sharing one app: the eleventh sign-in page of the minute is refused, though
     neither tenant reached its own 10."""
-    from simulator.graph.limits import AppLimits, Limits
+    from simulator.app_quotas import AppLimits
+    from simulator.graph.limits import Limits
     from simulator.graph.protocol import GraphError
     from simulator.state import SimulatorState
     from simulator.tenant import TenantSpec

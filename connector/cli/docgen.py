@@ -141,10 +141,13 @@ def schema_files() -> dict[str, bytes]:
     """docs/schema/<dataset>.schema.json for every dataset, and insights.schema.json, as written."""
     from connector.catalog.schema import json_schema
     from connector.insights.contract import insights_schema
+    from connector.insights.tenants import summary_schema
 
     files = {f"{SCHEMA_DIR}/{ds.name}.schema.json": orjson.dumps(json_schema(ds), option=orjson.OPT_INDENT_2) + b"\n"
              for ds in DATASETS.values()}
     files[f"{SCHEMA_DIR}/insights.schema.json"] = orjson.dumps(insights_schema(), option=orjson.OPT_INDENT_2) + b"\n"
+    files[f"{SCHEMA_DIR}/tenants-summary.schema.json"] = orjson.dumps(summary_schema(),
+                                                                      option=orjson.OPT_INDENT_2) + b"\n"
     return files
 
 

@@ -21,6 +21,8 @@ import orjson
 from connector import __version__
 from connector.catalog.datasets import DATASETS
 from connector.cli.exit_codes import EXIT, EXIT_BUSY, EXIT_CODES, EXIT_CONFIG, EXIT_LATEST
+from connector.cli.tenants import add_parser as tenants_parser
+from connector.cli.tenants import cmd_tenants
 from connector.config import ConfigError, Problem, load_offline_settings, load_settings, require_destination
 
 PROG = "m365-connector"
@@ -181,12 +183,18 @@ def _configure_logging(args: argparse.Namespace) -> None:
 # -- commands ----------------------------------------------------------------------------------------------------
 
 def _settings(args: argparse.Namespace, env: dict[str, str] | None = None):
+    """Settings from the environment; with --tenant, that registered tenant's (connector/cli/tenants.py)."""
     env = dict(os.environ if env is None else env)
+    extra = {}
     if getattr(args, "out", None):
         env["SNAPSHOT_DIR"] = args.out
     if getattr(args, "datasets", None):
-        env["M365_DATASETS"] = ",".join(args.datasets)
-    return load_settings(env)
+        extra["M365_DATASETS"] = ",".join(args.datasets)
+    if getattr(args, "tenant", None):
+        from connector.cli.tenants import tenant_settings
+
+        return tenant_settings(env, args.tenant, extra)
+    return load_settings({**env, **extra})
 
 
 def _unreachable_line(manifest: dict[str, Any]) -> str | None:
@@ -232,6 +240,8 @@ def cmd_run(args: argparse.Namespace, env: dict[str, str] | None = None, trigger
     from connector.store.destination import open_store
     from connector.store.publish import run_prefix
 
+    if not getattr(args, "tenant", None) and _registered(args, env):
+        return cmd_sweep(args, env, trigger)
     settings = _settings(args, env)
     if getattr(args, "full", False):
         settings = dataclasses.replace(settings, full=True)
@@ -263,6 +273,69 @@ def cmd_run(args: argparse.Namespace, env: dict[str, str] | None = None, trigger
     elif not args.quiet:
         _print_summary(manifest, location)
     return run_exit_code(manifest)
+
+
+def _registered(args: argparse.Namespace, env: dict[str, str] | None) -> bool:
+    """Whether the destination holds a tenant registry (then `run` without --tenant collects every tenant in it)."""
+    from connector.cli.tenants import open_registry
+
+    merged = dict(os.environ if env is None else env)
+    if getattr(args, "out", None):
+        merged["SNAPSHOT_DIR"] = args.out
+    try:
+        registry = open_registry(merged)
+    except ConfigError:
+        return False  # no destination: the single-tenant path names the missing setting
+    from connector.store.contract import DestinationError
+
+    try:
+        registry.store.prepare()  # an unusable destination is named before anything else
+        return registry.stored
+    except DestinationError:
+        raise
+    except (OSError, _azure_error()) as exc:
+        raise registry.store.explain(exc) from exc
+
+
+def cmd_sweep(args: argparse.Namespace, env: dict[str, str] | None, trigger: str) -> int:
+    """`run` of every registered tenant, several at once (--parallel); one line per tenant, then the summary."""
+    from connector.cli.tenants import sweep, sweep_exit_code
+    from connector.store.destination import open_store
+
+    merged = dict(os.environ if env is None else env)
+    if getattr(args, "out", None):
+        merged["SNAPSHOT_DIR"] = args.out
+    if getattr(args, "datasets", None):
+        merged["M365_DATASETS"] = ",".join(args.datasets)
+
+    def one(settings: Any) -> dict[str, Any]:
+        if getattr(args, "full", False):
+            settings = dataclasses.replace(settings, full=True)
+        store = open_store(settings)
+        store.prepare()
+        return _collect_locked(settings, store, trigger, progress_every=None)
+
+    rows = sweep(merged, one, args.parallel)
+    summary = _sweep_summary(merged, rows)
+    if args.json:
+        _json({"tenants": [{k: v for k, v in r.items() if k != "manifest"} for r in rows], "summary": summary})
+    elif not args.quiet:
+        for r in rows:
+            print(f"{r['tenant']:<40} {r['status']:<9} {r.get('runId') or '-':<24} {r.get('error') or ''}"
+                  + (f" Admin consent: {r['consentUrl']}" if r.get("consentUrl") else ""))
+        if summary:
+            print(f"summary: {summary}")
+    return sweep_exit_code(rows)
+
+
+def _sweep_summary(env: dict[str, str], rows: list[dict[str, Any]]) -> str:
+    """Write the cross-tenant summary of the completed sweep (tenants/summary.json and .html); its location."""
+    from connector.insights.tenants import PAGE_PATH, write_summary
+    from connector.store.destination import open_store
+
+    store = open_store(load_offline_settings(env))
+    write_summary(store, [{k: r.get(k) for k in ("tenant", "tenantId", "status", "runId", "error")} for r in rows])
+    return store.url(PAGE_PATH)
 
 
 def run_exit_code(result: dict[str, Any]) -> int:
@@ -415,7 +488,8 @@ def cmd_docs(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "demo": cmd_demo, "insights": cmd_insights, "docs": cmd_docs}
+COMMANDS = {"run": cmd_run, "check": cmd_check, "demo": cmd_demo, "insights": cmd_insights, "docs": cmd_docs,
+            "tenants": cmd_tenants}
 
 
 # -- the parser --------------------------------------------------------------------------------------------------
@@ -489,9 +563,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--full", action="store_true",
                      help="read every dataset in full, instead of only the changes since the last run where Graph "
                           "tracks them (delta queries; M365_DELTA)")
+    run.add_argument("--tenant", metavar="TENANT", help="collect this registered tenant only (default: every "
+                                                        "tenant of the registry, or M365_TENANT_ID without one)")
+    run.add_argument("--parallel", type=int, default=4, choices=range(1, 33), metavar="N",
+                     help="tenants collected at once when collecting every registered tenant (default 4)")
     _collection_options(run)
     check = command("check", "report the token and, per dataset, whether the app may collect it")
     check.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    check.add_argument("--tenant", metavar="TENANT", help="check this registered tenant (consent and permissions)")
     check.add_argument("--datasets", nargs="+", type=_dataset_names, action=_Flatten, metavar="NAME",
                        help="datasets to check, separated by commas or spaces (default: M365_DATASETS, else all)")
     demo = command("demo", "collect a simulated tenant (local simulator of Entra ID and Graph) into a folder")
@@ -515,6 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     insights.add_argument("--run", default="latest", metavar="ID|latest",
                           help="the run to compute them for (default: latest, the newest published run)")
     insights.add_argument("--json", action="store_true", help="print the manifest's insights entry as JSON")
+    tenants_parser(command, _dataset_names, _Flatten, lambda p: _common(p, sub=True))
     return parser
 
 

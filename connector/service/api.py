@@ -20,7 +20,8 @@ import orjson
 
 from connector import __version__
 from connector.catalog.datasets import DATASETS, DEFAULT_DATASETS
-from connector.config import ConfigError
+from connector.config import ConfigError, Problem, Settings
+from connector.service.appconfig import TenantRequired, registered_settings
 from connector.service.runs import (
     TERMINAL,
     QueueUnavailable,
@@ -34,6 +35,7 @@ from connector.service.runs import (
     tenant_key,
     valid_run_id,
 )
+from connector.store.registry import NotRegistered
 
 log = logging.getLogger("m365_connector")
 
@@ -71,12 +73,16 @@ def _with_storage(store: Any, work: Callable[[], Reply]) -> Reply:
     try:
         return work()
     except (AzureError, OSError, DestinationError) as exc:
-        problem = store.explain(exc)
-        log.error("the HTTP API could not use the snapshot storage: %s", problem)
-        reply = _error(503, "storage_unavailable", f"The run store cannot be used right now: {problem}",
-                       setting=problem.setting)
-        reply.headers["Retry-After"] = RETRY_AFTER
-        return reply
+        return _storage_reply(store, exc)
+
+
+def _storage_reply(store: Any, exc: BaseException) -> Reply:
+    problem = store.explain(exc)
+    log.error("the HTTP API could not use the snapshot storage: %s", problem)
+    reply = _error(503, "storage_unavailable", f"The run store cannot be used right now: {problem}",
+                   setting=problem.setting)
+    reply.headers["Retry-After"] = RETRY_AFTER
+    return reply
 
 
 def runs_url(request_url: str, run_id: str | None = None) -> str:
@@ -101,10 +107,10 @@ def _parse_body(body: bytes, valid: list[str]) -> tuple[list[str] | None, bool] 
     if not isinstance(data, dict):
         return _error(400, "wrong_type", f"The body must be a JSON object such as {{\"datasets\": [\"users\"]}}, "
                                          f"not {type(data).__name__}.", validDatasets=valid)
-    unknown = sorted(set(data) - {"datasets", "full"})
+    unknown = sorted(set(data) - {"datasets", "full", "tenant"})
     if unknown:
-        return _error(400, "unknown_field", f"Unknown field(s) {', '.join(unknown)}; the fields are \"datasets\" "
-                                            "and \"full\".", validDatasets=valid)
+        return _error(400, "unknown_field", f"Unknown field(s) {', '.join(unknown)}; the fields are \"datasets\", "
+                                            "\"full\" and \"tenant\".", validDatasets=valid)
     full = data.get("full", False)
     if not isinstance(full, bool):
         return _error(400, "wrong_type", "\"full\" must be true (read every dataset in full, no delta) or false.",
@@ -129,6 +135,43 @@ def _parse_body(body: bytes, valid: list[str]) -> tuple[list[str] | None, bool] 
     return list(dict.fromkeys(datasets)), full
 
 
+def _body_tenant(body: bytes) -> str | None | Reply:
+    """The optional "tenant" of a run request's body (checked fully, with the datasets, by _parse_body)."""
+    try:
+        data = orjson.loads(body) if body.strip() else None
+    except orjson.JSONDecodeError:
+        return None  # _parse_body answers it
+    tenant = data.get("tenant") if isinstance(data, dict) else None
+    if tenant is not None and not (isinstance(tenant, str) and 0 < len(tenant) <= 253):
+        return _error(400, "wrong_type", "\"tenant\" must be a registered tenant's id or domain (a string).")
+    return tenant
+
+
+def _tenant_settings(env: Mapping[str, str], tenant: str | None) -> Settings | Reply:
+    """A registered tenant's settings (the only one when `tenant` is None), or the error Reply: 404 for a tenant
+    the registry does not list (refused, logged, never collected), 400 when several are registered and none is
+    named, 500 for invalid settings or a malformed registry entry."""
+    from azure.core.exceptions import AzureError
+
+    from connector.store.contract import DestinationError
+
+    try:
+        return registered_settings(env, tenant, interactive=True)
+    except (AzureError, OSError, DestinationError) as exc:  # the registry's store
+        return _storage_reply(store_for(function_settings(env), interactive=True), exc)
+    except NotRegistered:
+        log.warning("refused a request for a tenant this deployment does not collect (not in its tenant registry)",
+                    extra={"event": "tenant_refused"})
+        return _error(404, "unknown_tenant", "This deployment does not collect that tenant: it is not in the tenant "
+                                             "registry (GET /api/tenants lists them; `m365-connector tenants add` "
+                                             "registers one).")
+    except TenantRequired:
+        return _error(400, "tenant_required", "This deployment collects several tenants: name one (\"tenant\" in "
+                                              "the body, ?tenant= in the query); GET /api/tenants lists them.")
+    except ConfigError as exc:
+        return _config_error(exc)
+
+
 def _run_reply(status: int, record: dict[str, Any], url: str, *, existing: bool = False) -> Reply:
     status_url = runs_url(url, record["runId"])
     body = {"runId": record["runId"], "status": record["status"], "statusUrl": status_url}
@@ -144,10 +187,12 @@ def post_run(body: bytes, url: str, env: Mapping[str, str] | None = None) -> Rep
     if len(body) > MAX_BODY:  # before anything else: the body is not even looked at
         return _error(413, "body_too_large", f"The request body is {len(body)} bytes; the limit is {MAX_BODY}.",
                       validDatasets=list(DEFAULT_DATASETS))  # what M365_DATASETS='*' allows
-    try:
-        settings = function_settings(env)
-    except ConfigError as exc:
-        return _config_error(exc)
+    tenant = _body_tenant(body)
+    if isinstance(tenant, Reply):
+        return tenant
+    settings = _tenant_settings(env, tenant)
+    if isinstance(settings, Reply):
+        return settings
     valid = list(settings.selected_datasets)
     parsed = _parse_body(body, valid)
     if isinstance(parsed, Reply):
@@ -169,16 +214,15 @@ def post_run(body: bytes, url: str, env: Mapping[str, str] | None = None) -> Rep
     return _with_storage(store, work)
 
 
-def get_run(run_id: str, url: str, env: Mapping[str, str] | None = None) -> Reply:
-    """GET /api/runs/{runId}: the status record."""
+def get_run(run_id: str, url: str, env: Mapping[str, str] | None = None, tenant: str | None = None) -> Reply:
+    """GET /api/runs/{runId}?tenant=X: the status record (`tenant` may be left out with one tenant)."""
     env = os.environ if env is None else env
     if not valid_run_id(run_id):
         return _error(400, "malformed_run_id", "The path does not end in a run id; run ids look like "
                                                "20261122T020000Z-3f9a1c.")
-    try:
-        settings = function_settings(env)
-    except ConfigError as exc:
-        return _config_error(exc)
+    settings = _tenant_settings(env, tenant or None)
+    if isinstance(settings, Reply):
+        return settings
     store, key = store_for(settings, interactive=True), tenant_key(settings)
 
     def work() -> Reply:
@@ -192,8 +236,8 @@ def get_run(run_id: str, url: str, env: Mapping[str, str] | None = None) -> Repl
     return _with_storage(store, work)
 
 
-def list_runs(limit: str | None, url: str, env: Mapping[str, str] | None = None) -> Reply:
-    """GET /api/runs?limit=N: recent runs, newest first."""
+def list_runs(limit: str | None, url: str, env: Mapping[str, str] | None = None, tenant: str | None = None) -> Reply:
+    """GET /api/runs?limit=N&tenant=X: recent runs of a tenant, newest first."""
     env = os.environ if env is None else env
     if limit in (None, ""):
         n = DEFAULT_LIMIT
@@ -202,10 +246,9 @@ def list_runs(limit: str | None, url: str, env: Mapping[str, str] | None = None)
         n = int(limit) if re.fullmatch(r"[0-9]{1,3}", limit) else 0
         if not 1 <= n <= MAX_LIMIT:
             return _error(400, "bad_limit", f"limit must be a whole number from 1 to {MAX_LIMIT} (ASCII digits).")
-    try:
-        settings = function_settings(env)
-    except ConfigError as exc:
-        return _config_error(exc)
+    settings = _tenant_settings(env, tenant or None)
+    if isinstance(settings, Reply):
+        return settings
     store, key = store_for(settings, interactive=True), tenant_key(settings)
 
     def work() -> Reply:
@@ -215,6 +258,27 @@ def list_runs(limit: str | None, url: str, env: Mapping[str, str] | None = None)
         return Reply(200, {"tenant": key, "runs": records})
 
     return _with_storage(store, work)
+
+
+def list_tenants(env: Mapping[str, str] | None = None) -> Reply:
+    """GET /api/tenants: each registered tenant's last run, status, next run and consent state."""
+    from azure.core.exceptions import AzureError
+
+    from connector.service.tenants_view import tenants_view
+    from connector.store.contract import DestinationError
+    from connector.store.registry import RegistryError
+
+    env = os.environ if env is None else env
+    try:
+        store = store_for(function_settings(env), interactive=True)
+    except ConfigError as exc:
+        return _config_error(exc)
+    try:
+        return Reply(200, tenants_view(env))
+    except RegistryError as exc:
+        return _config_error(ConfigError([Problem("tenant registry", str(exc))]))
+    except (AzureError, OSError, DestinationError) as exc:
+        return _storage_reply(store, exc)
 
 
 UNREACHABLE_TOKEN_CODES = frozenset({"authority_unreachable", "authority_tls", "network"})

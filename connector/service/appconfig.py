@@ -22,6 +22,7 @@ from connector.config import (
 )
 from connector.service.schedule import schedule_problem
 from connector.store.contract import Store
+from connector.store.registry import Registry, RegistryError, entry_settings
 
 STORAGE_CONNECTION = "AzureWebJobsStorage"
 HOST_JSON = Path(__file__).resolve().parents[2] / "host.json"
@@ -31,6 +32,7 @@ UNBOUNDED_BUDGET_MINUTES = 45.0  # ... when functionTimeout is unbounded: under 
 # Settings read by the Function app on top of connector.config.SETTING_NAMES.
 FUNCTION_SETTING_NAMES: tuple[str, ...] = (
     "M365_SCHEDULE",
+    "M365_CONSENT_REDIRECT_URI",
     "M365_INVOCATION_BUDGET",
     "AzureWebJobsStorage",
     "AzureWebJobsStorage__queueServiceUri",
@@ -132,6 +134,37 @@ def queue_endpoint(env: Mapping[str, str]) -> str | None:
     if account:
         return f"https://{account}.queue.core.windows.net"
     return None
+
+
+class TenantRequired(LookupError):
+    """A request that names no tenant, to a deployment that collects several."""
+
+
+def deployment_registry(env: Mapping[str, str], *, interactive: bool = False) -> Registry:
+    """The deployment's tenant registry (in its snapshot store; the one tenant of M365_TENANT_ID without it)."""
+    return Registry(store_for(function_settings(env), interactive=interactive), env)
+
+
+def registered_settings(env: Mapping[str, str], tenant: str | None = None, *, interactive: bool = False) -> Settings:
+    """The settings of a registered tenant, or of the deployment's only tenant when `tenant` is None.
+
+    Raises NotRegistered for a tenant the registry does not list (never collected), TenantRequired when none
+    is named and several are registered, ConfigError for bad settings or a malformed registry (naming the entry
+    and the field)."""
+    registry = deployment_registry(env, interactive=interactive)
+    try:
+        if tenant is None:
+            entries = registry.entries()
+            if len(entries) != 1:
+                raise TenantRequired(f"{len(entries)} tenants are registered")
+            position, entry = 1, entries[0]
+        else:
+            position, entry = registry.find(tenant)
+    except RegistryError as exc:
+        raise ConfigError([Problem("tenant registry", str(exc))]) from None
+    settings = entry_settings(entry, env, position)
+    require_destination(settings)
+    return settings
 
 
 def tenant_key(settings: Settings) -> str:

@@ -45,6 +45,12 @@ _STORAGE = _error("storage_unavailable: the snapshot storage cannot be reached o
 _CONFIG = _error("`configuration`: the Function app's settings are invalid; `problems` names each setting.")
 
 
+_TENANT_PARAM = {"name": "tenant", "in": "query", "required": False, "schema": {"type": "string"},
+                 "description": "The registered tenant (id or domain); may be left out with one tenant."}
+_UNKNOWN_TENANT = _error("unknown_tenant: the tenant is not registered in this deployment (refused, logged, "
+                         "never collected).")
+
+
 def _run_status() -> dict[str, Any]:
     dataset_progress = {
         "type": "object", "required": ["status", "records"],
@@ -60,11 +66,14 @@ def _run_status() -> dict[str, Any]:
         "properties": {
             "schemaVersion": {"type": "integer"},
             "runId": {"type": "string", "pattern": RUN_ID_PATTERN},
-            "tenant": {"type": "string", "description": "M365_TENANT_ID in lower case."},
+            "tenant": {"type": "string", "description": "The registered tenant (M365_TENANT_ID) in lower case."},
             "tenantId": _nullable("string", description="The tenant GUID, once known."),
             "status": {"enum": RUN_STATUSES},
             "trigger": {"type": "string", "description": "timer, http, ..."},
             "requestedAt": {"type": "string", "format": "date-time"},
+            "notBefore": {"type": "string", "format": "date-time", "description": "A scheduled run of one of "
+                                                                                  "several tenants: its slot, when "
+                                                                                  "its message is delivered."},
             "startedAt": _nullable("string", format="date-time"),
             "finishedAt": _nullable("string", format="date-time"),
             "updatedAt": {"type": "string", "format": "date-time"},
@@ -81,7 +90,10 @@ def _run_status() -> dict[str, Any]:
             "manifestUrl": _nullable("string", description="The manifest's URL."),
             "error": {"type": ["object", "null"], "description": "On failure: message and remedy.",
                       "properties": {"message": {"type": "string"}, "remedy": _nullable("string"),
-                                     "code": _nullable("string")}},
+                                     "code": _nullable("string"),
+                                     "consentUrl": {"type": "string", "description": "The app is not consented in "
+                                                                                     "the tenant: its admin-consent "
+                                                                                     "URL."}}},
             "statusUrl": {"type": "string", "description": "In lists: the record's own URL."},
             "worker": {"type": ["object", "null"], "description": "The lease holder while running: runId, host, "
                                                                   "pid, since."},
@@ -91,6 +103,30 @@ def _run_status() -> dict[str, Any]:
         },
     }
     return run_status
+
+
+def _tenant_list() -> dict[str, Any]:
+    last_run = {"type": ["object", "null"], "description": "The tenant's newest run (fields of its status record)."}
+    tenant = {
+        "type": "object", "required": ["tenant", "auth", "slot", "status", "lastRun", "nextRun", "consent"],
+        "properties": {
+            "tenant": {"type": "string", "description": "The registry's tenant id or domain, lower case."},
+            "tenantId": _nullable("string", description="The tenant GUID, once a run knew it."),
+            "auth": {"enum": ["app", "secret", "certificate"],
+                     "description": "app: the deployment's multi-tenant app; else its own app's credential."},
+            "slot": {"type": "integer", "minimum": 0, "description": "Minutes after each scheduled tick."},
+            "status": {"enum": [*RUN_STATUSES, "never", "misconfigured"]},
+            "lastRun": last_run,
+            "nextRun": _nullable("string", format="date-time"),
+            "consent": {"enum": ["granted", "missing", "unknown"],
+                        "description": "missing: Entra said the app is not consented there (AADSTS700016)."},
+            "consentUrl": {"type": "string", "description": "The tenant's v2.0 admin-consent URL."},
+            "problems": {"type": "array", "items": _ref("Problem")},
+        },
+    }
+    return {"type": "object", "required": ["registry", "schedule", "tenants"],
+            "properties": {"registry": {"enum": ["stored", "M365_TENANT_ID"]}, "schedule": {"type": "string"},
+                           "tenants": {"type": "array", "items": tenant}}}
 
 
 def _error_schema(names: list[str]) -> dict[str, Any]:
@@ -103,7 +139,7 @@ def _error_schema(names: list[str]) -> dict[str, Any]:
                                                           "unknown_field, empty_datasets, unknown_dataset, "
                                                           "body_too_large, malformed_run_id, unknown_run, "
                                                           "bad_limit, configuration, queue_unavailable, "
-                                                          "storage_unavailable."},
+                                                          "storage_unavailable, unknown_tenant, tenant_required."},
                 "message": {"type": "string", "description": "For people: what is wrong and the fix."},
                 "validDatasets": {"type": "array", "items": {"enum": names}},
                 "problems": {"type": "array", "items": _ref("Problem")},
@@ -125,6 +161,10 @@ def _run_schemas(names: list[str]) -> dict[str, Any]:
                 "description": "true: read every dataset in full, as `run --full` does, instead of only the changes "
                                "since the last run where Graph tracks them (delta queries); the manifest says "
                                "`full_requested` for those datasets.",
+            }, "tenant": {
+                "type": ["string", "null"], "minLength": 1, "maxLength": 253,
+                "description": "The registered tenant (id or domain) to collect; may be left out when the "
+                               "deployment collects one tenant.",
             }},
         },
         "RunAccepted": {
@@ -138,6 +178,7 @@ def _run_schemas(names: list[str]) -> dict[str, Any]:
             },
         },
         "RunStatus": _run_status(),
+        "TenantList": _tenant_list(),
         "RunList": {
             "type": "object", "required": ["tenant", "runs"],
             "properties": {"tenant": {"type": "string"}, "runs": {"type": "array", "items": _ref("RunStatus")}},
@@ -217,8 +258,10 @@ def _runs_paths() -> dict[str, Any]:
                                  {"Location": {"description": "The status URL.", "schema": {"type": "string"}},
                                   **_RETRY_AFTER}),
                     "400": _error("malformed_json, wrong_type, unknown_field, empty_datasets or unknown_dataset; "
-                                  "`validDatasets` lists the names."),
+                                  "`validDatasets` lists the names. tenant_required: several tenants are "
+                                  "registered and the body names none."),
                     "401": _NO_KEY,
+                    "404": _UNKNOWN_TENANT,
                     "413": _error("body_too_large: the body is over 64 KB."),
                     "500": _CONFIG,
                     "503": _error("queue_unavailable: the run could not be queued (it is recorded as failed); "
@@ -229,10 +272,13 @@ def _runs_paths() -> dict[str, Any]:
                 "operationId": "listRuns",
                 "summary": "Recent runs of the tenant, newest first.",
                 "parameters": [{"name": "limit", "in": "query", "required": False,
-                                "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}],
+                                "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
+                               _TENANT_PARAM],
                 "responses": {"200": _json(_ref("RunList"), "Status records, newest first."),
-                              "400": _error("bad_limit: limit is not a whole number from 1 to 100."),
+                              "400": _error("bad_limit: limit is not a whole number from 1 to 100; "
+                                            "tenant_required."),
                               "401": _NO_KEY,
+                              "404": _UNKNOWN_TENANT,
                               "500": _CONFIG,
                               "503": _STORAGE},
             },
@@ -241,12 +287,13 @@ def _runs_paths() -> dict[str, Any]:
             "get": {
                 "operationId": "getRun",
                 "summary": "One run's status record.",
-                "parameters": [run_id],
+                "parameters": [run_id, _TENANT_PARAM],
                 "responses": {"200": _json(_ref("RunStatus"), "The status record; Retry-After while it is not "
                                                               "finished.", _RETRY_AFTER),
-                              "400": _error("malformed_run_id."),
+                              "400": _error("malformed_run_id; tenant_required."),
                               "401": _NO_KEY,
-                              "404": _error("unknown_run: no such run for this tenant."),
+                              "404": _error("unknown_run: no such run for this tenant; unknown_tenant: the tenant "
+                                            "is not registered."),
                               "500": _CONFIG,
                               "503": _STORAGE},
             },
@@ -256,6 +303,16 @@ def _runs_paths() -> dict[str, Any]:
 
 def _other_paths() -> dict[str, Any]:
     return {
+        "/tenants": {
+            "get": {
+                "operationId": "listTenants",
+                "summary": "Every registered tenant: last run, status, next run, consent state.",
+                "responses": {"200": _json(_ref("TenantList"), "The registry's tenants, in its order."),
+                              "401": _NO_KEY,
+                              "500": _CONFIG,
+                              "503": _STORAGE},
+            },
+        },
         "/permissions": {
             "get": {
                 "operationId": "getPermissions",
@@ -297,7 +354,7 @@ def document(datasets: list[str] | None = None) -> dict[str, Any]:
         "info": {
             "title": "Microsoft 365 inventory connector",
             "version": __version__,
-            "description": "Run collections of a Microsoft 365 tenant on request, follow them, and check the app's "
+            "description": "Run collections of Microsoft 365 tenants on request, follow them, and check the app's "
                            "Graph permissions. Runs are asynchronous: POST /runs answers 202 with a status URL. "
                            "Every operation but /health needs a function key (header x-functions-key, or ?code=).",
         },

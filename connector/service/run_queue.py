@@ -116,15 +116,17 @@ def queue_client(env: Mapping[str, str] | None = None, queue: str = RUNS_QUEUE) 
     return QueueClient(endpoint, queue, credential=credential, **options)
 
 
-def send_message(env: Mapping[str, str], body: str) -> None:
+def send_message(env: Mapping[str, str], body: str, delay: int = 0) -> None:
+    """Send a run message; `delay` seconds before it becomes visible (a tenant's slot after the schedule's tick)."""
     from azure.core.exceptions import ResourceNotFoundError
 
+    visible = {"visibility_timeout": delay} if delay > 0 else {}
     with queue_client(env) as client:
         try:
-            client.send_message(body)
+            client.send_message(body, **visible)
         except ResourceNotFoundError:  # first run on a fresh account: the host may not have created it yet
             try:
                 client.create_queue()
             except Exception:
                 pass
-            client.send_message(body)
+            client.send_message(body, **visible)

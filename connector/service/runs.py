@@ -24,10 +24,11 @@ from typing import Any
 
 import orjson
 
-from connector.config import ConfigError, Settings
+from connector.config import ConfigError, Problem, Settings
 from connector.service.appconfig import (
     FUNCTION_SETTING_NAMES,
     STORAGE_CONNECTION,
+    deployment_registry,
     function_problems,
     function_settings,
     store_for,
@@ -39,6 +40,7 @@ from connector.service.worker import process_message, process_poison
 from connector.store.contract import Store
 from connector.store.locks import LEASE_SECONDS, RENEW_SECONDS, TenantBusy, TenantLock, is_collecting, lock_path
 from connector.store.publish import RESUMABLE_FOR
+from connector.store.registry import Registry, RegistryError, entry_settings
 from connector.store.status import (
     ACTIVE,
     QUEUED_STALE,
@@ -101,11 +103,13 @@ class RunRequest:
 
 
 def request_run(settings: Settings, trigger: str, datasets: list[str] | None = None,
-                env: Mapping[str, str] | None = None, *, store: Store | None = None, full: bool = False) -> RunRequest:
+                env: Mapping[str, str] | None = None, *, store: Store | None = None, full: bool = False,
+                delay: int = 0) -> RunRequest:
     """Queue a run of the tenant, or return the one already queued or running. `full`: every dataset is read in
     full (no delta), as the status record says; the worker believes the record.
 
-    Many concurrent callers race to create the active-run pointer; exactly one wins and enqueues.
+    Many concurrent callers race to create the active-run pointer; exactly one wins and enqueues. `delay`: seconds
+    before the message is delivered (the tenant's slot after the schedule's tick); the record says when.
     """
     from connector.collect.engine import new_run_id
 
@@ -120,9 +124,12 @@ def request_run(settings: Settings, trigger: str, datasets: list[str] | None = N
         claim = {"runId": run_id, "trigger": trigger, "requestedAt": requested_at}
         if store.create(pointer, orjson.dumps(claim)):
             record = new_record(run_id, key, trigger, wanted, requested_at, full)
+            if delay > 0:
+                moment = (parse_iso(requested_at) or datetime.now(UTC)) + timedelta(seconds=delay)
+                record["notBefore"] = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
             create_status(store, record)
             try:
-                send_message(env, encode_message(run_id, key, trigger, datasets, requested_at))
+                send_message(env, encode_message(run_id, key, trigger, datasets, requested_at), delay)
             except Exception as exc:
                 remedy = ("Check the AzureWebJobsStorage connection (queue endpoint and the identity's "
                           "'Storage Queue Data Contributor' role), then request the run again.")
@@ -222,14 +229,38 @@ def _claim_requeue(store: Store, key: str, record: dict[str, Any]) -> bool:
     return True
 
 
-def timer_fired(past_due: bool = False, env: Mapping[str, str] | None = None) -> RunRequest:
-    """The schedule requests a run exactly as POST /api/runs does (deduplicated the same way)."""
+def timer_fired(past_due: bool = False, env: Mapping[str, str] | None = None) -> RunRequest | list[RunRequest]:
+    """The schedule requests a run exactly as POST /api/runs does (deduplicated the same way): of the one
+    tenant, or with a tenant registry one message per registered tenant (timer_sweep)."""
     env = os.environ if env is None else env
     if past_due:
         log.warning("the schedule fired late (past due); requesting the run now")
     try:
         settings = function_settings(env)
+        registry = deployment_registry(env)
+        stored = registry.stored
     except ConfigError as exc:
         log.error("scheduled run not requested: configuration errors: %s", "; ".join(map(str, exc.problems)))
         raise
+    if stored:
+        return timer_sweep(registry, env)
     return request_run(settings, "timer", None, env)
+
+
+def timer_sweep(registry: Registry, env: Mapping[str, str]) -> list[RunRequest]:
+    """One queued run per registered tenant, each delivered at its slot after the tick; one tenant whose entry
+    or queueing fails is logged (naming the entry and the field) and the others are queued all the same."""
+    try:
+        entries = registry.entries()
+    except RegistryError as exc:
+        log.error("scheduled runs not requested: %s", exc)
+        raise ConfigError([Problem("tenant registry", str(exc))]) from None
+    requested: list[RunRequest] = []
+    for position, entry in enumerate(entries, 1):
+        try:
+            settings = entry_settings(entry, env, position)
+            requested.append(request_run(settings, "timer", None, env, delay=entry.delay_seconds()))
+        except (ConfigError, QueueUnavailable) as exc:
+            log.error("scheduled run of tenant %s not requested: %s", entry.key, exc,
+                      extra={"tenant": entry.key, "event": "tenant_not_queued"})
+    return requested

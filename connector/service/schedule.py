@@ -76,3 +76,10 @@ def timer_schedule(env: Mapping[str, str] | None = None) -> str:
         log.error("M365_SCHEDULE %s The timer uses %s until it is fixed.", problem, DEFAULT_SCHEDULE)
         return DEFAULT_SCHEDULE
     return value
+
+
+def next_fire(value: str, after: datetime) -> datetime:
+    """When a valid NCRONTAB expression next fires after `after` (UTC)."""
+    from croniter import croniter
+
+    return croniter(value, after, second_at_beginning=True).get_next(datetime)

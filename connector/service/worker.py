@@ -25,7 +25,7 @@ from typing import Any
 from connector.collect.progress import rows as progress_rows
 from connector.collect.progress import run_seconds_left
 from connector.config import ConfigError
-from connector.service.appconfig import function_settings, invocation_budget, store_for, tenant_key
+from connector.service.appconfig import invocation_budget, registered_settings, store_for, tenant_key
 from connector.service.run_queue import (
     POISON_QUEUE,
     RUNS_QUEUE,
@@ -36,6 +36,7 @@ from connector.service.run_queue import (
     parse_message,
     send_message,
 )
+from connector.service.sweep import finish_sweep
 from connector.store.contract import Store
 from connector.store.locks import (
     LEASE_SECONDS,
@@ -48,6 +49,7 @@ from connector.store.locks import (
     lock_path,
 )
 from connector.store.publish import AlreadyPublished, Publication, read_manifest
+from connector.store.registry import NotRegistered, consent_url, needs_consent
 from connector.store.status import (
     GUID_RE,
     TERMINAL,
@@ -176,17 +178,17 @@ def process_message(body: str | bytes, dequeue_count: int = 1, env: Mapping[str,
         return "ignored"
     run_id = msg.run_id
     try:
-        settings = function_settings(env)
+        settings = registered_settings(env, msg.tenant)
         budget = invocation_budget(env) if budget_seconds is None else budget_seconds
+    except NotRegistered:
+        log.error("refusing run %s: its message names a tenant this deployment does not collect (not in its tenant "
+                  "registry); nothing is collected", run_id, extra={"run_id": run_id, "event": "tenant_refused"})
+        return "ignored"
     except ConfigError as exc:
         # Retried by the queue (the setting may be fixed meanwhile), then marked by the poison handler.
         log.error("run %s cannot start: configuration errors: %s", run_id, "; ".join(map(str, exc.problems)))
         raise
     key = tenant_key(settings)
-    if msg.tenant != key:
-        log.error("ignoring run %s: its message names another tenant than this app collects (M365_TENANT_ID)",
-                  run_id)
-        return "ignored"
     store = store_for(settings)
     record = read_status(store, key, run_id)
     if record is None:
@@ -209,7 +211,7 @@ def process_message(body: str | bytes, dequeue_count: int = 1, env: Mapping[str,
             write_status(store, record)
         raise TenantBusy(f"run {run_id}: {busy_message(key, holder)}", holder)
     try:
-        return _collect_locked(store, key, lock, msg, settings, dequeue_count, renew_seconds, (budget, env))
+        outcome = _collect_locked(store, key, lock, msg, settings, dequeue_count, renew_seconds, (budget, env))
     finally:
         lock.release()
         try:
@@ -218,6 +220,12 @@ def process_message(body: str | bytes, dequeue_count: int = 1, env: Mapping[str,
                 clear_pointer(store, key, run_id)
         except Exception as exc:  # storage gone: the original outcome matters more; a later request clears it
             log.warning("run %s: could not clear the active-run pointer (%s)", run_id, type(exc).__name__)
+    if outcome == "collected" and record.get("trigger") == "timer":
+        try:
+            finish_sweep(env)  # the last tenant of a scheduled sweep writes the cross-tenant summary
+        except Exception as exc:  # the run is collected; the next finished run writes the summary
+            log.warning("run %s: the cross-tenant summary was not written (%s)", run_id, type(exc).__name__)
+    return outcome
 
 
 def _collect_locked(store: Store, key: str, lock: TenantLock, msg: RunMessage, settings: Any,
@@ -294,6 +302,9 @@ def _collect_locked(store: Store, key: str, lock: TenantLock, msg: RunMessage, s
     renewer.finish()
     with reporter.lock:
         _finish_from_manifest(store, record, manifest)
+        if needs_consent(record.get("error")):  # the tenant's admin consents (again) at this URL
+            record["error"]["consentUrl"] = consent_url(settings, budget[1])
+            write_status(store, record)
     return "collected"
 
 
@@ -349,15 +360,16 @@ def process_poison(body: str | bytes, env: Mapping[str, str] | None = None) -> s
         log.error("ignoring a message on %s: %s", POISON_QUEUE, exc)
         return "ignored"
     try:
-        settings = function_settings(env)
+        settings = registered_settings(env, msg.tenant)
+    except NotRegistered:
+        log.error("ignoring poison message for run %s: it names a tenant this deployment does not collect",
+                  msg.run_id, extra={"run_id": msg.run_id, "event": "tenant_refused"})
+        return "ignored"
     except ConfigError as exc:
         log.error("poison message for run %s; configuration errors: %s", msg.run_id,
                   "; ".join(map(str, exc.problems)))
         return "ignored"
     key = tenant_key(settings)
-    if msg.tenant != key:
-        log.error("ignoring poison message for run %s: it names another tenant than M365_TENANT_ID", msg.run_id)
-        return "ignored"
     store = store_for(settings)
     record = read_status(store, key, msg.run_id)
     if record is None:

@@ -94,6 +94,9 @@ param m365ReportPeriod string
 @description('Six-field NCRONTAB schedule in UTC (M365_SCHEDULE).')
 param m365Schedule string
 
+@description('Redirect URI of the admin-consent URLs (M365_CONSENT_REDIRECT_URI).')
+param m365ConsentRedirectUri string
+
 @description('Blob container of the snapshots (SNAPSHOT_CONTAINER).')
 param snapshotContainerName string
 
@@ -174,6 +177,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'M365_SCHEDULE'
           value: m365Schedule
+        }
+        {
+          name: 'M365_CONSENT_REDIRECT_URI'
+          value: m365ConsentRedirectUri
         }
         {
           name: 'M365_TENANT_ID'

@@ -5,11 +5,11 @@ sliding window (usage reports, identity and access reports, ``$select=keyCredent
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING
 
+from ..app_quotas import AppLimits
 from ..web import Request
 from .protocol import GraphError
 
@@ -34,61 +34,14 @@ INTUNE_WINDOW = 20.0
 # M 50-500, L > 500).
 RU_WINDOW = 10.0
 RU_BY_SIZE = ((50, 3500), (501, 5000), (math.inf, 8000))
-# Per app across ALL tenants (an app registration's requests to every tenant counted together):
-# - any request, 130,000 per 10 s: DOCS concepts/throttling-limits.md, "global limits" (graph-facts §6);
-# - identity and access resource units, 150,000 per 20 s: the same page, identity and access service limits,
-#   row "application" of the resource unit quota;
-# - identity and access reports, 122 per 10 s, and GET signInActivity, 10 per minute: include
-#   throttling-entra-logs-reports.md, column "Limit per app for all tenants" (PR #9591).
-APP_ANY_LIMIT, APP_ANY_WINDOW = 130000, 10.0
-APP_RU_LIMIT, APP_RU_WINDOW = 150000, 20.0
-APP_REPORTS_LIMIT = 122
-APP_SIGN_IN_LIMIT = 10
 KEY_SELECT_LIMIT = 150  # $select=keyCredentials: 150 requests per minute per tenant (api/application-list.md,
 KEY_SELECT_WINDOW = 60.0  # api/serviceprincipal-list.md)
-
-
-class AppLimits:
-    """Graph's quotas per app across all tenants: request times (and units) per app id and quota. One object
-    is shared by the Graph services of every tenant a simulator serves (SimulatorState.app_limits), so an app
-    collecting several tenants is throttled as Graph would throttle it, whichever tenant the request is for."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._calls: dict[tuple[str, str], deque[tuple[float, float]]] = {}
-
-    def take(self, app: str, quota: str, window: float, limit: float, units: float = 1.0) -> None:
-        """Count `units` for `app` at now, or refuse with 429 (scope Application) when they do not fit."""
-        with self._lock:
-            calls = self._calls.setdefault((app, quota), deque())
-            now = time.monotonic()
-            while calls and calls[0][0] <= now - window:
-                calls.popleft()
-            used = sum(u for _, u in calls)
-            if used + units > limit:
-                freed, wait = 0.0, window
-                for stamp, u in calls:
-                    freed += u
-                    if used - freed + units <= limit:
-                        wait = stamp + window - now
-                        break
-                raise GraphError(429, "TooManyRequests", "Please retry again later.",
-                                 {"Retry-After": _seconds(wait), "x-ms-throttle-scope": f"Application/Read/{app}"})
-            calls.append((now, units))
-
-    def used(self, app: str, quota: str) -> float:
-        with self._lock:
-            return sum(u for _, u in self._calls.get((app, quota), ()))
-
 
 class Limits:
     """The throttling state of one Graph service (request times per window, under the simulator's lock)."""
 
     def __init__(self, sim: SimulatorState) -> None:
         self.sim = sim
-        if sim.app_limits is None:
-            sim.app_limits = AppLimits()
-        self.app: AppLimits = sim.app_limits
         self._window: deque[tuple[float, int]] = deque()
         self._report_calls: dict[str, deque[float]] = {}
         self._identity_reports: deque[float] = deque()
@@ -113,8 +66,8 @@ class Limits:
         """Count the request's resource units (header x-ms-resource-unit) against the spec's budget per 10 s."""
         sim, spec = self.sim, self.sim.spec
         path = req.path.lower()
-        if spec.quotas and path != "/v1.0/$batch":  # a batch's items are counted, each on its own
-            self.app.take(sim.client_id, "any", APP_ANY_WINDOW / self.scale, APP_ANY_LIMIT)
+        if sim.app_limits is not None and path != "/v1.0/$batch":  # §10: batch items are counted one by one
+            _app_take(sim.app_limits, "requests", sim.client_id)
         if path.startswith("/v1.0/devicemanagement/"):  # Intune has its own limit, not resource units
             self.intune()
             return
@@ -124,8 +77,6 @@ class Limits:
             return
         cost = self.cost(req)
         headers["x-ms-resource-unit"] = str(cost)
-        if spec.quotas:
-            self.app.take(sim.client_id, "resource_units", APP_RU_WINDOW / self.scale, APP_RU_LIMIT, cost)
         limit = self.ru_limit()
         span = RU_WINDOW / (self.scale if not spec.rate_limit_ru_per_10s else 1.0)
         if limit:
@@ -155,6 +106,8 @@ class Limits:
                             "x-ms-throttle-information": "ResourceUnitLimitExceeded",
                         },
                     )
+                if sim.app_limits is not None:
+                    _app_take(sim.app_limits, "identity", sim.client_id, cost)
                 self._window.append((now, cost))
                 if (used + cost) / limit > 0.8:
                     headers["x-ms-throttle-limit-percentage"] = f"{(used + cost) / limit:.1f}"
@@ -185,8 +138,8 @@ class Limits:
             self._take(self._identity_reports, IDENTITY_REPORTS_WINDOW, spec.identity_reports_limit)
         elif spec.quotas:
             self._take(self._identity_reports, IDENTITY_REPORTS_WINDOW / self.scale, IDENTITY_REPORTS_LIMIT)
-            self.app.take(self.sim.client_id, "identity_reports", IDENTITY_REPORTS_WINDOW / self.scale,
-                          APP_REPORTS_LIMIT)
+            if self.sim.app_limits is not None:
+                _app_take(self.sim.app_limits, "identity_reports", self.sim.client_id)
 
     def sign_in_activity(self) -> None:
         """A users listing that selects or filters signInActivity: 10 per minute, and an identity report."""
@@ -197,7 +150,8 @@ class Limits:
             return
         if spec.quotas:
             self._take(self._sign_ins, SIGN_IN_WINDOW / self.scale, SIGN_IN_LIMIT)
-            self.app.take(self.sim.client_id, "sign_in_activity", SIGN_IN_WINDOW / self.scale, APP_SIGN_IN_LIMIT)
+            if self.sim.app_limits is not None:
+                _app_take(self.sim.app_limits, "sign_in_activity", self.sim.client_id)
             self.identity_report()
 
     def intune(self) -> None:
@@ -230,6 +184,15 @@ class Limits:
                 raise GraphError(429, "TooManyRequests", "Please retry again later.",
                                  {"Retry-After": _seconds(calls[0] + window - now)})
             calls.append(now)
+
+
+def _app_take(app: AppLimits, name: str, client_id: str, units: float = 1) -> None:
+    """Count a request against a quota per app across all tenants; 429 with Retry-After when it is spent, its
+    scope the application's (graph-facts §6: `x-ms-throttle-scope`, scope/access/ids)."""
+    wait = app.take(name, units)
+    if wait is not None:
+        raise GraphError(429, "TooManyRequests", "Please retry again later.",
+                         {"Retry-After": _seconds(wait), "x-ms-throttle-scope": f"Application/Read/{client_id}"})
 
 
 def _seconds(wait: float) -> str:
