@@ -278,7 +278,7 @@ class Tally:
             waste = _WASTE.get(cls)
             disabled = cls == DISABLED
             skus = self.skus
-            for sid in held:
+            for sid in sorted(held):  # not set order: that changes with the process's string hash seed
                 t = skus.get(sid) or self.sku(sid)
                 t.assigned += 1
                 t.classes[cls] += 1
@@ -307,7 +307,7 @@ class Tally:
                 self._copilot(user, held, last, direct, via)
             if self.fits and not waste:  # a disabled or unused licence is a waste finding, not a downgrade
                 fit = self.fits.get((get("userPrincipalName") or "").lower())
-                for sid in held if fit is not None else ():
+                for sid in sorted(held) if fit is not None else ():
                     if sid in self.downgrade_to:
                         hit("downgrade_candidate", skus[sid], user, last, sid, direct, via,
                             extra={"downgradeTo": self.downgrade_to[sid], **fit})
@@ -324,7 +324,7 @@ class Tally:
         if self.copilot.get(upn):  # type: ignore[union-attr]
             return
         listed = upn in self.copilot  # type: ignore[operator]
-        for sid in self.copilot_skus.intersection(held):
+        for sid in sorted(self.copilot_skus.intersection(held)):
             if self.skus[sid].billed:
                 self._hit("copilot_unused", self.skus[sid], user, last, sid, direct, via,
                           extra={"copilotLastActivity": None, "inCopilotReport": listed})
