@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import orjson
 
 from connector.insights.advice import COPILOT_SKUS, DOWNGRADES, Exclusions, Overlaps
-from connector.insights.read import GzLines, lines, records
+from connector.insights.lines import Piece, UserLines, piece
+from connector.insights.read import GzLines, decoded, lines, records
 from connector.spool import KeyValueSpool
 from connector.store.contract import Store
 
@@ -50,7 +52,7 @@ FINDINGS: dict[str, tuple[str, str, bool]] = {
 }
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2, "info": 3}  # info: about a free SKU
 _WASTE = {DISABLED: "licence_on_disabled_account", NEVER_SIGNED_IN: "licence_never_used", INACTIVE: "licence_inactive"}
-_NONE: set[str] = set()  # returned for unlicensed users; never modified
+_NULL = msgspec.Raw(b"null")
 
 
 _DAYS: dict[str, int] = {}  # "YYYY-MM-DD" -> epoch seconds of its midnight (UTC); dates repeat a lot
@@ -83,13 +85,26 @@ def epoch(value: Any) -> int | None:
         return None
 
 
-def last_successful(sia: dict[str, Any] | None) -> int:
+class SignIns(msgspec.Struct, gc=False):
+    """The signInActivity dates the insights read (the request ids are skipped)."""
+
+    lastSuccessfulSignInDateTime: Any = None
+    lastSignInDateTime: Any = None
+    lastNonInteractiveSignInDateTime: Any = None
+
+
+class SignInUser(msgspec.Struct, gc=False):
+    id: str
+    signInActivity: SignIns | None = None
+
+
+def last_successful(sia: SignIns | None) -> int:
     """The last successful sign-in (definition above) of a signInActivity, NEVER when there is none."""
     if not sia:
         return NEVER
-    stamp = epoch(sia.get("lastSuccessfulSignInDateTime"))
+    stamp = epoch(sia.lastSuccessfulSignInDateTime)
     if stamp is None:  # null or "" (successes before December 2023 were not backfilled)
-        attempts = (epoch(sia.get("lastSignInDateTime")), epoch(sia.get("lastNonInteractiveSignInDateTime")))
+        attempts = (epoch(sia.lastSignInDateTime), epoch(sia.lastNonInteractiveSignInDateTime))
         stamp = max((s for s in attempts if s is not None), default=None)
     return NEVER if stamp is None else stamp
 
@@ -105,14 +120,14 @@ class Activity:
     note: str = ""
     chunk: dict[str, int] = field(default_factory=dict)
 
-    def _key(self, user: dict[str, Any]) -> str:
-        return user.get("id") if self.by == "id" else (user.get("userPrincipalName") or "").lower()
+    def _key(self, user: Any) -> str:
+        return user.id if self.by == "id" else (user.userPrincipalName or "").lower()
 
-    def load(self, users: list[dict[str, Any]]) -> None:
+    def load(self, users: list[Any]) -> None:
         if self.spool is not None:
             self.chunk = self.spool.get_many(self._key(u) for u in users)
 
-    def of(self, user: dict[str, Any]) -> int | None:
+    def of(self, user: Any) -> int | None:
         """Epoch seconds, NEVER, or None when this source knows nothing about the user (among the loaded)."""
         if self.source is None:
             return None
@@ -126,8 +141,8 @@ class Activity:
 def sign_in_activity(store: Store, relpath: str) -> Activity:
     spool = KeyValueSpool()
     put = spool.put
-    for rec in records(store, relpath):
-        put(rec["id"], last_successful(rec.get("signInActivity")))
+    for rec in decoded(store, relpath, SignInUser):
+        put(rec.id, last_successful(rec.signInActivity))
     return Activity("signInActivity", "id", spool)
 
 
@@ -174,6 +189,67 @@ class Finding:
     samples: list[str] = field(default_factory=list)
 
 
+class State(msgspec.Struct, frozen=True, gc=False):
+    """A licenseAssignmentStates entry as the insights read it (its date and disabled plans are skipped)."""
+
+    skuId: Any = None
+    assignedByGroup: Any = None
+    error: Any = None
+    state: Any = None
+
+
+class User(msgspec.Struct, gc=False):
+    """A users record as the insights read it: msgspec skips every other field (assignedPlans is half the bytes)
+    without building it, and keeps assignedLicenses as raw JSON, the key of its licence combination."""
+
+    id: Any = None
+    userPrincipalName: Any = None
+    displayName: Any = None
+    accountEnabled: Any = None
+    userType: Any = None
+    createdDateTime: Any = None
+    assignedLicenses: msgspec.Raw = _NULL
+    licenseAssignmentStates: tuple[State, ...] | None = None
+
+
+class Combo:
+    """What every user with the same assignedLicenses and licenseAssignmentStates shares, worked out once: the
+    SKUs held (sorted), how each is assigned, the errors, the overlaps, and the finding pieces per user state.
+    Users are counted per state and the counts added to the SKUs at the end (`Tally.flush`)."""
+
+    __slots__ = ("any", "held", "tallies", "flat", "direct", "via", "groups", "errors", "redundant", "copilot",
+                 "downgrade", "counts", "users", "pieces", "error_pieces")
+
+    def __init__(self, licences: list[dict[str, Any]] | None, states: tuple[State, ...] | None):
+        self.any = bool(licences or states)
+        held = {(lic.get("skuId") or "").lower() for lic in licences} if licences else set()
+        held.discard("")
+        self.held = tuple(sorted(held))
+        self.flat = b',"skuIds":' + orjson.dumps(self.held) + b"}"  # the rest of the user's user_licences line
+        self.direct: set[str] = set()
+        self.via: dict[str, list[str]] = {}
+        self.errors: dict[str, str] = {}
+        for st in states or ():
+            sid = (st.skuId or "").lower()
+            group = st.assignedByGroup
+            if not group:
+                self.direct.add(sid)
+                continue
+            self.via.setdefault(sid, []).append(group)
+            err, state = st.error, st.state
+            if state == "Error" or state == "ActiveWithError" or (err and err != "None"):
+                self.errors[sid] = err if err and err != "None" else state
+        self.groups = [g for gs in self.via.values() for g in gs]
+        self.tallies: list[SkuTally] = []
+        self.redundant: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []
+        self.copilot: list[str] = []
+        self.downgrade: list[str] = []
+        self.counts: dict[tuple[str, bool, bool, bool], int] = {}
+        self.users = 0
+        self.pieces: dict[tuple[str | None, bool], list[Piece]] = {}
+        self.error_pieces: list[Piece] = []
+
+
 class Tally:
     """Counts one run's users against its SKUs; writes licence_findings.jsonl.gz lines as it goes."""
 
@@ -181,7 +257,8 @@ class Tally:
                  group_names: dict[str, str], lines: GzLines | None, billed: Callable[[SkuTally], bool],
                  free: Callable[[SkuTally], bool] = lambda t: False, overlaps: Overlaps | None = None,
                  exclusions: Exclusions | None = None, downgrades: dict[str, dict[str, Any]] | None = None,
-                 csv: Any = None, copilot: dict[str, str | None] | None = None):
+                 csv: Any = None, copilot: dict[str, str | None] | None = None,
+                 product_name: Callable[[str], str | None] = lambda sid: None):
         self.skus: dict[str, SkuTally] = {}
         for s in skus:
             sid = (s.get("skuId") or "").lower()
@@ -194,16 +271,21 @@ class Tally:
         self.downgrade_to = {sid: DOWNGRADES[t.part_number.upper()][0] for sid, t in self.skus.items()
                              if t.part_number.upper() in DOWNGRADES and t.billed}
         self.exclusions = exclusions or Exclusions()
+        self._excluding = bool(self.exclusions)
         self.cutoff = started - inactive_days * 86400
         self.activity = activity
         self.group_names = group_names
         self.lines = lines
         self.csv = csv  # export.FindingsCsv: the same lines in the admin center's CSV shape
+        self.product_name = product_name
         self.copilot = copilot  # userPrincipalName -> last Copilot activity (None: none) from the Copilot report
         self.copilot_skus = {sid for sid, t in self.skus.items() if t.part_number.upper() in COPILOT_SKUS}
         self.findings: dict[tuple[str, str], Finding] = {}
         self.users = self.licensed = self.guests = self.licensed_guests = 0
         self.user_classes = dict.fromkeys((ACTIVE, NEW, INACTIVE, NEVER_SIGNED_IN, DISABLED, UNKNOWN), 0)
+        self.combos: dict[tuple[bytes, tuple[State, ...] | None], Combo] = {}
+        self._last_key = b',"' + self.last_key.encode() + b'":'
+        self._source = b',"activitySource":' + orjson.dumps(activity.source) + b","
 
     def sku(self, sku_id: str) -> SkuTally:
         tally = self.skus.get(sku_id)
@@ -216,16 +298,16 @@ class Tally:
         """Evidence field of the last activity: a sign-in, or a usage report's activity date."""
         return "lastSuccessfulSignIn" if self.activity.source != "usageReports" else "lastReportedActivity"
 
-    def _old(self, user: dict[str, Any]) -> bool:
+    def _old(self, user: User) -> bool:
         """Created before the inactivity cut-off (newer accounts are neither inactive nor never signed in)."""
-        created = epoch(user.get("createdDateTime"))
+        created = epoch(user.createdDateTime)
         return created is None or created < self.cutoff
 
-    def judge(self, user: dict[str, Any]) -> tuple[str, int | None, bool, bool]:
+    def judge(self, user: User) -> tuple[str, int | None, bool, bool]:
         """(exclusive class, last activity in epoch seconds or None, inactive, never signed in) of one user.
         `inactive` and `never` follow the definitions whatever the account state; the class gives precedence
         to a disabled account, so each licensed user lands in exactly one class."""
-        disabled = user.get("accountEnabled") is False
+        disabled = user.accountEnabled is False
         source = self.activity.source
         if source is None:
             return (DISABLED if disabled else UNKNOWN), None, False, False
@@ -242,141 +324,140 @@ class Tally:
         inactive = last < self.cutoff
         return (DISABLED if disabled else INACTIVE if inactive else ACTIVE), last, inactive, False
 
-    def add(self, user: dict[str, Any]) -> set[str]:
-        """Count one user; returns the SKU ids it holds. (The hot loop: kept to plain operations.)"""
+    def combo(self, user: User) -> Combo:
+        """The user's licence combination, worked out at its first user (SKUs met first are listed first)."""
+        key = (bytes(user.assignedLicenses), user.licenseAssignmentStates)
+        combo = self.combos.get(key)
+        if combo is None:
+            licences = orjson.loads(key[0])
+            combo = self.combos[key] = Combo(licences, key[1])
+            combo.tallies = [self.sku(sid) for sid in combo.held]
+            if self.overlaps is not None and len(combo.held) > 1:
+                combo.redundant = self.overlaps.redundant(licences)
+            combo.copilot = sorted(self.copilot_skus.intersection(combo.held))
+            combo.downgrade = [sid for sid in combo.held if sid in self.downgrade_to]
+            combo.error_pieces = [self._piece("group_assignment_error", self.sku(sid), sid, combo, error=err)
+                                  for sid, err in combo.errors.items()]
+        return combo
+
+    def add(self, user: User) -> Combo:
+        """Count one user and write its findings lines; returns its licence combination. (The hot loop.)"""
         self.users += 1
-        get = user.get
-        guest = get("userType") == "Guest"
+        guest = user.userType == "Guest"
         if guest:
             self.guests += 1
-        licences = get("assignedLicenses")
-        states = get("licenseAssignmentStates")
-        if not licences and not states:
-            return _NONE
-        held = {(lic.get("skuId") or "").lower() for lic in licences} if licences else set()
-        held.discard("")
-        direct: set[str] = set()
-        via: dict[str, list[str]] = {}
-        errors: dict[str, str] = {}
-        for st in states or ():
-            sid = (st.get("skuId") or "").lower()
-            group = st.get("assignedByGroup")
-            if not group:
-                direct.add(sid)
-                continue
-            via.setdefault(sid, []).append(group)
-            err, state = st.get("error"), st.get("state")
-            if state == "Error" or state == "ActiveWithError" or (err and err != "None"):
-                errors[sid] = err if err and err != "None" else state
+        combo = self.combo(user)
+        if not combo.any:
+            return combo
+        combo.users += 1
         cls, last, inactive, never = self.judge(user)
-        hit = self._hit
-        if held:
+        waste = None
+        out: UserLines | None = None
+        if combo.held:
             self.licensed += 1
             if guest:
                 self.licensed_guests += 1
             self.user_classes[cls] += 1
             waste = _WASTE.get(cls)
-            disabled = cls == DISABLED
-            skus = self.skus
-            for sid in sorted(held):  # not set order: that changes with the process's string hash seed
-                t = skus.get(sid) or self.sku(sid)
-                t.assigned += 1
-                t.classes[cls] += 1
-                if disabled:
-                    t.disabled += 1
-                if inactive:
-                    t.inactive += 1
-                if never:
-                    t.never += 1
-                if waste and t.billed:
-                    hit(waste, t, user, last, sid, direct, via)
-                if guest:
-                    t.guests += 1
-                    hit("licence_on_guest", t, user, last, sid, direct, via)
-                if via and sid in direct and sid in via:
-                    t.direct_and_group += 1
-                    hit("direct_and_group_assignment", t, user, last, sid, direct, via)
-                if t.not_active:
-                    hit("subscription_not_active", t, user, last, sid, direct, via)
-            if self.overlaps is not None and len(held) > 1:
-                for sid, cover, plans in self.overlaps.redundant(licences):
-                    extra = {"coveredBy": [self.skus[c].part_number if c in self.skus else c for c in cover],
-                             "sharedPlans": list(plans)}
-                    hit("overlapping_licence", self.sku(sid), user, last, sid, direct, via, extra=extra)
-            if self.copilot is not None and not waste and self.copilot_skus.intersection(held):
-                self._copilot(user, held, last, direct, via)
-            if self.fits and not waste:  # a disabled or unused licence is a waste finding, not a downgrade
-                fit = self.fits.get((get("userPrincipalName") or "").lower())
-                for sid in sorted(held) if fit is not None else ():
-                    if sid in self.downgrade_to:
-                        hit("downgrade_candidate", skus[sid], user, last, sid, direct, via,
-                            extra={"downgradeTo": self.downgrade_to[sid], **fit})
-        for sid, err in errors.items():
-            t = self.sku(sid)
-            t.group_errors += 1
-            hit("group_assignment_error", t, user, last, sid, direct, via, err)
-        return held
+            state = (cls, inactive, never, guest)
+            combo.counts[state] = combo.counts.get(state, 0) + 1
+            pieces = combo.pieces.get((waste, guest))
+            if pieces is None:
+                pieces = combo.pieces[(waste, guest)] = self._pieces(combo, waste, guest)
+            for p in pieces:
+                out = self._hit(p, user, last, out)
+            if not waste and (combo.copilot and self.copilot is not None or combo.downgrade and self.fits):
+                for p in self._dynamic(combo, user):
+                    out = self._hit(p, user, last, out)
+        for p in combo.error_pieces:
+            out = self._hit(p, user, last, out)
+        return combo
 
-    def _copilot(self, user: dict[str, Any], held: set[str], last: int | None, direct: set[str],
-                 via: dict[str, list[str]]) -> None:
-        """A Copilot licence paid for whose holder has no Copilot activity in the report's period."""
-        upn = (user.get("userPrincipalName") or "").lower()
-        if self.copilot.get(upn):  # type: ignore[union-attr]
-            return
-        listed = upn in self.copilot  # type: ignore[operator]
-        for sid in sorted(self.copilot_skus.intersection(held)):
-            if self.skus[sid].billed:
-                self._hit("copilot_unused", self.skus[sid], user, last, sid, direct, via,
-                          extra={"copilotLastActivity": None, "inCopilotReport": listed})
+    def _pieces(self, combo: Combo, waste: str | None, guest: bool) -> list[Piece]:
+        """The findings a user of this combination and state gets (before the ones that depend on the user)."""
+        pieces = []
+        for sid, t in zip(combo.held, combo.tallies, strict=True):
+            if waste and t.billed:
+                pieces.append(self._piece(waste, t, sid, combo))
+            if guest:
+                pieces.append(self._piece("licence_on_guest", t, sid, combo))
+            if sid in combo.direct and sid in combo.via:
+                pieces.append(self._piece("direct_and_group_assignment", t, sid, combo))
+            if t.not_active:
+                status = (t.record.get("capabilityStatus") if t.record else None,)
+                pieces.append(self._piece("subscription_not_active", t, sid, combo, status=status))
+        for sid, cover, plans in combo.redundant:
+            extra = {"coveredBy": [self.skus[c].part_number if c in self.skus else c for c in cover],
+                     "sharedPlans": list(plans)}
+            pieces.append(self._piece("overlapping_licence", self.sku(sid), sid, combo, extra=extra))
+        return pieces
 
-    def _path(self, sid: str, direct: set[str], via: dict[str, list[str]]) -> tuple[str, list[dict[str, Any]]]:
-        groups = via.get(sid)
-        if not groups:
-            return "direct", []
+    def _dynamic(self, combo: Combo, user: User) -> list[Piece]:
+        """Findings that depend on the user's usage: an unused Copilot licence, a downgrade candidate."""
+        pieces = []
+        upn = (user.userPrincipalName or "").lower()
+        if self.copilot is not None and combo.copilot and not self.copilot.get(upn):
+            extra = {"copilotLastActivity": None, "inCopilotReport": upn in self.copilot}
+            pieces += [self._piece("copilot_unused", self.skus[sid], sid, combo, extra=extra)
+                       for sid in combo.copilot if self.skus[sid].billed]
+        fit = self.fits.get(upn) if combo.downgrade else None
+        if fit is not None:
+            pieces += [self._piece("downgrade_candidate", self.skus[sid], sid, combo,
+                                   extra={"downgradeTo": self.downgrade_to[sid], **fit}) for sid in combo.downgrade]
+        return pieces
+
+    def _piece(self, code: str, t: SkuTally, sid: str, combo: Combo, error: str | None = None,
+               status: tuple[Any] | None = None, extra: dict[str, Any] | None = None) -> Piece:
+        groups = combo.via.get(sid)
         names = self.group_names
-        return ("direct+group" if sid in direct else "group",
-                [{"id": g, "displayName": names.get(g)} for g in groups])
+        assignment = "direct" if not groups else "direct+group" if sid in combo.direct else "group"
+        listed = [{"id": g, "displayName": names.get(g)} for g in groups or ()]
+        return piece(code, t, sid, "info" if t.free else FINDINGS[code][0], self.product_name(sid) or t.part_number,
+                     assignment, listed, combo.groups, error, status, extra)
 
-    def _hit(self, code: str, t: SkuTally, user: dict[str, Any], last: int | None, sid: str, direct: set[str],
-             via: dict[str, list[str]], error: str | None = None, extra: dict[str, Any] | None = None) -> None:
-        key = (code, t.sku_id)
-        get = user.get
-        excluded = self.exclusions and self.exclusions.reason(user, t.sku_id, t.part_number,
-                                                               [g for gs in via.values() for g in gs])
+    def _hit(self, p: Piece, user: User, last: int | None, out: UserLines | None) -> UserLines | None:
+        """Count one finding about the user (or its exclusion) and write its line and CSV row."""
+        excluded = self._excluding and self.exclusions.reason(user.id, user.userPrincipalName, p.sku.sku_id,
+                                                               p.sku.part_number, p.groups)
         if excluded:  # reported as excluded (count and line), not counted in the finding
-            self.exclusions.counts[key] = self.exclusions.counts.get(key, 0) + 1
+            self.exclusions.counts[p.key] = self.exclusions.counts.get(p.key, 0) + 1
         else:
-            f = self.findings.get(key)
+            f = self.findings.get(p.key)
             if f is None:
-                f = self.findings[key] = Finding(code, t)
+                f = self.findings[p.key] = Finding(p.key[0], p.sku)
             f.count += 1
             if len(f.samples) < SAMPLE:
-                f.samples.append(get("id"))
+                f.samples.append(user.id)
         if self.lines is None:
-            return
-        assignment, groups = self._path(sid, direct, via)
-        evidence = {
-            "accountEnabled": get("accountEnabled"),
-            "userType": get("userType"),
-            "createdDateTime": get("createdDateTime"),
-            self.last_key: _iso(last) if last else None,
-            "activitySource": self.activity.source,
-            "assignment": assignment,
-            "groups": groups,
-        }
-        if error:
-            evidence["error"] = error
-        if code == "subscription_not_active":
-            evidence["capabilityStatus"] = t.record.get("capabilityStatus") if t.record else None
-        if extra:
-            evidence.update(extra)
-        line = {"userId": get("id"), "userPrincipalName": get("userPrincipalName"), "displayName": get("displayName"),
-                "skuId": t.sku_id, "skuPartNumber": t.part_number, "code": code, "evidence": evidence}
-        if excluded:
-            line["excluded"] = excluded
-        self.lines.write(line)
+            return out
+        if out is None:
+            out = UserLines(user, _iso(last) if last else None, self._last_key, self._source)
+        self.lines.write_line(out.line(p, excluded or None))
         if self.csv is not None:
-            self.csv.write(line, "info" if t.free else FINDINGS[code][0])
+            self.csv.write_row(out.row(p, excluded or None))
+        return out
+
+    def flush(self) -> None:
+        """Add the users counted per combination and state to their SKUs."""
+        for combo in self.combos.values():
+            for (cls, inactive, never, guest), n in combo.counts.items():
+                for sid, t in zip(combo.held, combo.tallies, strict=True):
+                    t.assigned += n
+                    t.classes[cls] += n
+                    if cls == DISABLED:
+                        t.disabled += n
+                    if inactive:
+                        t.inactive += n
+                    if never:
+                        t.never += n
+                    if guest:
+                        t.guests += n
+                    if sid in combo.direct and sid in combo.via:
+                        t.direct_and_group += n
+            combo.counts = {}
+            for sid in combo.errors:
+                self.sku(sid).group_errors += combo.users
+            combo.users = 0
 
     def seat_finding(self, code: str, t: SkuTally, count: int) -> None:
         """A finding about seats; an excluded SKU's is reported as excluded."""
@@ -499,25 +580,26 @@ class Changes:
 
 def count_users(store: Store, relpath: str, tally: Tally, changes: Changes | None, flat: GzLines) -> None:
     """One pass over the users file: the tally, the changes, and user_licences (id and SKU ids per user)."""
-    add, track, write, dumps = tally.add, (changes.add if changes else None), flat.write_line, orjson.dumps
-    chunk: list[dict[str, Any]] = []
+    add, write, dumps = tally.add, flat.write_line, orjson.dumps
+    chunk: list[User] = []
 
-    def count(users: list[dict[str, Any]]) -> None:
-        uids = [u.get("id") for u in users]
+    def count(users: list[User]) -> None:
+        uids = [u.id for u in users]
         tally.activity.load(users)
         if changes:
             changes.load(uids)
         for user, uid in zip(users, uids, strict=True):
-            held = tuple(sorted(add(user)))
-            if track:
-                track(uid, held)
-            write(b'{"id":' + dumps(uid) + b',"skuIds":' + dumps(held) + b"}")
+            combo = add(user)
+            if changes:
+                changes.add(uid, combo.held)
+            write(b'{"id":' + dumps(uid) + combo.flat)
         if changes:
             changes.done(uids)
 
-    for user in records(store, relpath, skip=b'"assignedPlans":['):
+    for user in decoded(store, relpath, User):
         chunk.append(user)
         if len(chunk) >= USERS_PER_CHUNK:
             count(chunk)
             chunk = []
     count(chunk)
+    tally.flush()

@@ -464,13 +464,13 @@ def _compute(store: Store, manifest: dict[str, Any], settings: Any, prices: Pric
     subs, _sub_records, exclusions, downgrade, copilot = advice
     lines = GzLines(store, f"{prefix}/{FINDINGS_FILE}")
     flat = GzLines(store, f"{prefix}/{USER_LICENCES_FILE}")
-    table = FindingsCsv(store, f"{prefix}/{CSV_FILE}", names.name)
+    table = FindingsCsv(store, f"{prefix}/{CSV_FILE}")
     tally = Tally(sku_records, started=epoch(manifest["startedAt"]) or int(time.time()),
                   inactive_days=settings.inactive_days, activity=activity, group_names=group_names, lines=lines,
                   billed=lambda t: is_billed(t, subs, prices),
                   free=lambda t: free_reason(t.part_number, prices) is not None,
                   overlaps=_overlaps(sku_records, subs, prices), exclusions=exclusions,
-                  downgrades=downgrade[0], csv=table, copilot=copilot[0])
+                  downgrades=downgrade[0], csv=table, copilot=copilot[0], product_name=names.name)
     try:  # nothing becomes visible unless every file is complete
         count_users(store, f"{prefix}/{datasets['users']['file']}", tally, changes, flat)
         tally.seat_findings()

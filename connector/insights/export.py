@@ -4,12 +4,10 @@ and why; the file is written as the users stream by, beside licence_findings.jso
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-from collections.abc import Callable
 from typing import Any
 
+from connector.insights.lines import csv_fields
 from connector.store.contract import BLOCK_SIZE, Store
 
 # The admin center's export columns the connector can fill from the snapshot, with its names and spelling
@@ -23,16 +21,14 @@ BOM = b"\xef\xbb\xbf"  # UTF-8 with a byte order mark, as Microsoft's report CSV
 class FindingsCsv:
     """Writes the findings CSV to the store in blocks; counts, sizes and hashes as it goes."""
 
-    def __init__(self, store: Store, relpath: str, product_name: Callable[[str], str | None]):
+    def __init__(self, store: Store, relpath: str):
         self._sink = store.sink(relpath)
-        self._name = product_name
         self._hash = hashlib.sha256()
-        self._text = io.StringIO()
-        self._writer = csv.writer(self._text, lineterminator="\r\n")
         self.records = 0
         self.bytes = 0
         self._put(BOM)
-        self._writer.writerow(COLUMNS)
+        self._rows = [csv_fields(COLUMNS) + "\r\n"]
+        self._size = 0
 
     def _put(self, data: bytes) -> None:
         self._hash.update(data)
@@ -40,23 +36,17 @@ class FindingsCsv:
         self._sink.put(data)
 
     def _flush(self) -> None:
-        data = self._text.getvalue().encode("utf-8")
+        data = "".join(self._rows).encode("utf-8")
         if data:
             self._put(data)
-        self._text.seek(0)
-        self._text.truncate()
+        self._rows, self._size = [], 0
 
-    def write(self, line: dict[str, Any], severity: str) -> None:
-        """One line of licence_findings.jsonl.gz."""
-        evidence = line.get("evidence") or {}
+    def write_row(self, row: str) -> None:
+        """One row, already joined (lines.UserLines.row), for one line of licence_findings.jsonl.gz."""
         self.records += 1
-        self._writer.writerow((
-            line.get("displayName") or "", line.get("userPrincipalName") or "", line.get("userId") or "",
-            "True" if evidence.get("accountEnabled") is False else "False",
-            self._name(line["skuId"]) or line["skuPartNumber"],
-            line["code"], severity, line["skuPartNumber"], line["skuId"], evidence.get("downgradeTo") or "",
-            line.get("excluded") or ""))
-        if self._text.tell() >= BLOCK_SIZE:
+        self._rows.append(row)
+        self._size += len(row)
+        if self._size >= BLOCK_SIZE:
             self._flush()
 
     def finish(self) -> dict[str, Any]:

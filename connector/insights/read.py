@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 import orjson
 
 from connector.store.contract import BLOCK_SIZE, Store, gzip_compressor, gzip_inflater
 
 PIECE = 1 << 20  # derived files are compressed in pieces of about this much JSON
+T = TypeVar("T")
 SLICE = 64 << 10  # compressed bytes inflated at a time: a 4 MiB block of JSON can be 50 MiB unpacked
 
 
@@ -55,6 +57,15 @@ def records(store: Store, relpath: str, skip: bytes | None = None) -> Iterator[d
             yield loads(line[:start + width] + line[line.index(b"]", start):])
         except (ValueError, orjson.JSONDecodeError):
             yield loads(line)
+
+
+def decoded(store: Store, relpath: str, kind: type[T]) -> Iterator[T]:
+    """Records of a gzip JSON Lines file in the store as msgspec Structs of `kind`, streamed: only the fields
+    `kind` declares are built (msgspec skips the others without making objects of them)."""
+    decode = msgspec.json.Decoder(kind).decode
+    for line in lines(store, relpath):
+        if line:
+            yield decode(line)
 
 
 class GzLines:
