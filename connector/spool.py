@@ -11,7 +11,7 @@ lookups are made a chunk of keys at a time, so a key costs a few microseconds.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 MEMORY_KEYS = 250_000  # keys held in memory before the map spills to disk
@@ -77,11 +77,12 @@ class KeyValueSpool:
             self._db.executemany(self._insert, self._pending)
             self._pending = []
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        """The values of those keys that are present."""
+    def get_many(self, keys: Iterable[str], whole: bool = False) -> Mapping[str, Any]:
+        """The values of those keys that are present (`whole`: or more; in memory, the map itself, not a copy:
+        read it before the next put or delete)."""
         mem = self._mem
         if mem is not None:
-            return {k: mem[k] for k in keys if k in mem}
+            return mem if whole else {k: mem[k] for k in keys if k in mem}
         self._flush()
         wanted = [k for k in dict.fromkeys(keys) if k is not None]
         found: dict[str, Any] = {}

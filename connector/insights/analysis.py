@@ -11,7 +11,7 @@ up a chunk of users at a time, so memory does not grow with the tenant.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +21,7 @@ import orjson
 
 from connector.insights.advice import COPILOT_SKUS, DOWNGRADES, Exclusions, Overlaps
 from connector.insights.lines import Piece, UserLines, piece
-from connector.insights.read import GzLines, decoded, lines, records
+from connector.insights.read import GzLines, batches, decoded, lines, records
 from connector.spool import KeyValueSpool
 from connector.store.contract import Store
 
@@ -55,14 +55,21 @@ _WASTE = {DISABLED: "licence_on_disabled_account", NEVER_SIGNED_IN: "licence_nev
 _NULL = msgspec.Raw(b"null")
 
 
+_ISO = datetime.fromisoformat
 _DAYS: dict[str, int] = {}  # "YYYY-MM-DD" -> epoch seconds of its midnight (UTC); dates repeat a lot
 
 
 def epoch(value: Any) -> int | None:
     """ISO 8601 date-time or date (Graph, reports) -> epoch seconds; None for null, "" or nonsense.
-    Graph's usual `2024-05-01T08:00:00Z` takes a fast path (a few slices and a cached day)."""
+    Graph's usual `2024-05-01T08:00:00Z` takes a fast path (datetime's own parser; what it refuses, a few slices
+    and a cached day, which also read a leap second or 24:00:00)."""
     if not value or not isinstance(value, str):
         return None
+    if len(value) == 20 and value[19] == "Z":
+        try:
+            return int(_ISO(value).timestamp())
+        except ValueError:
+            pass
     if len(value) == 20 and value[10] == "T" and value[19] == "Z" and value[13] == value[16] == ":":
         day = _DAYS.get(value[:10])
         if day is None:
@@ -118,14 +125,14 @@ class Activity:
     by: str = "id"  # which user property keys the spool
     spool: KeyValueSpool | None = None
     note: str = ""
-    chunk: dict[str, int] = field(default_factory=dict)
+    chunk: Mapping[str, int] = field(default_factory=dict)
 
     def _key(self, user: Any) -> str:
         return user.id if self.by == "id" else (user.userPrincipalName or "").lower()
 
     def load(self, users: list[Any]) -> None:
         if self.spool is not None:
-            self.chunk = self.spool.get_many(self._key(u) for u in users)
+            self.chunk = self.spool.get_many((self._key(u) for u in users), whole=True)
 
     def of(self, user: Any) -> int | None:
         """Epoch seconds, NEVER, or None when this source knows nothing about the user (among the loaded)."""
@@ -218,7 +225,7 @@ class Combo:
     Users are counted per state and the counts added to the SKUs at the end (`Tally.flush`)."""
 
     __slots__ = ("any", "held", "tallies", "flat", "direct", "via", "groups", "errors", "redundant", "copilot",
-                 "downgrade", "counts", "users", "pieces", "error_pieces")
+                 "downgrade", "counts", "pieces", "error_pieces")
 
     def __init__(self, licences: list[dict[str, Any]] | None, states: tuple[State, ...] | None):
         self.any = bool(licences or states)
@@ -244,8 +251,7 @@ class Combo:
         self.redundant: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []
         self.copilot: list[str] = []
         self.downgrade: list[str] = []
-        self.counts: dict[tuple[str, bool, bool, bool], int] = {}
-        self.users = 0
+        self.counts: dict[tuple[str | None, bool, bool, bool], int] = {}  # users per (class, inactive, never, guest)
         self.pieces: dict[tuple[str | None, bool], list[Piece]] = {}
         self.error_pieces: list[Piece] = []
 
@@ -286,6 +292,8 @@ class Tally:
         self.combos: dict[tuple[bytes, tuple[State, ...] | None], Combo] = {}
         self._last_key = b',"' + self.last_key.encode() + b'":'
         self._source = b',"activitySource":' + orjson.dumps(activity.source) + b","
+        self._out_lines: list[bytes] = []  # findings lines and CSV rows of the chunk of users being counted
+        self._out_rows: list[str] = []
 
     def sku(self, sku_id: str) -> SkuTally:
         tally = self.skus.get(sku_id)
@@ -303,15 +311,15 @@ class Tally:
         created = epoch(user.createdDateTime)
         return created is None or created < self.cutoff
 
-    def judge(self, user: User) -> tuple[str, int | None, bool, bool]:
-        """(exclusive class, last activity in epoch seconds or None, inactive, never signed in) of one user.
+    def judge(self, user: User, last: int | None) -> tuple[str, int | None, bool, bool]:
+        """(exclusive class, last activity in epoch seconds or None, inactive, never signed in) of one user whose
+        activity source gives `last` (Activity.of).
         `inactive` and `never` follow the definitions whatever the account state; the class gives precedence
         to a disabled account, so each licensed user lands in exactly one class."""
         disabled = user.accountEnabled is False
         source = self.activity.source
         if source is None:
             return (DISABLED if disabled else UNKNOWN), None, False, False
-        last = self.activity.of(user)
         if source == "usageReports":  # reports record activity, not sign-ins: no date = no activity in their data
             inactive = last < self.cutoff if last else self._old(user)
             cls = DISABLED if disabled else INACTIVE if inactive else ACTIVE if last else NEW
@@ -324,54 +332,69 @@ class Tally:
         inactive = last < self.cutoff
         return (DISABLED if disabled else INACTIVE if inactive else ACTIVE), last, inactive, False
 
-    def combo(self, user: User) -> Combo:
-        """The user's licence combination, worked out at its first user (SKUs met first are listed first)."""
-        key = (bytes(user.assignedLicenses), user.licenseAssignmentStates)
-        combo = self.combos.get(key)
-        if combo is None:
-            licences = orjson.loads(key[0])
-            combo = self.combos[key] = Combo(licences, key[1])
-            combo.tallies = [self.sku(sid) for sid in combo.held]
-            if self.overlaps is not None and len(combo.held) > 1:
-                combo.redundant = self.overlaps.redundant(licences)
-            combo.copilot = sorted(self.copilot_skus.intersection(combo.held))
-            combo.downgrade = [sid for sid in combo.held if sid in self.downgrade_to]
-            combo.error_pieces = [self._piece("group_assignment_error", self.sku(sid), sid, combo, error=err)
-                                  for sid, err in combo.errors.items()]
+    def combo(self, key: tuple[bytes, tuple[State, ...] | None]) -> Combo:
+        """A licence combination (raw assignedLicenses, states), worked out at its first user (SKUs met first
+        are listed first)."""
+        licences = orjson.loads(key[0])
+        combo = self.combos[key] = Combo(licences, key[1])
+        combo.tallies = [self.sku(sid) for sid in combo.held]
+        if self.overlaps is not None and len(combo.held) > 1:
+            combo.redundant = self.overlaps.redundant(licences)
+        combo.copilot = sorted(self.copilot_skus.intersection(combo.held))
+        combo.downgrade = [sid for sid in combo.held if sid in self.downgrade_to]
+        combo.error_pieces = [self._piece("group_assignment_error", self.sku(sid), sid, combo, error=err)
+                              for sid, err in combo.errors.items()]
         return combo
 
-    def add(self, user: User) -> Combo:
-        """Count one user and write its findings lines; returns its licence combination. (The hot loop.)"""
-        self.users += 1
-        guest = user.userType == "Guest"
-        if guest:
-            self.guests += 1
-        combo = self.combo(user)
-        if not combo.any:
-            return combo
-        combo.users += 1
-        cls, last, inactive, never = self.judge(user)
-        waste = None
-        out: UserLines | None = None
-        if combo.held:
-            self.licensed += 1
-            if guest:
-                self.licensed_guests += 1
-            self.user_classes[cls] += 1
-            waste = _WASTE.get(cls)
-            state = (cls, inactive, never, guest)
+    def count(self, users: list[User], changes: Changes | None, flat: GzLines) -> None:
+        """Count a chunk of users, write their findings lines and user_licences lines. (The hot loop: users share
+        few combinations, so a user costs a look-up, a judgement and a count; `flush` adds the counts up.)"""
+        uids = [u.id for u in users]
+        self.activity.load(users)
+        known = self.activity.chunk.get if self.activity.source else None
+        by_id = self.activity.by == "id"
+        before = changes.load(uids) if changes else None
+        combos, judge, hit, dumps = self.combos, self.judge, self._hit, orjson.dumps
+        copilot, fits = self.copilot is not None, bool(self.fits)
+        out_flat = []
+        for user, uid in zip(users, uids, strict=True):
+            key = (bytes(user.assignedLicenses), user.licenseAssignmentStates)
+            combo = combos.get(key) or self.combo(key)
+            guest = user.userType == "Guest"
+            if combo.any:
+                last = known(uid if by_id else (user.userPrincipalName or "").lower()) if known else None
+                cls, last, inactive, never = judge(user, last)
+                state = (cls, inactive, never, guest)
+                out = None
+                if combo.held:
+                    waste = _WASTE.get(cls)
+                    pieces = combo.pieces.get((waste, guest))
+                    if pieces is None:
+                        pieces = combo.pieces[(waste, guest)] = self._pieces(combo, waste, guest)
+                    for p in pieces:
+                        out = hit(p, user, last, out)
+                    if not waste and (combo.copilot and copilot or combo.downgrade and fits):
+                        for p in self._dynamic(combo, user):
+                            out = hit(p, user, last, out)
+                for p in combo.error_pieces:
+                    out = hit(p, user, last, out)
+            else:
+                state = (None, False, False, guest)
             combo.counts[state] = combo.counts.get(state, 0) + 1
-            pieces = combo.pieces.get((waste, guest))
-            if pieces is None:
-                pieces = combo.pieces[(waste, guest)] = self._pieces(combo, waste, guest)
-            for p in pieces:
-                out = self._hit(p, user, last, out)
-            if not waste and (combo.copilot and self.copilot is not None or combo.downgrade and self.fits):
-                for p in self._dynamic(combo, user):
-                    out = self._hit(p, user, last, out)
-        for p in combo.error_pieces:
-            out = self._hit(p, user, last, out)
-        return combo
+            if before is not None:
+                was = before.pop(uid, None)
+                if was != combo.held:
+                    changes.changed(was, combo.held)  # type: ignore[union-attr]
+            out_flat.append(b'{"id":' + dumps(uid) + combo.flat)
+        flat.write_lines(out_flat)
+        if self.lines is not None:
+            self.lines.write_lines(self._out_lines)
+            self._out_lines = []
+        if self.csv is not None:
+            self.csv.write_rows(self._out_rows)
+            self._out_rows = []
+        if changes:
+            changes.done(uids)
 
     def _pieces(self, combo: Combo, waste: str | None, guest: bool) -> list[Piece]:
         """The findings a user of this combination and state gets (before the ones that depend on the user)."""
@@ -422,9 +445,9 @@ class Tally:
         if excluded:  # reported as excluded (count and line), not counted in the finding
             self.exclusions.counts[p.key] = self.exclusions.counts.get(p.key, 0) + 1
         else:
-            f = self.findings.get(p.key)
+            f = p.finding
             if f is None:
-                f = self.findings[p.key] = Finding(p.key[0], p.sku)
+                f = p.finding = self.findings.get(p.key) or self.findings.setdefault(p.key, Finding(p.key[0], p.sku))
             f.count += 1
             if len(f.samples) < SAMPLE:
                 f.samples.append(user.id)
@@ -432,15 +455,24 @@ class Tally:
             return out
         if out is None:
             out = UserLines(user, _iso(last) if last else None, self._last_key, self._source)
-        self.lines.write_line(out.line(p, excluded or None))
-        if self.csv is not None:
-            self.csv.write_row(out.row(p, excluded or None))
+        self._out_lines.append(out.line(p, excluded or None))
+        self._out_rows.append(out.row(p, excluded or None))
         return out
 
     def flush(self) -> None:
-        """Add the users counted per combination and state to their SKUs."""
+        """Add the users counted per combination and state to the totals and to their SKUs."""
+        classes = self.user_classes
         for combo in self.combos.values():
+            users = 0
             for (cls, inactive, never, guest), n in combo.counts.items():
+                users += n
+                self.users += n
+                self.guests += n if guest else 0
+                if not combo.held:
+                    continue
+                self.licensed += n
+                self.licensed_guests += n if guest else 0
+                classes[cls] += n
                 for sid, t in zip(combo.held, combo.tallies, strict=True):
                     t.assigned += n
                     t.classes[cls] += n
@@ -456,8 +488,7 @@ class Tally:
                         t.direct_and_group += n
             combo.counts = {}
             for sid in combo.errors:
-                self.sku(sid).group_errors += combo.users
-            combo.users = 0
+                self.sku(sid).group_errors += users
 
     def seat_finding(self, code: str, t: SkuTally, count: int) -> None:
         """A finding about seats; an excluded SKU's is reported as excluded."""
@@ -533,7 +564,6 @@ class Changes:
 
     def __init__(self, previous: KeyValueSpool):
         self.previous = previous
-        self.chunk: dict[str, tuple[str, ...]] = {}
         self._shared: dict[str, tuple[str, ...]] = {}
         self.added = 0
         self.assigned: dict[str, int] = {}
@@ -545,17 +575,15 @@ class Changes:
             skus = self._shared[joined] = tuple(joined.split(",")) if joined else ()
         return skus
 
-    def load(self, uids: list[str]) -> None:
-        self.chunk = {k: self._skus(v) for k, v in self.previous.get_many(uids).items()}
+    def load(self, uids: list[str]) -> dict[str, tuple[str, ...]]:
+        """The earlier assignments of a chunk of users (popped as the users are counted)."""
+        return {k: self._skus(v) for k, v in self.previous.get_many(uids).items()}
 
     def done(self, uids: list[str]) -> None:
         self.previous.delete_many(uids)
 
-    def add(self, uid: str, now: tuple[str, ...]) -> None:
-        """One current user and the sorted SKU ids it holds."""
-        before = self.chunk.pop(uid, None)
-        if before == now:
-            return  # the common case: nothing changed
+    def changed(self, before: tuple[str, ...] | None, now: tuple[str, ...]) -> None:
+        """One current user whose sorted SKU ids differ from the earlier ones (None: a new user)."""
         if before is None:
             self.added += 1
             gained, lost = now, ()
@@ -580,26 +608,11 @@ class Changes:
 
 def count_users(store: Store, relpath: str, tally: Tally, changes: Changes | None, flat: GzLines) -> None:
     """One pass over the users file: the tally, the changes, and user_licences (id and SKU ids per user)."""
-    add, write, dumps = tally.add, flat.write_line, orjson.dumps
     chunk: list[User] = []
-
-    def count(users: list[User]) -> None:
-        uids = [u.id for u in users]
-        tally.activity.load(users)
-        if changes:
-            changes.load(uids)
-        for user, uid in zip(users, uids, strict=True):
-            combo = add(user)
-            if changes:
-                changes.add(uid, combo.held)
-            write(b'{"id":' + dumps(uid) + combo.flat)
-        if changes:
-            changes.done(uids)
-
-    for user in decoded(store, relpath, User):
-        chunk.append(user)
+    for users in batches(store, relpath, User):
+        chunk += users
         if len(chunk) >= USERS_PER_CHUNK:
-            count(chunk)
+            tally.count(chunk, changes, flat)
             chunk = []
-    count(chunk)
+    tally.count(chunk, changes, flat)
     tally.flush()

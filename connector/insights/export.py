@@ -49,6 +49,14 @@ class FindingsCsv:
         if self._size >= BLOCK_SIZE:
             self._flush()
 
+    def write_rows(self, rows: list[str]) -> None:
+        """Rows, already joined with their line ends, in one call."""
+        self.records += len(rows)
+        self._rows += rows
+        self._size += sum(map(len, rows))
+        if self._size >= BLOCK_SIZE:
+            self._flush()
+
     def finish(self) -> dict[str, Any]:
         self._flush()
         return {"bytes": self.bytes, "sha256": self._hash.hexdigest(), "records": self.records}

@@ -59,13 +59,28 @@ def records(store: Store, relpath: str, skip: bytes | None = None) -> Iterator[d
             yield loads(line)
 
 
+def batches(store: Store, relpath: str, kind: type[T]) -> Iterator[list[T]]:
+    """Records of a gzip JSON Lines file in the store as msgspec Structs of `kind`, streamed a few hundred at a
+    time: only the fields `kind` declares are built (msgspec skips the others without making objects of them),
+    and the lines are decoded where they were inflated, without a bytes object each."""
+    decode = msgspec.json.Decoder(kind).decode_lines
+    inflate = gzip_inflater()
+    rest = b""
+    for block in store.read_chunks(relpath):
+        view = memoryview(block)
+        for start in range(0, len(view), SLICE):
+            data = rest + inflate.decompress(view[start:start + SLICE])
+            end = data.rfind(b"\n") + 1
+            if end:
+                yield decode(memoryview(data)[:end])
+            rest = data[end:]
+    yield decode(rest + inflate.flush())
+
+
 def decoded(store: Store, relpath: str, kind: type[T]) -> Iterator[T]:
-    """Records of a gzip JSON Lines file in the store as msgspec Structs of `kind`, streamed: only the fields
-    `kind` declares are built (msgspec skips the others without making objects of them)."""
-    decode = msgspec.json.Decoder(kind).decode
-    for line in lines(store, relpath):
-        if line:
-            yield decode(line)
+    """Records of a gzip JSON Lines file as msgspec Structs of `kind`, streamed one at a time (`batches`)."""
+    for batch in batches(store, relpath, kind):
+        yield from batch
 
 
 class GzLines:
@@ -104,6 +119,20 @@ class GzLines:
         self._lines_size += len(line) + 1
         if self._lines_size >= PIECE:
             self._deflate()
+
+    def write_lines(self, lines: list[bytes]) -> None:
+        """Records already serialised as lines of compact JSON (no newline), in one call; compressed in the same
+        pieces as line by line (the compressor's output depends on them)."""
+        self.records += len(lines)
+        pending, size = self._lines, self._lines_size
+        for line in lines:
+            pending.append(line)
+            size += len(line) + 1
+            if size >= PIECE:
+                self._lines_size = size
+                self._deflate()
+                pending, size = self._lines, 0
+        self._lines_size = size
 
     def _deflate(self) -> None:
         if self._lines:
