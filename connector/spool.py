@@ -64,6 +64,15 @@ class KeyValueSpool:
         if len(mem) > self._memory_keys:
             self._spill()
 
+    def put_many(self, items: list[tuple[str, Any]]) -> None:
+        """put() each item, in order."""
+        mem = self._mem
+        if mem is not None and not self._keep_max and len(mem) + len(items) <= self._memory_keys:
+            mem.update(items)
+            return
+        for key, value in items:
+            self.put(key, value)
+
     def _spill(self) -> None:
         db = scratch_database()
         db.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v) WITHOUT ROWID")

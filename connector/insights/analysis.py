@@ -21,7 +21,7 @@ import orjson
 
 from connector.insights.advice import COPILOT_SKUS, DOWNGRADES, Exclusions, Overlaps
 from connector.insights.lines import Piece, UserLines, piece
-from connector.insights.read import GzLines, batches, decoded, lines, records
+from connector.insights.read import GzLines, batches, lines, records
 from connector.spool import KeyValueSpool
 from connector.store.contract import Store
 
@@ -147,9 +147,8 @@ class Activity:
 
 def sign_in_activity(store: Store, relpath: str) -> Activity:
     spool = KeyValueSpool()
-    put = spool.put
-    for rec in decoded(store, relpath, SignInUser):
-        put(rec.id, last_successful(rec.signInActivity))
+    for batch in batches(store, relpath, SignInUser):
+        spool.put_many([(rec.id, last_successful(rec.signInActivity)) for rec in batch])
     return Activity("signInActivity", "id", spool)
 
 
@@ -354,6 +353,7 @@ class Tally:
         known = self.activity.chunk.get if self.activity.source else None
         by_id = self.activity.by == "id"
         before = changes.load(uids) if changes else None
+        earlier = changes.held if changes else []
         combos, judge, hit, dumps = self.combos, self.judge, self._hit, orjson.dumps
         copilot, fits = self.copilot is not None, bool(self.fits)
         out_flat = []
@@ -383,8 +383,8 @@ class Tally:
             combo.counts[state] = combo.counts.get(state, 0) + 1
             if before is not None:
                 was = before.pop(uid, None)
-                if was != combo.held:
-                    changes.changed(was, combo.held)  # type: ignore[union-attr]
+                if was is None or earlier[was] != combo.held:
+                    changes.changed(None if was is None else earlier[was], combo.held)  # type: ignore[union-attr]
             out_flat.append(b'{"id":' + dumps(uid) + combo.flat)
         flat.write_lines(out_flat)
         if self.lines is not None:
@@ -542,19 +542,35 @@ def _id_and_skus(line: bytes) -> tuple[str, tuple[str, ...]]:
     return uid, tuple(sorted({(lic.get("skuId") or "").lower() for lic in licences}))
 
 
-def previous_assignments(store: Store, relpath: str, flat: bool) -> KeyValueSpool:
-    """user id -> SKU ids held in an earlier run (comma-separated, in an on-disk spool): from its
+class FlatUser(msgspec.Struct, gc=False):
+    """A user_licences line."""
+
+    id: str
+    skuIds: tuple[str, ...]
+
+
+def previous_assignments(store: Store, relpath: str, flat: bool) -> tuple[KeyValueSpool, list[tuple[str, ...]]]:
+    """user id -> SKU ids held in an earlier run: a spool of user id -> the index of its SKU ids in the list
+    returned with it (users share few combinations: a small integer a user, not a string), from the run's
     user_licences file (`flat`, a few bytes a user) or, for runs without one, from its users file."""
-    spool = KeyValueSpool()
+    spool, held, index = KeyValueSpool(), [], {}
+
+    def number(skus: tuple[str, ...]) -> int:
+        i = index.get(skus)
+        if i is None:
+            i = index[skus] = len(held)
+            held.append(skus)
+        return i
+
     if flat:
-        for rec in records(store, relpath):
-            spool.put(rec["id"], ",".join(rec["skuIds"]))
-        return spool
+        for batch in batches(store, relpath, FlatUser):
+            spool.put_many([(rec.id, number(rec.skuIds)) for rec in batch])
+        return spool, held
     for line in lines(store, relpath):
         if line:
             uid, skus = _id_and_skus(line)
-            spool.put(uid, ",".join(skus))
-    return spool
+            spool.put(uid, number(skus))
+    return spool, held
 
 
 class Changes:
@@ -562,25 +578,20 @@ class Changes:
     `load` brings a chunk of users' earlier assignments in, `done` drops them from the spool, and what
     is left at the end are the users that are gone."""
 
-    def __init__(self, previous: KeyValueSpool):
-        self.previous = previous
-        self._shared: dict[str, tuple[str, ...]] = {}
+    def __init__(self, previous: tuple[KeyValueSpool, list[tuple[str, ...]]]):
+        self.previous, self.held = previous  # user id -> index in `held` (previous_assignments)
         self.added = 0
         self.assigned: dict[str, int] = {}
         self.removed: dict[str, int] = {}
 
-    def _skus(self, joined: str) -> tuple[str, ...]:
-        skus = self._shared.get(joined)
-        if skus is None:
-            skus = self._shared[joined] = tuple(joined.split(",")) if joined else ()
-        return skus
-
-    def load(self, uids: list[str]) -> dict[str, tuple[str, ...]]:
-        """The earlier assignments of a chunk of users (popped as the users are counted)."""
-        return {k: self._skus(v) for k, v in self.previous.get_many(uids).items()}
+    def load(self, uids: list[str]) -> dict[str, int]:
+        """The earlier assignments (indexes in `held`) of a chunk of users, to be popped as the users are
+        counted; in memory, the spool's own map (what is left in it at the end are the users that are gone)."""
+        return self.previous.get_many(uids, whole=True)  # type: ignore[return-value]
 
     def done(self, uids: list[str]) -> None:
-        self.previous.delete_many(uids)
+        if self.previous.on_disk:
+            self.previous.delete_many(uids)
 
     def changed(self, before: tuple[str, ...] | None, now: tuple[str, ...]) -> None:
         """One current user whose sorted SKU ids differ from the earlier ones (None: a new user)."""
@@ -598,9 +609,9 @@ class Changes:
     def finish(self) -> int:
         """Users that are gone (their licences count as removed); returns how many."""
         gone = 0
-        for joined in self.previous.values():
+        for i in self.previous.values():
             gone += 1
-            for sid in self._skus(joined):
+            for sid in self.held[i]:
                 self.removed[sid] = self.removed.get(sid, 0) + 1
         self.previous.close()
         return gone

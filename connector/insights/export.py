@@ -27,7 +27,7 @@ class FindingsCsv:
         self.records = 0
         self.bytes = 0
         self._put(BOM)
-        self._rows = [csv_fields(COLUMNS) + "\r\n"]
+        self._parts = [(csv_fields(COLUMNS) + "\r\n").encode()]  # encoded rows not yet written
         self._size = 0
 
     def _put(self, data: bytes) -> None:
@@ -36,24 +36,20 @@ class FindingsCsv:
         self._sink.put(data)
 
     def _flush(self) -> None:
-        data = "".join(self._rows).encode("utf-8")
+        data = b"".join(self._parts)
         if data:
             self._put(data)
-        self._rows, self._size = [], 0
-
-    def write_row(self, row: str) -> None:
-        """One row, already joined (lines.UserLines.row), for one line of licence_findings.jsonl.gz."""
-        self.records += 1
-        self._rows.append(row)
-        self._size += len(row)
-        if self._size >= BLOCK_SIZE:
-            self._flush()
+        self._parts, self._size = [], 0
 
     def write_rows(self, rows: list[str]) -> None:
-        """Rows, already joined with their line ends, in one call."""
+        """Rows (lines.UserLines.row), one for each line of licence_findings.jsonl.gz, encoded as they come
+        (text of 4 MiB would take up to four times that as a str with non-Latin names)."""
+        if not rows:
+            return
         self.records += len(rows)
-        self._rows += rows
-        self._size += sum(map(len, rows))
+        data = "".join(rows).encode("utf-8")
+        self._parts.append(data)
+        self._size += len(data)
         if self._size >= BLOCK_SIZE:
             self._flush()
 

@@ -77,12 +77,6 @@ def batches(store: Store, relpath: str, kind: type[T]) -> Iterator[list[T]]:
     yield decode(rest + inflate.flush())
 
 
-def decoded(store: Store, relpath: str, kind: type[T]) -> Iterator[T]:
-    """Records of a gzip JSON Lines file as msgspec Structs of `kind`, streamed one at a time (`batches`)."""
-    for batch in batches(store, relpath, kind):
-        yield from batch
-
-
 class GzLines:
     """Writes records to the store as gzip JSON Lines in blocks; counts, sizes and hashes as it goes."""
 
