@@ -52,7 +52,6 @@ FINDINGS: dict[str, tuple[str, str, bool]] = {
 }
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2, "info": 3}  # info: about a free SKU
 _WASTE = {DISABLED: "licence_on_disabled_account", NEVER_SIGNED_IN: "licence_never_used", INACTIVE: "licence_inactive"}
-_NULL = msgspec.Raw(b"null")
 
 
 _ISO = datetime.fromisoformat
@@ -204,9 +203,16 @@ class State(msgspec.Struct, frozen=True, gc=False):
     state: Any = None
 
 
+class Licence(msgspec.Struct, frozen=True, gc=False):
+    """An assignedLicenses entry."""
+
+    skuId: Any = None
+    disabledPlans: tuple[Any, ...] | None = None
+
+
 class User(msgspec.Struct, gc=False):
     """A users record as the insights read it: msgspec skips every other field (assignedPlans is half the bytes)
-    without building it, and keeps assignedLicenses as raw JSON, the key of its licence combination."""
+    without building it. Its licences and their states, hashable, are the key of its licence combination."""
 
     id: Any = None
     userPrincipalName: Any = None
@@ -214,7 +220,7 @@ class User(msgspec.Struct, gc=False):
     accountEnabled: Any = None
     userType: Any = None
     createdDateTime: Any = None
-    assignedLicenses: msgspec.Raw = _NULL
+    assignedLicenses: tuple[Licence, ...] | None = None
     licenseAssignmentStates: tuple[State, ...] | None = None
 
 
@@ -226,9 +232,9 @@ class Combo:
     __slots__ = ("any", "held", "tallies", "flat", "direct", "via", "groups", "errors", "redundant", "copilot",
                  "downgrade", "counts", "pieces", "error_pieces")
 
-    def __init__(self, licences: list[dict[str, Any]] | None, states: tuple[State, ...] | None):
+    def __init__(self, licences: tuple[Licence, ...] | None, states: tuple[State, ...] | None):
         self.any = bool(licences or states)
-        held = {(lic.get("skuId") or "").lower() for lic in licences} if licences else set()
+        held = {(lic.skuId or "").lower() for lic in licences} if licences else set()
         held.discard("")
         self.held = tuple(sorted(held))
         self.flat = b',"skuIds":' + orjson.dumps(self.held) + b"}"  # the rest of the user's user_licences line
@@ -288,9 +294,7 @@ class Tally:
         self.findings: dict[tuple[str, str], Finding] = {}
         self.users = self.licensed = self.guests = self.licensed_guests = 0
         self.user_classes = dict.fromkeys((ACTIVE, NEW, INACTIVE, NEVER_SIGNED_IN, DISABLED, UNKNOWN), 0)
-        self.combos: dict[tuple[bytes, tuple[State, ...] | None], Combo] = {}
-        self._last_key = b',"' + self.last_key.encode() + b'":'
-        self._source = b',"activitySource":' + orjson.dumps(activity.source) + b","
+        self.combos: dict[tuple[tuple[Licence, ...] | None, tuple[State, ...] | None], Combo] = {}
         self._out_lines: list[bytes] = []  # findings lines and CSV rows of the chunk of users being counted
         self._out_rows: list[str] = []
 
@@ -331,14 +335,15 @@ class Tally:
         inactive = last < self.cutoff
         return (DISABLED if disabled else INACTIVE if inactive else ACTIVE), last, inactive, False
 
-    def combo(self, key: tuple[bytes, tuple[State, ...] | None]) -> Combo:
-        """A licence combination (raw assignedLicenses, states), worked out at its first user (SKUs met first
+    def combo(self, key: tuple[tuple[Licence, ...] | None, tuple[State, ...] | None]) -> Combo:
+        """A licence combination (assignedLicenses, their states), worked out at its first user (SKUs met first
         are listed first)."""
-        licences = orjson.loads(key[0])
+        licences = key[0]
         combo = self.combos[key] = Combo(licences, key[1])
         combo.tallies = [self.sku(sid) for sid in combo.held]
         if self.overlaps is not None and len(combo.held) > 1:
-            combo.redundant = self.overlaps.redundant(licences)
+            combo.redundant = self.overlaps.redundant([{"skuId": lic.skuId, "disabledPlans": lic.disabledPlans}
+                                                       for lic in licences or ()])
         combo.copilot = sorted(self.copilot_skus.intersection(combo.held))
         combo.downgrade = [sid for sid in combo.held if sid in self.downgrade_to]
         combo.error_pieces = [self._piece("group_assignment_error", self.sku(sid), sid, combo, error=err)
@@ -358,7 +363,7 @@ class Tally:
         copilot, fits = self.copilot is not None, bool(self.fits)
         out_flat = []
         for user, uid in zip(users, uids, strict=True):
-            key = (bytes(user.assignedLicenses), user.licenseAssignmentStates)
+            key = (user.assignedLicenses, user.licenseAssignmentStates)
             combo = combos.get(key) or self.combo(key)
             guest = user.userType == "Guest"
             if combo.any:
@@ -454,7 +459,7 @@ class Tally:
         if self.lines is None:
             return out
         if out is None:
-            out = UserLines(user, _iso(last) if last else None, self._last_key, self._source)
+            out = UserLines(user, _iso(last) if last else None, self.last_key, self.activity.source)
         self._out_lines.append(out.line(p, excluded or None))
         self._out_rows.append(out.row(p, excluded or None))
         return out

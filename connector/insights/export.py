@@ -8,7 +8,8 @@ import hashlib
 from typing import Any
 
 from connector.insights.lines import csv_fields
-from connector.store.contract import BLOCK_SIZE, Store
+from connector.insights.read import DERIVED_BLOCK
+from connector.store.contract import Store
 
 # The admin center's export columns the connector can fill from the snapshot, with its names and spelling
 # (Block credential: True for a blocked sign-in; Licenses: product names), then the finding's own columns.
@@ -43,14 +44,14 @@ class FindingsCsv:
 
     def write_rows(self, rows: list[str]) -> None:
         """Rows (lines.UserLines.row), one for each line of licence_findings.jsonl.gz, encoded as they come
-        (text of 4 MiB would take up to four times that as a str with non-Latin names)."""
+        (text of a block would take up to four times its size as a str with non-Latin names)."""
         if not rows:
             return
         self.records += len(rows)
         data = "".join(rows).encode("utf-8")
         self._parts.append(data)
         self._size += len(data)
-        if self._size >= BLOCK_SIZE:
+        if self._size >= DERIVED_BLOCK:
             self._flush()
 
     def finish(self) -> dict[str, Any]:

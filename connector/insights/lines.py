@@ -66,11 +66,12 @@ class UserLines:
 
     __slots__ = ("head", "evidence", "csv")
 
-    def __init__(self, user: Any, last: str | None, last_key: bytes, source: bytes):
-        self.head = (b'{"userId":' + dumps(user.id) + b',"userPrincipalName":' + dumps(user.userPrincipalName)
-                     + b',"displayName":' + dumps(user.displayName) + b",")
-        self.evidence = (b'"accountEnabled":' + dumps(user.accountEnabled) + b',"userType":' + dumps(user.userType)
-                         + b',"createdDateTime":' + dumps(user.createdDateTime) + last_key + dumps(last) + source)
+    def __init__(self, user: Any, last: str | None, last_key: str, source: str | None):
+        self.head = dumps({"userId": user.id, "userPrincipalName": user.userPrincipalName,
+                           "displayName": user.displayName})[:-1] + b","
+        self.evidence = dumps({"accountEnabled": user.accountEnabled, "userType": user.userType,
+                               "createdDateTime": user.createdDateTime, last_key: last,
+                               "activitySource": source})[1:-1] + b","
         name, upn, uid = user.displayName or "", user.userPrincipalName or "", user.id or ""
         block = "True" if user.accountEnabled is False else "False"
         if isinstance(name, str) and isinstance(upn, str) and isinstance(uid, str) and not (
@@ -81,8 +82,8 @@ class UserLines:
 
     def line(self, p: Piece, excluded: str | None) -> bytes:
         if excluded:
-            return self.head + p.middle + self.evidence + p.tail + b',"excluded":' + dumps(excluded) + b"}"
-        return self.head + p.middle + self.evidence + p.tail + b"}"
+            return b"".join((self.head, p.middle, self.evidence, p.tail, b',"excluded":', dumps(excluded), b"}"))
+        return b"".join((self.head, p.middle, self.evidence, p.tail, b"}"))
 
     def row(self, p: Piece, excluded: str | None) -> str:
         rest = p.csv_cache.get(excluded)

@@ -13,9 +13,12 @@ from typing import Any, TypeVar
 import msgspec
 import orjson
 
-from connector.store.contract import BLOCK_SIZE, Store, gzip_compressor, gzip_inflater
+from connector.store.contract import Store, gzip_compressor, gzip_inflater
 
 PIECE = 1 << 20  # derived files are compressed in pieces of about this much JSON
+# Derived files are written in blocks of about this much (a Blob block each, a few dozen a file at most): smaller
+# than the data files' 4 MiB, so that the insights' buffers stay small beside the collection's.
+DERIVED_BLOCK = 1 << 20
 T = TypeVar("T")
 SLICE = 64 << 10  # compressed bytes inflated at a time: a 4 MiB block of JSON can be 50 MiB unpacked
 
@@ -96,7 +99,7 @@ class GzLines:
         if data:
             self._pending.append(data)
             self._size += len(data)
-        if self._size >= BLOCK_SIZE or (force and self._pending):
+        if self._size >= DERIVED_BLOCK or (force and self._pending):
             block = b"".join(self._pending)
             self._pending, self._size = [], 0
             self._hash.update(block)
