@@ -365,7 +365,7 @@ class Tally:
         by_id = self.activity.by == "id"
         before = changes.load(uids) if changes else None
         earlier = changes.held if changes else []
-        combos, judge, hit, dumps = self.combos, self.judge, self._hit, orjson.dumps
+        combos, judge, hits, dumps = self.combos, self.judge, self._hits, orjson.dumps
         copilot, fits = self.copilot is not None, bool(self.fits)
         out_flat = []
         for user, uid in zip(users, uids, strict=True):
@@ -376,19 +376,17 @@ class Tally:
                 last = known(uid if by_id else (user.userPrincipalName or "").lower()) if known else None
                 cls, last, inactive, never = judge(user, last)
                 state = (cls, inactive, never, guest)
-                out = None
+                found = combo.error_pieces
                 if combo.held:
                     waste = _WASTE.get(cls)
                     pieces = combo.pieces.get((waste, guest))
                     if pieces is None:
                         pieces = combo.pieces[(waste, guest)] = self._pieces(combo, waste, guest)
-                    for p in pieces:
-                        out = hit(p, user, last, out)
                     if not waste and (combo.copilot and copilot or combo.downgrade and fits):
-                        for p in self._dynamic(combo, user):
-                            out = hit(p, user, last, out)
-                for p in combo.error_pieces:
-                    out = hit(p, user, last, out)
+                        pieces = pieces + self._dynamic(combo, user)
+                    found = pieces + found if found else pieces
+                if found:
+                    hits(user, last, found)
             else:
                 state = (None, False, False, guest)
             combo.counts[state] = combo.counts.get(state, 0) + 1
@@ -449,26 +447,28 @@ class Tally:
         return piece(code, t, sid, "info" if t.free else FINDINGS[code][0], self.product_name(sid) or t.part_number,
                      assignment, listed, combo.groups, error, status, extra)
 
-    def _hit(self, p: Piece, user: User, last: int | None, out: UserLines | None) -> UserLines | None:
-        """Count one finding about the user (or its exclusion) and write its line and CSV row."""
-        excluded = self._excluding and self.exclusions.reason(user.id, user.userPrincipalName, p.sku.sku_id,
-                                                               p.sku.part_number, p.groups)
-        if excluded:  # reported as excluded (count and line), not counted in the finding
-            self.exclusions.counts[p.key] = self.exclusions.counts.get(p.key, 0) + 1
-        else:
-            f = p.finding
-            if f is None:
-                f = p.finding = self.findings.get(p.key) or self.findings.setdefault(p.key, Finding(p.key[0], p.sku))
-            f.count += 1
-            if len(f.samples) < SAMPLE:
-                f.samples.append(user.id)
-        if self.lines is None:
-            return out
-        if out is None:
-            out = UserLines(user, _iso(last) if last else None, self.last_key, self.activity.source)
-        self._out_lines.append(out.line(p, excluded or None))
-        self._out_rows.append(out.row(p, excluded or None))
-        return out
+    def _hits(self, user: User, last: int | None, pieces: list[Piece]) -> None:
+        """Count the user's findings (or their exclusions: reported, not counted) and write their lines and rows."""
+        uid = user.id
+        lines, rows = self._out_lines, self._out_rows
+        out = None if self.lines is None else UserLines(user, _iso(last) if last else None, self.last_key,
+                                                        self.activity.source)
+        for p in pieces:
+            excluded = self._excluding and self.exclusions.reason(uid, user.userPrincipalName, p.sku.sku_id,
+                                                                   p.sku.part_number, p.groups) or None
+            if excluded:
+                self.exclusions.counts[p.key] = self.exclusions.counts.get(p.key, 0) + 1
+            else:
+                f = p.finding
+                if f is None:
+                    f = p.finding = self.findings.get(p.key) or self.findings.setdefault(p.key,
+                                                                                         Finding(p.key[0], p.sku))
+                f.count += 1
+                if len(f.samples) < SAMPLE:
+                    f.samples.append(uid)
+            if out is not None:
+                lines.append(out.line(p, excluded))
+                rows.append(out.row(p, excluded))
 
     def flush(self) -> None:
         """Add the users counted per combination and state to the totals and to their SKUs."""

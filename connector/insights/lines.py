@@ -28,7 +28,7 @@ class Piece:
     middle: bytes  # "skuId":..,"skuPartNumber":..,"code":..,"evidence":{
     tail: bytes  # "assignment":..,"groups":[..][,"error":..][,"capabilityStatus":..][,extra..]}
     csv: str  # the CSV columns after the user's: product, finding, severity, part number, SKU id, target
-    csv_cache: dict[str | None, str]  # csv + the Excluded column, per exclusion reason
+    csv_cache: dict[str | None, str]  # the row after the user's columns, per exclusion reason
     finding: Any = None  # analysis.Finding, once the first user has it
 
 
@@ -74,9 +74,8 @@ class UserLines:
                                "activitySource": source})[1:-1] + b","
         name, upn, uid = user.displayName or "", user.userPrincipalName or "", user.id or ""
         block = "True" if user.accountEnabled is False else "False"
-        if isinstance(name, str) and isinstance(upn, str) and isinstance(uid, str) and not (
-                _CSV_SPECIAL(name) or _CSV_SPECIAL(upn) or _CSV_SPECIAL(uid)):
-            self.csv = f"{name},{upn},{uid},{block}"  # what csv_fields gives, without its loop
+        if _CSV_SPECIAL(f"{name}{upn}{uid}") is None:
+            self.csv = f"{name},{upn},{uid},{block}"  # what csv_fields gives (str() of each, unquoted), faster
         else:
             self.csv = csv_fields((name, upn, uid, block))
 
@@ -88,5 +87,5 @@ class UserLines:
     def row(self, p: Piece, excluded: str | None) -> str:
         rest = p.csv_cache.get(excluded)
         if rest is None:
-            rest = p.csv_cache[excluded] = p.csv + "," + csv_fields((excluded or "",))
-        return self.csv + "," + rest + "\r\n"
+            rest = p.csv_cache[excluded] = "," + p.csv + "," + csv_fields((excluded or "",)) + "\r\n"
+        return self.csv + rest
