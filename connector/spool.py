@@ -36,7 +36,9 @@ def scratch_database(cache_kib: int = 2048) -> sqlite3.Connection:
 class KeyValueSpool:
     """str -> int or str. `keep_max=True`: putting a key again keeps the larger value (integers)."""
 
-    def __init__(self, keep_max: bool = False, memory_keys: int | None = None):
+    def __init__(self, keep_max: bool = False, memory_keys: int | None = None, expected: int | None = None):
+        """`expected`: how many keys are coming, when known (a file's record count): past `memory_keys` the
+        map starts on disk, rather than filling a dict of `memory_keys` keys first (memory it would keep)."""
         self._keep_max = keep_max
         self._memory_keys = MEMORY_KEYS if memory_keys is None else memory_keys
         self._mem: dict[str, Any] | None = {}
@@ -44,6 +46,8 @@ class KeyValueSpool:
         self._pending: list[tuple[str, Any]] = []
         conflict = "DO UPDATE SET v = max(v, excluded.v)" if keep_max else "DO UPDATE SET v = excluded.v"
         self._insert = f"INSERT INTO kv VALUES (?, ?) ON CONFLICT(k) {conflict}"
+        if expected is not None and expected > self._memory_keys:
+            self._spill()
 
     @property
     def on_disk(self) -> bool:

@@ -59,3 +59,14 @@ def test_spills_to_disk_once_past_its_memory_limit_and_keeps_every_key() -> None
         assert spool.get_many(["k0", "k10", "k19999"]) == {"k0": 0, "k10": 10, "k19999": 19999}
     finally:
         spool.close()
+
+
+def test_a_map_told_how_many_keys_are_coming_starts_on_disk_past_its_limit() -> None:
+    for expected, on_disk in ((None, False), (10, False), (11, True)):
+        spool = KeyValueSpool(memory_keys=10, expected=expected)
+        try:
+            assert spool.on_disk is on_disk
+            spool.put_many([(f"k{i}", i) for i in range(12)])
+            assert spool.on_disk and spool.get_many(["k0", "k11", "x"]) == {"k0": 0, "k11": 11}
+        finally:
+            spool.close()

@@ -150,17 +150,18 @@ class Activity:
             self.spool.close()
 
 
-def sign_in_activity(store: Store, relpath: str) -> Activity:
-    spool = KeyValueSpool()
+def sign_in_activity(store: Store, relpath: str, expected: int | None = None) -> Activity:
+    """Last successful sign-in per user id, from a file of `expected` records (the manifest's count)."""
+    spool = KeyValueSpool(expected=expected)
     for batch in batches(store, relpath, SignInUser):
         spool.put_many([(rec.id, last_successful(rec.signInActivity)) for rec in batch])
     return Activity("signInActivity", "id", spool)
 
 
-def report_activity(store: Store, relpath: str) -> Activity:
+def report_activity(store: Store, relpath: str, expected: int | None = None) -> Activity:
     """getOffice365ActiveUserDetail: the latest of the per-workload last activity dates, keyed by UPN. Reports
     know activity, not sign-ins: "never" cannot be told from "long ago", so no user is NEVER here."""
-    spool = KeyValueSpool(keep_max=True)  # a UPN listed twice keeps its latest activity
+    spool = KeyValueSpool(keep_max=True, expected=expected)  # a UPN listed twice keeps its latest activity
     for rec in records(store, relpath):
         stamps = [epoch(v) for k, v in rec.items() if k.endswith("LastActivityDate") or k == "lastActivityDate"]
         best = max((s for s in stamps if s is not None), default=None)
@@ -560,11 +561,12 @@ class FlatUser(msgspec.Struct, gc=False):
     skuIds: tuple[str, ...]
 
 
-def previous_assignments(store: Store, relpath: str, flat: bool) -> tuple[KeyValueSpool, list[tuple[str, ...]]]:
+def previous_assignments(store: Store, relpath: str, flat: bool, expected: int | None = None
+                         ) -> tuple[KeyValueSpool, list[tuple[str, ...]]]:
     """user id -> SKU ids held in an earlier run: a spool of user id -> the index of its SKU ids in the list
     returned with it (users share few combinations: a small integer a user, not a string), from the run's
     user_licences file (`flat`, a few bytes a user) or, for runs without one, from its users file."""
-    spool, held, index = KeyValueSpool(), [], {}
+    spool, held, index = KeyValueSpool(expected=expected), [], {}
 
     def number(skus: tuple[str, ...]) -> int:
         i = index.get(skus)
