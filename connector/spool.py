@@ -11,7 +11,7 @@ lookups are made a chunk of keys at a time, so a key costs a few microseconds.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 MEMORY_KEYS = 250_000  # keys held in memory before the map spills to disk
@@ -36,7 +36,9 @@ def scratch_database(cache_kib: int = 2048) -> sqlite3.Connection:
 class KeyValueSpool:
     """str -> int or str. `keep_max=True`: putting a key again keeps the larger value (integers)."""
 
-    def __init__(self, keep_max: bool = False, memory_keys: int | None = None):
+    def __init__(self, keep_max: bool = False, memory_keys: int | None = None, expected: int | None = None):
+        """`expected`: how many keys are coming, when known (a file's record count): past `memory_keys` the
+        map starts on disk, rather than filling a dict of `memory_keys` keys first (memory it would keep)."""
         self._keep_max = keep_max
         self._memory_keys = MEMORY_KEYS if memory_keys is None else memory_keys
         self._mem: dict[str, Any] | None = {}
@@ -44,6 +46,8 @@ class KeyValueSpool:
         self._pending: list[tuple[str, Any]] = []
         conflict = "DO UPDATE SET v = max(v, excluded.v)" if keep_max else "DO UPDATE SET v = excluded.v"
         self._insert = f"INSERT INTO kv VALUES (?, ?) ON CONFLICT(k) {conflict}"
+        if expected is not None and expected > self._memory_keys:
+            self._spill()
 
     @property
     def on_disk(self) -> bool:
@@ -64,6 +68,15 @@ class KeyValueSpool:
         if len(mem) > self._memory_keys:
             self._spill()
 
+    def put_many(self, items: list[tuple[str, Any]]) -> None:
+        """put() each item, in order."""
+        mem = self._mem
+        if mem is not None and not self._keep_max and len(mem) + len(items) <= self._memory_keys:
+            mem.update(items)
+            return
+        for key, value in items:
+            self.put(key, value)
+
     def _spill(self) -> None:
         db = scratch_database()
         db.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v) WITHOUT ROWID")
@@ -77,11 +90,12 @@ class KeyValueSpool:
             self._db.executemany(self._insert, self._pending)
             self._pending = []
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        """The values of those keys that are present."""
+    def get_many(self, keys: Iterable[str], whole: bool = False) -> Mapping[str, Any]:
+        """The values of those keys that are present (`whole`: or more; in memory, the map itself, not a copy:
+        read it before the next put or delete)."""
         mem = self._mem
         if mem is not None:
-            return {k: mem[k] for k in keys if k in mem}
+            return mem if whole else {k: mem[k] for k in keys if k in mem}
         self._flush()
         wanted = [k for k in dict.fromkeys(keys) if k is not None]
         found: dict[str, Any] = {}

@@ -9,13 +9,18 @@ import pytest
 from connector.spool import KeyValueSpool
 
 
-def _fill(spool: KeyValueSpool, pairs: list[tuple[str, int]]) -> None:
+def _fill(spool: KeyValueSpool, pairs: list[tuple[str, int]], bulk: bool = False) -> None:
+    if bulk:  # put_many in batches, as the insights put a decoded slice of records
+        for i in range(0, len(pairs), 300):
+            spool.put_many(pairs[i:i + 300])
+        return
     for k, v in pairs:
         spool.put(k, v)
 
 
-@pytest.mark.parametrize("memory_keys", [1_000_000, 50])
-def test_put_get_delete_values_len_agree_with_a_dict(memory_keys: int) -> None:
+@pytest.mark.parametrize("bulk", [False, True], ids=["put", "put_many"])
+@pytest.mark.parametrize("memory_keys", [1_000_000, 50, 1_000])
+def test_put_get_delete_values_len_agree_with_a_dict(memory_keys: int, bulk: bool) -> None:
     rng = random.Random(7)
     pairs = [(f"user-{rng.randrange(400)}", rng.randrange(10_000)) for _ in range(2_000)]
     plain, keep_max = {}, {}
@@ -25,11 +30,13 @@ def test_put_get_delete_values_len_agree_with_a_dict(memory_keys: int) -> None:
     for keep, expected in ((False, plain), (True, keep_max)):
         spool = KeyValueSpool(keep_max=keep, memory_keys=memory_keys)
         try:
-            _fill(spool, pairs)
+            _fill(spool, pairs, bulk)
             assert spool.on_disk is (memory_keys < len(expected))
             assert len(spool) == len(expected)
             wanted = [*rng.sample(sorted(expected), 100), "absent", "user-1"]
             assert spool.get_many(wanted) == {k: expected[k] for k in wanted if k in expected}
+            whole = spool.get_many(wanted, whole=True)  # in memory: the map itself; on disk: those found
+            assert {k: whole[k] for k in wanted if k in whole} == {k: expected[k] for k in wanted if k in expected}
             gone = rng.sample(sorted(expected), 150)
             spool.delete_many(gone)
             left = {k: v for k, v in expected.items() if k not in gone}
@@ -52,3 +59,14 @@ def test_spills_to_disk_once_past_its_memory_limit_and_keeps_every_key() -> None
         assert spool.get_many(["k0", "k10", "k19999"]) == {"k0": 0, "k10": 10, "k19999": 19999}
     finally:
         spool.close()
+
+
+def test_a_map_told_how_many_keys_are_coming_starts_on_disk_past_its_limit() -> None:
+    for expected, on_disk in ((None, False), (10, False), (11, True)):
+        spool = KeyValueSpool(memory_keys=10, expected=expected)
+        try:
+            assert spool.on_disk is on_disk
+            spool.put_many([(f"k{i}", i) for i in range(12)])
+            assert spool.on_disk and spool.get_many(["k0", "k11", "x"]) == {"k0": 0, "k11": 11}
+        finally:
+            spool.close()

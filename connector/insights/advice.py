@@ -48,12 +48,13 @@ class Exclusions:
     def sku(self, sku_id: str, part_number: str) -> bool:
         return sku_id in self.skus or part_number.lower() in self.skus
 
-    def reason(self, user: dict[str, Any], sku_id: str, part_number: str, groups: list[str] | None) -> str | None:
-        """Why a finding about this user and SKU is excluded, or None."""
+    def reason(self, user_id: str | None, upn: str | None, sku_id: str, part_number: str,
+               groups: list[str] | None) -> str | None:
+        """Why a finding about this user (id, userPrincipalName) and SKU is excluded, or None."""
         if self.sku(sku_id, part_number):
             return f"sku:{part_number}"
-        uid = (user.get("id") or "").lower()
-        if uid in self.users or (user.get("userPrincipalName") or "").lower() in self.users:
+        uid = (user_id or "").lower()
+        if uid in self.users or (upn or "").lower() in self.users:
             return "user"
         if self.group_ids:
             hit = next((g for g in groups or () if g.lower() in self.group_ids), None)

@@ -86,10 +86,10 @@ def _activity(store: Store, prefix: str, datasets: dict[str, Any]) -> tuple[Acti
     why_not = ("not selected" if sia is None else
                f"{sia.get('status')}: " + "; ".join(w.get("message", "") for w in sia.get("warnings") or [])[:300])
     if _usable(sia):
-        return sign_in_activity(store, f"{prefix}/{sia['file']}"), {"signInActivity": True}
+        return sign_in_activity(store, f"{prefix}/{sia['file']}", sia.get("records")), {"signInActivity": True}
     facts: dict[str, Any] = {"signInActivity": False, "signInActivityUnavailable": why_not.rstrip(": ")}
     if _usable(report) and report.get("concealed") is False:
-        act = report_activity(store, f"{prefix}/{report['file']}")
+        act = report_activity(store, f"{prefix}/{report['file']}", report.get("records"))
         return act, {**facts, "usageReports": "visible"}
     facts["usageReports"] = ("concealed" if _usable(report) and report.get("concealed") else
                              "empty" if _usable(report) else "absent")
@@ -181,7 +181,8 @@ def _changes(store: Store, manifest: dict[str, Any], previous: tuple[str, dict[s
         return None, None, f"the previous run {run_id} used another domain filter (M365_DOMAINS)"
     prefix = run_prefix(prev["tenantId"], run_id)
     flat = USER_LICENCES_FILE in ((prev.get("insights") or {}).get("files") or {})
-    before = previous_assignments(store, f"{prefix}/{USER_LICENCES_FILE if flat else users['file']}", flat)
+    before = previous_assignments(store, f"{prefix}/{USER_LICENCES_FILE if flat else users['file']}", flat,
+                                  users.get("records"))  # user_licences has a line per user of the users file
     return Changes(before), {"runId": run_id, "startedAt": prev.get("startedAt"),
                              "skus": list(records(store, f"{prefix}/{skus['file']}"))}, None
 
@@ -464,13 +465,13 @@ def _compute(store: Store, manifest: dict[str, Any], settings: Any, prices: Pric
     subs, _sub_records, exclusions, downgrade, copilot = advice
     lines = GzLines(store, f"{prefix}/{FINDINGS_FILE}")
     flat = GzLines(store, f"{prefix}/{USER_LICENCES_FILE}")
-    table = FindingsCsv(store, f"{prefix}/{CSV_FILE}", names.name)
+    table = FindingsCsv(store, f"{prefix}/{CSV_FILE}")
     tally = Tally(sku_records, started=epoch(manifest["startedAt"]) or int(time.time()),
                   inactive_days=settings.inactive_days, activity=activity, group_names=group_names, lines=lines,
                   billed=lambda t: is_billed(t, subs, prices),
                   free=lambda t: free_reason(t.part_number, prices) is not None,
                   overlaps=_overlaps(sku_records, subs, prices), exclusions=exclusions,
-                  downgrades=downgrade[0], csv=table, copilot=copilot[0])
+                  downgrades=downgrade[0], csv=table, copilot=copilot[0], product_name=names.name)
     try:  # nothing becomes visible unless every file is complete
         count_users(store, f"{prefix}/{datasets['users']['file']}", tally, changes, flat)
         tally.seat_findings()

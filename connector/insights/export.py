@@ -4,13 +4,12 @@ and why; the file is written as the users stream by, beside licence_findings.jso
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-from collections.abc import Callable
 from typing import Any
 
-from connector.store.contract import BLOCK_SIZE, Store
+from connector.insights.lines import csv_fields
+from connector.insights.read import DERIVED_BLOCK
+from connector.store.contract import Store
 
 # The admin center's export columns the connector can fill from the snapshot, with its names and spelling
 # (Block credential: True for a blocked sign-in; Licenses: product names), then the finding's own columns.
@@ -23,16 +22,14 @@ BOM = b"\xef\xbb\xbf"  # UTF-8 with a byte order mark, as Microsoft's report CSV
 class FindingsCsv:
     """Writes the findings CSV to the store in blocks; counts, sizes and hashes as it goes."""
 
-    def __init__(self, store: Store, relpath: str, product_name: Callable[[str], str | None]):
+    def __init__(self, store: Store, relpath: str):
         self._sink = store.sink(relpath)
-        self._name = product_name
         self._hash = hashlib.sha256()
-        self._text = io.StringIO()
-        self._writer = csv.writer(self._text, lineterminator="\r\n")
         self.records = 0
         self.bytes = 0
         self._put(BOM)
-        self._writer.writerow(COLUMNS)
+        self._parts = [(csv_fields(COLUMNS) + "\r\n").encode()]  # encoded rows not yet written
+        self._size = 0
 
     def _put(self, data: bytes) -> None:
         self._hash.update(data)
@@ -40,23 +37,21 @@ class FindingsCsv:
         self._sink.put(data)
 
     def _flush(self) -> None:
-        data = self._text.getvalue().encode("utf-8")
+        data = b"".join(self._parts)
         if data:
             self._put(data)
-        self._text.seek(0)
-        self._text.truncate()
+        self._parts, self._size = [], 0
 
-    def write(self, line: dict[str, Any], severity: str) -> None:
-        """One line of licence_findings.jsonl.gz."""
-        evidence = line.get("evidence") or {}
-        self.records += 1
-        self._writer.writerow((
-            line.get("displayName") or "", line.get("userPrincipalName") or "", line.get("userId") or "",
-            "True" if evidence.get("accountEnabled") is False else "False",
-            self._name(line["skuId"]) or line["skuPartNumber"],
-            line["code"], severity, line["skuPartNumber"], line["skuId"], evidence.get("downgradeTo") or "",
-            line.get("excluded") or ""))
-        if self._text.tell() >= BLOCK_SIZE:
+    def write_rows(self, rows: list[str]) -> None:
+        """Rows (lines.UserLines.row), one for each line of licence_findings.jsonl.gz, encoded as they come
+        (text of a block would take up to four times its size as a str with non-Latin names)."""
+        if not rows:
+            return
+        self.records += len(rows)
+        data = "".join(rows).encode("utf-8")
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size >= DERIVED_BLOCK:
             self._flush()
 
     def finish(self) -> dict[str, Any]:

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 import orjson
 
-from connector.store.contract import BLOCK_SIZE, Store, gzip_compressor, gzip_inflater
+from connector.store.contract import Store, gzip_compressor, gzip_inflater
 
 PIECE = 1 << 20  # derived files are compressed in pieces of about this much JSON
+# Derived files are written in blocks of about this much (a Blob block each, a few dozen a file at most): smaller
+# than the data files' 4 MiB, so that the insights' buffers stay small beside the collection's.
+DERIVED_BLOCK = 1 << 20
+T = TypeVar("T")
 SLICE = 64 << 10  # compressed bytes inflated at a time: a 4 MiB block of JSON can be 50 MiB unpacked
 
 
@@ -57,6 +62,24 @@ def records(store: Store, relpath: str, skip: bytes | None = None) -> Iterator[d
             yield loads(line)
 
 
+def batches(store: Store, relpath: str, kind: type[T]) -> Iterator[list[T]]:
+    """Records of a gzip JSON Lines file in the store as msgspec Structs of `kind`, streamed a few hundred at a
+    time: only the fields `kind` declares are built (msgspec skips the others without making objects of them),
+    and the lines are decoded where they were inflated, without a bytes object each."""
+    decode = msgspec.json.Decoder(kind).decode_lines
+    inflate = gzip_inflater()
+    rest = b""
+    for block in store.read_chunks(relpath):
+        view = memoryview(block)
+        for start in range(0, len(view), SLICE):
+            data = rest + inflate.decompress(view[start:start + SLICE])
+            end = data.rfind(b"\n") + 1
+            if end:
+                yield decode(memoryview(data)[:end])
+            rest = data[end:]
+    yield decode(rest + inflate.flush())
+
+
 class GzLines:
     """Writes records to the store as gzip JSON Lines in blocks; counts, sizes and hashes as it goes."""
 
@@ -76,7 +99,7 @@ class GzLines:
         if data:
             self._pending.append(data)
             self._size += len(data)
-        if self._size >= BLOCK_SIZE or (force and self._pending):
+        if self._size >= DERIVED_BLOCK or (force and self._pending):
             block = b"".join(self._pending)
             self._pending, self._size = [], 0
             self._hash.update(block)
@@ -93,6 +116,20 @@ class GzLines:
         self._lines_size += len(line) + 1
         if self._lines_size >= PIECE:
             self._deflate()
+
+    def write_lines(self, lines: list[bytes]) -> None:
+        """Records already serialised as lines of compact JSON (no newline), in one call; compressed in the same
+        pieces as line by line (the compressor's output depends on them)."""
+        self.records += len(lines)
+        pending, size = self._lines, self._lines_size
+        for line in lines:
+            pending.append(line)
+            size += len(line) + 1
+            if size >= PIECE:
+                self._lines_size = size
+                self._deflate()
+                pending, size = self._lines, 0
+        self._lines_size = size
 
     def _deflate(self) -> None:
         if self._lines:
