@@ -2,31 +2,10 @@
 // blocked, and prints what the page shows as JSON: totals, SKU table cells, findings, chart marks and their
 // rendered sizes, page errors and every request the page tried to make.
 // Usage: node read_report.mjs <path to report.html> <fresh user-data-dir> <playwright-core dir>
-import path from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { openOffline } from './offline_page.mjs';
 
 const [reportPath, userDataDir, playwrightDir] = process.argv.slice(2);
-const { chromium } = await import(pathToFileURL(path.join(playwrightDir, 'index.mjs')).href);
-
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  offline: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-         '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-default-apps'],
-});
-const requests = [];
-const errors = [];
-await context.route('**/*', (route) => {
-  const url = route.request().url();
-  requests.push(url);
-  return url.startsWith('file:') ? route.continue() : route.abort();
-});
-const page = await context.newPage();
-page.on('pageerror', (e) => errors.push(String(e)));
-page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
-const target = pathToFileURL(reportPath).href;
-await page.goto(target, { waitUntil: 'load' });
+const { context, page, requests, errors, target } = await openOffline(reportPath, userDataDir, playwrightDir);
 
 const shown = await page.evaluate(() => {
   const text = (el) => (el ? el.textContent.trim() : null);
