@@ -885,3 +885,17 @@ def test_property_every_published_run_matches_its_manifest_under_random_faults(s
     assert store.list(f"tenants/{tid}/in-progress/") == []
     check_invariants(store, tid, seen)
     assert [n for n in _leftovers(env, store) if "/latest/" in n or "/in-progress/" in n] == [], "\n".join(log)
+
+
+def test_instances_preparing_one_container_at_once_all_succeed(azurite):
+    """Several Function instances start together and each proves the container writable: no probe of one may be
+    deleted by another (it was one shared name, and the loser's delete failed with BlobNotFound)."""
+    from connector.store.blob import BlobStore
+
+    container = f"p{uuid.uuid4().hex[:12]}"
+    stores = [BlobStore(container, connection_string=azurite.connection_string) for _ in range(8)]
+    stores[0].prepare()  # the container exists; the race is on the probe
+    for _ in range(5):
+        with ThreadPoolExecutor(len(stores)) as pool:
+            list(pool.map(lambda store: store.prepare(), stores))
+    assert not [b for b in stores[0].container.list_blob_names()]  # every probe cleaned up

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import itertools
 import socket
+import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -137,10 +138,13 @@ class BlobStore:
     def prepare(self) -> None:
         """Create the container if needed and prove a blob can be written there: a destination that cannot
         be written fails the run before any Graph request is spent."""
+        # A name of its own: Function instances started together prepare at once, and one's delete must not
+        # take away the other's probe (BlobNotFound would fail a run whose destination is fine).
+        probe = f"{PROBE_NAME}-{uuid.uuid4().hex}"
         try:
             self._ensure()
-            self.container.upload_blob(PROBE_NAME, b"probe", overwrite=True)
-            self.container.delete_blob(PROBE_NAME)
+            self.container.upload_blob(probe, b"probe", overwrite=True)
+            self.container.delete_blob(probe)
         except Exception as exc:
             raise self.explain(exc) from exc
 
