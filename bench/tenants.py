@@ -50,7 +50,8 @@ def worker_loop() -> None:
                                                message_decode_policy=TextBase64DecodePolicy())
     done, idle_since = 0, time.monotonic()
     while time.monotonic() - idle_since < 5:
-        messages = list(queue.receive_messages(max_messages=1, visibility_timeout=600))
+        # Longer than any run here: the Functions host keeps a message invisible while its invocation runs.
+        messages = list(queue.receive_messages(max_messages=1, visibility_timeout=3600))
         if not messages:
             time.sleep(0.2)
             continue

@@ -251,3 +251,73 @@ def test_the_simulator_counts_an_app_across_tenants(monkeypatch: pytest.MonkeyPa
     assert caught.value.status == 429 and "Application/" in caught.value.headers["x-ms-throttle-scope"]
     alone = Limits(SimulatorState(TenantSpec(users=10, seed=3)))  # another app: its own budget
     alone.sign_in_activity()
+
+
+class _DroppingProxy:
+    """A TCP proxy in front of Azurite's Table service that closes its first `drop` connections at once: a table
+    that fails transiently (as one timed out under load in bench/tenants.py), then answers again."""
+
+    def __init__(self, target_port: int, drop: int):
+        import socket
+
+        self.target, self.drop = target_port, drop
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.accepted = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            if self.accepted <= self.drop:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: Any, sink: Any) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(2)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.mark.parametrize("patience", [0.0, 30.0])
+def test_a_table_that_fails_for_a_moment_is_waited_out_once_it_was_reachable(azurite: Any, patience: float) -> None:
+    """Past the preflight (patience 0: a wrong setting fails at once), a run's ledger reads go on through a
+    transient failure instead of failing the dataset waiting on them."""
+    name = f"ledger{time.time_ns()}"
+    rows = TableRows(connection_string=azurite.connection_string, table=name)
+    rows.read("app/app_any")  # the table exists
+    proxy = _DroppingProxy(azurite.table_port, drop=6)  # more than the SDK's own three attempts
+    try:
+        flaky = TableRows(connection_string=azurite.connection_string.replace(
+            f":{azurite.table_port}/", f":{proxy.port}/"), table=name)
+        flaky._ensured = True
+        flaky.patience = patience
+        if not patience:
+            with pytest.raises(DestinationError, match="SNAPSHOT_CONNECTION_STRING"):
+                flaky.read("app/app_any")
+        else:
+            assert flaky.read("app/app_any") == (None, None)  # no row yet: read through the failures
+            assert proxy.accepted > 6
+    finally:
+        proxy.close()

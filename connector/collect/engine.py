@@ -34,6 +34,9 @@ from connector.store.contract import JsonlGzWriter, Store, write_json
 from connector.store.publish import Publication, run_prefix
 
 log = logging.getLogger("m365_connector")
+# Seconds the quota ledger's table may fail transiently during a run before the request waiting on it fails
+# (connector/store/quota_rows.py); the run's own time limits bound it as well.
+LEDGER_PATIENCE = 300.0
 
 def new_run_id(now: datetime | None = None) -> str:
     """Sorts by time: 20261122T020000Z-3f9a1c."""
@@ -333,6 +336,8 @@ class Run:
                             rows, ledger_place(self.settings))
         ledger = budget.ledger
         ledger.rows.read(ledger.key("app_any"))  # DestinationError naming the setting when it cannot be reached
+        if hasattr(ledger.rows, "patience"):  # reachable: from now on a transient failure is waited out
+            ledger.rows.patience = LEDGER_PATIENCE
         return budget
 
     async def _estimate(self) -> None:

@@ -10,8 +10,10 @@ at worst lets one window's leases be granted again.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +24,8 @@ import orjson
 
 from connector.config import Settings
 from connector.store.contract import DestinationError
+
+log = logging.getLogger("m365_connector")
 
 TABLE = "m365quotaledger"
 
@@ -122,6 +126,29 @@ class TableRows:
         self._table_name = table
         self._ensured = False
         self.requests = 0
+        # Seconds a read or write keeps trying through transient failures (_patiently); the engine sets it once its
+        # preflight read has shown the table reachable, so a wrong setting still fails at once.
+        self.patience = 0.0
+
+    def _patiently(self, call: Any) -> Any:
+        """`call()`, again after a transient failure (timeout, broken connection, 408/429/5xx) for up to `patience`
+        seconds: a run waiting for a lease must not fail because the Table hiccuped (one timed out under load in
+        bench/tenants.py and failed a 100,000-user tenant's sign-in listing). 0 (the preflight): at once."""
+        from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+
+        began, pause = time.monotonic(), 0.5
+        while True:
+            try:
+                return call()
+            except (ServiceRequestError, ServiceResponseError, HttpResponseError) as exc:
+                status = getattr(exc, "status_code", None)
+                transient = not isinstance(exc, HttpResponseError) or status in (408, 429, 500, 502, 503, 504)
+                if not transient or time.monotonic() - began + pause > self.patience:
+                    raise
+                log.warning("the quota ledger's table did not answer (%s); trying again in %.1f s",
+                            type(exc).__name__, pause)
+                time.sleep(pause)
+                pause = min(15.0, pause * 2)
 
     def _unreachable(self, exc: Exception) -> DestinationError:
         return DestinationError(self.setting, f"the quota ledger's table {self.location} cannot be used "
@@ -148,7 +175,7 @@ class TableRows:
         try:
             self._ensure()
             self.requests += 1
-            entity = self.table.get_entity(_safe(app), _safe(quota))
+            entity = self._patiently(lambda: self.table.get_entity(_safe(app), _safe(quota)))
         except ResourceNotFoundError:
             return None, None
         except AzureError as exc:
@@ -166,10 +193,10 @@ class TableRows:
         try:
             self.requests += 1
             if version is None:
-                self.table.create_entity(entity)
+                self._patiently(lambda: self.table.create_entity(entity))
             else:
-                self.table.update_entity(entity, mode=UpdateMode.REPLACE, etag=version,
-                                         match_condition=MatchConditions.IfNotModified)
+                self._patiently(lambda: self.table.update_entity(entity, mode=UpdateMode.REPLACE, etag=version,
+                                                                 match_condition=MatchConditions.IfNotModified))
         except (ResourceExistsError, ResourceModifiedError):
             return False  # another process wrote first: the ledger reads again
         except AzureError as exc:
