@@ -285,9 +285,12 @@ def test_throttled_batch_items_and_pages_are_retried_and_nothing_is_lost(sim, en
     assert manifest["status"] == "succeeded", manifest["warnings"]
     for name in (*NEW, "group_members"):
         assert collected(store, manifest, name) == expected(sim, name), name
-    for name in FAN_OUT:
-        entry = manifest["datasets"][name]
-        assert entry["throttled"] > 0 and entry["retries"] >= entry["throttled"], name
+    # The 429s are drawn at random (15% of requests): a dataset of few requests may draw none, so they are
+    # required across the fan-out datasets, and every one of them retried.
+    entries = [manifest["datasets"][name] for name in FAN_OUT]
+    assert sum(e["throttled"] for e in entries) > 0
+    for name, entry in zip(FAN_OUT, entries, strict=True):
+        assert entry["retries"] >= entry["throttled"], name
 
 
 # -- the simulator keeps Graph's documented behaviour ------------------------------------------------------------
