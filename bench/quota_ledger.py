@@ -17,9 +17,7 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -32,30 +30,7 @@ sys.path.insert(0, str(ROOT))
 from connector.catalog.quotas import DEFAULTS  # noqa: E402
 from connector.graph.ledger import AppBudget, Ledger  # noqa: E402
 from connector.store.quota_rows import TableRows  # noqa: E402
-
-ACCOUNT = "devstoreaccount1"
-KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-
-
-def azurite() -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    binary = ROOT / ".tools" / "node_modules" / ".bin" / "azurite-table"
-    proc = subprocess.Popen([str(binary), "--silent", "--inMemoryPersistence", "--disableTelemetry",
-                             "--skipApiVersionCheck", "--tableHost", "127.0.0.1", "--tablePort", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.time() > deadline:
-                raise RuntimeError("Azurite's Table service did not start") from None
-            time.sleep(0.1)
-    return proc, (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
-                  f"TableEndpoint=http://127.0.0.1:{port}/{ACCOUNT};")
+from tests.conftest import Azurite  # noqa: E402  (the tests' own Azurite: Blob, Queue and Table)
 
 
 def sign_in_worker(where: str, app: str, scale: float, tenants: dict[str, int], latency: float, out: Any) -> None:
@@ -175,13 +150,12 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=60.0)
     parser.add_argument("--bulk-seconds", type=float, default=5.0)
     args = parser.parse_args()
-    proc, where = azurite()
+    storage = Azurite()
     try:
-        sign_in_fan_out(where, args.processes, args.small, args.big, args.scale)
-        bulk(where, args.processes, args.bulk_seconds)
+        sign_in_fan_out(storage.connection_string, args.processes, args.small, args.big, args.scale)
+        bulk(storage.connection_string, args.processes, args.bulk_seconds)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        storage.stop()
 
 
 if __name__ == "__main__":
