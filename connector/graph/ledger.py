@@ -39,11 +39,12 @@ from connector.catalog.quotas import DEFAULTS, Quota
 from connector.graph.pacer import MARGIN, SLACK
 
 # A lease may be spent during this share of its quota's window after its start (at least HOLD_MIN seconds): long
-# enough for a process to wake and send, short, since every lease is counted for the whole of it: 2% of the
-# sign-in quota's rate (1.2 s of 60). Quotas of more than BIG units a window are far beyond what a deployment
-# sends (130,000 requests per 10 s): their leases last a whole window, so a process asks the ledger about
-# once a window, at the price of counting them at half their documented rate.
-HOLD = 0.02
+# enough for a process to wake and send, short, since every lease is counted for the whole of it: 1% of the
+# sign-in quota's rate (0.6 s of 60; a holder that misses it asks again, bench/quota_ledger.py counts how
+# often). Quotas of more than BIG units a window are far beyond what a deployment sends (130,000 requests per
+# 10 s): their leases last a whole window, so a process asks the ledger about once a window, at the price of
+# counting them at half their documented rate.
+HOLD = 0.01
 HOLD_BIG = 1.0
 BIG = 10000
 HOLD_MIN = 0.05

@@ -28,8 +28,10 @@ from connector.catalog.quotas import DEFAULTS, IDENTITY_BY_SIZE, Quota
 # at its answer (Pacer.settle), the latest it can have arrived, so a request held up on its way cannot put
 # the next window's first request into this one. A window is also stretched by this share plus a slack of
 # SLACK seconds (scaled with scaled quotas), which grows by SLACK_STEP with every 429 the bucket still gets
-# (up to SLACK_MAX, or a tenth of the window), for clocks and answers that disagree all the same.
-MARGIN = 0.01
+# (up to SLACK_MAX, or a tenth of the window), for clocks and answers that disagree all the same. The share is
+# small: clocks drift by parts per million, and counting at the answer already covers a request's way there; at
+# 1% it cost a 10-a-minute chain 1% of its pages for nothing (docs/performance.md, "Results on Graph's terms").
+MARGIN = 0.001
 SLACK = 0.05
 SLACK_STEP = 0.1
 SLACK_MAX = 1.0
