@@ -494,8 +494,18 @@ def test_two_spellings_of_one_tenant_never_collect_at_once(sim, tmp_path):
 
 # -- item 8: disk full during the latest/ copy ------------------------------------------------------------------
 
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "connector", "run", *args], cwd=ROOT, env=env, capture_output=True,
+# A file system without hard links (as some network shares are): latest/ is then a real copy of each file.
+_NO_LINKS = ("import errno, os, runpy, sys\n"
+             "def refuse(*_a, **_k):\n"
+             "    raise OSError(errno.EPERM, 'Operation not permitted')\n"
+             "os.link = refuse\n"
+             "sys.argv = ['connector', *sys.argv[1:]]\n"
+             "runpy.run_module('connector', run_name='__main__')\n")
+
+
+def _cli(env: dict[str, str], *args: str, links: bool = True) -> subprocess.CompletedProcess:
+    command = ["-m", "connector"] if links else ["-c", _NO_LINKS]
+    return subprocess.run([sys.executable, *command, "run", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=180)
 
 
@@ -527,11 +537,12 @@ def test_a_full_disk_during_the_latest_copy_is_said_and_latest_stays_whole(sim, 
     tid, store = first["tenantId"], LocalStore(small_disk / "out")
     page = os.statvfs(small_disk).f_frsize
     on_disk = sum(-(-e["bytes"] // page) * page for e in first["files"]) + 8 * page  # + manifest, marker, lock
-    # Leave room for the next run's own files but not for their copies in latest/ as well.
+    # Leave room for the next run's own files but not for their copies in latest/ as well (a file system
+    # without hard links: with them, latest/ takes no room of its own).
     free = os.statvfs(small_disk).f_bavail * page
     ballast = small_disk / "ballast"
     ballast.write_bytes(b"\0" * max(0, free - on_disk - on_disk // 2))
-    second = _cli(env, "--json")
+    second = _cli(env, "--json", links=False)
     assert second.returncode == 5, second.stdout[-1000:] + second.stderr[-2000:]
     result = json.loads(second.stdout)
     assert result["status"] == "succeeded"

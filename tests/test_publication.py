@@ -278,3 +278,32 @@ def test_a_full_disk_leaves_no_partial_files(sim, sim_env, tmp_path):
         assert {p.name for p in manifests[0].parent.iterdir()} == {"manifest.json", "organization.jsonl.gz"}
     else:  # not even the manifest fitted: nothing of the run stays
         assert not [p for p in files if p.suffix == ".gz"]
+
+
+def test_a_local_latest_folder_links_the_run_files_and_copies_where_links_fail(tmp_path, monkeypatch):
+    """A folder destination's latest/ holds the run's files without a second copy on disk (hard links: files are
+    never changed once written); on a file system without hard links it copies them, with the same bytes."""
+    store = LocalStore(str(tmp_path))
+    store.write_bytes("tenants/t/runs/r1/users.jsonl.gz", b"one run's bytes")
+    staged = store.stage_copy("tenants/t/runs/r1/users.jsonl.gz", "tenants/t/latest/users.jsonl.gz")
+    assert not (tmp_path / "tenants/t/latest/users.jsonl.gz").exists()  # invisible until committed
+    staged.commit()
+    run_file, latest = tmp_path / "tenants/t/runs/r1/users.jsonl.gz", tmp_path / "tenants/t/latest/users.jsonl.gz"
+    assert os.path.samefile(run_file, latest) and latest.read_bytes() == b"one run's bytes"
+
+    def no_links(*_args):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    store.write_bytes("tenants/t/runs/r2/users.jsonl.gz", b"the next run's bytes")
+    store.stage_copy("tenants/t/runs/r2/users.jsonl.gz", "tenants/t/latest/users.jsonl.gz").commit()
+    assert latest.read_bytes() == b"the next run's bytes"
+    assert not os.path.samefile(tmp_path / "tenants/t/runs/r2/users.jsonl.gz", latest)
+    assert run_file.read_bytes() == b"one run's bytes"  # the earlier run's file is untouched by the replacement
+    assert not list((tmp_path / "tenants/t/latest").glob(".*.partial"))
+    # Published again (a redelivery finishing latest/): both names are already one file; nothing is left behind.
+    monkeypatch.undo()
+    for _ in range(2):
+        store.stage_copy("tenants/t/runs/r2/users.jsonl.gz", "tenants/t/latest/users.jsonl.gz").commit()
+    assert os.path.samefile(tmp_path / "tenants/t/runs/r2/users.jsonl.gz", latest)
+    assert not list((tmp_path / "tenants/t/latest").glob(".*.partial"))

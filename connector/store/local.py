@@ -68,22 +68,32 @@ def _write_whole(path: Path, data: bytes) -> Path:
 
 
 class _StagedCopy:
-    """A copy written beside its target and renamed over it at commit (the sink contract without put())."""
+    """A copy written beside its target and renamed over it at commit (the sink contract without put()).
+
+    Files in the store are never changed once written (every write is a new file renamed into place), so the
+    copy is a hard link where the file system allows one: latest/ then costs neither a second copy of every
+    file on disk nor the time to write and fsync it (about a second at 100,000 users, ten at 1,000,000)."""
 
     def __init__(self, src: Path, dst: Path):
         dst.parent.mkdir(parents=True, exist_ok=True)
         self._final = dst
         self._tmp = _temporary(dst)
         try:
-            shutil.copyfile(src, self._tmp)
-            with open(self._tmp, "rb") as fh:
-                os.fsync(fh.fileno())
+            try:
+                os.link(src, self._tmp)
+            except OSError:  # another file system, or one without hard links: a real copy
+                shutil.copyfile(src, self._tmp)
+                with open(self._tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
         except BaseException:
             self._tmp.unlink(missing_ok=True)
             raise
 
     def commit(self) -> None:
         os.replace(self._tmp, self._final)
+        # rename() does nothing when both names are links to one file (POSIX rename(2)): a run published again
+        # (its redelivery finishing latest/) would leave the temporary link behind.
+        self._tmp.unlink(missing_ok=True)
 
     def abort(self) -> None:
         self._tmp.unlink(missing_ok=True)
