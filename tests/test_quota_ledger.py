@@ -319,3 +319,33 @@ def test_a_table_that_fails_for_a_moment_is_waited_out_once_it_was_reachable(azu
             assert proxy.accepted > 6
     finally:
         proxy.close()
+
+
+def test_a_429_in_the_application_scope_pauses_the_bucket_for_every_process() -> None:
+    """One process is refused with an application-wide 429: the other processes of the deployment (their own
+    budgets on the same ledger) get no lease in that bucket until its Retry-After has passed."""
+    quota = _quota(limit=10, window=1.0)
+    rows = MemoryRows()
+    first, second = (AppBudget(Ledger(rows, "app-pause"), {quota.name: quota}) for _ in range(2))
+
+    async def scenario() -> tuple[float, float, float]:
+        await first.take([(quota.name, "", 1.0)], "tenant-a")
+        paused_at = time.time()
+        await first.pause([quota.name, "not_an_app_bucket"], 1.5, "tenant-a")
+        raw, _ = rows.read(Ledger(rows, "app-pause").key(quota.name))
+        assert raw is not None and any(lease[3] == "429:tenant-a" for lease in raw["leases"])
+        await second.take([(quota.name, "", 1.0)], "tenant-b")
+        other = time.time()
+        await first.take([(quota.name, "", 1.0)], "tenant-a")  # its own lease was given up as well
+        return paused_at, other, time.time()
+
+    paused_at, other, own = asyncio.run(scenario())
+    assert other >= paused_at + 1.5 - 0.01 and own >= paused_at + 1.5 - 0.01, (other - paused_at, own - paused_at)
+
+
+def test_only_an_application_scope_reaches_the_ledger() -> None:
+    from connector.graph.client import app_scope
+
+    assert app_scope({"x-ms-throttle-scope": "Application/Read/0785ef7c-4d5e-4c41-b7e5-8b3b2e6d7c11"})
+    assert not app_scope({"x-ms-throttle-scope": "Tenant_Application/ReadWrite/9a3d526c/0785ef7c"})
+    assert not app_scope({"x-ms-throttle-scope": "Tenant/Read/9a3d526c"}) and not app_scope({})

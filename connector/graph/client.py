@@ -33,7 +33,7 @@ from msgraph import GraphRequestAdapter, GraphServiceClient
 from msgraph_core import GraphClientFactory
 from msgraph_core.middleware import GraphTelemetryHandler
 
-from connector.catalog.quotas import app_buckets, classify
+from connector.catalog.quotas import APP_WIDE, app_buckets, classify
 from connector.config import Settings
 from connector.graph.auth import GraphCredential
 from connector.graph.ledger import AppBudget, MemoryRows, budget_for
@@ -482,7 +482,10 @@ class _AttemptCounter(BaseMiddleware):
         stats = graph._stats(label)
         stats.by_status[response.status_code] = stats.by_status.get(response.status_code, 0) + 1
         if buckets:
-            feedback(graph.pacer, buckets, response)
+            paused = feedback(graph.pacer, buckets, response)
+            if paused is not None and app_scope(response.headers):
+                twins = [APP_WIDE[name] for name, _, _ in paused if name in APP_WIDE]
+                await graph.budget.pause(twins, paused_for(response), graph.consumer)
         return response
 
 
@@ -539,15 +542,29 @@ def throttled_buckets(buckets: list[tuple[str, str, float]], headers: Any) -> li
     return counted or buckets
 
 
-def feedback(pacer: Pacer, buckets: list[tuple[str, str, float]], response: httpx.Response) -> None:
-    """What Graph said about its quotas: a 429 pauses the request's buckets for every dataset; the resource
-    units it charged beyond the estimate, and a limit percentage over 80%, slow the identity bucket."""
+def app_scope(headers: Any) -> bool:
+    """Whether a 429 speaks of the application across all tenants: `x-ms-throttle-scope` is
+    `{scope}/{access}/{ids}` with scope `Application` (throttling.md; graph-facts §6), not `Tenant_Application`."""
+    return (headers.get("x-ms-throttle-scope") or "").split("/", 1)[0].lower() == "application"
+
+
+def paused_for(response: httpx.Response) -> float:
+    wait = retry_after_seconds(response.headers.get("retry-after"))
+    return wait if wait is not None else backoff(0)
+
+
+def feedback(pacer: Pacer, buckets: list[tuple[str, str, float]],
+             response: httpx.Response) -> list[tuple[str, str, float]] | None:
+    """What Graph said about its quotas: a 429 pauses the request's buckets for every dataset (returned, so an
+    application-wide 429 can pause their app-wide twins for every process too); the resource units it charged
+    beyond the estimate, and a limit percentage over 80%, slow the identity bucket."""
     headers = response.headers
+    paused = None
     if response.status_code == 429:
-        wait = retry_after_seconds(headers.get("retry-after"))
-        wait = wait if wait is not None else backoff(0)
+        wait = paused_for(response)
         if wait <= MAX_WAIT:  # a longer wait fails this request's dataset alone (retry.py): it holds up no other
-            pacer.pause(throttled_buckets(buckets, headers), wait)
+            paused = throttled_buckets(buckets, headers)
+            pacer.pause(paused, wait)
     units = headers.get("x-ms-resource-unit")
     estimated = sum(u for name, _, u in buckets if name == "identity")
     if units and estimated:
@@ -561,3 +578,4 @@ def feedback(pacer: Pacer, buckets: list[tuple[str, str, float]], response: http
             pacer.near_limit("identity", float(share))
         except ValueError:
             pass
+    return paused

@@ -178,6 +178,29 @@ class Ledger:
     def key(self, quota: str) -> str:
         return f"{self.app}/{quota}"
 
+    def pause(self, quota: Quota, seconds: float, consumer: str) -> None:
+        """Graph refused a request in this app-wide bucket (a 429 whose scope is the application): no process
+        of the deployment gets a lease in it for `seconds`. A lease of the whole limit placed a span before the
+        end of the pause keeps every later lease from starting earlier (leases are counted by their start)."""
+        key = self.key(quota.name)
+        span, _hold = spans(quota)
+        for _ in range(CONFLICTS):
+            raw, version = self.rows.read(key)
+            self.round_trips += 1
+            leases, waiting = _row(raw, self.rows.describe(key))
+            now = time.time()
+            start = round(now + seconds - span, 3)
+            if any(lease[2] >= quota.limit and lease[0] >= start for lease in leases):
+                return  # another process paused it as long already
+            leases = [lease for lease in leases if lease[0] > now - span]
+            leases.append([start, round(now + seconds, 3), quota.limit, f"429:{consumer}"])
+            leases.sort(key=lambda lease: lease[0])
+            self.round_trips += 1
+            if self.rows.write(key, {"v": VERSION, "leases": leases, "waiting": waiting}, version):
+                return
+            self.conflicts += 1
+            time.sleep(random.uniform(0, 0.05))
+
     def lease(self, quota: Quota, units: float, consumer: str, left: float) -> Lease | float:
         """A lease of `units` for `consumer` (who has `left` units of work in this bucket), or the time.time()
         at which to ask again (the bucket is full, or a waiting consumer with less work left goes first)."""
@@ -331,6 +354,19 @@ class AppBudget:
                 self.waited += time.time() - started
                 return grant
             self.give_back(grant)
+
+    async def pause(self, names: Iterable[str], seconds: float, consumer: str) -> None:
+        """A 429 in the application's scope: these app-wide buckets pause for every process (the ledger), and
+        this process's leases in them are spent."""
+        for name in names:
+            quota = self.limits.get(name)
+            if quota is None:
+                continue
+            for (bucket, _consumer), pool in list(self._pools.items()):
+                if bucket == name:
+                    with pool.lock:
+                        pool.left = 0.0
+            await asyncio.get_running_loop().run_in_executor(_EXECUTOR, self.ledger.pause, quota, seconds, consumer)
 
     def give_back(self, grant: Grant) -> None:
         """Units of a request not sent after all return to their lease while it lasts."""
