@@ -33,6 +33,9 @@ def test_engine_logs_progress_while_datasets_run(monkeypatch, tmp_path, caplog):
     assert "expectedSecondsLeft" in facts
     expected = [r for r in caplog.records if getattr(r, "m365", {}).get("event") == "expected_duration"]
     assert {r.m365["dataset"] for r in expected} == {"users", "user_sign_in_activity"}
+    # Each names the tenant, in its text as well: a sweep collects several tenants at once and their lines mix.
+    assert all(r.m365["tenantId"] == manifest["tenantId"] and manifest["tenantId"] in r.getMessage()
+               for r in expected)
     assert manifest["estimates"]["user_sign_in_activity"]["users"] == 500
     assert max(d["records"] for e in events for d in e.m365["datasets"].values()) > 0  # it moves
     # The text carries the figures too (the Functions host forwards only the text).

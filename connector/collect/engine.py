@@ -361,9 +361,10 @@ class Run:
         self.estimates = estimates(names, users, self.graph.pacer.limits)
         self.graph.budget.set_demand(self.graph.consumer, app_demand(self.estimates))
         for estimate in self.estimates.values():
-            log.info("expected duration: %s", estimate.text(), extra={"m365": {
-                "event": "expected_duration", "runId": self.run_id, "dataset": estimate.dataset,
-                **estimate.as_dict()}})
+            # The tenant in every line: a sweep collects several at once and their lines interleave.
+            log.info("expected duration (tenant %s): %s", self.tenant_id, estimate.text(), extra={"m365": {
+                "event": "expected_duration", "runId": self.run_id, "tenantId": self.tenant_id,
+                "dataset": estimate.dataset, **estimate.as_dict()}})
         self._notify()
 
     def _graph_unreachable(self) -> None:
