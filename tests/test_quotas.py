@@ -74,6 +74,27 @@ def test_the_pacer_keeps_every_window_under_its_limit_and_shares_buckets():
     assert pacer.sent["sign_in_activity"] == 12
 
 
+def test_the_sign_in_chain_keeps_its_place_in_the_shared_reports_bucket():
+    """Sign-in pages (10 a minute) and MFA pages share identity reports (5 per 10 s). Once a sign-in page is
+    answered, its place one minute on is kept, so MFA pages asked for meanwhile fill the rest of the bucket and
+    the chain's next window opens on time instead of waiting for MFA's pages to leave the bucket."""
+    pacer = Pacer(quotas(scale=1))
+    start = time.monotonic()
+    sign_in = [("sign_in_activity", "", 1), ("identity_reports", "", 1), ("identity", "", 1)]
+    first = [pacer.reserve(sign_in) for _ in range(10)]
+    for reservation in first:
+        pacer.settle(reservation)  # answered (the later five are still reserved ahead: counted there)
+    mfa = [pacer.reserve([("identity_reports", "", 1)]).at - start for _ in range(40)]
+    eleventh = pacer.reserve(sign_in).at - start
+    span = pacer._window("sign_in_activity", "").span
+    assert eleventh == pytest.approx(first[0].at - start + span, abs=0.05), (eleventh, mfa)
+    # Every window of the reports bucket still holds at most 5, counting the sign-in page and the MFA pages.
+    times = sorted([*mfa, eleventh, *(r.at - start for r in first)])
+    assert all(sum(1 for u in times if t <= u < t + 10.0) <= 5 for t in times)
+    # MFA was not starved: it had the reports bucket's windows between the sign-in groups (20 s to 50 s).
+    assert sum(1 for t in mfa if t < eleventh) >= 15
+
+
 def test_a_429_pauses_the_bucket_for_every_dataset_and_size_sets_resource_units():
     pacer = Pacer(quotas())
     pacer.pause([("identity_reports", "", 1)], 3.0)
