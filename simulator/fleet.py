@@ -14,7 +14,7 @@ Key Vault, the managed identity and the download centre are the deployment's: th
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import orjson
 
@@ -49,7 +49,10 @@ class Fleet(Simulator):
     home tenant and serves every listening service.
     """
 
-    def __init__(self, specs: Sequence[TenantSpec]) -> None:
+    def __init__(self, specs: Sequence[TenantSpec], own_apps: Collection[int] = ()) -> None:
+        """`own_apps`: indexes of tenants that are collected with an app registration of their own (its own
+        client id and secret, consented there alone, with its own app-wide quotas) instead of the home tenant's
+        multi-tenant app: the registry's per-tenant `auth`."""
         if not specs:
             raise ValueError("a fleet needs at least one tenant")
         super().__init__(specs[0])
@@ -59,12 +62,14 @@ class Fleet(Simulator):
             raise ValueError("every tenant needs its own seed (the tenant id comes from it)")
         scale = self.spec.quota_scale if self.spec.quotas else 1.0
         self.app_limits = AppLimits(scale)
-        for member in self.tenants[1:]:
+        for index, member in enumerate(self.tenants[1:], 1):
+            member._services = self._services  # the same listening services (origins in next links, downloads)
+            if index in own_apps:
+                continue  # its own app: the client id and secret its spec's seed gives it, its own quotas
             # One multi-tenant app: the home tenant's client id, secret and certificate everywhere.
             member.client_id, member.client_secret = self.client_id, self.client_secret
             member.app_certificate = self.app_certificate
             member.app_limits = self.app_limits
-            member._services = self._services  # the same listening services (origins in next links, downloads)
         self._graphs: dict[str, App] = {}
         self._logins: dict[str, App] = {}
 

@@ -175,6 +175,50 @@ def test_consent_url_is_the_v2_adminconsent_endpoint() -> None:
                                      "state": ["fabrikam.onmicrosoft.com"]}
 
 
+def test_a_tenant_with_an_app_of_its_own_is_collected_with_its_secret_from_key_vault(tmp_path) -> None:
+    """A registry entry's `auth` (client id and Key Vault secret name): that tenant's token comes from its own app
+    registration with the secret read from the deployment's Key Vault, not from the multi-tenant app (which that
+    tenant has never consented); a secret name Key Vault does not hold is named with the entry."""
+    from connector.cli.main import main
+
+    specs = [TenantSpec(seed=81, users=30, domains=("home81.onmicrosoft.com",)),
+             TenantSpec(seed=82, users=25, domains=("own82.onmicrosoft.com",))]
+    mp = pytest.MonkeyPatch()
+    try:
+        with Fleet(specs, own_apps={1}) as fleet:
+            own = fleet.tenants[1]
+            assert own.client_id != fleet.client_id
+            fleet.set_secret("own82-app-secret", own.client_secret)
+            env = {**fleet.env(secret_in="keyvault"), "M365_DATASETS": "organization,users",
+                   "SNAPSHOT_DIR": str(tmp_path / "s")}
+            for name in [n for n in os.environ if n.startswith(("M365_", "SNAPSHOT_", "KEY_VAULT", "AZURE_"))]:
+                mp.delenv(name)
+            for name, value in env.items():
+                mp.setenv(name, value)
+            assert main(["tenants", "add", "own82.onmicrosoft.com", "--client-id", own.client_id,
+                         "--secret-name", "own82-app-secret", "-q"]) == 0
+            with contextlib.redirect_stdout(io.StringIO()) as said:
+                code = main(["run", "--tenant", "own82.onmicrosoft.com", "--json"])
+            result = orjson.loads(said.getvalue())
+            assert code == 0 and result["status"] == "succeeded", result.get("warnings")
+            assert result["tenantId"] == own.tenant_id
+            assert result["datasets"]["users"]["records"] == len(list(own.tenant.users()))
+            logins = [r for r in own.requests if r.service == "login" and r.path.endswith("/token")]
+            # Its Entra knows only its own app (the multi-tenant app was never consented there): tokens were issued.
+            assert logins and all(r.status == 200 for r in logins)
+            # The same entry naming a secret Key Vault does not hold: the run fails, naming the secret to set.
+            assert main(["tenants", "remove", "own82.onmicrosoft.com", "-q"]) == 0
+            assert main(["tenants", "add", "own82.onmicrosoft.com", "--client-id", own.client_id,
+                         "--secret-name", "no-such-secret", "-q"]) == 0
+            with contextlib.redirect_stdout(io.StringIO()) as said:
+                code = main(["run", "--tenant", "own82.onmicrosoft.com", "--json"])
+            failed = orjson.loads(said.getvalue())
+            assert code != 0 and failed["status"] == "failed"
+            assert "no-such-secret" in orjson.dumps(failed).decode()
+    finally:
+        mp.undo()
+
+
 # -- the command line -----------------------------------------------------------------------------------------
 
 
