@@ -349,3 +349,19 @@ def test_only_an_application_scope_reaches_the_ledger() -> None:
     assert app_scope({"x-ms-throttle-scope": "Application/Read/0785ef7c-4d5e-4c41-b7e5-8b3b2e6d7c11"})
     assert not app_scope({"x-ms-throttle-scope": "Tenant_Application/ReadWrite/9a3d526c/0785ef7c"})
     assert not app_scope({"x-ms-throttle-scope": "Tenant/Read/9a3d526c"}) and not app_scope({})
+
+
+def test_leases_are_granted_when_quotas_are_scaled_out_of_the_way() -> None:
+    """Benchmarks scale quotas a million times (windows of microseconds) to switch them off: a lease's start is
+    kept in the row to the millisecond, and the budget must still grant (it once chased a rounded-up start for
+    ever, bench/insights.py never finishing)."""
+    limits = {n: replace(q, window=q.window / 1_000_000) for n, q in DEFAULTS.items() if q.scope == "app"}
+    budget = AppBudget(Ledger(MemoryRows(), "app-unscaled"), limits)
+    wanted = [(n, "", 1.0) for n in limits]
+
+    async def scenario() -> int:
+        for _ in range(200):
+            await budget.take(wanted, "tenant")
+        return budget.requests
+
+    assert asyncio.run(asyncio.wait_for(scenario(), timeout=60)) == 200

@@ -206,7 +206,10 @@ class Ledger:
         at which to ask again (the bucket is full, or a waiting consumer with less work left goes first)."""
         key = self.key(quota.name)
         span, hold = spans(quota)
-        ahead_of_time = quota.window * LOOKAHEAD
+        # At least twice the row's millisecond rounding of a start: a window of microseconds (quotas scaled
+        # a million times, as benchmarks switch them off) would otherwise never see its rounded-up start
+        # within reach and chase it for ever.
+        ahead_of_time = max(quota.window * LOOKAHEAD, 0.002)
         for _ in range(CONFLICTS):
             raw, version = self.rows.read(key)
             self.round_trips += 1
