@@ -16,6 +16,7 @@ collected snapshots: docs/performance.md; tests/test_insights_bytes.py pins the 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -219,7 +220,8 @@ class Licence(msgspec.Struct, frozen=True, gc=False):
 
 class User(msgspec.Struct, gc=False):
     """A users record as the insights read it: msgspec skips every other field (assignedPlans is half the bytes)
-    without building it. Its licences and their states, hashable, are the key of its licence combination."""
+    without building it. Its licences and their states stay raw JSON (the key of its licence combination, decoded
+    once per combination: `Tally.count`), not a dozen objects a user to build, hash, compare and free."""
 
     id: Any = None
     userPrincipalName: Any = None
@@ -227,8 +229,18 @@ class User(msgspec.Struct, gc=False):
     accountEnabled: Any = None
     userType: Any = None
     createdDateTime: Any = None
-    assignedLicenses: tuple[Licence, ...] | None = None
-    licenseAssignmentStates: tuple[State, ...] | None = None
+    assignedLicenses: msgspec.Raw = msgspec.Raw(b"null")
+    licenseAssignmentStates: msgspec.Raw = msgspec.Raw(b"null")
+
+
+# A state's date is the one part of a user's licences that differs between users of the same combination (and
+# the insights do not read it): the key leaves it out. Only a whole member is removed (inside a JSON string a
+# quote is escaped), so two keys are equal only when the states are, date aside; a date of another shape stays
+# in the key (more keys, the same figures).
+_STATE_DATE = re.compile(rb'"lastUpdatedDateTime":(?:"[^"\\]*"|null),?').sub
+_DECODE_LICENCES = msgspec.json.Decoder(tuple[Licence, ...] | None).decode
+_DECODE_STATES = msgspec.json.Decoder(tuple[State, ...] | None).decode
+ComboKey = tuple[bytes, bytes]
 
 
 class Combo:
@@ -301,7 +313,7 @@ class Tally:
         self.findings: dict[tuple[str, str], Finding] = {}
         self.users = self.licensed = self.guests = self.licensed_guests = 0
         self.user_classes = dict.fromkeys((ACTIVE, NEW, INACTIVE, NEVER_SIGNED_IN, DISABLED, UNKNOWN), 0)
-        self.combos: dict[tuple[tuple[Licence, ...] | None, tuple[State, ...] | None], Combo] = {}
+        self.combos: dict[ComboKey, Combo] = {}
         self._out_lines: list[bytes] = []  # findings lines and CSV rows of the chunk of users being counted
         self._out_rows: list[str] = []
 
@@ -342,11 +354,11 @@ class Tally:
         inactive = last < self.cutoff
         return (DISABLED if disabled else INACTIVE if inactive else ACTIVE), last, inactive, False
 
-    def combo(self, key: tuple[tuple[Licence, ...] | None, tuple[State, ...] | None]) -> Combo:
+    def combo(self, key: ComboKey, user: User) -> Combo:
         """A licence combination (assignedLicenses, their states), worked out at its first user (SKUs met first
         are listed first)."""
-        licences = key[0]
-        combo = self.combos[key] = Combo(licences, key[1])
+        licences = _DECODE_LICENCES(user.assignedLicenses)
+        combo = self.combos[key] = Combo(licences, _DECODE_STATES(user.licenseAssignmentStates))
         combo.tallies = [self.sku(sid) for sid in combo.held]
         if self.overlaps is not None and len(combo.held) > 1:
             combo.redundant = self.overlaps.redundant([{"skuId": lic.skuId, "disabledPlans": lic.disabledPlans}
@@ -366,12 +378,12 @@ class Tally:
         by_id = self.activity.by == "id"
         before = changes.load(uids) if changes else None
         earlier = changes.held if changes else []
-        combos, judge, hits, dumps = self.combos, self.judge, self._hits, orjson.dumps
+        combos, judge, hits, dumps, state_date = self.combos, self.judge, self._hits, orjson.dumps, _STATE_DATE
         copilot, fits = self.copilot is not None, bool(self.fits)
         out_flat = []
         for user, uid in zip(users, uids, strict=True):
-            key = (user.assignedLicenses, user.licenseAssignmentStates)
-            combo = combos.get(key) or self.combo(key)
+            key = (bytes(user.assignedLicenses), state_date(b"", user.licenseAssignmentStates))
+            combo = combos.get(key) or self.combo(key, user)
             guest = user.userType == "Guest"
             if combo.any:
                 last = known(uid if by_id else (user.userPrincipalName or "").lower()) if known else None
