@@ -221,7 +221,7 @@ class Licence(msgspec.Struct, frozen=True, gc=False):
 class User(msgspec.Struct, gc=False):
     """A users record as the insights read it: msgspec skips every other field (assignedPlans is half the bytes)
     without building it. Its licences and their states stay raw JSON (the key of its licence combination, decoded
-    once per combination: `Tally.count`), not a dozen objects a user to build, hash, compare and free."""
+    once per combination: `combo_key`), not a dozen objects a user to build, hash, compare and free."""
 
     id: Any = None
     userPrincipalName: Any = None
@@ -234,13 +234,30 @@ class User(msgspec.Struct, gc=False):
 
 
 # A state's date is the one part of a user's licences that differs between users of the same combination (and
-# the insights do not read it): the key leaves it out. Only a whole member is removed (inside a JSON string a
-# quote is escaped), so two keys are equal only when the states are, date aside; a date of another shape stays
-# in the key (more keys, the same figures).
+# the insights do not read it): the key leaves it out. Only a whole member of a state is removed: inside a JSON
+# string a quote is escaped, so the pattern is a key, and the states must be flat objects (every `{` but the
+# first one opens a state after `},`: a nested object would add a `{` of its own), so it is a state's own member.
+# Two keys are then equal only when the states are, date aside; anything else keeps its date (more keys, the same
+# figures).
 _STATE_DATE = re.compile(rb'"lastUpdatedDateTime":(?:"[^"\\]*"|null),?').sub
 _DECODE_LICENCES = msgspec.json.Decoder(tuple[Licence, ...] | None).decode
 _DECODE_STATES = msgspec.json.Decoder(tuple[State, ...] | None).decode
 ComboKey = tuple[bytes, bytes]
+
+
+def combo_key(user: User) -> ComboKey:
+    """The key of a user's licence combination: its assignedLicenses and licenseAssignmentStates as raw JSON (the
+    snapshot writer's bytes), the states' dates left out. Equal keys mean equal licences and states as the
+    insights read them (tests/test_insights_read.py)."""
+    states = bytes(user.licenseAssignmentStates)
+    if states.count(b"{") - states.count(b"},{") <= 1:
+        states = _STATE_DATE(b"", states)
+    return bytes(user.assignedLicenses), states
+
+
+def combo_parts(user: User) -> tuple[tuple[Licence, ...] | None, tuple[State, ...] | None]:
+    """A user's licences and states, decoded (once per combination)."""
+    return _DECODE_LICENCES(user.assignedLicenses), _DECODE_STATES(user.licenseAssignmentStates)
 
 
 class Combo:
@@ -357,8 +374,8 @@ class Tally:
     def combo(self, key: ComboKey, user: User) -> Combo:
         """A licence combination (assignedLicenses, their states), worked out at its first user (SKUs met first
         are listed first)."""
-        licences = _DECODE_LICENCES(user.assignedLicenses)
-        combo = self.combos[key] = Combo(licences, _DECODE_STATES(user.licenseAssignmentStates))
+        licences, states = combo_parts(user)
+        combo = self.combos[key] = Combo(licences, states)
         combo.tallies = [self.sku(sid) for sid in combo.held]
         if self.overlaps is not None and len(combo.held) > 1:
             combo.redundant = self.overlaps.redundant([{"skuId": lic.skuId, "disabledPlans": lic.disabledPlans}
@@ -378,11 +395,11 @@ class Tally:
         by_id = self.activity.by == "id"
         before = changes.load(uids) if changes else None
         earlier = changes.held if changes else []
-        combos, judge, hits, dumps, state_date = self.combos, self.judge, self._hits, orjson.dumps, _STATE_DATE
+        combos, judge, hits, dumps = self.combos, self.judge, self._hits, orjson.dumps
         copilot, fits = self.copilot is not None, bool(self.fits)
         out_flat = []
         for user, uid in zip(users, uids, strict=True):
-            key = (bytes(user.assignedLicenses), state_date(b"", user.licenseAssignmentStates))
+            key = combo_key(user)
             combo = combos.get(key) or self.combo(key, user)
             guest = user.userType == "Guest"
             if combo.any:
