@@ -16,7 +16,6 @@ collected snapshots: docs/performance.md; tests/test_insights_bytes.py pins the 
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -220,8 +219,7 @@ class Licence(msgspec.Struct, frozen=True, gc=False):
 
 class User(msgspec.Struct, gc=False):
     """A users record as the insights read it: msgspec skips every other field (assignedPlans is half the bytes)
-    without building it. Its licences and their states stay raw JSON (the key of its licence combination, decoded
-    once per combination: `combo_key`), not a dozen objects a user to build, hash, compare and free."""
+    without building it. Its licences and their states, hashable, are the key of its licence combination."""
 
     id: Any = None
     userPrincipalName: Any = None
@@ -229,35 +227,8 @@ class User(msgspec.Struct, gc=False):
     accountEnabled: Any = None
     userType: Any = None
     createdDateTime: Any = None
-    assignedLicenses: msgspec.Raw = msgspec.Raw(b"null")
-    licenseAssignmentStates: msgspec.Raw = msgspec.Raw(b"null")
-
-
-# A state's date is the one part of a user's licences that differs between users of the same combination (and
-# the insights do not read it): the key leaves it out. Only a whole member of a state is removed: inside a JSON
-# string a quote is escaped, so the pattern is a key, and the states must be flat objects (every `{` but the
-# first one opens a state after `},`: a nested object would add a `{` of its own), so it is a state's own member.
-# Two keys are then equal only when the states are, date aside; anything else keeps its date (more keys, the same
-# figures).
-_STATE_DATE = re.compile(rb'"lastUpdatedDateTime":(?:"[^"\\]*"|null),?').sub
-_DECODE_LICENCES = msgspec.json.Decoder(tuple[Licence, ...] | None).decode
-_DECODE_STATES = msgspec.json.Decoder(tuple[State, ...] | None).decode
-ComboKey = tuple[bytes, bytes]
-
-
-def combo_key(user: User) -> ComboKey:
-    """The key of a user's licence combination: its assignedLicenses and licenseAssignmentStates as raw JSON (the
-    snapshot writer's bytes), the states' dates left out. Equal keys mean equal licences and states as the
-    insights read them (tests/test_insights_read.py)."""
-    states = bytes(user.licenseAssignmentStates)
-    if states.count(b"{") - states.count(b"},{") <= 1:
-        states = _STATE_DATE(b"", states)
-    return bytes(user.assignedLicenses), states
-
-
-def combo_parts(user: User) -> tuple[tuple[Licence, ...] | None, tuple[State, ...] | None]:
-    """A user's licences and states, decoded (once per combination)."""
-    return _DECODE_LICENCES(user.assignedLicenses), _DECODE_STATES(user.licenseAssignmentStates)
+    assignedLicenses: tuple[Licence, ...] | None = None
+    licenseAssignmentStates: tuple[State, ...] | None = None
 
 
 class Combo:
@@ -330,7 +301,7 @@ class Tally:
         self.findings: dict[tuple[str, str], Finding] = {}
         self.users = self.licensed = self.guests = self.licensed_guests = 0
         self.user_classes = dict.fromkeys((ACTIVE, NEW, INACTIVE, NEVER_SIGNED_IN, DISABLED, UNKNOWN), 0)
-        self.combos: dict[ComboKey, Combo] = {}
+        self.combos: dict[tuple[tuple[Licence, ...] | None, tuple[State, ...] | None], Combo] = {}
         self._out_lines: list[bytes] = []  # findings lines and CSV rows of the chunk of users being counted
         self._out_rows: list[str] = []
 
@@ -371,11 +342,11 @@ class Tally:
         inactive = last < self.cutoff
         return (DISABLED if disabled else INACTIVE if inactive else ACTIVE), last, inactive, False
 
-    def combo(self, key: ComboKey, user: User) -> Combo:
+    def combo(self, key: tuple[tuple[Licence, ...] | None, tuple[State, ...] | None]) -> Combo:
         """A licence combination (assignedLicenses, their states), worked out at its first user (SKUs met first
         are listed first)."""
-        licences, states = combo_parts(user)
-        combo = self.combos[key] = Combo(licences, states)
+        licences = key[0]
+        combo = self.combos[key] = Combo(licences, key[1])
         combo.tallies = [self.sku(sid) for sid in combo.held]
         if self.overlaps is not None and len(combo.held) > 1:
             combo.redundant = self.overlaps.redundant([{"skuId": lic.skuId, "disabledPlans": lic.disabledPlans}
@@ -399,8 +370,8 @@ class Tally:
         copilot, fits = self.copilot is not None, bool(self.fits)
         out_flat = []
         for user, uid in zip(users, uids, strict=True):
-            key = combo_key(user)
-            combo = combos.get(key) or self.combo(key, user)
+            key = (user.assignedLicenses, user.licenseAssignmentStates)
+            combo = combos.get(key) or self.combo(key)
             guest = user.userType == "Guest"
             if combo.any:
                 last = known(uid if by_id else (user.userPrincipalName or "").lower()) if known else None
