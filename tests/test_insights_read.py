@@ -1,5 +1,6 @@
-"""The insights' reader of msgspec Structs: every record, in order, whatever the slice of compressed bytes inflated
-at a time and the store's block size (a line begun in one slice ends in a later one, or in the last flush)."""
+"""The insights' readers (lines, records, msgspec Structs): every record, in order, whatever the slice of compressed
+bytes inflated at a time and the store's block size (a line begun in one slice ends in a later one, or in the last
+flush)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,5 @@ def test_batches_give_every_record_in_order_whatever_the_slices(monkeypatch, see
         store = Blocks(gz(text), rng.choice([1, 3, 100, 4096, 1 << 20]))
         got = [r for batch in read.batches(store, "f", dict) for r in batch]
         assert got == records
+        assert list(read.records(store, "f")) == records
+        assert [line for line in read.lines(store, "f") if line] == text.split(b"\n")[:len(records)]

@@ -30,7 +30,8 @@ def lines(store: Store, relpath: str) -> Iterator[bytes]:
     for block in store.read_chunks(relpath):
         view = memoryview(block)
         for start in range(0, len(view), SLICE):
-            parts = (rest + inflate.decompress(view[start:start + SLICE])).split(b"\n")
+            parts = inflate.decompress(view[start:start + SLICE]).split(b"\n")
+            parts[0] = rest + parts[0]  # the line begun in the previous slice (not the whole slice copied behind it)
             rest = parts.pop()
             yield from parts
     parts = (rest + inflate.flush()).split(b"\n")
