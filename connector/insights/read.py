@@ -30,7 +30,8 @@ def lines(store: Store, relpath: str) -> Iterator[bytes]:
     for block in store.read_chunks(relpath):
         view = memoryview(block)
         for start in range(0, len(view), SLICE):
-            parts = (rest + inflate.decompress(view[start:start + SLICE])).split(b"\n")
+            parts = inflate.decompress(view[start:start + SLICE]).split(b"\n")
+            parts[0] = rest + parts[0]  # the line begun in the previous slice (not the whole slice copied behind it)
             rest = parts.pop()
             yield from parts
     parts = (rest + inflate.flush()).split(b"\n")
@@ -72,11 +73,16 @@ def batches(store: Store, relpath: str, kind: type[T]) -> Iterator[list[T]]:
     for block in store.read_chunks(relpath):
         view = memoryview(block)
         for start in range(0, len(view), SLICE):
-            data = rest + inflate.decompress(view[start:start + SLICE])
+            data = inflate.decompress(view[start:start + SLICE])
             end = data.rfind(b"\n") + 1
-            if end:
-                yield decode(memoryview(data)[:end])
-            rest = data[end:]
+            if end:  # the line begun in the previous slice, then this slice's whole lines, decoded in place
+                first = data.find(b"\n") + 1 if rest else 0
+                batch = decode(rest + data[:first]) if rest else []
+                batch += decode(memoryview(data)[first:end])
+                yield batch
+                rest = data[end:]
+            else:
+                rest += data
     yield decode(rest + inflate.flush())
 
 
