@@ -9,10 +9,9 @@ manifest's `insights.cpuSeconds`, measured with process time while nothing else 
 `python -m connector insights` recomputes the second run's insights in a fresh process: its CPU and peak RSS
 are the insights' own cost (the budget: 300 MB at 200,000 users).
 
-`--quota-scale` divides Graph's quota windows (default 1,000,000: throughput, not quotas). With the app-wide
-quota ledger (connector/graph/ledger.py) a collection at that scale did not finish on 2026-12-07 (a 5,000-user
-run was still drawing leases after 300 s; 1,000 finishes, its ledger adding some CPU to the collection):
-docs/performance.md, Licence insights.
+`--quota-scale` divides Graph's quota windows (default 1,000,000: throughput, not quotas). Until the app-wide
+quota ledger (connector/graph/ledger.py) took a start within 2 ms as within reach, a collection at that scale
+did not finish (2026-12-07: docs/performance.md, Licence insights).
 """
 
 from __future__ import annotations
