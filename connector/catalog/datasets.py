@@ -193,6 +193,9 @@ class Dataset:
     key: tuple[str, ...] = ()
     delta: str = ""
     untracked: tuple[str, ...] = ()
+    # How a delta round becomes records when they are not the delta objects themselves: "memberships" (group
+    # memberships from `members@delta`, connector/collect/memberships.py).
+    delta_merge: str = ""
 
     @property
     def file(self) -> str:
@@ -521,6 +524,11 @@ _DECLARATIONS = (
         record="{groupId, memberId, memberType, membership: direct|transitive}",
         fields=shapes.GROUP_MEMBER,
         key=("groupId", "memberId", "membership"),
+        # Direct memberships from /groups/delta's `members@delta` applied to the previous snapshot, users deleted
+        # from /users/delta, service principals' memberships read again, transitive rows derived again
+        # (connector/collect/memberships.py says what delta covers and what is read another way).
+        delta="/groups/delta",
+        delta_merge="memberships",
     ),
     Dataset(
         name="role_assignments",

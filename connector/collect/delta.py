@@ -42,9 +42,11 @@ from connector.collect.changes import (
     record_hash,
 )
 from connector.collect.checkpoint import settings_fingerprint
+from connector.collect.memberships import ROUNDS as MEMBERSHIP_ROUNDS
+from connector.collect.memberships import Memberships
 from connector.collect.strategy import RESTART, Context, Records
 from connector.graph.client import GraphError
-from connector.rawjson import RawRecord
+from connector.rawjson import RawRecord, full
 from connector.spool import KeyValueSpool
 from connector.store import deltalinks
 from connector.store.status import now_iso, parse_iso
@@ -71,6 +73,13 @@ def delta_query(ds: Dataset) -> str:
     return "$select=" + ",".join(ds.select) if ds.select else ""
 
 
+def rounds(ds: Dataset) -> tuple[tuple[str, str, str], ...]:
+    """(delta path, request builder, first query) of each round the dataset follows; the first is Dataset.delta."""
+    if ds.delta_merge == "memberships":
+        return MEMBERSHIP_ROUNDS
+    return ((ds.delta, ds.builder, delta_query(ds)),)
+
+
 class Feed:
     """One keyed dataset in one run: its mode, the records it is written from, its changes file, its next link."""
 
@@ -79,8 +88,10 @@ class Feed:
         self.mode, self.reason = "full", ""
         self.baseline: Baseline | None = None
         self.stored: dict[str, Any] | None = None
-        self.fingerprint = settings_fingerprint(run.settings, delta_query(ds))
-        self.new_link: str | None = None
+        self.merge = Memberships(ds) if ds.delta_merge == "memberships" else None
+        query = Memberships.query(ctx.granted, ds) if self.merge is not None else delta_query(ds)
+        self.fingerprint = settings_fingerprint(run.settings, query)
+        self.new_links: dict[str, str] = {}  # delta path -> the link for the next run
         self.obtained_at = now_iso()
         self.full_at: str | None = None  # when the dataset was last read in full (carried by delta runs)
         self.out: ChangeLines | None = None
@@ -128,18 +139,28 @@ class Feed:
         assert isinstance(state, dict)
         if state["tenantId"] != run.tenant_id or state["dataset"] != ds.name:
             return self._refused("foreign", f"belongs to {state['dataset']} of tenant {state['tenantId']}")
-        origin = urlsplit(state["deltaLink"])
         ours = urlsplit(run.settings.graph_endpoint)
-        if (origin.scheme, origin.netloc.lower()) != (ours.scheme, ours.netloc.lower()) \
-                or not delta_path(origin.path, ds.delta):
-            return self._refused("foreign_host", f"points at {origin.scheme}://{origin.hostname}{origin.path}, not "
-                                                 f"{ds.delta} on the configured Graph endpoint (M365_GRAPH_ENDPOINT)")
+        links = self._links(state)
+        for path, _builder, _query in rounds(ds):
+            if not isinstance(links.get(path), str):
+                return self._refused("corrupt", f"has no link for {path}")
+            origin = urlsplit(links[path])
+            if (origin.scheme, origin.netloc.lower()) != (ours.scheme, ours.netloc.lower()) \
+                    or not delta_path(origin.path, path):
+                return self._refused("foreign_host", f"points at {origin.scheme}://{origin.hostname}{origin.path}, "
+                                                     f"not {path} on the configured Graph endpoint "
+                                                     "(M365_GRAPH_ENDPOINT)")
         if state["query"] != self.fingerprint:
             return "query_changed", "the dataset's query or the domain filter changed since the link was made"
         obtained = parse_iso(state["obtainedAt"])
         if obtained is None or datetime.now(UTC) - obtained > LIFETIME:
             return "expired", f"the delta link was made at {state['obtainedAt']}, over Graph's 7 days ago"
         return None
+
+    def _links(self, state: dict[str, Any]) -> dict[str, Any]:
+        """The stored links by delta path: the first round's is `deltaLink`, others are in `links`."""
+        others = state.get("links") if isinstance(state.get("links"), dict) else {}
+        return {**others, self.ds.delta: state["deltaLink"]}
 
     def _refused(self, code: str, why: str) -> tuple[str, str]:
         where = deltalinks.link_path(self.run.tenant_id, self.ds.name)
@@ -156,10 +177,15 @@ class Feed:
         """Before any record: the round of changes (delta, reconcile)."""
         if self.mode in ("delta", "reconcile"):
             assert self.stored is not None
+            links = self._links(self.stored)
             try:
-                await self._round(self.stored["deltaLink"])
+                self.obtained_at = now_iso()
+                for path, builder, _query in rounds(self.ds):
+                    await self._round(path, builder, links[path])
             except Resync as why:
                 self.changes.clear()
+                if self.merge is not None:
+                    self.merge = Memberships(self.ds)
                 self._full("resync", str(why))
                 self.ctx.warn("delta_resync", self.ds.name, f"{self.ds.name}: {why}; read in full instead, and a new "
                                                             "delta link is stored.")
@@ -174,26 +200,35 @@ class Feed:
         if resumed or self.mode != "full" or not self.ds.delta or self.ds.untracked or not self.run.settings.delta:
             return
         graph = self.ctx.graph
-        url = f"{graph.base}{self.ds.delta}?" + "&".join(q for q in (delta_query(self.ds), "$deltatoken=latest") if q)
-        try:
-            page = await graph.first_page(self.ds.builder, url, self.ds.name)
-        except GraphError as exc:
-            self.ctx.warn("delta_link_unavailable", self.ds.name,
-                          f"{self.ds.name}: Graph gave no delta link ({exc.status} {exc.code}); the next run reads "
-                          "it in full again.")
-            return
-        self.new_link, self.obtained_at = page.delta_link, now_iso()
+        self.obtained_at = now_iso()
+        for path, builder, query in rounds(self.ds):
+            url = f"{graph.base}{path}?" + "&".join(q for q in (query, "$deltatoken=latest") if q)
+            try:
+                page = await graph.first_page(builder, url, self.ds.name)
+            except GraphError as exc:
+                self.ctx.warn("delta_link_unavailable", self.ds.name,
+                              f"{self.ds.name}: Graph gave no delta link for {path} ({exc.status} {exc.code}); the "
+                              "next run reads it in full again.")
+                self.new_links.clear()
+                return
+            if page.delta_link:
+                self.new_links[path] = page.delta_link
 
-    async def _round(self, link: str) -> None:
+    async def _round(self, path: str, builder: str, link: str) -> None:
         """Follow the stored link to the end of the round; the last state of each object wins (an object may come
-        more than once), `@removed` (reason changed or deleted) means gone from the listing."""
+        more than once), `@removed` (reason changed or deleted) means gone from the listing. A merged dataset
+        takes the pages itself (connector/collect/memberships.py)."""
         graph, ds = self.ctx.graph, self.ds
         normalise = normaliser_for(ds)
         selected = [p for p in ds.select if p != "id"]
-        self.obtained_at = now_iso()
         try:
-            async for page in graph.pages(ds.builder, link, ds.name):
+            async for page in graph.pages(builder, link, ds.name):
                 objects = [o for o in page.records if isinstance(o, dict) and isinstance(o.get("id"), str)]
+                if page.delta_link:
+                    self.new_links[path] = page.delta_link
+                if self.merge is not None:
+                    self.merge.take(path, objects)
+                    continue
                 kept = []
                 for obj in objects:
                     if "@removed" in obj:
@@ -205,14 +240,12 @@ class Feed:
                     self.changes[obj["id"]] = record
                 if normalise is not None and kept:
                     normalise(kept)
-                if page.delta_link:
-                    self.new_link = page.delta_link
         except GraphError as exc:
             if exc.status == 410 or exc.code in RESYNC_CODES or exc.status == 400:
                 raise Resync(f"Graph refused the stored delta link ({exc.status} {exc.code})") from exc
             raise
-        if not self.new_link:
-            raise GraphError(0, "NoDeltaLink", "the delta round ended without @odata.deltaLink", path=ds.delta)
+        if not self.new_links.get(path):
+            raise GraphError(0, "NoDeltaLink", "the delta round ended without @odata.deltaLink", path=path)
 
     # -- the changes file -----------------------------------------------------------------------------------
     async def open_changes(self, writer_for: Callable[[str], Any]) -> None:
@@ -221,12 +254,27 @@ class Feed:
         if self.baseline is None:
             return
         self.out = ChangeLines(self.ds, writer_for(changes_file(self.ds)))
-        if self.mode in ("full", "reconcile"):
+        if self.mode in ("full", "reconcile") or self.merge is not None:
             self.differ = Differ(self.ds, self.baseline, self.out)
-            await self.differ.prepare()
+            try:
+                await self.differ.prepare()
+            except BaselineCorrupt as why:
+                await self._restart_full(f"base_corrupt: {why}")
+                return
         if self.mode == "reconcile":
             self.drift = Reconciler(self.ds)
-            await self.drift.expect(self.baseline, self.changes)
+            if self.merge is not None:
+                await self.drift.expect_records(self._merged())
+            else:
+                await self.drift.expect(self.baseline, self.changes)
+
+    def _merged(self) -> AsyncIterator[Records]:
+        """A merged dataset's records from its previous ones and its rounds (a context of its own: a reconcile
+        computes them beside the full read, whose manifest entry they must not change)."""
+        assert self.merge is not None and self.baseline is not None and self.stored is not None
+        ctx = self.ctx if self.mode == "delta" else type(self.ctx)(self.ctx.settings, self.ctx.graph, self.ctx.granted)
+        hidden = self.stored.get("hidden")
+        return self.merge.records(ctx, self.baseline, hidden if isinstance(hidden, list) else [])
 
     def taps(self) -> list[Callable[[bytes], Any]]:
         return [t.see for t in (self.differ, self.drift) if t is not None]
@@ -237,7 +285,7 @@ class Feed:
                 yield records
             return
         try:
-            async for records in self._apply():
+            async for records in (self._merged() if self.merge is not None else self._apply()):
                 yield records
         except BaselineCorrupt as why:
             await self._restart_full(f"base_corrupt: {why}")
@@ -251,6 +299,8 @@ class Feed:
         if self.out is not None:
             await self.out.writer.abort()
             self.out = None
+        self.close()
+        self.differ = self.drift = None
         self.full_at = now_iso()
 
     async def _apply(self) -> AsyncIterator[Records]:
@@ -314,10 +364,19 @@ class Feed:
 
     def store_link(self) -> None:
         """After the run is published: the link for the next run, with this run as its base."""
-        if self.new_link and self.ds.delta:
-            run = self.run
-            deltalinks.write_link(run.store, run.tenant_id, self.ds.name, run.run_id, self.new_link,
-                                  self.obtained_at, self.fingerprint, self.full_at or self.obtained_at)
+        paths = [path for path, _b, _q in rounds(self.ds)]
+        if not self.ds.delta or any(not self.new_links.get(p) for p in paths):
+            return
+        extra: dict[str, Any] = {}
+        if len(paths) > 1:
+            extra["links"] = {p: self.new_links[p] for p in paths[1:]}
+        if self.merge is not None:
+            leg = self.merge.direct_leg.name
+            extra["hidden"] = self.merge.hidden_after if self.mode == "delta" else \
+                list(self.ctx.notes.get("unreadable", {}).get(leg, []))
+        run = self.run
+        deltalinks.write_link(run.store, run.tenant_id, self.ds.name, run.run_id, self.new_links[paths[0]],
+                              self.obtained_at, self.fingerprint, self.full_at or self.obtained_at, extra)
 
 
 class Reconciler:
@@ -350,6 +409,13 @@ class Reconciler:
             elif found[key] != digest:
                 self.counts["differing"] += 1
         self.expected.delete_many(found)
+
+    async def expect_records(self, records: AsyncIterator[Records]) -> None:
+        """What a merged dataset's delta would have published (connector/collect/memberships.py)."""
+        async for batch in records:
+            for record in batch:
+                whole = full(record)
+                self.expected.put(key_of(self.ds, whole), record_hash(whole))
 
     def finish(self) -> dict[str, int]:
         self.counts["extraInDelta"] = len(self.expected)
