@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .object_types import USER_TYPE
+from .object_types import SP_TYPE, USER_TYPE
 
 if TYPE_CHECKING:
     from .inventory import Inventory
@@ -157,6 +157,7 @@ class TenantChanges:
         if all(mid != member_id for _t, mid in members):
             members.append((odata_type, member_id))
             groups.version += 1
+            self._service_principals_changed(odata_type)
             if self._groups_of is not None:
                 self._groups_of.setdefault(member_id, set()).add(index)
             self.log.member(group_id, odata_type, member_id, False)
@@ -171,18 +172,28 @@ class TenantChanges:
             if mid == member_id:
                 del members[pos]
                 groups.version += 1
+                self._service_principals_changed(odata_type)
                 if self._groups_of is not None:
                     self._groups_of.get(member_id, set()).discard(index)
                 if logged:
                     self.log.member(group_id, odata_type, member_id, True)
                 return
 
+    def _service_principals_changed(self, odata_type: str) -> None:
+        """/servicePrincipals/{id}/memberOf is computed once from the memberships: again after a change."""
+        if odata_type == SP_TYPE:
+            self.inventory.apps.__dict__.pop("member_of", None)
+
     def rename_group(self, group_id: str, display_name: str) -> None:
+        self.set_group(group_id, displayName=display_name)
+
+    def set_group(self, group_id: str, **properties: Any) -> None:
+        """Change properties of a group (Graph names), e.g. displayName or visibility."""
         groups = self.inventory._groups
         index = groups.group_index(group_id)
         if index is None:
             raise KeyError(f"no group {group_id}")
-        groups.groups()[index]["displayName"] = display_name
+        groups.groups()[index].update(properties)
         groups.version += 1
         self.log.object("groups", group_id)
 

@@ -413,3 +413,150 @@ def test_delta_runs_on_blob_storage(tenant, azurite, tmp_path):
     assert [orjson.loads(line)["properties"] for line in gzip.decompress(data).splitlines()] == [["displayName"]]
     truth, truth_store = collect(tenant, tmp_path / "truth", full=True)
     assert by_key(read_dataset(store, second, "groups")) == by_key(read_dataset(truth_store, truth, "groups"))
+
+
+# ------------------------------------------------------------------------------------------- group memberships
+
+MEMBER_KEY = ("groupId", "memberId", "membership")
+
+
+def members_of(store, manifest):
+    return by_key(read_dataset(store, manifest, "group_members"), MEMBER_KEY)
+
+
+def change_memberships(sim):
+    """A day of changes, and the membership changes delta must get right: a group nested into another (transitive
+    rows appear), a nested group taken out again, service principals joining and leaving (their leg is read
+    again), users deleted (their memberships go without `members@delta` saying so)."""
+    from simulator.object_types import GROUP_TYPE, SP_TYPE
+
+    inv, changes = sim.inventory, sim.changes
+    made = changes.day_of_changes(share=0.05, seed=3)
+    g = inv.groups()
+    changes.add_member(g[3]["id"], g[4]["id"], GROUP_TYPE)
+    nested = next((gid, mid) for gid in (x["id"] for x in g) for t, mid in inv.direct_members(inv.group_index(gid))
+                  if t == GROUP_TYPE)
+    changes.remove_member(*nested)
+    sps = [s["id"] for s in inv.apps.service_principals]
+    changes.add_member(g[6]["id"], sps[0], SP_TYPE)
+    member_sp = next(((x["id"], mid) for x in g for t, mid in inv.direct_members(inv.group_index(x["id"]))
+                      if t == SP_TYPE and mid != sps[0]), None)
+    if member_sp:
+        changes.remove_member(*member_sp)
+    return made
+
+
+def test_group_members_by_delta_equal_a_full_read(tenant, tmp_path):
+    out = tmp_path / "out"
+    first, store = collect(tenant, out)
+    assert first["datasets"]["group_members"]["delta"]["mode"] == "full"
+    change_memberships(tenant)
+    second, store = collect(tenant, out)
+    assert second["status"] == "succeeded", second["warnings"]
+    entry = second["datasets"]["group_members"]
+    assert entry["delta"]["mode"] == "delta" and entry["delta"]["baseRun"] == first["runId"], entry["delta"]
+    assert entry["usersRemoved"] >= 1 and entry["membershipChanges"] >= 1
+    truth, truth_store = collect(tenant, tmp_path / "truth", full=True)
+    got, want, before = members_of(store, second), members_of(truth_store, truth), members_of(store, first)
+    assert got == want
+    assert any(k[2] == "transitive" for k in set(want) - set(before))  # the nesting made transitive rows
+    assert any(r["memberType"] == "servicePrincipal" for r in want.values())
+    # the changes file says exactly what differs between the two snapshots
+    lines = changes_of(store, second, "group_members")
+    said = {(c["groupId"], c["memberId"], c["membership"]): c["change"] for c in lines}
+    assert said == {**{k: "memberAdded" for k in set(want) - set(before)},
+                    **{k: "memberRemoved" for k in set(before) - set(want)}}
+    assert (entry["delta"]["added"], entry["delta"]["removed"]) == (len(set(want) - set(before)),
+                                                                    len(set(before) - set(want)))
+    # no member list of any group was read: only the rounds and the service principals' leg
+    assert entry["requests"] < truth["datasets"]["group_members"]["requests"]
+    assert entry["batches"] < truth["datasets"]["group_members"]["batches"]
+    state = link_state(out, tenant, "group_members")[1]
+    assert state["runId"] == second["runId"] and set(state["links"]) == {"/users/delta"}
+    third, store3 = collect(tenant, out)  # nothing changed since: the same rows, no changes
+    assert third["datasets"]["group_members"]["delta"]["mode"] == "delta"
+    assert members_of(store3, third) == want and changes_of(store3, third, "group_members") == []
+
+
+def test_group_members_requests_fall_to_a_small_share(tmp_path, monkeypatch):
+    """With hundreds of groups the fan-out is most of a full read's requests; a delta run makes the rounds' pages
+    and the service principals' leg only (the ratio from the runs' own manifests)."""
+    with Simulator(TenantSpec(seed=12, users=3000, groups=600, pending_users=30)) as sim:
+        apply_env(monkeypatch, sim.env(secret_in="env"))
+        out = tmp_path / "out"
+        collect(sim, out, M365_DATASETS="group_members")
+        sim.changes.day_of_changes(share=0.01, seed=4)
+        second, store = collect(sim, out, M365_DATASETS="group_members")
+        truth, truth_store = collect(sim, tmp_path / "truth", full=True, M365_DATASETS="group_members")
+    delta, full = second["datasets"]["group_members"], truth["datasets"]["group_members"]
+    assert delta["delta"]["mode"] == "delta"
+    assert members_of(store, second) == members_of(truth_store, truth)
+    sp_leg = delta["batches"]  # the delta run's batches are the service principals' leg alone
+    assert delta["requests"] <= 0.25 * full["requests"], (delta["requests"], full["requests"])
+    assert delta["requests"] - sp_leg < full["requests"] - full["batches"] + 4
+
+
+@pytest.mark.parametrize("refused", [False, True])
+def test_hidden_membership_without_the_permission(tmp_path, monkeypatch, refused):
+    """Without Member.Read.Hidden the full read has no rows for hidden-membership groups (Graph answers an empty list
+    or 403); the delta path gives the same rows and warning, and reads a group that stops hiding its members."""
+    from simulator.tenant import DEFAULT_ROLES
+
+    spec = TenantSpec(seed=11, users=600, groups=40, pending_users=30, hidden_membership_refused=refused,
+                      roles=frozenset(DEFAULT_ROLES) - {"Member.Read.Hidden"})
+    with Simulator(spec) as sim:
+        apply_env(monkeypatch, sim.env(secret_in="env"))
+        out = tmp_path / "out"
+        first, _ = collect(sim, out)
+        groups = sim.inventory.groups()
+        hidden = [g for g in groups if g["visibility"] == "HiddenMembership"]
+        visible = [g for g in groups if g["visibility"] != "HiddenMembership" and sim.inventory.direct_members(
+            sim.inventory.group_index(g["id"]))]
+        assert hidden and visible
+        assert link_state(out, sim, "group_members")[1]["hidden"] == sorted(g["id"] for g in hidden)
+        sim.changes.set_group(hidden[0]["id"], visibility="Private")
+        sim.changes.set_group(visible[0]["id"], visibility="HiddenMembership")
+        sim.changes.add_member(hidden[-1]["id"], sim.tenant.user_id(5))  # a hidden change: not in the snapshot
+        second, store = collect(sim, out)
+        truth, truth_store = collect(sim, tmp_path / "truth", full=True)
+    entry, want = second["datasets"]["group_members"], truth["datasets"]["group_members"]
+    assert entry["delta"]["mode"] == "delta" and entry["groupsReadAgain"] == 1
+    assert members_of(store, second) == members_of(truth_store, truth)
+    assert any(r["groupId"] == hidden[0]["id"] for r in members_of(store, second).values())
+    assert not any(r["groupId"] == visible[0]["id"] for r in members_of(store, second).values())
+    codes = sorted(w["code"] for w in entry["warnings"])
+    assert "hidden_membership_not_granted" in codes
+    assert codes == sorted(w["code"] for w in want["warnings"]) or refused  # 403s are met only where read
+
+
+def test_group_members_killed_run_and_reconcile(tenant, tmp_path, monkeypatch):
+    """A delta run that fails while deriving leaves the previous link and snapshot; the next run is delta from
+    the first and right; a reconcile finds no drift."""
+    from connector.collect import memberships
+
+    out = tmp_path / "out"
+    first, _ = collect(tenant, out)
+    change_memberships(tenant)
+    real = memberships.derive_transitive
+
+    async def broken(spool):
+        raise RuntimeError("killed while deriving")
+        yield []  # pragma: no cover
+
+    monkeypatch.setattr(memberships, "derive_transitive", broken)
+    failed, _ = collect(tenant, out)
+    monkeypatch.setattr(memberships, "derive_transitive", real)
+    assert failed["datasets"]["group_members"]["status"] == "failed"
+    assert link_state(out, tenant, "group_members")[1]["runId"] == first["runId"]
+    second, store = collect(tenant, out)
+    assert second["datasets"]["group_members"]["delta"]["baseRun"] == first["runId"]
+    truth, truth_store = collect(tenant, tmp_path / "truth", full=True)
+    assert members_of(store, second) == members_of(truth_store, truth)
+    path, state = link_state(out, tenant, "group_members")
+    path.write_bytes(orjson.dumps({**state, "fullAt": "2026-01-01T00:00:00.000Z"}))
+    tenant.changes.add_member(tenant.inventory.groups()[2]["id"], tenant.tenant.user_id(7))
+    third, store3 = collect(tenant, out, M365_RECONCILE_DAYS="7")
+    delta = third["datasets"]["group_members"]["delta"]
+    assert delta["mode"] == "reconcile" and delta["drift"]["total"] == 0, delta
+    truth, truth_store = collect(tenant, tmp_path / "truth2", full=True)
+    assert members_of(store3, third) == members_of(truth_store, truth)

@@ -130,6 +130,7 @@ class Memberships:
         hidden, opened = (set(), []) if readable else self.hidden(hidden_before or [])
         self.hidden_after = sorted(hidden)
         gone = self.groups_removed | self.users_removed
+        unread = hidden | set(opened)  # no rows from before or from the round: none, or read again in full
         spool = DirectSpool()
         direct = 0
         try:
@@ -140,7 +141,7 @@ class Memberships:
                     if row.get("membership") != "direct":
                         continue  # derived again below
                     gid, mid, kind = row.get("groupId"), row.get("memberId"), row.get("memberType")
-                    if kind in self.provided or gid in gone or mid in gone or gid in hidden \
+                    if kind in self.provided or gid in gone or mid in gone or gid in unread \
                             or (gid, mid) in self.pairs:
                         continue
                     kept.append(RawRecord(row, line))
@@ -150,7 +151,7 @@ class Memberships:
                     yield kept
             added: Records = []
             for (gid, mid), (kind, removed) in self.pairs.items():
-                if removed or kind in self.provided or gid in gone or mid in gone or gid in hidden:
+                if removed or kind in self.provided or gid in gone or mid in gone or gid in unread:
                     continue
                 added.append({"groupId": gid, "memberId": mid, "memberType": kind, "membership": "direct"})
             for i in range(0, len(added), ROWS_PER_YIELD):
