@@ -189,7 +189,7 @@ def test_delta_run_equals_a_full_read_of_the_changed_tenant(tenant, tmp_path):
     assert first["status"] == "succeeded", first["warnings"]
     assert first["datasets"]["groups"]["delta"] == {"mode": "full", "baseRun": None,
                                                     "reason": first["datasets"]["groups"]["delta"]["reason"]}
-    assert first["datasets"]["users"]["delta"]["reason"].startswith("untracked_properties")
+    assert first["datasets"]["users"]["delta"]["reason"].startswith("no_delta_link")
     made = tenant.changes.day_of_changes(share=0.05, seed=3)
     g = tenant.inventory.groups()
     tenant.changes.rename_group(g[9]["id"], "Renamed by the test")
@@ -560,3 +560,100 @@ def test_group_members_killed_run_and_reconcile(tenant, tmp_path, monkeypatch):
     assert delta["mode"] == "reconcile" and delta["drift"]["total"] == 0, delta
     truth, truth_store = collect(tenant, tmp_path / "truth2", full=True)
     assert members_of(store3, third) == members_of(truth_store, truth)
+
+
+# ------------------------------------------------------------------------------------------------ users' licences
+
+def test_group_licensing_in_the_simulator(sim, http):
+    """Joining a licensing group gives the group's licence (states, assignedLicenses, plans), leaving takes it
+    away; neither makes the user appear in /users/delta (licenseAssignmentStates is not tracked: user-delta.md;
+    for assignedLicenses the least favourable reading). `id in (...)` reads the user as it is now."""
+    from simulator.licensing import LICENSE_GROUPS
+
+    select = "id,assignedLicenses,licenseAssignmentStates,assignedPlans,jobTitle"
+    _, link, _ = round_of(http, f"{sim.graph_endpoint}/v1.0/users/delta?$select={select}")
+    inv, tenant = sim.inventory, sim.tenant
+    group = LICENSE_GROUPS[0]
+    sku = inv.groups()[inv.group_index(group)]["assignedLicenses"][0]["skuId"]
+    members = {m for _t, m in inv.direct_members(inv.group_index(group))}
+    joiner = next(tenant.user_id(i) for i in range(200, 400) if tenant.user_id(i) not in members and not any(
+        lic["skuId"] == sku for lic in tenant.user(i, ["assignedLicenses"])["assignedLicenses"]))
+    leaver = next(m for m in sorted(members) if [st["assignedByGroup"] for st in tenant.user(
+        tenant.index_of(m), ["licenseAssignmentStates"])["licenseAssignmentStates"] if st["skuId"] == sku] == [group])
+
+    def read(uid):
+        url = f"{sim.graph_endpoint}/v1.0/users?$filter=id in ('{uid}')&$select={select}"
+        (user,) = http.get(url).raise_for_status().json()["value"]
+        return user
+
+    sim.changes.add_member(group, joiner)
+    sim.changes.remove_member(group, leaver)
+    joined, left = read(joiner), read(leaver)
+    assert {"assignedByGroup": group, "skuId": sku, "state": "Active"}.items() <= next(
+        st for st in joined["licenseAssignmentStates"] if st["assignedByGroup"] == group).items()
+    assert any(lic["skuId"] == sku for lic in joined["assignedLicenses"]) and joined["assignedPlans"]
+    assert all(st["assignedByGroup"] != group for st in left["licenseAssignmentStates"])
+    assert all(lic["skuId"] != sku for lic in left["assignedLicenses"])
+    assert round_of(http, link)[0] == []  # not tracked
+    too_many = ",".join(f"'{tenant.user_id(i)}'" for i in range(16))
+    assert http.get(f"{sim.graph_endpoint}/v1.0/users?$filter=id in ({too_many})").status_code == 400
+
+
+def licence_changes(sim):
+    """Users joining and leaving licensing groups (one whose SKU has no seat left: CountViolation)."""
+    from simulator.licensing import LICENSE_GROUPS
+
+    inv, tenant = sim.inventory, sim.tenant
+    moved = []
+    for n, group in enumerate(LICENSE_GROUPS):
+        members = {m for _t, m in inv.direct_members(inv.group_index(group))}
+        outsider = next(tenant.user_id(i) for i in range(40 + 20 * n, 400) if tenant.user_id(i) not in members)
+        sim.changes.add_member(group, outsider)
+        insider = sorted(members)[n]
+        sim.changes.remove_member(group, insider)
+        moved += [outsider, insider]
+    return moved
+
+
+def test_users_by_delta_keep_licences_current(tmp_path, monkeypatch):
+    with Simulator(TenantSpec(seed=13, users=6000, groups=60, pending_users=60)) as sim:
+        apply_env(monkeypatch, sim.env(secret_in="env"))
+        out = tmp_path / "out"
+        first, _ = collect(sim, out)
+        assert "licenceGroups" in link_state(out, sim, "users")[1]
+        sim.changes.day_of_changes(share=0.01, seed=6)
+        moved = licence_changes(sim)
+        second, store = collect(sim, out)
+        truth, truth_store = collect(sim, tmp_path / "truth", full=True)
+        third, store3 = collect(sim, out)
+    entry, full = second["datasets"]["users"], truth["datasets"]["users"]
+    assert entry["delta"]["mode"] == "delta", entry["delta"]
+    assert entry["delta"]["licenceCandidates"] >= len(moved)
+    got, want = by_key(read_dataset(store, second, "users")), by_key(read_dataset(truth_store, truth, "users"))
+    assert got == want
+    before = by_key(read_dataset(store, first, "users"))
+    assert all(got[(u,)]["licenseAssignmentStates"] != before[(u,)]["licenseAssignmentStates"] for u in moved)
+    changed = {c["id"] for c in changes_of(store, second, "users") if c["change"] == "changed"}
+    assert set(moved) <= changed
+    for name, key in (("group_members", MEMBER_KEY), ("groups", ("id",))):
+        assert by_key(read_dataset(store, second, name), key) == by_key(read_dataset(truth_store, truth, name), key)
+    # requests: the rounds and the users read again, against the listing (the run's own counts)
+    assert entry["requests"] <= 0.5 * full["requests"], (entry["requests"], full["requests"])
+    assert third["datasets"]["users"]["delta"]["mode"] == "delta"
+    assert by_key(read_dataset(store3, third, "users")) == want
+
+
+def test_users_read_in_full_when_a_group_changes_its_licences(tenant, tmp_path):
+    from simulator.licensing import LICENSE_GROUPS
+
+    out = tmp_path / "out"
+    collect(tenant, out)
+    tenant.changes.set_group(LICENSE_GROUPS[1], assignedLicenses=[])
+    second, store = collect(tenant, out)
+    entry = second["datasets"]["users"]["delta"]
+    assert entry["mode"] == "full" and entry["reason"].startswith("licence_group_changed"), entry
+    assert link_state(out, tenant, "users")[1]["licenceGroups"].keys() == {
+        g for g in LICENSE_GROUPS[:3] if g != LICENSE_GROUPS[1]} & link_state(out, tenant, "users")[1][
+        "licenceGroups"].keys()
+    third, _ = collect(tenant, out)  # the group's licences are known again: no longer a reason to read in full
+    assert not third["datasets"]["users"]["delta"].get("reason", "").startswith("licence_group_changed")

@@ -22,6 +22,7 @@ published (Run._finish), so a run that fails keeps the previous link and base.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,6 +43,7 @@ from connector.collect.changes import (
     record_hash,
 )
 from connector.collect.checkpoint import settings_fingerprint
+from connector.collect.licences import GROUP_ROUND, Licences
 from connector.collect.memberships import ROUNDS as MEMBERSHIP_ROUNDS
 from connector.collect.memberships import Memberships
 from connector.collect.strategy import RESTART, Context, Records
@@ -77,7 +79,14 @@ def rounds(ds: Dataset) -> tuple[tuple[str, str, str], ...]:
     """(delta path, request builder, first query) of each round the dataset follows; the first is Dataset.delta."""
     if ds.delta_merge == "memberships":
         return MEMBERSHIP_ROUNDS
+    if ds.delta_merge == "licences":
+        return (ds.delta, ds.builder, delta_query(ds)), GROUP_ROUND
     return ((ds.delta, ds.builder, delta_query(ds)),)
+
+
+def readable(ds: Dataset) -> bool:
+    """Delta can give the dataset's records: every selected property tracked, or the others read another way."""
+    return bool(ds.delta) and (not ds.untracked or bool(ds.delta_merge))
 
 
 class Feed:
@@ -89,7 +98,9 @@ class Feed:
         self.baseline: Baseline | None = None
         self.stored: dict[str, Any] | None = None
         self.merge = Memberships(ds) if ds.delta_merge == "memberships" else None
-        query = Memberships.query(ctx.granted, ds) if self.merge is not None else delta_query(ds)
+        self.licences = Licences(ds) if ds.delta_merge == "licences" else None
+        query = Memberships.query(ctx.granted, ds) if self.merge is not None else \
+            "|".join(q for _p, _b, q in rounds(ds)) if self.licences is not None else delta_query(ds)
         self.fingerprint = settings_fingerprint(run.settings, query)
         self.new_links: dict[str, str] = {}  # delta path -> the link for the next run
         self.obtained_at = now_iso()
@@ -103,7 +114,7 @@ class Feed:
     def choose(self) -> None:
         """Delta when the stored link and its base can be trusted; otherwise full, with the reason."""
         run, ds, settings = self.run, self.ds, self.run.settings
-        if ds.delta and settings.delta and not settings.full and not ds.untracked:
+        if readable(ds) and settings.delta and not settings.full:
             state = deltalinks.read_link(run.store, run.tenant_id, ds.name)
             refusal = self._refusal(state)
             if refusal is None:
@@ -116,7 +127,8 @@ class Feed:
                                            "with this dataset")
             self._full(*refusal)
         elif ds.delta:
-            self._full(*("untracked_properties", f"delta does not track {', '.join(ds.untracked)}") if ds.untracked
+            self._full(*("untracked_properties", f"delta does not track {', '.join(ds.untracked)}")
+                       if not readable(ds)
                        else ("full_requested", "a full read was asked for") if settings.full
                        else ("delta_off", "M365_DELTA=off"))
         self.baseline = Baseline.latest(run.store, run.tenant_id, ds)
@@ -182,10 +194,14 @@ class Feed:
                 self.obtained_at = now_iso()
                 for path, builder, _query in rounds(self.ds):
                     await self._round(path, builder, links[path])
+                if self.licences is not None:
+                    await self._licences()
             except Resync as why:
                 self.changes.clear()
                 if self.merge is not None:
                     self.merge = Memberships(self.ds)
+                if self.licences is not None:
+                    self.licences = Licences(self.ds)
                 self._full("resync", str(why))
                 self.ctx.warn("delta_resync", self.ds.name, f"{self.ds.name}: {why}; read in full instead, and a new "
                                                             "delta link is stored.")
@@ -197,7 +213,7 @@ class Feed:
         """A full read asks for its next link just before its listing starts. One resumed from a checkpoint
         started listing in an earlier attempt: a link made now would miss what changed since, so none is
         stored, and the next run continues from the link stored before (whose base run is still published)."""
-        if resumed or self.mode != "full" or not self.ds.delta or self.ds.untracked or not self.run.settings.delta:
+        if resumed or self.mode != "full" or not readable(self.ds) or not self.run.settings.delta:
             return
         graph = self.ctx.graph
         self.obtained_at = now_iso()
@@ -213,6 +229,8 @@ class Feed:
                 return
             if page.delta_link:
                 self.new_links[path] = page.delta_link
+        if self.licences is not None:
+            await self.licences.list_groups(self.ctx)
 
     async def _round(self, path: str, builder: str, link: str) -> None:
         """Follow the stored link to the end of the round; the last state of each object wins (an object may come
@@ -228,6 +246,9 @@ class Feed:
                     self.new_links[path] = page.delta_link
                 if self.merge is not None:
                     self.merge.take(path, objects)
+                    continue
+                if self.licences is not None and path != ds.delta:
+                    self.licences.take_groups(objects)
                     continue
                 kept = []
                 for obj in objects:
@@ -246,6 +267,34 @@ class Feed:
             raise
         if not self.new_links.get(path):
             raise GraphError(0, "NoDeltaLink", "the delta round ended without @odata.deltaLink", path=path)
+
+    async def _licences(self) -> None:
+        """Users whose licences may have changed unseen are read again into the changes; a run where that is
+        not enough, or costs more than the listing, reads the dataset in full (connector/collect/licences.py)."""
+        lic, ds = self.licences, self.ds
+        assert lic is not None and self.stored is not None and self.baseline is not None
+        stored = self.stored.get("licenceGroups")
+        before = stored if isinstance(stored, dict) else {}
+        changed = lic.changed_groups(before)
+        if changed:
+            self._read_in_full("licence_group_changed", f"the licences of {len(changed)} group(s) changed or a "
+                               f"licensing group was deleted (e.g. {changed[0]}): their members' licences may have "
+                               "changed unseen")
+            return
+        users, records = await lic.candidates(self.baseline, before, self.changes)
+        cost, listing = lic.cost(len(users)), math.ceil(max(records, 1) / 999)
+        lic.summary.update({"licenceCandidates": len(users), "licenceRequests": cost})
+        if cost >= listing:
+            self._read_in_full("licence_candidates", f"reading {len(users)} users' licences again would cost "
+                               f"{cost} requests, the listing {listing}")
+            return
+        lic.summary["licencesReadAgain"] = await lic.read_again(self.ctx, users, self.changes, normaliser_for(ds))
+        lic.licensed_after = {**before, **{g: h for g, h in lic.groups_now.items() if h is not None}}
+
+    def _read_in_full(self, reason: str, why: str) -> None:
+        self.changes.clear()
+        self._full(reason, why)
+        self.baseline = Baseline.latest(self.run.store, self.run.tenant_id, self.ds)
 
     # -- the changes file -----------------------------------------------------------------------------------
     async def open_changes(self, writer_for: Callable[[str], Any]) -> None:
@@ -350,6 +399,8 @@ class Feed:
             await self.differ.finish()
         if self.drift is not None:
             entry["drift"] = self.drift.finish()
+        if self.licences is not None:
+            entry.update(self.licences.summary)
         if self.out is not None:
             await self.out.flush()
             await self.out.writer.finish()  # committed with the dataset's file
@@ -370,6 +421,10 @@ class Feed:
         extra: dict[str, Any] = {}
         if len(paths) > 1:
             extra["links"] = {p: self.new_links[p] for p in paths[1:]}
+        if self.licences is not None:
+            if self.licences.licensed_after is None:
+                return  # the licensing groups are not known: the next run reads in full
+            extra["licenceGroups"] = self.licences.licensed_after
         if self.merge is not None:
             leg = self.merge.direct_leg.name
             extra["hidden"] = self.merge.hidden_after if self.mode == "delta" else \
