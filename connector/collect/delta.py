@@ -8,7 +8,11 @@ A dataset's mode, said in its manifest entry (`delta`):
   (`$deltatoken=latest`, "sync from now": concepts/delta-query-overview.md), so whatever changes while the
   listing pages comes again in the next round; applying an object's current state twice changes nothing.
 - `delta`: the stored link is followed (a round of pages ending in `@odata.deltaLink`) and the changes applied
-  to the previous records, streamed: only the changes are held in memory.
+  to the previous records, streamed: only the changes are held in memory. A dataset with Dataset.delta_merge
+  follows more than one round (the others' links are kept in the same state) and makes its records its own way:
+  group memberships from `members@delta` (connector/collect/memberships.py; its changes file comes from
+  comparing, as a full read's), users with those whose untracked licence properties may have changed read again
+  by id (connector/collect/licences.py).
 - `reconcile`: every M365_RECONCILE_DAYS a delta dataset is read in full as well; the delta round is applied
   all the same (not published), and the two are compared by key and record hash: any difference is `drift`.
 The stored link (connector/store/deltalinks.py) is used only when it is this tenant's and this dataset's, on
