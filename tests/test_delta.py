@@ -621,6 +621,11 @@ def licence_changes(sim):
 
 
 def test_users_by_delta_keep_licences_current(tmp_path, monkeypatch):
+    """After a day of changes with users joining and leaving licensing groups: a delta run's users (and memberships)
+    equal a full read's; a run that fails while reading licences again keeps the previous link; a reconcile finds
+    no drift."""
+    from connector.collect.licences import Licences
+
     with Simulator(TenantSpec(seed=13, users=6000, groups=60, pending_users=60)) as sim:
         apply_env(monkeypatch, sim.env(secret_in="env"))
         out = tmp_path / "out"
@@ -628,9 +633,26 @@ def test_users_by_delta_keep_licences_current(tmp_path, monkeypatch):
         assert "licenceGroups" in link_state(out, sim, "users")[1]
         sim.changes.day_of_changes(share=0.01, seed=6)
         moved = licence_changes(sim)
+
+        async def broken(*_args, **_kwargs):
+            raise RuntimeError("killed while reading licences again")
+
+        real = Licences.read_again
+        monkeypatch.setattr(Licences, "read_again", broken)
+        failed, _ = collect(sim, out)
+        monkeypatch.setattr(Licences, "read_again", real)
+        assert failed["datasets"]["users"]["status"] == "failed"
+        assert link_state(out, sim, "users")[1]["runId"] == first["runId"]
         second, store = collect(sim, out)
         truth, truth_store = collect(sim, tmp_path / "truth", full=True)
         third, store3 = collect(sim, out)
+        path, state = link_state(out, sim, "users")
+        path.write_bytes(orjson.dumps({**state, "fullAt": "2026-01-01T00:00:00.000Z"}))
+        licence_changes(sim)
+        fourth, _ = collect(sim, out, M365_RECONCILE_DAYS="7")
+    assert second["datasets"]["users"]["delta"]["baseRun"] == first["runId"]
+    reconciled = fourth["datasets"]["users"]["delta"]
+    assert reconciled["mode"] == "reconcile" and reconciled["drift"]["total"] == 0, reconciled
     entry, full = second["datasets"]["users"], truth["datasets"]["users"]
     assert entry["delta"]["mode"] == "delta", entry["delta"]
     assert entry["delta"]["licenceCandidates"] >= len(moved)

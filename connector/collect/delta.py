@@ -43,6 +43,7 @@ from connector.collect.changes import (
     Differ,
     changes_file,
     hashed,
+    key_decoder,
     key_of,
     record_hash,
 )
@@ -307,7 +308,7 @@ class Feed:
         if self.baseline is None:
             return
         self.out = ChangeLines(self.ds, writer_for(changes_file(self.ds)))
-        if self.mode in ("full", "reconcile") or self.merge is not None:
+        if self.mode in ("full", "reconcile"):
             self.differ = Differ(self.ds, self.baseline, self.out)
             try:
                 await self.differ.prepare()
@@ -325,9 +326,11 @@ class Feed:
         """A merged dataset's records from its previous ones and its rounds (a context of its own: a reconcile
         computes them beside the full read, whose manifest entry they must not change)."""
         assert self.merge is not None and self.baseline is not None and self.stored is not None
-        ctx = self.ctx if self.mode == "delta" else type(self.ctx)(self.ctx.settings, self.ctx.graph, self.ctx.granted)
+        delta = self.mode == "delta"
+        ctx = self.ctx if delta else type(self.ctx)(self.ctx.settings, self.ctx.graph, self.ctx.granted)
         hidden = self.stored.get("hidden")
-        return self.merge.records(ctx, self.baseline, hidden if isinstance(hidden, list) else [])
+        return self.merge.records(ctx, self.baseline, hidden if isinstance(hidden, list) else [],
+                                  self.out if delta else None)
 
     def taps(self) -> list[Callable[[bytes], Any]]:
         return [t.see for t in (self.differ, self.drift) if t is not None]
@@ -361,12 +364,17 @@ class Feed:
         assert self.baseline is not None and self.out is not None
         ds, out, changes = self.ds, self.out, self.changes
         upn = ds.upn_field
+        names = tuple(dict.fromkeys(("id", *ds.key, *((upn,) if upn else ()))))
+        decode = key_decoder(names).decode  # only the keys of a line are read, unless it changed
+        at = [names.index(k) for k in ds.key]
         async for batch in self.baseline.batches():
             records: Records = []
             for line in batch:
-                old = orjson.loads(line)
-                key = key_of(ds, old)
+                parts = decode(line)
+                values = [getattr(parts, f"k{i}") for i in range(len(names))]
+                key = str(values[at[0]]) if len(at) == 1 else "|".join(str(values[i]) for i in at)
                 if key in changes:
+                    old = orjson.loads(line)
                     new = changes.pop(key)
                     if new is None:
                         await out.removed(old)
@@ -375,8 +383,7 @@ class Feed:
                         await out.changed(old, new)
                         records.append(new)
                         continue
-                keys = {"id": old.get("id")} | ({upn: old.get(upn)} if upn else {})
-                records.append(RawRecord(keys, line))
+                records.append(RawRecord({"id": values[0]} | ({upn: values[names.index(upn)]} if upn else {}), line))
             yield records
         added = [new for new in changes.values() if new is not None]
         for i in range(0, len(added), BATCH):

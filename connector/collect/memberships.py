@@ -32,10 +32,12 @@ the direct rows wait in the same SQLite spool as a full read's.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import orjson
 
 from connector.catalog.datasets import Dataset, Leg
@@ -50,13 +52,24 @@ from connector.collect.batch import (
     refusals_for,
     warn_unreadable,
 )
-from connector.collect.changes import Baseline
+from connector.collect.changes import Baseline, ChangeLines, key_of
 from connector.collect.strategy import Context, Records
 from connector.rawjson import RawRecord
+from connector.spool import KeyValueSpool
 
 # (delta path, request builder, query) of each round; the first is the dataset's own (Dataset.delta).
 ROUNDS = (("/groups/delta", "groups", "$select=id,visibility,members"), ("/users/delta", "users", "$select=id"))
 ROWS_PER_YIELD = 5000
+
+
+class _Row(msgspec.Struct):
+    groupId: str | None = None  # noqa: N815 (Graph's names)
+    memberId: str | None = None  # noqa: N815
+    memberType: str | None = None  # noqa: N815
+    membership: str | None = None
+
+
+_ROW = msgspec.json.Decoder(_Row)
 
 
 def _type(obj: dict[str, Any]) -> str | None:
@@ -122,9 +135,11 @@ class Memberships:
         assert key == "visibility"
         return now, sorted(opened)
 
-    async def records(self, ctx: Context, baseline: Baseline,
-                      hidden_before: list[str] | None) -> AsyncIterator[Records]:
-        """The previous direct rows with the changes applied, the re-read ones, then the transitive rows."""
+    async def records(self, ctx: Context, baseline: Baseline, hidden_before: list[str] | None,
+                      out: ChangeLines | None = None) -> AsyncIterator[Records]:
+        """The previous direct rows with the changes applied, the re-read ones, then the transitive rows. With
+        `out`, the changes file: a kept previous row is the same line, so only the rows dropped from the previous
+        file and those made afresh (added, read again, transitive) are compared (Volatile)."""
         leg = self.direct_leg
         readable = leg.forbidden_hint in ctx.granted
         hidden, opened = (set(), []) if readable else self.hidden(hidden_before or [])
@@ -132,19 +147,13 @@ class Memberships:
         gone = self.groups_removed | self.users_removed
         unread = hidden | set(opened)  # no rows from before or from the round: none, or read again in full
         spool = DirectSpool()
-        direct = 0
+        volatile = Volatile(self.ds, out) if out is not None else None
+        direct = transitive = 0
         try:
             async for batch in baseline.batches():
-                kept: Records = []
-                for line in batch:
-                    row = orjson.loads(line)
-                    if row.get("membership") != "direct":
-                        continue  # derived again below
-                    gid, mid, kind = row.get("groupId"), row.get("memberId"), row.get("memberType")
-                    if kind in self.provided or gid in gone or mid in gone or gid in unread \
-                            or (gid, mid) in self.pairs:
-                        continue
-                    kept.append(RawRecord(row, line))
+                kept, dropped = await asyncio.to_thread(self._sort, batch, gone, unread)
+                if volatile is not None:
+                    volatile.dropped(dropped)
                 spool.add([(r["groupId"], r["memberId"], r["memberType"]) for r in kept])
                 direct += len(kept)
                 if kept:
@@ -157,22 +166,48 @@ class Memberships:
             for i in range(0, len(added), ROWS_PER_YIELD):
                 part = added[i:i + ROWS_PER_YIELD]
                 spool.add([(r["groupId"], r["memberId"], r["memberType"]) for r in part])
-                yield part
+                yield await self._fresh(volatile, part)
             direct += len(added)
             async for rows in self._read_again(ctx, opened, hidden):
                 spool.add([(r["groupId"], r["memberId"], r["memberType"]) for r in rows])
                 direct += len(rows)
-                yield rows
-            transitive = 0
+                yield await self._fresh(volatile, rows)
             async for rows in derive_transitive(spool):
                 transitive += len(rows)
-                yield rows
+                yield await self._fresh(volatile, rows)
+            if volatile is not None:
+                await volatile.finish()
         finally:
             spool.close()
+            if volatile is not None:
+                volatile.close()
         ctx.extra.update({"directMemberships": direct, "transitiveMemberships": transitive,
                           "membershipChanges": len(self.pairs), "groupsChanged": len(self.visibility),
                           "groupsRemoved": len(self.groups_removed), "usersRemoved": len(self.users_removed),
                           "groupsReadAgain": len(opened)})
+
+    def _sort(self, batch: list[bytes], gone: set[str], unread: set[str]) -> tuple[Records, list[tuple[str, bytes]]]:
+        """Previous lines kept (as they were) and dropped (key, line): the CPU-bound part, run in a thread."""
+        decode = _ROW.decode
+        kept: Records = []
+        dropped: list[tuple[str, bytes]] = []
+        pairs, provided = self.pairs, self.provided
+        for line in batch:
+            row = decode(line)
+            gid, mid, kind = row.groupId, row.memberId, row.memberType
+            if row.membership != "direct" or kind in provided or gid in gone or mid in gone or gid in unread \
+                    or (gid, mid) in pairs:
+                dropped.append((f"{gid}|{mid}|{row.membership}", line))
+                continue
+            kept.append(RawRecord({"groupId": gid, "memberId": mid, "memberType": kind, "membership": "direct"},
+                                  line))
+        return kept, dropped
+
+    @staticmethod
+    async def _fresh(volatile: Volatile | None, rows: Records) -> Records:
+        if volatile is not None:
+            await volatile.fresh(rows)
+        return rows
 
     async def _read_again(self, ctx: Context, opened: list[str], hidden: set[str]) -> AsyncIterator[Records]:
         """The legs delta does not cover, read as the full read does: groups that stopped hiding their members,
@@ -199,3 +234,37 @@ class Memberships:
                 yield rows
         refusals.finish()
         ctx.extra["batches"] = batcher.batches
+
+
+class Volatile:
+    """The changes file of a membership delta run: previous rows dropped (key -> line, a spool: disk past 250,000)
+    against rows made afresh; a fresh row with a dropped twin of the same content is no change, one without is
+    added, a dropped row no fresh row matched is removed. Kept rows are the previous lines, unchanged."""
+
+    def __init__(self, ds: Dataset, out: ChangeLines):
+        self.ds, self.out = ds, out
+        self.gone = KeyValueSpool()
+
+    def dropped(self, rows: list[tuple[str, bytes]]) -> None:
+        self.gone.put_many([(key, line.decode()) for key, line in rows])
+
+    async def fresh(self, rows: Records) -> None:
+        keys = [key_of(self.ds, r) for r in rows]
+        twins = dict(self.gone.get_many(keys))
+        for key, row in zip(keys, rows, strict=True):
+            old = twins.get(key)
+            if old is None:
+                await self.out.added(row)
+            else:
+                before = orjson.loads(old)
+                if before != row:
+                    await self.out.changed(before, row)
+        self.gone.delete_many(k for k in keys if k in twins)
+
+    async def finish(self) -> None:
+        for line in self.gone.values():
+            await self.out.removed(orjson.loads(line))
+        await self.out.flush()
+
+    def close(self) -> None:
+        self.gone.close()
