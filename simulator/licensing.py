@@ -294,3 +294,35 @@ class Licences:
                 }
             )
         return out
+
+
+def group_licence_change(licences: Licences, held: dict[str, Any], group_id: str, sku_key: str, joined: bool,
+                         when: str) -> dict[str, Any]:
+    """A user's assignedLicenses, licenseAssignmentStates and assignedPlans after joining (or leaving) a licence
+    group as a direct member: Entra assigns the group's SKU to its direct members and removes it when they leave
+    (Entra docs concept-group-based-licensing.md; nested groups are not supported there). The licence is held
+    while any assignment path (direct or another group) holds it; a SKU without spare seats fails with
+    CountViolation and assigns nothing (licensing-groups-resolve-problems.md)."""
+    sku = licences.sku_by_key[sku_key]
+    states = [st for st in held.get("licenseAssignmentStates") or []
+              if not (st.get("assignedByGroup") == group_id and st.get("skuId") == sku.sku_id)]
+    if joined:
+        error = "CountViolation" if sku_key == SKU_WITHOUT_SPARE_SEATS else None
+        states.append({"assignedByGroup": group_id, "disabledPlans": [], "error": error or "None",
+                       "lastUpdatedDateTime": when, "skuId": sku.sku_id, "state": "Error" if error else "Active"})
+    holding = {st["skuId"] for st in states if st.get("state") == "Active"}
+    licences_now = [lic for lic in held.get("assignedLicenses") or [] if lic.get("skuId") in holding]
+    if sku.sku_id in holding and all(lic.get("skuId") != sku.sku_id for lic in licences_now):
+        licences_now.append({"disabledPlans": [], "skuId": sku.sku_id})
+    plans_of = {s.sku_id: {PLANS[p][1] for p in s.plans} for s in licences.skus}
+    kept_plans = set().union(*(plans_of.get(lic["skuId"], set()) for lic in licences_now)) if licences_now else set()
+    plans = [p for p in held.get("assignedPlans") or [] if p.get("servicePlanId") in kept_plans]
+    present = {p.get("servicePlanId") for p in plans}
+    if sku.sku_id in holding:
+        for plan_key in sku.plans:
+            _name, plan_id, svc = PLANS[plan_key]
+            if plan_id not in present:
+                present.add(plan_id)
+                plans.append({"assignedDateTime": when, "capabilityStatus": sku.status, "service": svc,
+                              "servicePlanId": plan_id})
+    return {"assignedLicenses": licences_now, "licenseAssignmentStates": states, "assignedPlans": plans}

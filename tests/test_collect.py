@@ -78,8 +78,9 @@ def test_full_collection_is_complete_and_verifiable(sim5000, sim_env, azurite, t
     pointer = latest(store, sim5000.tenant_id)
     assert pointer["runId"] == manifest["runId"] and pointer["status"] == "succeeded"
     assert read_json(store, pointer["manifest"]) == manifest
-    # Requests: users at $top=999 and the sign-in chain at 500 per page (one chain, the floor of its quota).
-    assert manifest["datasets"]["users"]["requests"] == 6
+    # Requests: users at $top=999 and the sign-in chain at 500 per page (one chain, the floor of its quota); users
+    # also asks the delta links of its two rounds for the next run and lists the licensing groups (one page).
+    assert manifest["datasets"]["users"]["requests"] == 6 + 2 + 1
     sign_in = manifest["datasets"]["user_sign_in_activity"]
     assert sign_in["requests"] == 10 and sign_in["plan"] == {"strategy": "sequential", "pageSize": 500}
 

@@ -186,7 +186,9 @@ def test_group_members_for_2000_groups_within_one_request_per_20_groups(monkeypa
         assert manifest["status"] == "succeeded", manifest["warnings"]
         entry = manifest["datasets"]["group_members"]
         batches = big.request_count("/v1.0/$batch")
-        list_pages = big.request_count("/v1.0/groups")
+        # the groups listing's pages, without the delta links asked for the next run (/groups/delta, /users/delta)
+        links = big.request_count("/v1.0/groups/delta") + big.request_count("/v1.0/users/delta")
+        list_pages = big.request_count("/v1.0/groups") - big.request_count("/v1.0/groups/delta")
         sps = len(big.inventory.apps.service_principals)
         sp_pages = big.request_count("/v1.0/servicePrincipals")
         # member pages beyond the first: one batch item each (the 300-member "All Company" fits in one page);
@@ -194,7 +196,8 @@ def test_group_members_for_2000_groups_within_one_request_per_20_groups(monkeypa
         extra_pages = sum(max(0, math.ceil(len(big.inventory.direct_members(i)) / 999) - 1) for i in range(2000))
         assert list_pages == math.ceil(2000 / 999) and sp_pages == math.ceil(sps / 999)
         assert batches <= math.ceil((2000 + sps + extra_pages) / 20) + 2
-        assert entry["requests"] == batches + list_pages + sp_pages
+        assert links == 2  # `$deltatoken=latest` of the two rounds group_members follows by delta
+        assert entry["requests"] == batches + list_pages + sp_pages + links
         members = read_dataset(store, manifest, "group_members")
         got = sorted((m["groupId"], m["memberId"], m["memberType"], m["membership"]) for m in members)
         assert got == _expected_members(big)
@@ -362,6 +365,7 @@ def test_report_period_setting_is_validated():
 def test_request_counts_are_recorded_per_dataset(sim, env, tmp_path):
     manifest, _ = run(env, SNAPSHOT_DIR=str(tmp_path), M365_DATASETS=CORE + ",groups,group_members,mfa_registration")
     counts = collections.Counter({n: d["requests"] for n, d in manifest["datasets"].items()})
-    assert counts["group_members"] == 2 + manifest["datasets"]["group_members"]["batches"]  # groups, service principals
+    # groups, service principals, and the delta links of its two rounds for the next run (/groups/delta, /users/delta)
+    assert counts["group_members"] == 2 + manifest["datasets"]["group_members"]["batches"] + 2
     assert counts["mfa_registration"] == math.ceil(400 / 100)
     assert counts["groups"] == 2  # one page, and the delta link for the next run ($deltatoken=latest)

@@ -189,7 +189,7 @@ def test_delta_run_equals_a_full_read_of_the_changed_tenant(tenant, tmp_path):
     assert first["status"] == "succeeded", first["warnings"]
     assert first["datasets"]["groups"]["delta"] == {"mode": "full", "baseRun": None,
                                                     "reason": first["datasets"]["groups"]["delta"]["reason"]}
-    assert first["datasets"]["users"]["delta"]["reason"].startswith("untracked_properties")
+    assert first["datasets"]["users"]["delta"]["reason"].startswith("no_delta_link")
     made = tenant.changes.day_of_changes(share=0.05, seed=3)
     g = tenant.inventory.groups()
     tenant.changes.rename_group(g[9]["id"], "Renamed by the test")
@@ -210,8 +210,13 @@ def test_delta_run_equals_a_full_read_of_the_changed_tenant(tenant, tmp_path):
     user_changes = changes_of(store, second, "users")
     kinds = collections.Counter(c["change"] for c in user_changes)
     assert kinds["removed"] == made["deleted"] and kinds["added"] == made["created"]
-    assert kinds["changed"] == made["renamed"] + made["relicensed"] + made["changed"] - \
-        sum(1 for c in user_changes if c["change"] == "changed" and not c["properties"])
+    # plus users whose licences changed because they joined or left a licensing group (group-based licensing)
+    from simulator.licensing import LICENSE_GROUPS
+
+    by_group = [c for c in changes_of(store, second, "group_members") if c["groupId"] in LICENSE_GROUPS
+                and c["membership"] == "direct"]
+    expected = made["renamed"] + made["relicensed"] + made["changed"]
+    assert expected <= kinds["changed"] <= expected + len(by_group)
     renamed = [c for c in user_changes if c["change"] == "changed" and "displayName" in c["properties"]]
     assert len(renamed) == made["renamed"] and all("userPrincipalName" in c["properties"] for c in renamed)
     members = collections.Counter(c["change"] for c in changes_of(store, second, "group_members"))
@@ -275,7 +280,7 @@ def test_bad_stored_links_are_refused(tenant, tmp_path, bad):
     else:  # a link whose base run is not (or no longer) published
         path.write_bytes(orjson.dumps({**state, "runId": "20260101T000000Z-abcdef"}))
     before = len(tenant.requests)
-    second, store = collect(tenant, out)
+    second, store = collect(tenant, out, M365_DATASETS="groups")  # group_members follows its own (sound) link
     entry = second["datasets"]["groups"]
     assert entry["delta"]["mode"] == "full"
     if bad == "base_missing":
@@ -413,3 +418,269 @@ def test_delta_runs_on_blob_storage(tenant, azurite, tmp_path):
     assert [orjson.loads(line)["properties"] for line in gzip.decompress(data).splitlines()] == [["displayName"]]
     truth, truth_store = collect(tenant, tmp_path / "truth", full=True)
     assert by_key(read_dataset(store, second, "groups")) == by_key(read_dataset(truth_store, truth, "groups"))
+
+
+# ------------------------------------------------------------------------------------------- group memberships
+
+MEMBER_KEY = ("groupId", "memberId", "membership")
+
+
+def members_of(store, manifest):
+    return by_key(read_dataset(store, manifest, "group_members"), MEMBER_KEY)
+
+
+def change_memberships(sim):
+    """A day of changes, and the membership changes delta must get right: a group nested into another (transitive
+    rows appear), a nested group taken out again, service principals joining and leaving (their leg is read
+    again), users deleted (their memberships go without `members@delta` saying so)."""
+    from simulator.object_types import GROUP_TYPE, SP_TYPE
+
+    inv, changes = sim.inventory, sim.changes
+    made = changes.day_of_changes(share=0.05, seed=3)
+    g = inv.groups()
+    changes.add_member(g[3]["id"], g[4]["id"], GROUP_TYPE)
+    nested = next((gid, mid) for gid in (x["id"] for x in g) for t, mid in inv.direct_members(inv.group_index(gid))
+                  if t == GROUP_TYPE)
+    changes.remove_member(*nested)
+    sps = [s["id"] for s in inv.apps.service_principals]
+    changes.add_member(g[6]["id"], sps[0], SP_TYPE)
+    member_sp = next(((x["id"], mid) for x in g for t, mid in inv.direct_members(inv.group_index(x["id"]))
+                      if t == SP_TYPE and mid != sps[0]), None)
+    if member_sp:
+        changes.remove_member(*member_sp)
+    return made
+
+
+def test_group_members_by_delta_equal_a_full_read(tenant, tmp_path):
+    out = tmp_path / "out"
+    first, store = collect(tenant, out)
+    assert first["datasets"]["group_members"]["delta"]["mode"] == "full"
+    change_memberships(tenant)
+    second, store = collect(tenant, out)
+    assert second["status"] == "succeeded", second["warnings"]
+    entry = second["datasets"]["group_members"]
+    assert entry["delta"]["mode"] == "delta" and entry["delta"]["baseRun"] == first["runId"], entry["delta"]
+    assert entry["usersRemoved"] >= 1 and entry["membershipChanges"] >= 1
+    truth, truth_store = collect(tenant, tmp_path / "truth", full=True)
+    got, want, before = members_of(store, second), members_of(truth_store, truth), members_of(store, first)
+    assert got == want
+    assert any(k[2] == "transitive" for k in set(want) - set(before))  # the nesting made transitive rows
+    assert any(r["memberType"] == "servicePrincipal" for r in want.values())
+    # the changes file says exactly what differs between the two snapshots
+    lines = changes_of(store, second, "group_members")
+    said = {(c["groupId"], c["memberId"], c["membership"]): c["change"] for c in lines}
+    assert said == {**{k: "memberAdded" for k in set(want) - set(before)},
+                    **{k: "memberRemoved" for k in set(before) - set(want)}}
+    assert (entry["delta"]["added"], entry["delta"]["removed"]) == (len(set(want) - set(before)),
+                                                                    len(set(before) - set(want)))
+    # no member list of any group was read: only the rounds and the service principals' leg
+    assert entry["requests"] < truth["datasets"]["group_members"]["requests"]
+    assert entry["batches"] < truth["datasets"]["group_members"]["batches"]
+    state = link_state(out, tenant, "group_members")[1]
+    assert state["runId"] == second["runId"] and set(state["links"]) == {"/users/delta"}
+    third, store3 = collect(tenant, out)  # nothing changed since: the same rows, no changes
+    assert third["datasets"]["group_members"]["delta"]["mode"] == "delta"
+    assert members_of(store3, third) == want and changes_of(store3, third, "group_members") == []
+
+
+def test_group_members_requests_fall_to_a_small_share(tmp_path, monkeypatch):
+    """With hundreds of groups the fan-out is most of a full read's requests; a delta run makes the rounds' pages
+    and the service principals' leg only (the ratio from the runs' own manifests)."""
+    with Simulator(TenantSpec(seed=12, users=3000, groups=600, pending_users=30)) as sim:
+        apply_env(monkeypatch, sim.env(secret_in="env"))
+        out = tmp_path / "out"
+        collect(sim, out, M365_DATASETS="group_members")
+        sim.changes.day_of_changes(share=0.01, seed=4)
+        second, store = collect(sim, out, M365_DATASETS="group_members")
+        truth, truth_store = collect(sim, tmp_path / "truth", full=True, M365_DATASETS="group_members")
+    delta, full = second["datasets"]["group_members"], truth["datasets"]["group_members"]
+    assert delta["delta"]["mode"] == "delta"
+    assert members_of(store, second) == members_of(truth_store, truth)
+    sp_leg = delta["batches"]  # the delta run's batches are the service principals' leg alone
+    assert delta["requests"] <= 0.25 * full["requests"], (delta["requests"], full["requests"])
+    assert delta["requests"] - sp_leg < full["requests"] - full["batches"] + 4
+
+
+@pytest.mark.parametrize("refused", [False, True])
+def test_hidden_membership_without_the_permission(tmp_path, monkeypatch, refused):
+    """Without Member.Read.Hidden the full read has no rows for hidden-membership groups (Graph answers an empty list
+    or 403); the delta path gives the same rows and warning, and reads a group that stops hiding its members."""
+    from simulator.tenant import DEFAULT_ROLES
+
+    spec = TenantSpec(seed=11, users=600, groups=40, pending_users=30, hidden_membership_refused=refused,
+                      roles=frozenset(DEFAULT_ROLES) - {"Member.Read.Hidden"})
+    with Simulator(spec) as sim:
+        apply_env(monkeypatch, sim.env(secret_in="env"))
+        out = tmp_path / "out"
+        first, _ = collect(sim, out)
+        groups = sim.inventory.groups()
+        hidden = [g for g in groups if g["visibility"] == "HiddenMembership"]
+        visible = [g for g in groups if g["visibility"] != "HiddenMembership" and sim.inventory.direct_members(
+            sim.inventory.group_index(g["id"]))]
+        assert hidden and visible
+        assert link_state(out, sim, "group_members")[1]["hidden"] == sorted(g["id"] for g in hidden)
+        sim.changes.set_group(hidden[0]["id"], visibility="Private")
+        sim.changes.set_group(visible[0]["id"], visibility="HiddenMembership")
+        sim.changes.add_member(hidden[-1]["id"], sim.tenant.user_id(5))  # a hidden change: not in the snapshot
+        second, store = collect(sim, out)
+        truth, truth_store = collect(sim, tmp_path / "truth", full=True)
+    entry, want = second["datasets"]["group_members"], truth["datasets"]["group_members"]
+    assert entry["delta"]["mode"] == "delta" and entry["groupsReadAgain"] == 1
+    assert members_of(store, second) == members_of(truth_store, truth)
+    assert any(r["groupId"] == hidden[0]["id"] for r in members_of(store, second).values())
+    assert not any(r["groupId"] == visible[0]["id"] for r in members_of(store, second).values())
+    codes = sorted(w["code"] for w in entry["warnings"])
+    assert "hidden_membership_not_granted" in codes
+    assert codes == sorted(w["code"] for w in want["warnings"]) or refused  # 403s are met only where read
+
+
+def test_group_members_killed_run_and_reconcile(tenant, tmp_path, monkeypatch):
+    """A delta run that fails while deriving leaves the previous link and snapshot; the next run is delta from
+    the first and right; a reconcile finds no drift."""
+    from connector.collect import memberships
+
+    out = tmp_path / "out"
+    first, _ = collect(tenant, out)
+    change_memberships(tenant)
+    real = memberships.derive_transitive
+
+    async def broken(spool):
+        raise RuntimeError("killed while deriving")
+        yield []  # pragma: no cover
+
+    monkeypatch.setattr(memberships, "derive_transitive", broken)
+    failed, _ = collect(tenant, out)
+    monkeypatch.setattr(memberships, "derive_transitive", real)
+    assert failed["datasets"]["group_members"]["status"] == "failed"
+    assert link_state(out, tenant, "group_members")[1]["runId"] == first["runId"]
+    second, store = collect(tenant, out)
+    assert second["datasets"]["group_members"]["delta"]["baseRun"] == first["runId"]
+    truth, truth_store = collect(tenant, tmp_path / "truth", full=True)
+    assert members_of(store, second) == members_of(truth_store, truth)
+    path, state = link_state(out, tenant, "group_members")
+    path.write_bytes(orjson.dumps({**state, "fullAt": "2026-01-01T00:00:00.000Z"}))
+    tenant.changes.add_member(tenant.inventory.groups()[2]["id"], tenant.tenant.user_id(7))
+    third, store3 = collect(tenant, out, M365_RECONCILE_DAYS="7")
+    delta = third["datasets"]["group_members"]["delta"]
+    assert delta["mode"] == "reconcile" and delta["drift"]["total"] == 0, delta
+    truth, truth_store = collect(tenant, tmp_path / "truth2", full=True)
+    assert members_of(store3, third) == members_of(truth_store, truth)
+
+
+# ------------------------------------------------------------------------------------------------ users' licences
+
+def test_group_licensing_in_the_simulator(sim, http):
+    """Joining a licensing group gives the group's licence (states, assignedLicenses, plans), leaving takes it
+    away; neither makes the user appear in /users/delta (licenseAssignmentStates is not tracked: user-delta.md;
+    for assignedLicenses the least favourable reading). `id in (...)` reads the user as it is now."""
+    from simulator.licensing import LICENSE_GROUPS
+
+    select = "id,assignedLicenses,licenseAssignmentStates,assignedPlans,jobTitle"
+    _, link, _ = round_of(http, f"{sim.graph_endpoint}/v1.0/users/delta?$select={select}")
+    inv, tenant = sim.inventory, sim.tenant
+    group = LICENSE_GROUPS[0]
+    sku = inv.groups()[inv.group_index(group)]["assignedLicenses"][0]["skuId"]
+    members = {m for _t, m in inv.direct_members(inv.group_index(group))}
+    joiner = next(tenant.user_id(i) for i in range(200, 400) if tenant.user_id(i) not in members and not any(
+        lic["skuId"] == sku for lic in tenant.user(i, ["assignedLicenses"])["assignedLicenses"]))
+    leaver = next(m for m in sorted(members) if [st["assignedByGroup"] for st in tenant.user(
+        tenant.index_of(m), ["licenseAssignmentStates"])["licenseAssignmentStates"] if st["skuId"] == sku] == [group])
+
+    def read(uid):
+        url = f"{sim.graph_endpoint}/v1.0/users?$filter=id in ('{uid}')&$select={select}"
+        (user,) = http.get(url).raise_for_status().json()["value"]
+        return user
+
+    sim.changes.add_member(group, joiner)
+    sim.changes.remove_member(group, leaver)
+    joined, left = read(joiner), read(leaver)
+    assert {"assignedByGroup": group, "skuId": sku, "state": "Active"}.items() <= next(
+        st for st in joined["licenseAssignmentStates"] if st["assignedByGroup"] == group).items()
+    assert any(lic["skuId"] == sku for lic in joined["assignedLicenses"]) and joined["assignedPlans"]
+    assert all(st["assignedByGroup"] != group for st in left["licenseAssignmentStates"])
+    assert all(lic["skuId"] != sku for lic in left["assignedLicenses"])
+    assert round_of(http, link)[0] == []  # not tracked
+    too_many = ",".join(f"'{tenant.user_id(i)}'" for i in range(16))
+    assert http.get(f"{sim.graph_endpoint}/v1.0/users?$filter=id in ({too_many})").status_code == 400
+
+
+def licence_changes(sim):
+    """Users joining and leaving licensing groups (one whose SKU has no seat left: CountViolation)."""
+    from simulator.licensing import LICENSE_GROUPS
+
+    inv, tenant = sim.inventory, sim.tenant
+    moved = []
+    for n, group in enumerate(LICENSE_GROUPS):
+        members = {m for _t, m in inv.direct_members(inv.group_index(group))}
+        outsider = next(tenant.user_id(i) for i in range(40 + 20 * n, 400) if tenant.user_id(i) not in members)
+        sim.changes.add_member(group, outsider)
+        insider = sorted(members)[n]
+        sim.changes.remove_member(group, insider)
+        moved += [outsider, insider]
+    return moved
+
+
+def test_users_by_delta_keep_licences_current(tmp_path, monkeypatch):
+    """After a day of changes with users joining and leaving licensing groups: a delta run's users (and memberships)
+    equal a full read's; a run that fails while reading licences again keeps the previous link; a reconcile finds
+    no drift."""
+    from connector.collect.licences import Licences
+
+    with Simulator(TenantSpec(seed=13, users=6000, groups=60, pending_users=60)) as sim:
+        apply_env(monkeypatch, sim.env(secret_in="env"))
+        out = tmp_path / "out"
+        first, _ = collect(sim, out)
+        assert "licenceGroups" in link_state(out, sim, "users")[1]
+        sim.changes.day_of_changes(share=0.01, seed=6)
+        moved = licence_changes(sim)
+
+        async def broken(*_args, **_kwargs):
+            raise RuntimeError("killed while reading licences again")
+
+        real = Licences.read_again
+        monkeypatch.setattr(Licences, "read_again", broken)
+        failed, _ = collect(sim, out)
+        monkeypatch.setattr(Licences, "read_again", real)
+        assert failed["datasets"]["users"]["status"] == "failed"
+        assert link_state(out, sim, "users")[1]["runId"] == first["runId"]
+        second, store = collect(sim, out)
+        truth, truth_store = collect(sim, tmp_path / "truth", full=True)
+        third, store3 = collect(sim, out)
+        path, state = link_state(out, sim, "users")
+        path.write_bytes(orjson.dumps({**state, "fullAt": "2026-01-01T00:00:00.000Z"}))
+        licence_changes(sim)
+        fourth, _ = collect(sim, out, M365_RECONCILE_DAYS="7")
+    assert second["datasets"]["users"]["delta"]["baseRun"] == first["runId"]
+    reconciled = fourth["datasets"]["users"]["delta"]
+    assert reconciled["mode"] == "reconcile" and reconciled["drift"]["total"] == 0, reconciled
+    entry, full = second["datasets"]["users"], truth["datasets"]["users"]
+    assert entry["delta"]["mode"] == "delta", entry["delta"]
+    assert entry["delta"]["licenceCandidates"] >= len(moved)
+    got, want = by_key(read_dataset(store, second, "users")), by_key(read_dataset(truth_store, truth, "users"))
+    assert got == want
+    before = by_key(read_dataset(store, first, "users"))
+    assert all(got[(u,)]["licenseAssignmentStates"] != before[(u,)]["licenseAssignmentStates"] for u in moved)
+    changed = {c["id"] for c in changes_of(store, second, "users") if c["change"] == "changed"}
+    assert set(moved) <= changed
+    for name, key in (("group_members", MEMBER_KEY), ("groups", ("id",))):
+        assert by_key(read_dataset(store, second, name), key) == by_key(read_dataset(truth_store, truth, name), key)
+    # requests: the rounds and the users read again, against the listing (the run's own counts)
+    assert entry["requests"] <= 0.5 * full["requests"], (entry["requests"], full["requests"])
+    assert third["datasets"]["users"]["delta"]["mode"] == "delta"
+    assert by_key(read_dataset(store3, third, "users")) == want
+
+
+def test_users_read_in_full_when_a_group_changes_its_licences(tenant, tmp_path):
+    from simulator.licensing import LICENSE_GROUPS
+
+    out = tmp_path / "out"
+    collect(tenant, out)
+    tenant.changes.set_group(LICENSE_GROUPS[1], assignedLicenses=[])
+    second, store = collect(tenant, out)
+    entry = second["datasets"]["users"]["delta"]
+    assert entry["mode"] == "full" and entry["reason"].startswith("licence_group_changed"), entry
+    assert link_state(out, tenant, "users")[1]["licenceGroups"].keys() == {
+        g for g in LICENSE_GROUPS[:3] if g != LICENSE_GROUPS[1]} & link_state(out, tenant, "users")[1][
+        "licenceGroups"].keys()
+    third, _ = collect(tenant, out)  # the group's licences are known again: no longer a reason to read in full
+    assert not third["datasets"]["users"]["delta"].get("reason", "").startswith("licence_group_changed")

@@ -189,10 +189,15 @@ class Dataset:
     # Change feeds (connector/collect/delta.py). `key`: the properties that identify a record, so each run lists
     # what was added, changed and removed since the previous one (changes/<dataset>.jsonl.gz). `delta`: the
     # collection's Graph delta function (e.g. "/groups/delta"), so a run may read only the changes; `untracked`:
-    # selected properties whose changes delta does not report, which keep the dataset a full read every run.
+    # selected properties whose changes delta does not report, which keep the dataset a full read every run
+    # unless `delta_merge` reads them another way.
     key: tuple[str, ...] = ()
     delta: str = ""
     untracked: tuple[str, ...] = ()
+    # How a delta round becomes records when they are not the delta objects alone: "memberships" (group
+    # memberships from `members@delta`, connector/collect/memberships.py), "licences" (users, with those whose
+    # untracked licence properties may have changed read again, connector/collect/licences.py).
+    delta_merge: str = ""
 
     @property
     def file(self) -> str:
@@ -398,11 +403,14 @@ _DECLARATIONS = (
         partition="upn_prefix",
         key=("id",),
         # api/user-delta.md: "changes to the licenseAssignmentStates property are currently not tracked"
-        # (graph-facts §11). It changes with group-based licensing (a licensed group's members or licences) and
-        # with the assignment's processing state, neither of which makes the user appear in /users/delta, and no
-        # other read gives it for all users in fewer requests than the listing itself: users stay a full read.
+        # (graph-facts §11): `untracked`. It changes with group-based licensing (a user joins or leaves a licensing
+        # group, or the group's licences change) and with the assignment's processing, neither of which need make
+        # the user appear in /users/delta. "licences": a delta run reads those users again by id (a groups round
+        # with members says who joined or left a licensing group), or the whole dataset when a group's licences
+        # changed or the users to read again would cost more than the listing (connector/collect/licences.py).
         delta="/users/delta",
         untracked=("licenseAssignmentStates",),
+        delta_merge="licences",
         record="one user (Graph `user` resource, selected properties)",
         fields=shapes.USER,
     ),
@@ -521,6 +529,11 @@ _DECLARATIONS = (
         record="{groupId, memberId, memberType, membership: direct|transitive}",
         fields=shapes.GROUP_MEMBER,
         key=("groupId", "memberId", "membership"),
+        # Direct memberships from /groups/delta's `members@delta` applied to the previous snapshot, users deleted
+        # from /users/delta, service principals' memberships read again, transitive rows derived again
+        # (connector/collect/memberships.py says what delta covers and what is read another way).
+        delta="/groups/delta",
+        delta_merge="memberships",
     ),
     Dataset(
         name="role_assignments",

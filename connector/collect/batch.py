@@ -48,7 +48,7 @@ def _member_type(obj: dict[str, Any] | None) -> str | None:
     return odata.rsplit(".", 1)[-1] or None
 
 
-class _Spool:
+class DirectSpool:
     """Direct memberships on disk (a temporary SQLite file), so deriving transitive ones keeps
     memory flat however many memberships the tenant has; only one group's closure is in memory."""
 
@@ -234,7 +234,7 @@ def _row(leg: Leg, parent: dict[str, Any] | None, child: dict[str, Any]) -> dict
     return row
 
 
-async def _parents(ctx: Context, ds: Dataset, leg: Leg) -> list[dict[str, Any]]:
+async def leg_parents(ctx: Context, ds: Dataset, leg: Leg) -> list[dict[str, Any]]:
     """The leg's parent objects: id plus the kept properties (a few strings each; thousands, not millions)."""
     graph = ctx.graph
     query = "$select=" + ",".join(("id", *leg.keep)) + (f"&$top={leg.parent_top}" if leg.parent_top else "")
@@ -253,7 +253,7 @@ def _items(leg: Leg, parents: list[dict[str, Any]] | None = None, seeds: tuple[s
         yield Item(leg, parent, leg.child.replace("{id}", parent["id"]))
 
 
-def _active_legs(ctx: Context, ds: Dataset, spec: FanOut) -> list[Leg]:
+def active_legs(ctx: Context, ds: Dataset, spec: FanOut) -> list[Leg]:
     """The legs to run: an optional leg whose permission is not granted is skipped with a warning."""
     legs = []
     for leg in spec.legs:
@@ -268,7 +268,7 @@ def _active_legs(ctx: Context, ds: Dataset, spec: FanOut) -> list[Leg]:
     return legs
 
 
-def _warn_unreadable(ctx: Context, ds: Dataset, leg: Leg, parents: list[dict[str, Any]]) -> None:
+def warn_unreadable(ctx: Context, ds: Dataset, leg: Leg, parents: list[dict[str, Any]]) -> None:
     """Parents a leg cannot read without a permission the app lacks (groups with hidden membership without
     Member.Read.Hidden): warned in every run, whatever Graph answers for them. Graph was reported to leave their
     members out silently, with a 200, instead of refusing (microsoft-graph-docs #12552, #12285;
@@ -277,6 +277,7 @@ def _warn_unreadable(ctx: Context, ds: Dataset, leg: Leg, parents: list[dict[str
         return
     key, value = leg.forbidden_if
     ids = [p["id"] for p in parents if p.get(key) == value]
+    ctx.notes.setdefault("unreadable", {})[leg.name] = ids
     if not ids:
         return
     ctx.extra.setdefault("unverifiable", {})[leg.name] = len(ids)
@@ -323,7 +324,7 @@ async def fan_out(ctx: Context, ds: Dataset) -> AsyncIterator[list[dict[str, Any
     memberships reached only through nested groups."""
     spec = ds.fan_out
     assert spec is not None, f"{ds.name}: strategy fan_out needs a FanOut declaration"
-    legs = _active_legs(ctx, ds, spec)
+    legs = active_legs(ctx, ds, spec)
     provided = {leg.provides for leg in legs if leg.provides}
     items: list[Iterable[Item]] = []  # per leg, made lazily: an Item exists only while it is pending
     parent_counts: dict[str, int] = {}
@@ -335,39 +336,25 @@ async def fan_out(ctx: Context, ds: Dataset) -> AsyncIterator[list[dict[str, Any
             items.append(_items(leg, seeds=seeds))
             ctx.plan.update({"strategy": "chains", "chains": len(seeds)})
             continue
-        parents = await _parents(ctx, ds, leg)
+        parents = await leg_parents(ctx, ds, leg)
         parent_counts[leg.name] = len(parents)
-        _warn_unreadable(ctx, ds, leg, parents)
+        warn_unreadable(ctx, ds, leg, parents)
         items.append(_items(leg, parents=parents))
     refusals = _Refusals(ctx, ds)
     batcher = Batcher(ctx, ds, refusals)
-    items = (item for parts in items for item in parts)
-    spool = _Spool() if spec.derive == "transitive" else None
-    children = rows_out = 0
+    spool = DirectSpool() if spec.derive == "transitive" else None
+    seen = [0]
+    rows_out = 0
     try:
-        async for pages in batcher.run(items):
-            out: list[dict[str, Any]] = []
-            for item, body in pages:
-                leg = item.leg
-                for child in body.get("value") or []:
-                    children += 1
-                    kind = _member_type(child)
-                    if leg.child_types and kind not in leg.child_types:
-                        continue
-                    if not leg.provides and kind in provided:
-                        continue  # another leg lists these authoritatively
-                    if leg.when and _resolve(leg.when, leg, item.parent, child) is None:
-                        continue
-                    out.append(_row(leg, item.parent, child))
-            if spool is not None and out:
+        async for out in leg_rows(batcher, (item for parts in items for item in parts), provided, seen):
+            if spool is not None:
                 spool.add([(r["groupId"], r["memberId"], r["memberType"]) for r in out])
             rows_out += len(out)
-            if out:
-                yield out
+            yield out
         refusals.finish()
         if spool is not None:
             transitive = 0
-            async for rows in _transitive(spool):
+            async for rows in derive_transitive(spool):
                 transitive += len(rows)
                 yield rows
             ctx.extra.update({"directMemberships": rows_out, "transitiveMemberships": transitive})
@@ -380,6 +367,7 @@ async def fan_out(ctx: Context, ds: Dataset) -> AsyncIterator[list[dict[str, Any
             if batcher.vanished.get(leg.name):
                 ctx.extra[f"{leg.count_as}DeletedDuringRun"] = batcher.vanished[leg.name]
     ctx.extra["batches"] = batcher.batches
+    children = seen[0]
     if spec.count:
         ctx.extra["objectsRead"] = children
         if total is not None:
@@ -391,7 +379,7 @@ async def fan_out(ctx: Context, ds: Dataset) -> AsyncIterator[list[dict[str, Any
                          "Entra does not allow).")
 
 
-async def _transitive(spool: _Spool) -> AsyncIterator[list[dict[str, Any]]]:
+async def derive_transitive(spool: DirectSpool) -> AsyncIterator[list[dict[str, Any]]]:
     """Memberships reached only through nested groups, one group's closure in memory at a time."""
     out: list[dict[str, Any]] = []
     for group in spool.parents():
@@ -427,6 +415,38 @@ async def _count(ctx: Context, ds: Dataset, path: str) -> int | None:
         ctx.warn("count_unavailable", ds.name, f"{ds.name}: {path}/$count failed ({exc.code}); the chains were read "
                  "without a count to check them against.")
         return None
+
+
+async def leg_rows(batcher: Batcher, items: Iterable[Item], provided: set[str],
+                   seen: list[int] | None = None) -> AsyncIterator[list[dict[str, Any]]]:
+    """The rows of the items' pages, as the declaration builds them: children of a type another leg provides
+    are left to that leg (`provided`). `seen` counts the children read."""
+    async for pages in batcher.run(items):
+        out: list[dict[str, Any]] = []
+        for item, body in pages:
+            leg = item.leg
+            for child in body.get("value") or []:
+                if seen is not None:
+                    seen[0] += 1
+                kind = _member_type(child)
+                if leg.child_types and kind not in leg.child_types:
+                    continue
+                if not leg.provides and kind in provided:
+                    continue  # another leg lists these authoritatively
+                if leg.when and _resolve(leg.when, leg, item.parent, child) is None:
+                    continue
+                out.append(_row(leg, item.parent, child))
+        if out:
+            yield out
+
+
+def items_of(leg: Leg, parents: list[dict[str, Any]]) -> Iterator[Item]:
+    return _items(leg, parents=parents)
+
+
+def refusals_for(ctx: Context, ds: Dataset) -> Any:
+    """The 403 handling of a fan-out (groups with hidden membership): for a Batcher made elsewhere."""
+    return _Refusals(ctx, ds)
 
 
 @register("role_assignments")

@@ -67,7 +67,7 @@ def hashed(ds: Dataset, lines: list[bytes]) -> list[tuple[str, int, dict[str, An
 
 
 @cache
-def _key_decoder(names: tuple[str, ...]) -> msgspec.json.Decoder:
+def key_decoder(names: tuple[str, ...]) -> msgspec.json.Decoder:
     """Reads only the key properties of a JSON line (msgspec skips the rest without building it)."""
     fields = [(f"k{i}", Any, None) for i in range(len(names))]
     return msgspec.json.Decoder(msgspec.defstruct("Key", fields, rename={f"k{i}": n for i, n in enumerate(names)}))
@@ -81,7 +81,7 @@ def keyed_lines(ds: Dataset, lines: list[bytes]) -> list[tuple[str, int, bytes]]
     """(key, hash of the line's bytes, line): the cheap first comparison of a full read with the previous file.
     Equal bytes are equal records; different bytes may still be equal values (another serialisation: a record
     rewritten by a delta run), which Differ.finish tells apart."""
-    decode = _key_decoder(ds.key).decode
+    decode = key_decoder(ds.key).decode
     out = []
     for line in lines:
         if line:

@@ -8,7 +8,11 @@ A dataset's mode, said in its manifest entry (`delta`):
   (`$deltatoken=latest`, "sync from now": concepts/delta-query-overview.md), so whatever changes while the
   listing pages comes again in the next round; applying an object's current state twice changes nothing.
 - `delta`: the stored link is followed (a round of pages ending in `@odata.deltaLink`) and the changes applied
-  to the previous records, streamed: only the changes are held in memory.
+  to the previous records, streamed: only the changes are held in memory. A dataset with Dataset.delta_merge
+  follows more than one round (the others' links are kept in the same state) and makes its records its own way:
+  group memberships from `members@delta` (connector/collect/memberships.py; its changes file comes from
+  comparing, as a full read's), users with those whose untracked licence properties may have changed read again
+  by id (connector/collect/licences.py).
 - `reconcile`: every M365_RECONCILE_DAYS a delta dataset is read in full as well; the delta round is applied
   all the same (not published), and the two are compared by key and record hash: any difference is `drift`.
 The stored link (connector/store/deltalinks.py) is used only when it is this tenant's and this dataset's, on
@@ -22,6 +26,7 @@ published (Run._finish), so a run that fails keeps the previous link and base.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,13 +43,17 @@ from connector.collect.changes import (
     Differ,
     changes_file,
     hashed,
+    key_decoder,
     key_of,
     record_hash,
 )
 from connector.collect.checkpoint import settings_fingerprint
+from connector.collect.licences import GROUP_ROUND, Licences
+from connector.collect.memberships import ROUNDS as MEMBERSHIP_ROUNDS
+from connector.collect.memberships import Memberships
 from connector.collect.strategy import RESTART, Context, Records
 from connector.graph.client import GraphError
-from connector.rawjson import RawRecord
+from connector.rawjson import RawRecord, full
 from connector.spool import KeyValueSpool
 from connector.store import deltalinks
 from connector.store.status import now_iso, parse_iso
@@ -71,6 +80,20 @@ def delta_query(ds: Dataset) -> str:
     return "$select=" + ",".join(ds.select) if ds.select else ""
 
 
+def rounds(ds: Dataset) -> tuple[tuple[str, str, str], ...]:
+    """(delta path, request builder, first query) of each round the dataset follows; the first is Dataset.delta."""
+    if ds.delta_merge == "memberships":
+        return MEMBERSHIP_ROUNDS
+    if ds.delta_merge == "licences":
+        return (ds.delta, ds.builder, delta_query(ds)), GROUP_ROUND
+    return ((ds.delta, ds.builder, delta_query(ds)),)
+
+
+def readable(ds: Dataset) -> bool:
+    """Delta can give the dataset's records: every selected property tracked, or the others read another way."""
+    return bool(ds.delta) and (not ds.untracked or bool(ds.delta_merge))
+
+
 class Feed:
     """One keyed dataset in one run: its mode, the records it is written from, its changes file, its next link."""
 
@@ -79,8 +102,12 @@ class Feed:
         self.mode, self.reason = "full", ""
         self.baseline: Baseline | None = None
         self.stored: dict[str, Any] | None = None
-        self.fingerprint = settings_fingerprint(run.settings, delta_query(ds))
-        self.new_link: str | None = None
+        self.merge = Memberships(ds) if ds.delta_merge == "memberships" else None
+        self.licences = Licences(ds) if ds.delta_merge == "licences" else None
+        query = Memberships.query(ctx.granted, ds) if self.merge is not None else \
+            "|".join(q for _p, _b, q in rounds(ds)) if self.licences is not None else delta_query(ds)
+        self.fingerprint = settings_fingerprint(run.settings, query)
+        self.new_links: dict[str, str] = {}  # delta path -> the link for the next run
         self.obtained_at = now_iso()
         self.full_at: str | None = None  # when the dataset was last read in full (carried by delta runs)
         self.out: ChangeLines | None = None
@@ -92,7 +119,7 @@ class Feed:
     def choose(self) -> None:
         """Delta when the stored link and its base can be trusted; otherwise full, with the reason."""
         run, ds, settings = self.run, self.ds, self.run.settings
-        if ds.delta and settings.delta and not settings.full and not ds.untracked:
+        if readable(ds) and settings.delta and not settings.full:
             state = deltalinks.read_link(run.store, run.tenant_id, ds.name)
             refusal = self._refusal(state)
             if refusal is None:
@@ -105,7 +132,8 @@ class Feed:
                                            "with this dataset")
             self._full(*refusal)
         elif ds.delta:
-            self._full(*("untracked_properties", f"delta does not track {', '.join(ds.untracked)}") if ds.untracked
+            self._full(*("untracked_properties", f"delta does not track {', '.join(ds.untracked)}")
+                       if not readable(ds)
                        else ("full_requested", "a full read was asked for") if settings.full
                        else ("delta_off", "M365_DELTA=off"))
         self.baseline = Baseline.latest(run.store, run.tenant_id, ds)
@@ -128,18 +156,28 @@ class Feed:
         assert isinstance(state, dict)
         if state["tenantId"] != run.tenant_id or state["dataset"] != ds.name:
             return self._refused("foreign", f"belongs to {state['dataset']} of tenant {state['tenantId']}")
-        origin = urlsplit(state["deltaLink"])
         ours = urlsplit(run.settings.graph_endpoint)
-        if (origin.scheme, origin.netloc.lower()) != (ours.scheme, ours.netloc.lower()) \
-                or not delta_path(origin.path, ds.delta):
-            return self._refused("foreign_host", f"points at {origin.scheme}://{origin.hostname}{origin.path}, not "
-                                                 f"{ds.delta} on the configured Graph endpoint (M365_GRAPH_ENDPOINT)")
+        links = self._links(state)
+        for path, _builder, _query in rounds(ds):
+            if not isinstance(links.get(path), str):
+                return self._refused("corrupt", f"has no link for {path}")
+            origin = urlsplit(links[path])
+            if (origin.scheme, origin.netloc.lower()) != (ours.scheme, ours.netloc.lower()) \
+                    or not delta_path(origin.path, path):
+                return self._refused("foreign_host", f"points at {origin.scheme}://{origin.hostname}{origin.path}, "
+                                                     f"not {path} on the configured Graph endpoint "
+                                                     "(M365_GRAPH_ENDPOINT)")
         if state["query"] != self.fingerprint:
             return "query_changed", "the dataset's query or the domain filter changed since the link was made"
         obtained = parse_iso(state["obtainedAt"])
         if obtained is None or datetime.now(UTC) - obtained > LIFETIME:
             return "expired", f"the delta link was made at {state['obtainedAt']}, over Graph's 7 days ago"
         return None
+
+    def _links(self, state: dict[str, Any]) -> dict[str, Any]:
+        """The stored links by delta path: the first round's is `deltaLink`, others are in `links`."""
+        others = state.get("links") if isinstance(state.get("links"), dict) else {}
+        return {**others, self.ds.delta: state["deltaLink"]}
 
     def _refused(self, code: str, why: str) -> tuple[str, str]:
         where = deltalinks.link_path(self.run.tenant_id, self.ds.name)
@@ -156,10 +194,19 @@ class Feed:
         """Before any record: the round of changes (delta, reconcile)."""
         if self.mode in ("delta", "reconcile"):
             assert self.stored is not None
+            links = self._links(self.stored)
             try:
-                await self._round(self.stored["deltaLink"])
+                self.obtained_at = now_iso()
+                for path, builder, _query in rounds(self.ds):
+                    await self._round(path, builder, links[path])
+                if self.licences is not None:
+                    await self._licences()
             except Resync as why:
                 self.changes.clear()
+                if self.merge is not None:
+                    self.merge = Memberships(self.ds)
+                if self.licences is not None:
+                    self.licences = Licences(self.ds)
                 self._full("resync", str(why))
                 self.ctx.warn("delta_resync", self.ds.name, f"{self.ds.name}: {why}; read in full instead, and a new "
                                                             "delta link is stored.")
@@ -171,29 +218,43 @@ class Feed:
         """A full read asks for its next link just before its listing starts. One resumed from a checkpoint
         started listing in an earlier attempt: a link made now would miss what changed since, so none is
         stored, and the next run continues from the link stored before (whose base run is still published)."""
-        if resumed or self.mode != "full" or not self.ds.delta or self.ds.untracked or not self.run.settings.delta:
+        if resumed or self.mode != "full" or not readable(self.ds) or not self.run.settings.delta:
             return
         graph = self.ctx.graph
-        url = f"{graph.base}{self.ds.delta}?" + "&".join(q for q in (delta_query(self.ds), "$deltatoken=latest") if q)
-        try:
-            page = await graph.first_page(self.ds.builder, url, self.ds.name)
-        except GraphError as exc:
-            self.ctx.warn("delta_link_unavailable", self.ds.name,
-                          f"{self.ds.name}: Graph gave no delta link ({exc.status} {exc.code}); the next run reads "
-                          "it in full again.")
-            return
-        self.new_link, self.obtained_at = page.delta_link, now_iso()
+        self.obtained_at = now_iso()
+        for path, builder, query in rounds(self.ds):
+            url = f"{graph.base}{path}?" + "&".join(q for q in (query, "$deltatoken=latest") if q)
+            try:
+                page = await graph.first_page(builder, url, self.ds.name)
+            except GraphError as exc:
+                self.ctx.warn("delta_link_unavailable", self.ds.name,
+                              f"{self.ds.name}: Graph gave no delta link for {path} ({exc.status} {exc.code}); the "
+                              "next run reads it in full again.")
+                self.new_links.clear()
+                return
+            if page.delta_link:
+                self.new_links[path] = page.delta_link
+        if self.licences is not None:
+            await self.licences.list_groups(self.ctx)
 
-    async def _round(self, link: str) -> None:
+    async def _round(self, path: str, builder: str, link: str) -> None:
         """Follow the stored link to the end of the round; the last state of each object wins (an object may come
-        more than once), `@removed` (reason changed or deleted) means gone from the listing."""
+        more than once), `@removed` (reason changed or deleted) means gone from the listing. A merged dataset
+        takes the pages itself (connector/collect/memberships.py)."""
         graph, ds = self.ctx.graph, self.ds
         normalise = normaliser_for(ds)
         selected = [p for p in ds.select if p != "id"]
-        self.obtained_at = now_iso()
         try:
-            async for page in graph.pages(ds.builder, link, ds.name):
+            async for page in graph.pages(builder, link, ds.name):
                 objects = [o for o in page.records if isinstance(o, dict) and isinstance(o.get("id"), str)]
+                if page.delta_link:
+                    self.new_links[path] = page.delta_link
+                if self.merge is not None:
+                    self.merge.take(path, objects)
+                    continue
+                if self.licences is not None and path != ds.delta:
+                    self.licences.take_groups(objects)
+                    continue
                 kept = []
                 for obj in objects:
                     if "@removed" in obj:
@@ -205,14 +266,40 @@ class Feed:
                     self.changes[obj["id"]] = record
                 if normalise is not None and kept:
                     normalise(kept)
-                if page.delta_link:
-                    self.new_link = page.delta_link
         except GraphError as exc:
             if exc.status == 410 or exc.code in RESYNC_CODES or exc.status == 400:
                 raise Resync(f"Graph refused the stored delta link ({exc.status} {exc.code})") from exc
             raise
-        if not self.new_link:
-            raise GraphError(0, "NoDeltaLink", "the delta round ended without @odata.deltaLink", path=ds.delta)
+        if not self.new_links.get(path):
+            raise GraphError(0, "NoDeltaLink", "the delta round ended without @odata.deltaLink", path=path)
+
+    async def _licences(self) -> None:
+        """Users whose licences may have changed unseen are read again into the changes; a run where that is
+        not enough, or costs more than the listing, reads the dataset in full (connector/collect/licences.py)."""
+        lic, ds = self.licences, self.ds
+        assert lic is not None and self.stored is not None and self.baseline is not None
+        stored = self.stored.get("licenceGroups")
+        before = stored if isinstance(stored, dict) else {}
+        changed = lic.changed_groups(before)
+        if changed:
+            self._read_in_full("licence_group_changed", f"the licences of {len(changed)} group(s) changed or a "
+                               f"licensing group was deleted (e.g. {changed[0]}): their members' licences may have "
+                               "changed unseen")
+            return
+        users, records = await lic.candidates(self.baseline, before, self.changes)
+        cost, listing = lic.cost(len(users)), math.ceil(max(records, 1) / 999)
+        lic.summary.update({"licenceCandidates": len(users), "licenceRequests": cost})
+        if cost >= listing:
+            self._read_in_full("licence_candidates", f"reading {len(users)} users' licences again would cost "
+                               f"{cost} requests, the listing {listing}")
+            return
+        lic.summary["licencesReadAgain"] = await lic.read_again(self.ctx, users, self.changes, normaliser_for(ds))
+        lic.licensed_after = {**before, **{g: h for g, h in lic.groups_now.items() if h is not None}}
+
+    def _read_in_full(self, reason: str, why: str) -> None:
+        self.changes.clear()
+        self._full(reason, why)
+        self.baseline = Baseline.latest(self.run.store, self.run.tenant_id, self.ds)
 
     # -- the changes file -----------------------------------------------------------------------------------
     async def open_changes(self, writer_for: Callable[[str], Any]) -> None:
@@ -223,10 +310,27 @@ class Feed:
         self.out = ChangeLines(self.ds, writer_for(changes_file(self.ds)))
         if self.mode in ("full", "reconcile"):
             self.differ = Differ(self.ds, self.baseline, self.out)
-            await self.differ.prepare()
+            try:
+                await self.differ.prepare()
+            except BaselineCorrupt as why:
+                await self._restart_full(f"base_corrupt: {why}")
+                return
         if self.mode == "reconcile":
             self.drift = Reconciler(self.ds)
-            await self.drift.expect(self.baseline, self.changes)
+            if self.merge is not None:
+                await self.drift.expect_records(self._merged())
+            else:
+                await self.drift.expect(self.baseline, self.changes)
+
+    def _merged(self) -> AsyncIterator[Records]:
+        """A merged dataset's records from its previous ones and its rounds (a context of its own: a reconcile
+        computes them beside the full read, whose manifest entry they must not change)."""
+        assert self.merge is not None and self.baseline is not None and self.stored is not None
+        delta = self.mode == "delta"
+        ctx = self.ctx if delta else type(self.ctx)(self.ctx.settings, self.ctx.graph, self.ctx.granted)
+        hidden = self.stored.get("hidden")
+        return self.merge.records(ctx, self.baseline, hidden if isinstance(hidden, list) else [],
+                                  self.out if delta else None)
 
     def taps(self) -> list[Callable[[bytes], Any]]:
         return [t.see for t in (self.differ, self.drift) if t is not None]
@@ -237,7 +341,7 @@ class Feed:
                 yield records
             return
         try:
-            async for records in self._apply():
+            async for records in (self._merged() if self.merge is not None else self._apply()):
                 yield records
         except BaselineCorrupt as why:
             await self._restart_full(f"base_corrupt: {why}")
@@ -251,6 +355,8 @@ class Feed:
         if self.out is not None:
             await self.out.writer.abort()
             self.out = None
+        self.close()
+        self.differ = self.drift = None
         self.full_at = now_iso()
 
     async def _apply(self) -> AsyncIterator[Records]:
@@ -258,12 +364,17 @@ class Feed:
         assert self.baseline is not None and self.out is not None
         ds, out, changes = self.ds, self.out, self.changes
         upn = ds.upn_field
+        names = tuple(dict.fromkeys(("id", *ds.key, *((upn,) if upn else ()))))
+        decode = key_decoder(names).decode  # only the keys of a line are read, unless it changed
+        at = [names.index(k) for k in ds.key]
         async for batch in self.baseline.batches():
             records: Records = []
             for line in batch:
-                old = orjson.loads(line)
-                key = key_of(ds, old)
+                parts = decode(line)
+                values = [getattr(parts, f"k{i}") for i in range(len(names))]
+                key = str(values[at[0]]) if len(at) == 1 else "|".join(str(values[i]) for i in at)
                 if key in changes:
+                    old = orjson.loads(line)
                     new = changes.pop(key)
                     if new is None:
                         await out.removed(old)
@@ -272,8 +383,7 @@ class Feed:
                         await out.changed(old, new)
                         records.append(new)
                         continue
-                keys = {"id": old.get("id")} | ({upn: old.get(upn)} if upn else {})
-                records.append(RawRecord(keys, line))
+                records.append(RawRecord({"id": values[0]} | ({upn: values[names.index(upn)]} if upn else {}), line))
             yield records
         added = [new for new in changes.values() if new is not None]
         for i in range(0, len(added), BATCH):
@@ -300,6 +410,8 @@ class Feed:
             await self.differ.finish()
         if self.drift is not None:
             entry["drift"] = self.drift.finish()
+        if self.licences is not None:
+            entry.update(self.licences.summary)
         if self.out is not None:
             await self.out.flush()
             await self.out.writer.finish()  # committed with the dataset's file
@@ -314,10 +426,23 @@ class Feed:
 
     def store_link(self) -> None:
         """After the run is published: the link for the next run, with this run as its base."""
-        if self.new_link and self.ds.delta:
-            run = self.run
-            deltalinks.write_link(run.store, run.tenant_id, self.ds.name, run.run_id, self.new_link,
-                                  self.obtained_at, self.fingerprint, self.full_at or self.obtained_at)
+        paths = [path for path, _b, _q in rounds(self.ds)]
+        if not self.ds.delta or any(not self.new_links.get(p) for p in paths):
+            return
+        extra: dict[str, Any] = {}
+        if len(paths) > 1:
+            extra["links"] = {p: self.new_links[p] for p in paths[1:]}
+        if self.licences is not None:
+            if self.licences.licensed_after is None:
+                return  # the licensing groups are not known: the next run reads in full
+            extra["licenceGroups"] = self.licences.licensed_after
+        if self.merge is not None:
+            leg = self.merge.direct_leg.name
+            extra["hidden"] = self.merge.hidden_after if self.mode == "delta" else \
+                list(self.ctx.notes.get("unreadable", {}).get(leg, []))
+        run = self.run
+        deltalinks.write_link(run.store, run.tenant_id, self.ds.name, run.run_id, self.new_links[paths[0]],
+                              self.obtained_at, self.fingerprint, self.full_at or self.obtained_at, extra)
 
 
 class Reconciler:
@@ -350,6 +475,13 @@ class Reconciler:
             elif found[key] != digest:
                 self.counts["differing"] += 1
         self.expected.delete_many(found)
+
+    async def expect_records(self, records: AsyncIterator[Records]) -> None:
+        """What a merged dataset's delta would have published (connector/collect/memberships.py)."""
+        async for batch in records:
+            for record in batch:
+                whole = full(record)
+                self.expected.put(key_of(self.ds, whole), record_hash(whole))
 
     def finish(self) -> dict[str, int]:
         self.counts["extraInDelta"] = len(self.expected)

@@ -50,6 +50,9 @@ class Context:
     # continues after it), so the engine can checkpoint it; `resume_link` is where a resumed chain starts.
     next_link: str | None = None
     resume_link: str | None = None
+    # What a strategy tells the engine but not the manifest, e.g. the groups a fan-out could not read
+    # (`unreadable`: leg name -> parent ids), which a change feed keeps for its next run.
+    notes: dict[str, Any] = field(default_factory=dict)
 
     def warn(self, code: str, dataset: str, message: str) -> None:
         self.warnings.append({"code": code, "dataset": dataset, "message": message})

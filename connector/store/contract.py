@@ -204,12 +204,13 @@ class JsonlGzWriter:
 
     async def finish(self) -> FileInfo:
         """Write the last bytes; the file stays invisible until commit()."""
-        if self._raw:
-            self._emit(self._zip.compress(bytes(self._raw)))
-            self._raw.clear()
-        self._emit(self._zip.flush())
-        block = b"".join(self._pending)
-        self._pending = []
+        # Everything still pending goes in one last block (_emit would hand back, and so lose here, a block that
+        # the tail made reach BLOCK_SIZE).
+        tail = [self._zip.compress(bytes(self._raw))] if self._raw else []
+        self._raw.clear()
+        tail.append(self._zip.flush())
+        block = b"".join(self._pending) + b"".join(tail)
+        self._pending, self._pending_len = [], 0
         if block:
             await asyncio.to_thread(self._sink.put, self._account(block))
         await asyncio.to_thread(self._sink.finish)

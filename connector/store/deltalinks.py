@@ -35,12 +35,14 @@ def read_link(store: Store, tenant_id: str, dataset: str) -> dict[str, Any] | No
 
 
 def write_link(store: Store, tenant_id: str, dataset: str, run_id: str, link: str, obtained_at: str,
-               query: str, full_at: str) -> None:
+               query: str, full_at: str, extra: dict[str, Any] | None = None) -> None:
     """`runId`: the published run whose file the link continues; `query`: what the records depend on (a link made
-    for another query or domain filter is not used); `fullAt`: when the dataset was last read in full."""
+    for another query or domain filter is not used); `fullAt`: when the dataset was last read in full. `extra`:
+    what a dataset of several rounds keeps besides (connector/collect/memberships.py: `links` of its other
+    rounds by path, `hidden` groups)."""
     write_json(store, link_path(tenant_id, dataset), {
         "schemaVersion": SCHEMA, "tenantId": tenant_id, "dataset": dataset, "runId": run_id, "deltaLink": link,
-        "obtainedAt": obtained_at, "query": query, "fullAt": full_at, "writtenAt": now_iso()})
+        "obtainedAt": obtained_at, "query": query, "fullAt": full_at, **(extra or {}), "writtenAt": now_iso()})
 
 
 def drop_link(store: Store, tenant_id: str, dataset: str) -> None:

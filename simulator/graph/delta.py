@@ -19,6 +19,10 @@ group-delta.md; concepts/delta-query-overview.md, delta-query-users.md, delta-qu
   object repeated with a different slice (delta-query-groups.md). "The same resource may be returned more than
   once" (delta-query-overview.md): each page after the first of a change round starts with the last object of
   the page before again.
+- Which member types `members@delta` lists is not documented beyond the examples (users): every direct member is
+  listed here, service principals included, and the members of hidden-membership groups whether or not the app
+  holds Member.Read.Hidden [UNVERIFIED; the connector uses neither: connector/collect/memberships.py]. Memberships
+  Entra removes because a user was deleted are not listed (simulator/changes.py `remove_user`) [UNVERIFIED].
 - `$top` and `$orderby` are not supported; `$filter` only `id eq` (not implemented here: answered 400).
 - Delta tokens of directory objects live 7 days; an expired one is answered with a 40X error whose code is
   `syncStateNotFound` (delta-query-overview.md, "Token duration"; errors.md): 400 here. A synchronisation reset is
