@@ -256,6 +256,8 @@ class _Pool:
     size: float = 1.0  # units of the next lease
     granted: float = 0.0  # units this consumer drew in this bucket
     lock: threading.Lock = field(default_factory=threading.Lock)
+    name: str = ""  # the app-wide quota
+    span: float = 0.0  # its span (spans()): a lease after a full span's worth starts this long after this one
 
 
 @dataclass
@@ -267,6 +269,11 @@ class Grant:
     def live(self) -> bool:
         now = time.time()
         return all(lease.start <= now < lease.end for _, lease, _ in self.taken)
+
+    def next_window(self) -> dict[str, float]:
+        """Per app-wide quota, the time.time() from which a lease a whole limit later can start: when a chain
+        that fills the bucket (sign-in pages) sends its request one window on."""
+        return {pool.name: lease.start + pool.span for pool, lease, _ in self.taken}
 
 
 class AppBudget:
@@ -294,7 +301,7 @@ class AppBudget:
         with self._lock:
             pool = self._pools.get((name, consumer))
             if pool is None:
-                pool = self._pools[(name, consumer)] = _Pool()
+                pool = self._pools[(name, consumer)] = _Pool(name=name, span=spans(self.limits[name])[0])
             return pool
 
     def _left(self, name: str, consumer: str, pool: _Pool) -> float:

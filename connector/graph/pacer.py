@@ -20,9 +20,9 @@ import bisect
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
-from connector.catalog.quotas import DEFAULTS, IDENTITY_BY_SIZE, Quota
+from connector.catalog.quotas import APP_WIDE, DEFAULTS, IDENTITY_BY_SIZE, Quota
 
 # Graph counts a request when it arrives, somewhere between its sending and its answer: the pacer counts it
 # at its answer (Pacer.settle), the latest it can have arrived, so a request held up on its way cannot put
@@ -132,6 +132,9 @@ def _first_fit(windows: list[tuple[_Window, float]], t: float) -> float:
 class Reservation:
     at: float  # time.monotonic() at which the request may be sent
     buckets: tuple[tuple[str, str, float], ...]
+    # time.monotonic() from which the app-wide ledger would let the request one window on go, per app-wide quota
+    # (connector/graph/ledger.py Grant.next_window): where a kept place must be (Pacer._hold_places).
+    app_next: dict[str, float] = field(default_factory=dict)
 
     def delay(self) -> float:
         return max(0.0, self.at - time.monotonic())
@@ -223,7 +226,10 @@ class Pacer:
         slowest = max(buckets, key=lambda b: b[0].quota.window, default=None)
         if slowest is None:
             return
-        at = reservation.at + slowest[0].span
+        # Where the next window's request will really go: this bucket's span on, or later if the app-wide
+        # ledger's lease (counted from its start, held a little) lets it go only then. A place kept earlier than
+        # the request comes would be moved at its sending (confirm) into windows other datasets have filled.
+        at = max(reservation.at + slowest[0].span, reservation.app_next.get(APP_WIDE.get(slowest[1], ""), 0.0))
         for window, _name, units in buckets:
             if window.quota.window < slowest[0].quota.window and window.quota.limit <= _Window.EXACT_UP_TO:
                 window.take(at, units)
