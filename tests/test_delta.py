@@ -226,6 +226,16 @@ def test_delta_run_equals_a_full_read_of_the_changed_tenant(tenant, tmp_path):
                                                                  g[10]["id"]: ["displayName"]}
 
 
+def fails_and_keeps_the_link(monkeypatch, fault, sim, out, dataset: str, first: dict) -> None:
+    """A run with `fault` (object, attribute, replacement) in place fails `dataset` and leaves the delta link of
+    the run before it."""
+    with monkeypatch.context() as patched:
+        patched.setattr(*fault)
+        failed, _ = collect(sim, out)
+    assert failed["datasets"][dataset]["status"] == "failed"
+    assert link_state(out, sim, dataset)[1]["runId"] == first["runId"]
+
+
 def link_state(out, sim, name="groups"):
     path = out / "tenants" / sim.tenant_id / "delta" / f"{name}.json"
     return path, orjson.loads(path.read_bytes())
@@ -542,17 +552,13 @@ def test_group_members_killed_run_and_reconcile(tenant, tmp_path, monkeypatch):
     out = tmp_path / "out"
     first, _ = collect(tenant, out)
     change_memberships(tenant)
-    real = memberships.derive_transitive
 
     async def broken(spool):
         raise RuntimeError("killed while deriving")
         yield []  # pragma: no cover
 
-    monkeypatch.setattr(memberships, "derive_transitive", broken)
-    failed, _ = collect(tenant, out)
-    monkeypatch.setattr(memberships, "derive_transitive", real)
-    assert failed["datasets"]["group_members"]["status"] == "failed"
-    assert link_state(out, tenant, "group_members")[1]["runId"] == first["runId"]
+    fails_and_keeps_the_link(monkeypatch, (memberships, "derive_transitive", broken), tenant, out, "group_members",
+                             first)
     second, store = collect(tenant, out)
     assert second["datasets"]["group_members"]["delta"]["baseRun"] == first["runId"]
     truth, truth_store = collect(tenant, tmp_path / "truth", full=True)
@@ -637,12 +643,7 @@ def test_users_by_delta_keep_licences_current(tmp_path, monkeypatch):
         async def broken(*_args, **_kwargs):
             raise RuntimeError("killed while reading licences again")
 
-        real = Licences.read_again
-        monkeypatch.setattr(Licences, "read_again", broken)
-        failed, _ = collect(sim, out)
-        monkeypatch.setattr(Licences, "read_again", real)
-        assert failed["datasets"]["users"]["status"] == "failed"
-        assert link_state(out, sim, "users")[1]["runId"] == first["runId"]
+        fails_and_keeps_the_link(monkeypatch, (Licences, "read_again", broken), sim, out, "users", first)
         second, store = collect(sim, out)
         truth, truth_store = collect(sim, tmp_path / "truth", full=True)
         third, store3 = collect(sim, out)
