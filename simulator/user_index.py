@@ -157,6 +157,12 @@ class UserIndex:
         assert self._upns is not None
         return self._renamed.get(index) or self._upns[index]
 
+    def invited_upn(self, index: int) -> str:
+        """The UPN user ``index`` was created with (a guest's keeps its invitation's external address)."""
+        self._build_index()
+        assert self._upns is not None
+        return self._upns[index]
+
     def exists(self, index: int) -> bool:
         return 0 <= index < self.user_count and index not in self._deleted
 

@@ -85,7 +85,7 @@ class UserObjects:
         self.licences = licences
 
     def build(self, index: int, core: UserTraits, upn: str,
-              properties: Collection[str] | None = None) -> dict[str, Any]:
+              properties: Collection[str] | None = None, invited_upn: str | None = None) -> dict[str, Any]:
         """The user object for ``index`` (Graph v1.0 names and shapes).
 
         ``properties`` limits the result to those (canonical) names and skips generating the
@@ -107,7 +107,7 @@ class UserObjects:
         office = OFFICES[d[10] % len(OFFICES)]
         dept = DEPARTMENT_NAMES[d[11] % len(DEPARTMENT_NAMES)]
         synced = not guest and d[15] < 154
-        user = self._directory_properties(core, upn, created, office, dept, synced)
+        user = self._directory_properties(core, upn, invited_upn or upn, created, office, dept, synced)
         groups = (
             {_GROUP_OF[p] for p in properties if p in _GROUP_OF} if properties is not None else set(_GROUP_OF.values())
         )
@@ -123,8 +123,8 @@ class UserObjects:
             return {p: user[p] for p in properties if p in user}
         return user
 
-    def _directory_properties(self, core: UserTraits, upn: str, created: int, office: tuple, dept: str,
-                              synced: bool) -> dict[str, Any]:
+    def _directory_properties(self, core: UserTraits, upn: str, invited_upn: str, created: int, office: tuple,
+                              dept: str, synced: bool) -> dict[str, Any]:
         """Identity, mail, organisation and account properties (always built unless the request is narrow)."""
         d = core.digest
         guest = core.kind == KIND_GUEST
@@ -136,7 +136,8 @@ class UserObjects:
         has_mailbox = "E3" in core.combo or "E5" in core.combo
 
         if guest:
-            ext_local, ext_domain = local.split("#EXT#")[0].rsplit("_", 1)
+            # A guest's mail is the address it was invited with; an admin renaming its UPN does not change it.
+            ext_local, ext_domain = invited_upn.split("#EXT#")[0].rsplit("_", 1)
             mail: str | None = f"{ext_local}@{ext_domain}"
             display = f"{first[0]} {last[0]} (Guest)" if d[13] < 77 else f"{first[0]} {last[0]}"
             proxies = [f"SMTP:{mail}"]

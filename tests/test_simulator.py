@@ -703,3 +703,16 @@ def test_render_cache_serves_the_same_pages_and_follows_renames(http):
         cached.tenant.rename(0, "renamed@" + cached.tenant.initial_domain)
         again = fetch_all(cached, http, params)[0]["value"]
         assert again[0]["userPrincipalName"] == "renamed@" + cached.tenant.initial_domain
+
+
+def test_a_renamed_guest_keeps_its_invited_mail():
+    """An admin may give a guest any UPN in a verified domain; its mail stays the invited address (a guest
+    renamed mid-collection once made the simulator answer 500 on the page that held it)."""
+    with Simulator(TenantSpec(seed=5, users=400, quotas=False)) as s:
+        tenant = s.tenant
+        guest = next(i for i in range(tenant.user_count) if tenant.user(i)["userType"] == "Guest")
+        before = tenant.user(guest)
+        tenant.rename(guest, "renamed.guest@" + tenant.initial_domain)
+        after = tenant.user(guest)
+        assert after["userPrincipalName"] == "renamed.guest@" + tenant.initial_domain
+        assert after["mail"] == before["mail"] and "#EXT#" in before["userPrincipalName"]
