@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import io
 import random
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -404,9 +405,20 @@ class UsageReports:
     def __init__(self, tenant: Tenant) -> None:
         self.tenant = tenant
         self.seed = tenant.seed
+        self._lock = threading.Lock()
+        self._licensed: tuple[int, list[tuple[int, dict[str, Any], tuple[str, ...]]]] | None = None
 
     def _users(self) -> list[tuple[int, dict[str, Any], tuple[str, ...]]]:
-        """Licensed users: (index, user, SKU keys actually assigned). Reports list licensed users."""
+        """Licensed users: (index, user, SKU keys actually assigned). Reports list licensed users. Built once per
+        version of the tenant (every report of a run reads the same users; building them was most of the
+        simulator's work in a full collection)."""
+        with self._lock:
+            version = self.tenant.version
+            if self._licensed is None or self._licensed[0] != version:
+                self._licensed = (version, self._licensed_users())
+            return self._licensed[1]
+
+    def _licensed_users(self) -> list[tuple[int, dict[str, Any], tuple[str, ...]]]:
         t = self.tenant
         out = []
         for i in range(t.user_count):
