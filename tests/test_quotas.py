@@ -297,22 +297,3 @@ def test_a_throttled_batch_item_pauses_its_bucket_for_every_dataset(monkeypatch,
                           settings.quota_limits())
         identity = pacer._windows[("identity", "")]
         assert identity.paused_until > 0 and identity.slack > SLACK_FLOOR  # paused, and keeps more room since
-
-
-def test_mfa_registration_starts_after_the_sign_in_listings_first_window(monkeypatch, tmp_path):
-    """Both draw on identity and access reports' 5 per 10 s; MFA pages taken while sign-in fills its first
-    minute would spread that minute, and every sliding minute after it (docs/performance.md)."""
-    users = 6000  # 12 sign-in pages: 10 in the first minute, 2 a minute later; 60 MFA pages of 100
-    with Simulator(TenantSpec(seed=35, users=users, quota_scale=20)) as sim:
-        env = sim.env()
-        apply_env(monkeypatch, env)
-        manifest, _ = run(env, SNAPSHOT_DIR=str(tmp_path), M365_DATASETS="user_sign_in_activity,mfa_registration")
-        assert manifest["status"] == "succeeded", manifest["warnings"]
-        assert manifest["estimates"]["user_sign_in_activity"]["quota"] == "sign_in_activity"
-        answered = [("mfa" if "authenticationMethods" in r.path else "sign_in") for r in sim.requests
-                    if r.service == "graph" and r.status == 200 and r.path != "/v1.0/users/$count"]
-        assert answered.count("sign_in") == 12 and answered.count("mfa") == 60
-        assert answered.index("mfa") > [i for i, kind in enumerate(answered) if kind == "sign_in"][9]
-        plan = manifest["datasets"]["mfa_registration"]["plan"]
-        assert plan["yieldedTo"]["dataset"] == "user_sign_in_activity" and plan["yieldedTo"]["seconds"] > 0
-        assert sim.throttled_count == 0

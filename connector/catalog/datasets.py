@@ -169,11 +169,6 @@ class Dataset:
     # Quota-paced (pages come at most 10 a minute): its chain is checkpointed after every page, not only
     # every 30 s (connector/collect/checkpoint.py).
     paced: bool = False
-    # A dataset sharing a quota bucket with a slower-bound one starts after that one's first quota window (its
-    # first `limit` pages of the quota that binds it, or one window of it, whichever comes first): taking
-    # shared slots then would spread that window's pages, and every sliding window after it repeats the spread
-    # (docs/performance.md). Later windows' places are kept by the pacer (connector/graph/pacer.py).
-    yields_to: str = ""
     # A smaller page size to ask for once if Graph refuses `top` with an older cap (sign-in activity: 120).
     fallback_top: int | None = None
     # `top` is asked for although the API page documents no $top: a 400 on the first page pages again, once,
@@ -497,7 +492,6 @@ _DECLARATIONS = (
         licence=ENTRA_PREMIUM,
         upn_field="userPrincipalName",
         paced=True,
-        yields_to="user_sign_in_activity",  # both draw on identity and access reports' 5 requests per 10 s
         record="one userRegistrationDetails (Graph resource; `id` is the user id)",
         fields=shapes.USER_REGISTRATION_DETAILS,
     ),

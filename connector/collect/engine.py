@@ -27,7 +27,6 @@ from connector.collect.progress import PROGRESS_LOG_SECONDS, log_progress
 from connector.collect.results import DatasetResult, log_summary, run_status, warning
 from connector.collect.results import manifest as build_manifest
 from connector.collect.strategy import RESTART, Context, strategy_for
-from connector.collect.yielding import FirstWindow, first_windows
 from connector.config import Settings
 from connector.graph.auth import GraphCredential, read_client_secret, secret_expiry_warning, token_failure_from
 from connector.graph.unreachable import Unreachable
@@ -79,7 +78,6 @@ class Run:
         self.estimates: dict[str, Any] = {}  # per-user datasets: expected duration (connector/collect/estimate.py)
         self.pausing = False  # set before cancelling a run that will resume: chains save where they stand
         self.feeds: dict[str, Feed] = {}  # keyed datasets' change feeds (connector/collect/delta.py)
-        self.first_windows: dict[str, FirstWindow] = {}  # datasets others yield to (connector/collect/yielding.py)
 
     # -- helpers ---------------------------------------------------------------------------
     def _notify(self) -> None:
@@ -182,8 +180,6 @@ class Run:
                             written = link
                         raise
                     written = link
-                    if ds.name in self.first_windows:
-                        self.first_windows[ds.name].page()
                 await spool.save(res, ctx, None, complete=True)
             info = await writer.finish()  # committed with the run's other files once every dataset is done
             if feed is not None:
@@ -239,15 +235,11 @@ class Run:
     async def _collect(self, ds: Dataset) -> None:
         res = self.results[ds.name]
         res.status = "running"
-        gate = self.first_windows.get(ds.yields_to)
-        waited = await gate.wait() if gate is not None else 0.0
         if ds.upn_field:
             res.domainFilter = "all users" if self.settings.domains is None else "applied"
         t0 = self.dataset_started[ds.name] = time.perf_counter()
         self._notify()
         ctx = Context(self.settings, self.graph, self.granted)
-        if gate is not None:
-            ctx.plan["yieldedTo"] = {"dataset": ds.yields_to, "seconds": round(waited, 3)}
         try:
             # The run's time limit bounds every dataset: one still paging when it passes fails with a
             # named warning, and the others are published in time.
@@ -268,8 +260,6 @@ class Run:
             if unreachable is not None:
                 self._unreachable[ds.name] = unreachable
         finally:
-            if ds.name in self.first_windows:
-                self.first_windows[ds.name].close()
             res.plan.update(ctx.plan)
             res.extra.update(ctx.extra)
             res.warnings.extend(ctx.warnings)
@@ -319,10 +309,11 @@ class Run:
             self.graph = Graph(self.settings, credential, budget)
             try:
                 await self._estimate()
-                started = [n for n in self.settings.selected_datasets
-                           if not skip_before_start(DATASETS[n], self.results[n], self.settings, self.granted)]
-                self.first_windows = first_windows(started, self.estimates, self.graph.pacer.limits)
-                tasks = [self._collect(DATASETS[n]) for n in started]
+                tasks = []
+                for name in self.settings.selected_datasets:
+                    ds = DATASETS[name]
+                    if not skip_before_start(ds, self.results[name], self.settings, self.granted):
+                        tasks.append(self._collect(ds))
                 self._notify()
                 ticker = asyncio.ensure_future(self._log_progress()) if self.progress_every else None
                 try:
