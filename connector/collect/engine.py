@@ -171,15 +171,10 @@ class Run:
                         kept = [r for r in records if accept(r)]
                         res.excludedByDomainFilter += len(records) - len(kept)
                         records = kept
-                    keep = asyncio.ensure_future(self._keep(writer, spool, records, res, ctx, link))
-                    try:
-                        await asyncio.shield(keep)  # a page Graph answered is kept whole, even when cancelled
-                    except asyncio.CancelledError:
-                        await asyncio.gather(keep, return_exceptions=True)
-                        if keep.done() and not keep.cancelled() and keep.exception() is None:
-                            written = link
-                        raise
-                    written = link
+                    await spool.add(await writer.write(records))
+                    res.records, written = writer.records, link
+                    if spool.due(link):
+                        await spool.save(res, ctx, link)
                 await spool.save(res, ctx, None, complete=True)
             info = await writer.finish()  # committed with the run's other files once every dataset is done
             if feed is not None:
@@ -190,16 +185,6 @@ class Run:
             await writer.abort()
             raise
         res.file, res.bytes, res.sha256 = ds.file, info.bytes, info.sha256
-
-    @staticmethod
-    async def _keep(writer: JsonlGzWriter, spool: Spool, records: Any, res: DatasetResult, ctx: Context,
-                    link: str | None) -> None:
-        """One page into the data file and the spool, and the checkpoint when due: shielded from a pause's
-        cancellation, so a page Graph answered (and counted against the quotas) is never asked for again."""
-        await spool.add(await writer.write(records))
-        res.records = writer.records
-        if spool.due(link):
-            await spool.save(res, ctx, link)
 
     async def _resume(self, ds: Dataset, ctx: Context, res: DatasetResult, spool: Spool,
                       feed: Feed | None = None) -> JsonlGzWriter:
