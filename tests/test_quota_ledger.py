@@ -152,6 +152,36 @@ def test_the_least_work_left_goes_first() -> None:
     assert _most_in_any_window([t for s in sent.values() for t in s], quota.window) <= quota.limit
 
 
+def test_a_spent_lease_counts_from_its_last_request_not_its_hold() -> None:
+    """The sign-in chain spends each lease at once: the ledger then counts it from that request, so the next
+    window's lease is not held back by the rest of the hold (and never comes sooner than a window after it)."""
+    quota = _quota(limit=1, window=60.0)  # Graph's own window: a hold of 0.6 s
+    span, hold = spans(quota)
+    budget = AppBudget(Ledger(MemoryRows(), "app-spent"), {quota.name: quota})
+
+    async def one_request() -> tuple[float, float]:
+        grant = await budget.take([(quota.name, "", 1.0)], "tenant")
+        sent = time.time()
+        budget.spent(grant, "tenant")
+        return sent, grant.next_window()[quota.name]
+
+    sent, next_window = asyncio.run(one_request())
+    assert sent + span - hold - 0.01 <= next_window <= sent + span - hold + 0.01  # not the lease's start + span
+    deadline = time.time() + 5
+    while time.time() < deadline:  # the ledger's row is shortened in a write nobody waits for
+        row, _ = budget.ledger.rows.read(budget.ledger.key(quota.name))
+        if row["leases"][0][1] < row["leases"][0][0] + hold:
+            break
+        time.sleep(0.01)
+    lease = row["leases"][0]
+    assert sent <= lease[1] < lease[0] + hold
+    # Another process asking now is told to come back a window after that request (less its look-ahead).
+    again = budget.ledger.lease(quota, 1.0, "other", 1.0)
+    assert isinstance(again, float)
+    assert again >= lease[1] + span - hold - 0.05 * quota.window - 0.002
+    assert again < lease[0] + span - 0.05 * quota.window - 0.1
+
+
 def test_a_malformed_row_is_refused_naming_it(azurite: Any) -> None:
     rows = TableRows(connection_string=azurite.connection_string)
     app = f"app-bad-{time.time_ns()}"

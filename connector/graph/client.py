@@ -502,6 +502,7 @@ async def _paced(graph: Graph, label: str, reservation: Any, shared: list[tuple[
         grant = await graph.budget.take(shared, graph.consumer)
         graph._stats(label).paced += time.monotonic() - started
         if graph.pacer.confirm(reservation) and grant.live():
+            graph.budget.spent(grant, graph.consumer)
             offset = time.monotonic() - time.time()
             reservation.app_next = {name: at + offset for name, at in grant.next_window().items()}
             return
