@@ -208,7 +208,7 @@ class Tenant:
         """The user object for ``index`` (Graph v1.0 names and shapes); ``properties`` limits the result to
         those (canonical) names and skips generating the rest."""
         core = self._core(index)
-        user = self.objects.build(index, core, self.upn(index), properties, self.index.invited_upn(index))
+        user = self.objects.build(index, core, self.upn(index), self.index.invited_upn(index), properties)
         changed = self.overrides.get(index)
         if changed:
             user.update({k: v for k, v in changed.items() if properties is None or k in properties})

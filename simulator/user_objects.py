@@ -84,8 +84,8 @@ class UserObjects:
         self.default_domain = default_domain
         self.licences = licences
 
-    def build(self, index: int, core: UserTraits, upn: str,
-              properties: Collection[str] | None = None, invited_upn: str | None = None) -> dict[str, Any]:
+    def build(self, index: int, core: UserTraits, upn: str, invited_upn: str,
+              properties: Collection[str] | None = None) -> dict[str, Any]:
         """The user object for ``index`` (Graph v1.0 names and shapes).
 
         ``properties`` limits the result to those (canonical) names and skips generating the
@@ -107,7 +107,7 @@ class UserObjects:
         office = OFFICES[d[10] % len(OFFICES)]
         dept = DEPARTMENT_NAMES[d[11] % len(DEPARTMENT_NAMES)]
         synced = not guest and d[15] < 154
-        user = self._directory_properties(core, upn, invited_upn or upn, created, office, dept, synced)
+        user = self._directory_properties(core, upn, invited_upn, created, office, dept, synced)
         groups = (
             {_GROUP_OF[p] for p in properties if p in _GROUP_OF} if properties is not None else set(_GROUP_OF.values())
         )
@@ -136,7 +136,10 @@ class UserObjects:
         has_mailbox = "E3" in core.combo or "E5" in core.combo
 
         if guest:
-            # A guest's mail is the address it was invited with; an admin renaming its UPN does not change it.
+            # A guest's UPN is created as <invited address with @ as _>#EXT#@<tenant domain> and its mail is the
+            # invited address (learn.microsoft.com entra/external-id/user-properties, "Properties of a B2B
+            # collaboration user"); userPrincipalName and mail are separate properties, updated on their own
+            # (graph/api/user-update), so an admin renaming the UPN leaves the mail as it was.
             ext_local, ext_domain = invited_upn.split("#EXT#")[0].rsplit("_", 1)
             mail: str | None = f"{ext_local}@{ext_domain}"
             display = f"{first[0]} {last[0]} (Guest)" if d[13] < 77 else f"{first[0]} {last[0]}"
