@@ -28,6 +28,5 @@ class DownloadService:
         entry = self.sim.take_download(segments[2])
         if entry is None:
             return Response(403, b"The download link has expired.", {"Content-Type": "text/plain"})
-        usage = self.sim.usage
-        rows = usage.rows(entry["report"], entry["period"], entry["concealed"])
-        return Response(200, usage.render(entry["report"], rows), {"Content-Type": "application/octet-stream"})
+        data = self.sim.usage.download(entry["report"], entry["period"], entry["concealed"])
+        return Response(200, data, {"Content-Type": "application/octet-stream"})

@@ -17,7 +17,7 @@ import io
 import random
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .seeded import DAY, digest, iso_date
 
@@ -217,7 +217,7 @@ class _UserRows:
     days: int
     user: dict[str, Any]
     combo: tuple[str, ...]
-    services: set[str]
+    services: frozenset[str]
     rnd: random.Random
     seen_epoch: int | None
     active: bool
@@ -399,6 +399,20 @@ _ROW_BUILDERS = {
 }
 
 
+_ROW_FIELDS = ("id", "userPrincipalName", "displayName", "createdDateTime")  # what the row builders read
+
+
+class _Licensed(NamedTuple):
+    """A licensed user as the reports see it: index, the fields of _ROW_FIELDS, SKUs assigned, services of
+    its assigned plans, and the epoch second of its last sign-in (UsageReports.last_seen)."""
+
+    index: int
+    user: dict[str, Any]
+    combo: tuple[str, ...]
+    services: frozenset[str]
+    seen_epoch: int | None
+
+
 class UsageReports:
     """Typed report rows for one tenant; rows depend on the report, the period and concealment."""
 
@@ -406,28 +420,38 @@ class UsageReports:
         self.tenant = tenant
         self.seed = tenant.seed
         self._lock = threading.Lock()
-        self._licensed: tuple[int, list[tuple[int, dict[str, Any], tuple[str, ...]]]] | None = None
+        self._licensed: tuple[int, list[_Licensed]] | None = None
+        # Rendered files by report, period, concealment and what else the rows depend on: a retried download
+        # (a large tenant's first one can outlast the client's read timeout) and every later run of the same
+        # tenant state answer at once; one build per key, whoever asks first.
+        self._files: dict[tuple[Any, ...], bytes] = {}
+        self._building: dict[tuple[Any, ...], threading.Lock] = {}
 
-    def _users(self) -> list[tuple[int, dict[str, Any], tuple[str, ...]]]:
-        """Licensed users: (index, user, SKU keys actually assigned). Reports list licensed users. Built once per
-        version of the tenant (every report of a run reads the same users; building them was most of the
-        simulator's work in a full collection)."""
+    def _users(self) -> list[_Licensed]:
+        """Licensed users with what the rows read of them. Built once per version of the tenant (every report
+        of a run reads the same users; building them was most of the simulator's work in a full collection),
+        and only those fields kept: whole users with their assignedPlans took 4 GB at 200,000 users."""
         with self._lock:
             version = self.tenant.version
             if self._licensed is None or self._licensed[0] != version:
                 self._licensed = (version, self._licensed_users())
             return self._licensed[1]
 
-    def _licensed_users(self) -> list[tuple[int, dict[str, Any], tuple[str, ...]]]:
+    def _licensed_users(self) -> list[_Licensed]:
         t = self.tenant
         out = []
+        services_seen: dict[frozenset[str], frozenset[str]] = {}
         for i in range(t.user_count):
             core = t._core(i)
             if core.combo:
                 combo = tuple(g.sku for g in t.grants(i, core) if g.assigned)
                 if combo:
-                    out.append((i, t.user(i, ("id", "userPrincipalName", "displayName", "createdDateTime",
-                                              "assignedPlans", "signInActivity")), combo))
+                    user = t.user(i, ("id", "userPrincipalName", "displayName", "createdDateTime",
+                                      "assignedPlans", "signInActivity"))
+                    services = frozenset(p["service"] for p in user["assignedPlans"])
+                    services = services_seen.setdefault(services, services)
+                    out.append(_Licensed(i, {k: user[k] for k in _ROW_FIELDS}, combo, services,
+                                         self.last_seen(user)))
         return out
 
     @staticmethod
@@ -449,8 +473,8 @@ class UsageReports:
         refresh_epoch = self.tenant.now_epoch - 2 * DAY
         build = _ROW_BUILDERS[report]
         out: list[dict[str, Any]] = []
-        for i, user, combo in self._users():
-            rows = build(self._user_rows(report, period, days, refresh_epoch, i, user, combo))
+        for licensed in self._users():
+            rows = build(self._user_rows(report, period, days, refresh_epoch, licensed))
             if rows is None:
                 continue
             for row in rows:
@@ -463,13 +487,12 @@ class UsageReports:
                 out.append({j: row[j] for _h, j, _k in columns})
         return out
 
-    def _user_rows(self, report: str, period: str | None, days: int, refresh_epoch: int, i: int,
-                   user: dict[str, Any], combo: tuple[str, ...]) -> _UserRows:
-        """What the row builders need about licensed user ``i``, with the user's random draws for the report."""
+    def _user_rows(self, report: str, period: str | None, days: int, refresh_epoch: int,
+                   licensed: _Licensed) -> _UserRows:
+        """What the row builders need about a licensed user, with the user's random draws for the report."""
+        i, user, combo, services, seen_epoch = licensed
         refresh = iso_date(refresh_epoch // DAY)
-        services = {p["service"] for p in user["assignedPlans"]}
         rnd = random.Random(int.from_bytes(digest(self.seed, f"usage:{report}:{period}:{i}"), "big"))
-        seen_epoch = self.last_seen(user)
         # Reports keep about 180 days of activity; older users show no date.
         active = seen_epoch is not None and refresh_epoch - seen_epoch < HORIZON_DAYS * DAY
         products = [PRODUCT_NAMES[k] for k in combo]
@@ -482,6 +505,24 @@ class UsageReports:
         return _UserRows(self.tenant, refresh_epoch, refresh, days, user, combo, services, rnd, seen_epoch, active,
                          products, base, "exchange" in services, "SharePoint" in services, "TeamspaceAPI" in services,
                          frontline)
+
+    def download(self, report: str, period: str | None, concealed: bool) -> bytes:
+        """The report's file as the download host serves it, built once per tenant version."""
+        t = self.tenant
+        state = (t.version, t.now_epoch, t.frontline_share)
+        key = (report, period, concealed, state)
+        with self._lock:
+            building = self._building.setdefault(key, threading.Lock())
+        with building:
+            data = self._files.get(key)
+            if data is None:
+                data = self.render(report, self.rows(report, period, concealed))
+                with self._lock:
+                    for old in [k for k in self._files if k[3] != state]:
+                        del self._files[old]
+                        self._building.pop(old, None)
+                    self._files[key] = data
+            return data
 
     def render(self, report: str, rows: list[dict[str, Any]]) -> bytes:
         """The CSV as downloaded: BOM, header line, every field quoted, CRLF line ends."""

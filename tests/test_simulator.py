@@ -716,3 +716,22 @@ def test_a_renamed_guest_keeps_its_invited_mail():
         after = tenant.user(guest)
         assert after["userPrincipalName"] == "renamed.guest@" + tenant.initial_domain
         assert after["mail"] == before["mail"] and "#EXT#" in before["userPrincipalName"]
+
+
+def test_a_report_file_is_built_once_per_tenant_state_and_follows_changes():
+    """The download host keeps each rendered report until the tenant changes (a 200,000-user tenant's reports
+    took longer than the client's read timeout to build, so its retries must not build them again)."""
+    with Simulator(TenantSpec(seed=4, users=400, quotas=False)) as s:
+        usage = s.usage
+        first = usage.download("getM365AppUserDetail", "D30", False)
+        assert first == usage.render("getM365AppUserDetail", usage.rows("getM365AppUserDetail", "D30", False))
+        assert usage.download("getM365AppUserDetail", "D30", False) is first  # the same file, not rebuilt
+        assert usage.download("getM365AppUserDetail", "D30", True) != first  # concealed names are another file
+        assert usage.download("getM365AppUserDetail", "D7", False) != first
+        licensed = [u["id"] for u in (s.tenant.user(i) for i in range(400)) if u["assignedLicenses"]]
+        s.changes.change_licences(licensed[0])  # no licences: the user leaves every report
+        after = usage.download("getM365AppUserDetail", "D30", False)
+        assert after != first and after == usage.render("getM365AppUserDetail",
+                                                        usage.rows("getM365AppUserDetail", "D30", False))
+        s.tenant.frontline_share = 0.9  # test data shaping the rows depend on
+        assert usage.download("getM365AppUserDetail", "D30", False) != after
