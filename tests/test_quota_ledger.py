@@ -184,6 +184,31 @@ def test_a_spent_lease_counts_from_its_last_request_not_its_hold() -> None:
     assert again < lease[0] + span - 0.05 * quota.window - 0.1
 
 
+def test_a_lease_that_ended_unused_no_longer_counts() -> None:
+    """A request that took a lease and then went back to wait (its tenant's buckets filled meanwhile), or woke
+    after the hold: nothing was sent under the lease, so the ledger drops it and the next request need not wait
+    a window (at 10 a minute that was one sign-in page of a window lost each time)."""
+    quota = _quota(limit=1, window=60.0)  # one request a minute: a counted lease blocks the next for a minute
+    span, hold = spans(quota)
+    budget = AppBudget(Ledger(MemoryRows(), "app-unused"), {quota.name: quota})
+
+    async def take_then_give_back_then_take() -> float:
+        grant = await budget.take([(quota.name, "", 1.0)], "tenant")
+        budget.give_back(grant)  # not sent
+        await asyncio.sleep(max(0.0, grant.taken[0][1].end - time.time()) + 0.01)  # its hold is over
+        started = time.time()
+        await asyncio.wait_for(budget.take([(quota.name, "", 1.0)], "tenant"), timeout=10)
+        return time.time() - started
+
+    assert asyncio.run(take_then_give_back_then_take()) < 0.05 * quota.window + 1.0  # not a minute
+    assert budget.released == 1
+    row, _ = budget.ledger.rows.read(budget.ledger.key(quota.name))
+    assert len(row["leases"]) == 1  # the second lease only
+    # A lease something was sent under stays counted: the next one waits a window after it.
+    sent = budget.ledger.lease(quota, 1.0, "other", 1.0)
+    assert isinstance(sent, float) and sent > time.time() + span - hold - 0.05 * quota.window - 1.0
+
+
 def test_a_malformed_row_is_refused_naming_it(azurite: Any) -> None:
     rows = TableRows(connection_string=azurite.connection_string)
     app = f"app-bad-{time.time_ns()}"

@@ -272,16 +272,39 @@ class Ledger:
     def shrink(self, quota: Quota, lease: Lease, consumer: str, at: float) -> bool:
         """The holder spent the lease; its last request went at `at`: the lease ends there (never later than
         it did). False if the row no longer has it (a lease a window old is dropped anyway)."""
-        key = self.key(quota.name)
         end = math.ceil(at * 1000) / 1000  # as the row keeps times; rounded up, never earlier than the request
+
+        def shorten(mine: list[Any], _leases: list[list[Any]]) -> bool:
+            if mine[1] <= end:
+                return False
+            mine[1] = max(mine[0], end)
+            return True
+
+        return self._amend(quota, lease, consumer, shorten)
+
+    def release(self, quota: Quota, lease: Lease, consumer: str) -> bool:
+        """The holder sent nothing under the lease: it ended before a busy event loop woke to spend it, or its
+        request went back to wait for the tenant's own buckets. It no longer counts, so the next lease need not
+        wait a window for it (a chain of 10 a minute lost one page of a window each time)."""
+
+        def drop(mine: list[Any], leases: list[list[Any]]) -> bool:
+            leases.remove(mine)
+            return True
+
+        return self._amend(quota, lease, consumer, drop)
+
+    def _amend(self, quota: Quota, lease: Lease, consumer: str,
+               change: Callable[[list[Any], list[list[Any]]], bool]) -> bool:
+        """Change the consumer's own lease in the row (compare-and-swap, retried); False if the row no longer
+        has it or `change` leaves it as it is."""
+        key = self.key(quota.name)
         for _ in range(CONFLICTS):
             raw, version = self.rows.read(key)
             self.round_trips += 1
             leases, waiting = _row(raw, self.rows.describe(key))
             mine = next((x for x in leases if x[0] == lease.start and x[2] == lease.units and x[3] == consumer), None)
-            if mine is None or mine[1] <= end:
+            if mine is None or not change(mine, leases):
                 return False
-            mine[1] = max(mine[0], end)
             self.round_trips += 1
             if self.rows.write(key, {"v": VERSION, "leases": leases, "waiting": waiting}, version):
                 return True
@@ -333,6 +356,7 @@ class AppBudget:
         self.requests = 0  # requests that drew on the budget
         self.waited = 0.0  # seconds they waited for it
         self.expired = 0  # leases that ended with units left: the processes were too slow to spend them
+        self.released = 0  # ... of which none was used, taken out of the ledger
 
     def set_demand(self, consumer: str, demand: Mapping[str, float]) -> None:
         """The units a consumer (a tenant's run) expects to draw per app-wide quota: who goes first."""
@@ -373,6 +397,8 @@ class AppBudget:
             if lease is not None:  # spent or over: size the next lease by what was used of this one
                 used = lease.units - pool.left
                 self.expired += pool.left >= units  # units left unspent when it ended (counted for nothing)
+                if used <= 0 and self.ledger.release(quota, lease, consumer):
+                    self.released += 1  # ... unless nothing was sent under it: then it is not counted at all
                 ceiling = max(1.0, math.floor(quota.limit * LEASE_SHARE))
                 pool.size = min(ceiling, pool.size * 2) if pool.left < units else max(1.0, used)
             want = max(min(units, quota.limit), pool.size)
