@@ -211,6 +211,7 @@ def test_a_lease_that_ended_unused_no_longer_counts() -> None:
 
 def test_a_malformed_row_is_refused_naming_it(azurite: Any) -> None:
     rows = TableRows(connection_string=azurite.connection_string)
+    rows._ensure()  # the table, which another test may or may not have created first on this Azurite
     app = f"app-bad-{time.time_ns()}"
     quota = _quota(limit=10, window=60.0)
     rows.table.create_entity({"PartitionKey": app, "RowKey": "app_sign_in_activity", "v": 1,

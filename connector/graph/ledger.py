@@ -13,9 +13,9 @@ Graph a little later, never put more than the limit in any of Graph's windows, l
 span of `window * (1 + MARGIN) + slack + hold` holds more than the limit. A process takes its units from a
 lease without a round trip, and sizes the next lease by what it used of the last (AppBudget), so the cost
 is one compare-and-swap per lease, not per request. A lease of a small quota (sign-in activity's 10 a minute)
-that its holder has spent is shortened to the moment of its last request, in a second write that nobody waits
+that its holder has spent is shortened to the answer of its last request, in a second write that nobody waits
 for: a lease is counted until its end plus a window, so the next window's request need not wait for a hold it
-did not use (0.6 s of every sign-in minute, 1.2% of the listing).
+did not use (0.6 s of every sign-in minute, 1.2% of the listing). A lease nothing was sent under is taken out.
 
 Fair shares: when a bucket is contended, the next lease goes to the waiting consumer with the least work
 left (pages it still needs in that bucket, as the run estimated them from the tenant's size), aged by how
@@ -42,15 +42,20 @@ from connector.catalog.quotas import DEFAULTS, Quota
 from connector.graph.pacer import MARGIN, SLACK
 
 # A lease may be spent during this share of its quota's window after its start (at least HOLD_MIN seconds): long
-# enough for a process to wake and send, short, since every lease is counted for the whole of it: 1% of the
-# sign-in quota's rate (0.6 s of 60; a holder that misses it asks again, bench/quota_ledger.py counts how
+# enough for a process to wake and send, short, since a lease not used up is counted for the whole of it: 1% of
+# the sign-in quota's rate (0.6 s of 60; a holder that misses it asks again, bench/quota_ledger.py counts how
 # often). Quotas of more than BIG units a window are far beyond what a deployment sends (130,000 requests per
 # 10 s): their leases last a whole window, so a process asks the ledger about once a window, at the price of
 # counting them at half their documented rate.
 HOLD = 0.01
 HOLD_BIG = 1.0
 BIG = 10000
-HOLD_MIN = 0.05
+# At least half a second, whatever the scale: a used-up lease ends at its request's answer (AppBudget.spent) and
+# an unused one is taken out (Ledger.release), so the hold costs nothing when the request goes; but a request
+# answered after its lease's end is counted only until that end plus a window, and it may have reached Graph
+# later. With scaled windows a hold of 1% (30-60 ms) was shorter than a busy machine's send-to-arrival time:
+# bench/tenants.py at 20x had 4-9 of about 790 requests refused by the app-wide sign-in quota, none with 0.5 s.
+HOLD_MIN = 0.5
 # ... and at least this many seconds for those far quotas: a lease must outlast the round trip that fetched it
 # and the holder's wake-up, which a busy event loop (dozens of datasets parsing pages) stretches to tenths of a
 # second; with windows divided by a benchmark's or test's scale, a lease of one window (0.1 s) ended before its
@@ -435,8 +440,10 @@ class AppBudget:
             self.give_back(grant)
 
     def spent(self, grant: Grant, consumer: str) -> None:
-        """The grant's request is being sent now: a lease of a small quota that it used up ends now, here and (in
-        a write nobody waits for) in the ledger, so the next window's request is not held back by its hold."""
+        """The grant's request has its answer (or failed): a lease of a small quota that it used up ends now, here
+        and (in a write nobody waits for) in the ledger, so the next window's request is not held back by the rest
+        of its hold. Now, not at the sending: Graph counts the request when it arrives, and only the answer says
+        it has (the in-process pacer counts at the answer for the same reason)."""
         now = time.time()
         for pool, lease, _units in grant.taken:
             quota = self.limits[pool.name]
