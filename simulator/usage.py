@@ -446,8 +446,7 @@ class UsageReports:
             if core.combo:
                 combo = tuple(g.sku for g in t.grants(i, core) if g.assigned)
                 if combo:
-                    user = t.user(i, ("id", "userPrincipalName", "displayName", "createdDateTime",
-                                      "assignedPlans", "signInActivity"))
+                    user = t.user(i, (*_ROW_FIELDS, "assignedPlans", "signInActivity"))
                     services = frozenset(p["service"] for p in user["assignedPlans"])
                     services = services_seen.setdefault(services, services)
                     out.append(_Licensed(i, {k: user[k] for k in _ROW_FIELDS}, combo, services,
@@ -507,7 +506,8 @@ class UsageReports:
                          frontline)
 
     def download(self, report: str, period: str | None, concealed: bool) -> bytes:
-        """The report's file as the download host serves it, built once per tenant version."""
+        """The report's file as the download host serves it, built once per state of the tenant (its version,
+        its clock and the test data shaping the rows read)."""
         t = self.tenant
         state = (t.version, t.now_epoch, t.frontline_share)
         key = (report, period, concealed, state)

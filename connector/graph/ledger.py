@@ -275,8 +275,9 @@ class Ledger:
         return time.time() + hold
 
     def shrink(self, quota: Quota, lease: Lease, consumer: str, at: float) -> bool:
-        """The holder spent the lease; its last request went at `at`: the lease ends there (never later than
-        it did). False if the row no longer has it (a lease a window old is dropped anyway)."""
+        """The holder spent the lease; its last request was answered at `at` (AppBudget.spent): the lease ends
+        there (never later than it did). False if the row no longer has it (a lease a window old is dropped
+        anyway)."""
         end = math.ceil(at * 1000) / 1000  # as the row keeps times; rounded up, never earlier than the request
 
         def shorten(mine: list[Any], _leases: list[list[Any]]) -> bool:
