@@ -4,8 +4,11 @@ must not grow with the tenant.
 Up to `memory_keys` keys it is a dict (a lookup costs a fraction of a microsecond, and 250,000 keys about
 30 MB). Past that it spills every key into an anonymous SQLite database (`sqlite3.connect("")`: a
 temporary file SQLite removes when it is closed, and that no one else can open) with a bounded page
-cache: 1,000,000 keys cost about 60 MB of disk and a few MB of memory. On disk, writes are buffered and
-lookups are made a chunk of keys at a time, so a key costs a few microseconds.
+cache: 1,000,000 keys cost about 60 MB of disk and a few MB of memory. On disk, writes are appended to an
+unordered table and merged into the keyed one in key order before the next read (SQLite's own external sort):
+inserted one by one in the order they come, each key touched a random page of a B-tree larger than the cache
+(6.5 s of the insights' 25 s at 1,000,000 users). Lookups are made a chunk of keys at a time, so a key costs a
+few microseconds.
 """
 
 from __future__ import annotations
@@ -44,8 +47,11 @@ class KeyValueSpool:
         self._mem: dict[str, Any] | None = {}
         self._db: Any = None
         self._pending: list[tuple[str, Any]] = []
+        self._unmerged = False  # rows in `raw` not yet merged into `kv`
         conflict = "DO UPDATE SET v = max(v, excluded.v)" if keep_max else "DO UPDATE SET v = excluded.v"
-        self._insert = f"INSERT INTO kv VALUES (?, ?) ON CONFLICT(k) {conflict}"
+        # In key order, and in the order they were put within a key: the last put wins (or the largest value).
+        # "WHERE true" tells SQLite's parser the ON CONFLICT belongs to the INSERT (sqlite.org/lang_upsert.html).
+        self._merge_sql = f"INSERT INTO kv SELECT k, v FROM raw WHERE true ORDER BY k, rowid ON CONFLICT(k) {conflict}"
         if expected is not None and expected > self._memory_keys:
             self._spill()
 
@@ -80,15 +86,27 @@ class KeyValueSpool:
     def _spill(self) -> None:
         db = scratch_database()
         db.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v) WITHOUT ROWID")
+        db.execute("CREATE TABLE raw (k TEXT, v)")
         self._db = db
         mem, self._mem = self._mem or {}, None
-        db.executemany(self._insert, mem.items())  # sqlite3 reads the items lazily
+        db.executemany("INSERT INTO raw VALUES (?, ?)", mem.items())  # sqlite3 reads the items lazily
+        self._unmerged = bool(mem)
         mem.clear()
 
     def _flush(self) -> None:
+        """Buffered puts, appended to `raw`."""
         if self._pending:
-            self._db.executemany(self._insert, self._pending)
+            self._db.executemany("INSERT INTO raw VALUES (?, ?)", self._pending)
             self._pending = []
+            self._unmerged = True
+
+    def _merge(self) -> None:
+        """Before a read: every put so far, in `kv`."""
+        self._flush()
+        if self._unmerged:
+            self._db.execute(self._merge_sql)
+            self._db.execute("DELETE FROM raw")
+            self._unmerged = False
 
     def get_many(self, keys: Iterable[str], whole: bool = False) -> Mapping[str, Any]:
         """The values of those keys that are present (`whole`: or more; in memory, the map itself, not a copy:
@@ -96,7 +114,7 @@ class KeyValueSpool:
         mem = self._mem
         if mem is not None:
             return mem if whole else {k: mem[k] for k in keys if k in mem}
-        self._flush()
+        self._merge()
         wanted = [k for k in dict.fromkeys(keys) if k is not None]
         found: dict[str, Any] = {}
         for i in range(0, len(wanted), PARAMS):
@@ -110,21 +128,21 @@ class KeyValueSpool:
             for k in keys:
                 mem.pop(k, None)
             return
-        self._flush()
+        self._merge()
         self._db.executemany("DELETE FROM kv WHERE k = ?", ((k,) for k in keys if k is not None))
 
     def values(self) -> Iterator[Any]:
         if self._mem is not None:
             yield from self._mem.values()
             return
-        self._flush()
+        self._merge()
         for (value,) in self._db.execute("SELECT v FROM kv"):
             yield value
 
     def __len__(self) -> int:
         if self._mem is not None:
             return len(self._mem)
-        self._flush()
+        self._merge()
         return self._db.execute("SELECT count(*) FROM kv").fetchone()[0]
 
     def close(self) -> None:

@@ -910,3 +910,27 @@ def test_instances_preparing_one_container_at_once_all_succeed(azurite):
         with ThreadPoolExecutor(len(stores)) as pool:
             list(pool.map(lambda store: store.prepare(), stores))
     assert not [b for b in stores[0].container.list_blob_names()]  # every probe cleaned up
+
+
+def test_discarding_a_folder_removes_it_whole_and_nothing_beside_it(env):
+    """A run's checkpoints go in one call (publish.remove_checkpoints): every spooled chunk and checkpoint under
+    the run's prefix, a killed writer's temporary too, and nothing of a run whose id merely starts alike."""
+    store = _store(env)
+    store.prepare()
+    mine, other = "tenants/t/checkpoints/20261208T000000Z-aaaaaa/", "tenants/t/checkpoints/20261208T000000Z-aaaaaab/"
+    for i in range(40):
+        store.write_bytes(f"{mine}users.{i:06d}.spool.gz", b"x" * i, "application/gzip")
+    store.write_bytes(f"{mine}users.json", b"{}", "application/json")
+    store.write_bytes(f"{other}users.json", b"{}", "application/json")
+    store.write_bytes("tenants/t/runs/r/users.jsonl.gz", b"keep", "application/gzip")
+    if env["_kind"] == "folder":  # what a writer killed mid-write leaves (LocalStore.write_bytes' temporary)
+        Path(store.location, mine, ".users.json.1234.partial").write_bytes(b"half")
+    before = store.requests
+    store.discard_folder(mine)
+    used = store.requests - before
+    assert store.list(mine) == []
+    assert store.list("tenants/t/") == [f"{other}users.json", "tenants/t/runs/r/users.jsonl.gz"]
+    if env["_kind"] == "folder":
+        assert not Path(store.location, mine).exists()
+        assert used == 1  # one call, however many files
+    store.discard_folder(mine)  # gone already: nothing to do, no error

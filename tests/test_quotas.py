@@ -136,13 +136,19 @@ def test_estimates_follow_the_documented_floor():
     got = estimates(["users", "user_sign_in_activity", "mfa_registration"], 1_000_000, limits)
     sign_in = got["user_sign_in_activity"]
     assert sign_in.pages == 2000 and sign_in.quota == "sign_in_activity"
-    assert sign_in.seconds == pytest.approx(199 * 60)  # 2,000 pages at 10 a minute, the first 10 at once
+    # 2,000 pages at 10 a minute, the first 10 at once; the last ten go five and five, one identity-reports
+    # window (5 per 10 s) apart: no client can send the last page sooner
+    assert sign_in.seconds == pytest.approx(199 * 60 + 10)
     text = sign_in.text()
     assert "1,000,000 users at Graph's limit of 5,000 a minute" in text and "about 199 minutes" in text
     mfa = got["mfa_registration"]  # 10,000 pages of 100 sharing 5 per 10 s with the 2,000 sign-in pages
     assert mfa.quota == "identity_reports" and mfa.seconds == pytest.approx((12_000 / 5 - 1) * 10)
     small = estimates(["user_sign_in_activity"], 2000, limits)["user_sign_in_activity"]
     assert small.pages == 4 and small.seconds == 0  # four pages fit in the first minute's ten
+    # 20 pages: ten at once (five, and five 10 s later), the next ten a minute on, again five and five
+    assert estimates(["user_sign_in_activity"], 10_000, limits)["user_sign_in_activity"].seconds == 70
+    # 11 pages: the eleventh a minute after the first, alone in its reports window
+    assert estimates(["user_sign_in_activity"], 5_500, limits)["user_sign_in_activity"].seconds == 60
     assert not got["users"].quota
 
     # Graph honouring $top=999 (not documented): 1,002 pages, and sign-in activity sets the run's length.

@@ -70,3 +70,33 @@ def test_a_map_told_how_many_keys_are_coming_starts_on_disk_past_its_limit() -> 
             assert spool.on_disk and spool.get_many(["k0", "k11", "x"]) == {"k0": 0, "k11": 11}
         finally:
             spool.close()
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["last-put-wins", "keep-max"])
+def test_puts_reads_and_deletes_interleaved_on_disk_agree_with_a_dict(keep: bool) -> None:
+    """On disk, puts wait in an unordered table until the next read merges them in key order (the change
+    feeds put, read and delete in turns): a put after a read, a key put twice between two reads and a key
+    deleted and put again must all read as a dict would."""
+    rng = random.Random(11)
+    spool, truth = KeyValueSpool(keep_max=keep, memory_keys=50), {}
+    try:
+        for _ in range(20_000):
+            key, value, op = f"k{rng.randrange(400)}", rng.randrange(1_000), rng.random()
+            if op < 0.8:
+                pairs = [(key, value)] if op < 0.7 else [(key, value), (key, value + 1)]
+                spool.put_many(pairs) if op >= 0.7 else spool.put(key, value)
+                for k, v in pairs:
+                    truth[k] = max(truth.get(k, v), v) if keep else v
+            elif op < 0.9:
+                keys = [f"k{rng.randrange(400)}" for _ in range(5)]
+                assert spool.get_many(keys) == {k: truth[k] for k in keys if k in truth}
+            elif op < 0.95:
+                keys = [f"k{rng.randrange(400)}" for _ in range(3)]
+                spool.delete_many(keys)
+                for k in keys:
+                    truth.pop(k, None)
+            else:
+                assert len(spool) == len(truth) and sorted(spool.values()) == sorted(truth.values())
+        assert spool.on_disk
+    finally:
+        spool.close()

@@ -254,6 +254,15 @@ class LocalStore:
         for leftover in path.parent.glob(f".{glob_escape(path.name)}.*.partial"):
             leftover.unlink(missing_ok=True)
 
+    def discard_folder(self, prefix: str) -> None:
+        """Remove the folder `prefix` with everything in it, temporaries included: one call, not a discard() a file
+        (each of which scans the folder for a killed writer's leftovers: thousands of a run's spooled chunks took
+        2.9 s at 1,000,000 users)."""
+        self.requests += 1
+        path = self._path(prefix.rstrip("/"))
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+
     def clear_temporaries(self, prefix: str) -> None:
         """Remove the temporary files killed writers left directly in the folder `prefix` (call it only while
         no other writer can be at work there: under the tenant's lock)."""

@@ -84,8 +84,7 @@ def checkpoint_prefix(tenant_id: str, run_id: str) -> str:
 
 def remove_checkpoints(store: Store, tenant_id: str, run_id: str) -> None:
     """A run's checkpoints and spooled records: removed once it is published, or once it is given up."""
-    for path in store.list(checkpoint_prefix(tenant_id, run_id)):
-        store.discard(path)
+    store.discard_folder(checkpoint_prefix(tenant_id, run_id))
 
 
 def sweep_checkpoints(store: Store, tenant_id: str, current: str | None, dead: Iterable[str]) -> None:
