@@ -7,8 +7,8 @@ temporary file SQLite removes when it is closed, and that no one else can open) 
 cache: 1,000,000 keys cost about 60 MB of disk and a few MB of memory. On disk, writes are appended to an
 unordered table and merged into the keyed one in key order before the next read (SQLite's own external sort):
 inserted one by one in the order they come, each key touched a random page of a B-tree larger than the cache
-(6.5 s of the insights' 25 s at 1,000,000 users). Lookups are made a chunk of keys at a time, so a key costs a
-few microseconds.
+(`python -m connector insights` at 1,000,000 users: 20.5 s against 21.7 s, its system time halved). Lookups are
+made a chunk of keys at a time, so a key costs a few microseconds.
 """
 
 from __future__ import annotations
