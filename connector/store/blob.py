@@ -7,6 +7,7 @@ import itertools
 import socket
 import uuid
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -303,14 +304,8 @@ class BlobStore:
         """Remove every blob under `prefix` (blobs written whole: nothing staged to drop), a few at a time. Blob
         batches (one request for 256 deletions) are not used: Azurite, which the tests run against, refuses
         them (Azure/Azurite#2509)."""
-        from concurrent.futures import ThreadPoolExecutor
-
         names = self.list(prefix.rstrip("/") + "/")
-        if len(names) < 4:
-            for name in names:
-                self.delete(name)
-            return
-        with ThreadPoolExecutor(8) as pool:
+        with ThreadPoolExecutor(max_workers=min(8, max(1, len(names)))) as pool:
             list(pool.map(self.delete, names))
 
     def clear_temporaries(self, prefix: str) -> None:
